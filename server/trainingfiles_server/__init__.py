@@ -1,0 +1,1 @@
+"""Training File Service: turns enriched conversations into LoRA training files over gRPC."""

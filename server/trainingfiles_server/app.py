@@ -1,0 +1,110 @@
+"""The server's lifespan: open the pool and the S3 client, serve, drain, close.
+
+`running_server` is an async context manager used by `serve` (the process entry point)
+and by the tests, which bind port 0 and connect to whatever port they got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from trainingfiles.v1 import service_pb2, service_pb2_grpc
+
+from . import logs
+from .config import Settings
+from .db import Database, open_database
+from .health import monitored
+from .interceptors import ServiceInterceptor
+from .servicer import TrainingFileServicer
+from .storage import Storage, open_storage
+
+log = logging.getLogger("trainingfiles.server")
+
+SERVICE_NAMES = (
+    service_pb2.DESCRIPTOR.services_by_name["TrainingFileService"].full_name,
+    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    reflection.SERVICE_NAME,
+)
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """Explicit transport limits; see the README's Limits section."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        # Ping idle clients every 60 s and drop them if they do not answer in 20 s.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        # Accept client keepalive pings at most every 10 s, also without calls in flight.
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Refuse to share a port with another process: a second server must fail loudly.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    port: int
+    database: Database
+    storage: Storage
+    health: health.aio.HealthServicer
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """Serve until the block exits, then drain calls for the grace period and close."""
+    async with open_database(settings) as database, open_storage(settings) as storage:
+        server = grpc.aio.server(
+            interceptors=[ServiceInterceptor()], options=server_options(settings)
+        )
+        service_pb2_grpc.add_TrainingFileServiceServicer_to_server(
+            TrainingFileServicer(settings, database, storage), server
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(SERVICE_NAMES, server)
+        port = server.add_insecure_port(settings.listen_address)
+        async with monitored(
+            health_servicer,
+            database,
+            storage,
+            interval=settings.health_check_interval_seconds,
+            timeout=settings.health_check_timeout_seconds,
+        ):
+            await server.start()
+            try:
+                yield RunningServer(port, database, storage, health_servicer)
+            finally:
+                await health_servicer.enter_graceful_shutdown()
+                await server.stop(settings.shutdown_grace_seconds)
+
+
+async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_server(settings) as running:
+        log.info("serving", extra={"fields": {"address": settings.listen_address}})
+        if on_ready is not None:
+            on_ready(running.port)
+        await stop.wait()
+        log.info("shutting down", extra={"fields": {"grace_s": settings.shutdown_grace_seconds}})
+    log.info("stopped")
+
+
+def main() -> None:
+    settings = Settings()
+    logs.configure(settings.log_level)
+    asyncio.run(serve(settings))

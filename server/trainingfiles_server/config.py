@@ -1,0 +1,54 @@
+"""Configuration, read once from environment variables (and an optional `.env` file).
+
+Every variable is documented in `.env.example` at the project root. Secrets are
+`SecretStr` so they never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The service's settings; field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # --- gRPC server ---
+    listen_address: str = "127.0.0.1:50051"
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    max_message_bytes: PositiveInt = 4 * 1024 * 1024
+    max_concurrent_streams: PositiveInt = 100
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- PostgreSQL ---
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/trainingfiles")
+    database_pool_min_size: int = Field(default=1, ge=0)
+    database_pool_max_size: PositiveInt = 10
+    # 0 turns asyncpg's prepared-statement cache off, as a transaction-mode pooler
+    # (PgBouncer, Supabase's pooler on port 6543) requires.
+    database_statement_cache_size: int = Field(default=100, ge=0)
+    database_command_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    # --- S3-compatible object storage ---
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_conversations_bucket: str = "conversation-files"
+    s3_training_bucket: str = "training-files"
+    s3_max_attempts: PositiveInt = 4
+    s3_max_pool_connections: PositiveInt = 32
+
+    # --- health ---
+    health_check_interval_seconds: float = Field(default=5.0, gt=0)
+    health_check_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    # --- work limits ---
+    fetch_concurrency: PositiveInt = 16
+    max_conversations_per_request: PositiveInt = 10_000
+    max_object_bytes: PositiveInt = 50 * 1024 * 1024
+    stale_processing_after_seconds: PositiveInt = 900

@@ -1,0 +1,1 @@
+"""Development-only tools: the embedded stack, the synthetic data generator, make run."""

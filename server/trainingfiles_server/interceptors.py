@@ -1,0 +1,148 @@
+"""The one place where domain errors become gRPC statuses, and where calls are logged.
+
+Every unary-unary and unary-stream handler is wrapped so that:
+
+* a `ServiceError` aborts the call with its code, message and typed `google.rpc` details
+  (sent as `grpc-status-details-bin`, readable with `grpc_status.rpc_status.from_call`);
+* any other exception is logged with its traceback and answered `INTERNAL` with a generic
+  message: never `UNKNOWN`, never a stack trace to the caller;
+* exactly one structured log line records method, status code and duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import status_pb2
+from grpc_status import rpc_status
+
+from .errors import ServiceError
+
+log = logging.getLogger("trainingfiles.rpc")
+
+_Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
+
+
+def to_rpc_status(error: ServiceError) -> status_pb2.Status:
+    """The `google.rpc.Status` for a domain error, details packed as `Any`."""
+    details = []
+    for detail in error.details():
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        details.append(packed)
+    return status_pb2.Status(code=error.code, message=error.message, details=details)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: ServiceError) -> NoReturn:
+    await context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+class _Call:
+    """Bookkeeping for one call: the code it ends with, and its log line."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.code = grpc.StatusCode.OK
+        self.started = time.perf_counter()
+
+    async def fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
+        if isinstance(exc, grpc.aio.AbortError):
+            self.code = context.code() or grpc.StatusCode.UNKNOWN
+            raise exc
+        if isinstance(exc, ServiceError) and type(exc) is not ServiceError:
+            error = exc
+        else:
+            log.error(
+                "unhandled error",
+                exc_info=exc,
+                extra={"fields": {"method": self.method}},
+            )
+            error = ServiceError("internal error; it has been logged")
+        self.code = _STATUS_CODES[error.code]
+        await _abort(context, error)
+
+    def finish(self) -> None:
+        fields = {
+            "method": self.method,
+            "code": self.code.name,
+            "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
+        }
+        log.info("rpc", extra={"fields": fields})
+
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _wrap_unary(method: str, inner: _Handler) -> _Handler:
+    async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        call = _Call(method)
+        try:
+            result = inner(request, context)
+            return await result if inspect.isawaitable(result) else result
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            await call.fail(context, exc)
+        finally:
+            call.finish()
+
+    return behavior
+
+
+def _wrap_stream(method: str, inner: _Handler) -> _Handler:
+    if not inspect.isasyncgenfunction(inner):
+        # Handlers that write with `context.write` (the health service's Watch).
+        return _wrap_unary(method, inner)
+
+    async def behavior(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        call = _Call(method)
+        try:
+            async for message in inner(request, context):
+                yield message
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            await call.fail(context, exc)
+        finally:
+            call.finish()
+
+    return behavior
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Error mapping and call logging for every unary and server-streaming method."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
