@@ -46,6 +46,7 @@ check: $(STAMP) ## format check, lint, mypy strict, buf lint, generated code up 
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy server clients/python/src tests scripts
+	cd protos && ../$(BIN)/buf format --exit-code -d
 	cd protos && ../$(BIN)/buf lint
 	$(BIN)/python scripts/generate.py --check
 

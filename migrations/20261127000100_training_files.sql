@@ -27,6 +27,10 @@ CREATE TABLE training_files (
         DEFAULT '{"personas": {}, "emotional_arcs": {}, "training_topics": {}}'::jsonb,
     status                    text NOT NULL DEFAULT 'processing'
         CHECK (status IN ('processing', 'active', 'archived', 'failed')),
+    -- The first conversation's `vertical` and `consultant_profile`, as written into the
+    -- JSON document; kept so that adding conversations never refetches old documents.
+    vertical                  text,
+    consultant_profile        jsonb,
     -- Why a file failed; set together with status 'failed'.
     error_message             text,
     -- Bumped on every content change (create, each add); guards concurrent adds.
@@ -87,7 +91,23 @@ CREATE TABLE training_file_conversations (
 CREATE INDEX training_file_conversations_conversation_idx
     ON training_file_conversations (conversation_id);
 
+-- Objects that may exist in storage without a committed row pointing at them: written
+-- before an upload starts, removed in the transaction that makes the object live, or
+-- after a replaced or failed object is deleted. Start-up repair deletes the objects of
+-- intents older than the configured age. No foreign key: an Add holds a lock on its
+-- file row while it records intents from another connection.
+CREATE TABLE storage_intents (
+    bucket            text NOT NULL,
+    object_key        text NOT NULL,
+    training_file_id  uuid NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (bucket, object_key)
+);
+
+CREATE INDEX storage_intents_created_idx ON storage_intents (created_at);
+
 -- migrate:down
+DROP TABLE storage_intents;
 DROP TABLE training_file_conversations;
 DROP TABLE training_files;
 DROP FUNCTION training_files_touch_updated_at();

@@ -11,11 +11,11 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from trainingfiles.v1 import service_pb2_grpc
-
 from trainingfiles_server.app import RunningServer, running_server
 from trainingfiles_server.config import Settings
 from trainingfiles_server.dev.bootstrap import apply_migrations, ensure_buckets
@@ -38,7 +38,7 @@ def stack_settings(
     postgres: EmbeddedPostgres, seaweed: EmbeddedSeaweedFS, **overrides: object
 ) -> Settings:
     """Settings for a server on port 0 against the given servers; no `.env` file read."""
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "database_url": postgres.url("trainingfiles"),
         "s3_endpoint_url": seaweed.endpoint_url,
         "s3_access_key_id": seaweed.access_key,

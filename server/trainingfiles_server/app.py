@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from .config import Settings
 from .db import Database, open_database
 from .health import monitored
 from .interceptors import ServiceInterceptor
+from .operations import Operations
+from .pagination import PageTokens
 from .servicer import TrainingFileServicer
 from .storage import Storage, open_storage
 
@@ -67,8 +70,12 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
         server = grpc.aio.server(
             interceptors=[ServiceInterceptor()], options=server_options(settings)
         )
+        secret = settings.page_token_secret
+        tokens = PageTokens(secret.get_secret_value().encode() if secret else os.urandom(32))
+        operations = Operations(settings, database, storage, tokens)
+        await operations.repair()
         service_pb2_grpc.add_TrainingFileServiceServicer_to_server(
-            TrainingFileServicer(settings, database, storage), server
+            TrainingFileServicer(operations), server
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

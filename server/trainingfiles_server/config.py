@@ -52,3 +52,8 @@ class Settings(BaseSettings):
     max_conversations_per_request: PositiveInt = 10_000
     max_object_bytes: PositiveInt = 50 * 1024 * 1024
     stale_processing_after_seconds: PositiveInt = 900
+
+    # --- pagination ---
+    # Signs page tokens. Unset: a random secret per process, so tokens do not survive a
+    # restart and are not shared between replicas; set it when running several replicas.
+    page_token_secret: SecretStr | None = None

@@ -11,64 +11,108 @@ from typing import Any
 
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 
-from .config import Settings
-from .db import Database
-from .errors import Unimplemented
-from .storage import Storage
+from . import convert
+from .errors import InvalidArgument
+from .operations import Caller, Operations
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 
 
-def _unimplemented(method: str) -> Unimplemented:
-    return Unimplemented(f"{method} is not implemented by this server yet")
+def _caller(context: Context) -> Caller:
+    """Until identity exists, every caller acts for the system."""
+    return Caller()
+
+
+def _expires_in(request: service_pb2.GetDownloadUrlRequest) -> int | None:
+    if not request.HasField("expires_in"):
+        return None
+    duration = request.expires_in
+    if duration.nanos:
+        raise InvalidArgument.field("expires_in", "must be whole seconds", "OUT_OF_RANGE")
+    return int(duration.seconds)
 
 
 class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
-    """`trainingfiles.v1.TrainingFileService` over the database and object storage."""
+    """`trainingfiles.v1.TrainingFileService` over the domain operations."""
 
-    def __init__(self, settings: Settings, database: Database, storage: Storage) -> None:
-        self.settings = settings
-        self.database = database
-        self.storage = storage
+    def __init__(self, operations: Operations) -> None:
+        self.operations = operations
 
     async def CreateTrainingFile(
         self, request: service_pb2.CreateTrainingFileRequest, context: Context
     ) -> AsyncIterator[service_pb2.TrainingFileProgress]:
-        raise _unimplemented("CreateTrainingFile")
-        yield  # pragma: no cover - makes this an async generator, as streams are
+        description = request.description if request.HasField("description") else None
+        events = self.operations.create(
+            _caller(context), request.name, description, list(request.conversation_ids)
+        )
+        async for event in events:
+            yield convert.progress(event)
 
     async def AddConversations(
         self, request: service_pb2.AddConversationsRequest, context: Context
     ) -> AsyncIterator[service_pb2.TrainingFileProgress]:
-        raise _unimplemented("AddConversations")
-        yield  # pragma: no cover
+        events = self.operations.add(
+            _caller(context), request.training_file_id, list(request.conversation_ids)
+        )
+        async for event in events:
+            yield convert.progress(event)
 
     async def GetTrainingFile(
         self, request: service_pb2.GetTrainingFileRequest, context: Context
     ) -> resources_pb2.TrainingFile:
-        raise _unimplemented("GetTrainingFile")
+        record = await self.operations.get(_caller(context), request.training_file_id)
+        return convert.training_file(record)
 
     async def ListTrainingFiles(
         self, request: service_pb2.ListTrainingFilesRequest, context: Context
     ) -> service_pb2.ListTrainingFilesResponse:
-        raise _unimplemented("ListTrainingFiles")
+        files, token = await self.operations.list_files(
+            _caller(context),
+            convert.status_filter(request.status),
+            request.include_archived,
+            request.page_size,
+            request.page_token,
+        )
+        return service_pb2.ListTrainingFilesResponse(
+            training_files=[convert.training_file(f) for f in files], next_page_token=token
+        )
 
     async def ListTrainingFileConversations(
         self, request: service_pb2.ListTrainingFileConversationsRequest, context: Context
     ) -> service_pb2.ListTrainingFileConversationsResponse:
-        raise _unimplemented("ListTrainingFileConversations")
+        rows, token = await self.operations.list_file_conversations(
+            _caller(context), request.training_file_id, request.page_size, request.page_token
+        )
+        return service_pb2.ListTrainingFileConversationsResponse(
+            conversations=[convert.file_conversation(r) for r in rows], next_page_token=token
+        )
 
     async def GetDownloadUrl(
         self, request: service_pb2.GetDownloadUrlRequest, context: Context
     ) -> service_pb2.GetDownloadUrlResponse:
-        raise _unimplemented("GetDownloadUrl")
+        url = await self.operations.download_url(
+            _caller(context),
+            request.training_file_id,
+            convert.file_format(request.format),
+            _expires_in(request),
+        )
+        return convert.download_url(url)
 
     async def ArchiveTrainingFile(
         self, request: service_pb2.ArchiveTrainingFileRequest, context: Context
     ) -> resources_pb2.TrainingFile:
-        raise _unimplemented("ArchiveTrainingFile")
+        record = await self.operations.archive(_caller(context), request.training_file_id)
+        return convert.training_file(record)
 
     async def ListEligibleConversations(
         self, request: service_pb2.ListEligibleConversationsRequest, context: Context
     ) -> service_pb2.ListEligibleConversationsResponse:
-        raise _unimplemented("ListEligibleConversations")
+        rows, token = await self.operations.list_eligible(
+            _caller(context),
+            request.exclude_training_file_id,
+            request.page_size,
+            request.page_token,
+        )
+        return service_pb2.ListEligibleConversationsResponse(
+            conversations=[convert.eligible_conversation(r) for r in rows], next_page_token=token
+        )

@@ -1,0 +1,289 @@
+"""The aggregation rules of SPEC §3.5, as pure functions over bytes and small summaries.
+
+No I/O happens here. The shape of the work, so that memory never grows with the number of
+conversations:
+
+1. `transform_conversation` turns one validated enriched document into its JSONL lines
+   (bytes, one pair per line, in turn order) and a small `ConversationSummary`. The caller
+   spools the lines and keeps only the summary.
+2. `summarize` computes the file's metrics from the summaries, in add order.
+3. The JSON document is `json_header(...)` + the JSONL with every newline turned into a
+   comma (minus the last) + `JSON_FOOTER`. orjson never writes a raw newline byte (it
+   escapes them inside strings), so this is exact, and `json_size` knows the size of the
+   document before a byte of it is written.
+
+An Add reuses the stored JSONL and the stored summaries, so its result is byte-for-byte
+what a Create of the same conversations in the same order would give, timestamps aside.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import orjson
+
+from .documents import EnrichedDocument
+
+SCHEMA_VERSION = "4.0.0"
+JSON_FOOTER = b"]}"
+_TRAINING_PAIRS_KEY = b',"training_pairs":['
+_TWO_PLACES = Decimal("0.01")
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """What the file needs to know about one conversation once its lines are spooled."""
+
+    conversation_id: str
+    training_pair_count: int
+    quality_score: float
+    human_reviewed: bool
+    persona_key: str
+    emotional_arc_key: str
+    training_topic_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransformedConversation:
+    summary: ConversationSummary
+    lines: bytes
+    vertical: str
+    consultant_profile: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Warning:
+    """Something the caller must hear about; never silently resolved."""
+
+    code: str
+    message: str
+    conversation_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileMetrics:
+    conversation_count: int
+    total_training_pairs: int
+    avg_quality_score: Decimal
+    min_quality_score: Decimal
+    max_quality_score: Decimal
+    human_reviewed_count: int
+    personas: dict[str, int]
+    emotional_arcs: dict[str, int]
+    training_topics: dict[str, int]
+
+    def scaffolding_distribution(self) -> dict[str, dict[str, int]]:
+        return {
+            "personas": self.personas,
+            "emotional_arcs": self.emotional_arcs,
+            "training_topics": self.training_topics,
+        }
+
+
+def transform_conversation(
+    conversation_id: str, raw: dict[str, Any], document: EnrichedDocument
+) -> TransformedConversation:
+    """One conversation's pairs as JSONL lines, rewritten for the aggregate.
+
+    `raw` is the decoded document (every field, unknown ones included) and `document` its
+    validated model, read for typed values. Each pair keeps all its fields; `id` becomes
+    `<conversation_uuid>_turn<N>`, `conversation_id` the UUID; `input_parameters` is added
+    and the scaffolding keys are set in `conversation_metadata`.
+    """
+    params = document.input_parameters
+    keys = {
+        "persona_key": params.persona_key,
+        "emotional_arc_key": params.emotional_arc_key,
+        "training_topic_key": params.training_topic_key,
+    }
+    input_parameters = raw["input_parameters"]
+    order = sorted(
+        range(len(document.training_pairs)), key=lambda i: document.training_pairs[i].turn_number
+    )
+    raw_pairs = raw["training_pairs"]
+    lines = bytearray()
+    scores = 0.0
+    human_reviewed = False
+    for index in order:
+        pair = raw_pairs[index]
+        model = document.training_pairs[index]
+        out = dict(pair)
+        out["id"] = f"{conversation_id}_turn{model.turn_number}"
+        out["conversation_id"] = conversation_id
+        out["conversation_metadata"] = {**pair["conversation_metadata"], **keys}
+        out["input_parameters"] = input_parameters
+        lines += orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
+        scores += model.training_metadata.quality_score
+        human_reviewed = human_reviewed or model.training_metadata.human_reviewed
+    count = len(order)
+    summary = ConversationSummary(
+        conversation_id=conversation_id,
+        training_pair_count=count,
+        quality_score=scores / count,
+        human_reviewed=human_reviewed,
+        **keys,
+    )
+    return TransformedConversation(
+        summary=summary,
+        lines=bytes(lines),
+        vertical=document.dataset_metadata.vertical,
+        consultant_profile=orjson.dumps(raw["consultant_profile"]),
+    )
+
+
+def _round(value: float) -> Decimal:
+    return Decimal(repr(value)).quantize(_TWO_PLACES, rounding=ROUND_HALF_UP)
+
+
+def summarize(summaries: Iterable[ConversationSummary]) -> FileMetrics:
+    """The file's metrics over conversations, in add order; quality rounded to 2 places."""
+    count = pairs = reviewed = 0
+    total = 0.0
+    low = float("inf")
+    high = float("-inf")
+    personas: Counter[str] = Counter()
+    arcs: Counter[str] = Counter()
+    topics: Counter[str] = Counter()
+    for summary in summaries:
+        count += 1
+        pairs += summary.training_pair_count
+        reviewed += summary.human_reviewed
+        total += summary.quality_score
+        low = min(low, summary.quality_score)
+        high = max(high, summary.quality_score)
+        personas[summary.persona_key] += 1
+        arcs[summary.emotional_arc_key] += 1
+        topics[summary.training_topic_key] += 1
+    if count == 0:
+        raise ValueError("a training file has at least one conversation")
+    return FileMetrics(
+        conversation_count=count,
+        total_training_pairs=pairs,
+        avg_quality_score=_round(total / count),
+        min_quality_score=_round(low),
+        max_quality_score=_round(high),
+        human_reviewed_count=reviewed,
+        personas=dict(sorted(personas.items())),
+        emotional_arcs=dict(sorted(arcs.items())),
+        training_topics=dict(sorted(topics.items())),
+    )
+
+
+def created_date(moment: datetime) -> str:
+    """ISO-8601 UTC, second precision: `2026-11-27T01:02:03Z`."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def json_header(
+    name: str, created: datetime, vertical: str, metrics: FileMetrics, consultant_profile: bytes
+) -> bytes:
+    """Everything of the JSON document before the first training pair."""
+    dataset_metadata = {
+        "dataset_name": name,
+        "version": SCHEMA_VERSION,
+        "created_date": created_date(created),
+        "vertical": vertical,
+        "total_conversations": metrics.conversation_count,
+        "total_turns": metrics.total_training_pairs,
+        "quality_summary": {
+            "avg_quality_score": float(metrics.avg_quality_score),
+            "min_quality_score": float(metrics.min_quality_score),
+            "max_quality_score": float(metrics.max_quality_score),
+            "human_reviewed_count": metrics.human_reviewed_count,
+        },
+        "scaffolding_distribution": metrics.scaffolding_distribution(),
+    }
+    return b"".join(
+        (
+            b'{"dataset_metadata":',
+            orjson.dumps(dataset_metadata),
+            b',"consultant_profile":',
+            consultant_profile,
+            _TRAINING_PAIRS_KEY,
+        )
+    )
+
+
+def json_size(header: bytes, jsonl_size: int) -> int:
+    """Size of the JSON document: each line's newline becomes a comma, minus the last."""
+    return len(header) + jsonl_size - 1 + len(JSON_FOOTER)
+
+
+@dataclass
+class JsonlToJsonPairs:
+    """Streams JSONL chunks as the comma-separated `training_pairs` body of the document."""
+
+    _pending: bytes = field(default=b"")
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = self._pending + chunk.replace(b"\n", b",")
+        self._pending = out[-1:]
+        return out[:-1]
+
+    def close(self) -> bytes:
+        if self._pending not in (b",", b""):
+            raise ValueError("JSONL must end with a newline")
+        self._pending = b""
+        return JSON_FOOTER
+
+
+def json_document(header: bytes, jsonl_chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The whole JSON document as chunks, from its header and the JSONL chunks."""
+    yield header
+    pairs = JsonlToJsonPairs()
+    for chunk in jsonl_chunks:
+        body = pairs.feed(chunk)
+        if body:
+            yield body
+    yield pairs.close()
+
+
+@dataclass
+class ConsistencyCheck:
+    """Tracks `vertical` and `consultant_profile` across conversations, in add order.
+
+    The file keeps the first conversation's values; every conversation that differs is
+    reported once, through `drain()`, as a warning for the next progress message.
+    """
+
+    vertical: str | None = None
+    consultant_profile: bytes | None = None
+    _vertical_mismatch: list[str] = field(default_factory=list)
+    _profile_mismatch: list[str] = field(default_factory=list)
+
+    def observe(self, conversation_id: str, vertical: str, consultant_profile: bytes) -> None:
+        if self.vertical is None or self.consultant_profile is None:
+            self.vertical, self.consultant_profile = vertical, consultant_profile
+            return
+        if vertical != self.vertical:
+            self._vertical_mismatch.append(conversation_id)
+        if consultant_profile != self.consultant_profile:
+            self._profile_mismatch.append(conversation_id)
+
+    def drain(self) -> list[Warning]:
+        warnings = []
+        if self._vertical_mismatch:
+            warnings.append(
+                Warning(
+                    "VERTICAL_MISMATCH",
+                    f"{len(self._vertical_mismatch)} conversation(s) have a vertical other "
+                    f"than {self.vertical!r}; the file keeps {self.vertical!r}",
+                    tuple(self._vertical_mismatch),
+                )
+            )
+        if self._profile_mismatch:
+            warnings.append(
+                Warning(
+                    "CONSULTANT_PROFILE_MISMATCH",
+                    f"{len(self._profile_mismatch)} conversation(s) have a different "
+                    "consultant_profile; the file keeps the first conversation's",
+                    tuple(self._profile_mismatch),
+                )
+            )
+        self._vertical_mismatch, self._profile_mismatch = [], []
+        return warnings

@@ -1,0 +1,125 @@
+"""`make run`: serve the API on the embedded default, or on configured servers.
+
+Without configuration it starts PostgreSQL and SeaweedFS from their wheels with data under
+`.data/` (git-ignored), applies the migrations, creates the buckets, loads demo data once
+and serves on 127.0.0.1:50051. A second run reuses the data, ports and credentials and
+loads nothing twice. When `DATABASE_URL` and `S3_ENDPOINT_URL` are both set it starts
+nothing embedded: it applies the service's migrations (never the development-only ones),
+makes sure the buckets exist and serves. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+import orjson
+from pydantic import SecretStr
+
+from .. import logs
+from ..app import serve
+from ..config import Settings
+from ..db import open_database
+from ..storage import open_storage
+from .bootstrap import PROJECT_ROOT, apply_migrations, ensure_buckets
+from .demo import load_once
+from .embedded import EmbeddedPostgres, EmbeddedSeaweedFS, _port_free
+
+DATA_DIR = PROJECT_ROOT / ".data"
+STATE_FILE = DATA_DIR / "embedded.json"
+
+
+def _load_state() -> dict[str, object]:
+    if STATE_FILE.exists():
+        state: dict[str, object] = orjson.loads(STATE_FILE.read_bytes())
+        return state
+    return {}
+
+
+def _save_state(state: dict[str, object]) -> None:
+    STATE_FILE.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
+    STATE_FILE.chmod(0o600)
+
+
+def _reusable_port(value: object) -> int | None:
+    return value if isinstance(value, int) and _port_free(value) else None
+
+
+def _start_embedded(stack: contextlib.ExitStack) -> Settings:
+    """Start both servers (reusing last run's ports and keys) and point Settings at them."""
+    DATA_DIR.mkdir(exist_ok=True)
+    state = _load_state()
+    print("Starting embedded PostgreSQL and SeaweedFS under .data/ …", flush=True)
+    postgres = EmbeddedPostgres.start(
+        DATA_DIR / "postgres", port=_reusable_port(state.get("postgres_port"))
+    )
+    stack.callback(postgres.stop)
+    seaweed = EmbeddedSeaweedFS.start(
+        DATA_DIR / "seaweedfs",
+        access_key=str(state["s3_access_key"]) if "s3_access_key" in state else None,
+        secret_key=str(state["s3_secret_key"]) if "s3_secret_key" in state else None,
+        s3_port=_reusable_port(state.get("s3_port")),
+    )
+    stack.callback(seaweed.stop)
+    _save_state(
+        {
+            "postgres_port": postgres.port,
+            "s3_port": seaweed.s3_port,
+            "s3_access_key": seaweed.access_key,
+            "s3_secret_key": seaweed.secret_key,
+        }
+    )
+    return Settings(
+        database_url=SecretStr(postgres.url("trainingfiles")),
+        s3_endpoint_url=seaweed.endpoint_url,
+        s3_access_key_id=SecretStr(seaweed.access_key),
+        s3_secret_access_key=SecretStr(seaweed.secret_key),
+    )
+
+
+async def _prepare_and_serve(settings: Settings, *, embedded: bool) -> None:
+    async with open_storage(settings) as storage:
+        await ensure_buckets(
+            storage.client, settings.s3_conversations_bucket, settings.s3_training_bucket
+        )
+        if embedded:
+            async with open_database(settings) as database:
+                loaded = await load_once(database.pool, storage)
+            if loaded:
+                print(f"Loaded {loaded} demo conversations.", flush=True)
+
+    def ready(port: int) -> None:
+        host = settings.listen_address.rsplit(":", 1)[0]
+        target = f"{host}:{port}"
+        where = "embedded PostgreSQL and SeaweedFS" if embedded else "the configured servers"
+        print(
+            f"\nTraining File Service ready on {target} ({where}). Try:\n"
+            f"  .venv/bin/grpcurl -plaintext {target} list\n"
+            f"  .venv/bin/grpcurl -plaintext {target} grpc.health.v1.Health/Check\n"
+            "Ctrl-C stops it.",
+            flush=True,
+        )
+
+    await serve(settings, on_ready=ready)
+
+
+def main() -> None:
+    external = bool(os.environ.get("DATABASE_URL") and os.environ.get("S3_ENDPOINT_URL"))
+    log_level = Settings().log_level
+    logs.configure(log_level)
+    with contextlib.ExitStack() as stack:
+        try:
+            settings = Settings() if external else _start_embedded(stack)
+            apply_migrations(settings.database_url.get_secret_value(), development=not external)
+            asyncio.run(_prepare_and_serve(settings, embedded=not external))
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if not external:
+                print("Stopping embedded PostgreSQL and SeaweedFS …", flush=True)
+    print("Stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    main()

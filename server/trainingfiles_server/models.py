@@ -1,0 +1,120 @@
+"""Domain records exchanged between the database module, the operations and the servicer."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from .aggregate import Warning
+
+
+class Status(enum.StrEnum):
+    PROCESSING = "processing"
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+    FAILED = "failed"
+
+
+class Stage(enum.Enum):
+    VALIDATING = enum.auto()
+    FETCHING = enum.auto()
+    AGGREGATING = enum.auto()
+    UPLOADING = enum.auto()
+    SAVING = enum.auto()
+
+
+class FileFormat(enum.Enum):
+    JSON = "json"
+    JSONL = "jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingFileRecord:
+    """One `training_files` row."""
+
+    id: UUID
+    name: str
+    description: str | None
+    status: Status
+    storage_bucket: str
+    json_file_path: str | None
+    jsonl_file_path: str | None
+    conversation_count: int
+    total_training_pairs: int
+    json_file_size: int
+    jsonl_file_size: int
+    avg_quality_score: Decimal | None
+    min_quality_score: Decimal | None
+    max_quality_score: Decimal | None
+    human_reviewed_count: int
+    scaffolding_distribution: dict[str, dict[str, int]]
+    vertical: str | None
+    consultant_profile: Any
+    error_message: str | None
+    version: int
+    created_by: UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateConversation:
+    """A requested conversation as the database knows it (None fields: unknown id)."""
+
+    conversation_id: UUID
+    known: bool
+    enrichment_status: str | None
+    enriched_file_path: str | None
+    created_by: UUID | None
+    in_file: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FileConversation:
+    """One `training_file_conversations` row."""
+
+    conversation_id: UUID
+    position: int
+    added_at: datetime
+    added_by: UUID | None
+    training_pair_count: int
+    quality_score: float
+    human_reviewed: bool
+    persona_key: str
+    emotional_arc_key: str
+    training_topic_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class EligibleConversation:
+    conversation_id: UUID
+    persona_id: UUID | None
+    emotional_arc_id: UUID | None
+    training_topic_id: UUID | None
+    created_by: UUID | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One progress event of a Create or Add stream."""
+
+    stage: Stage
+    done: int
+    total: int
+    training_file_id: UUID
+    warnings: list[Warning] = field(default_factory=list)
+    training_file: TrainingFileRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadUrl:
+    url: str
+    expire_time: datetime
+    format: FileFormat
+    size_bytes: int
+    file_name: str

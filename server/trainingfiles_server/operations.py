@@ -1,0 +1,808 @@
+"""The service's operations, free of gRPC: validate, fetch, aggregate, store, commit.
+
+Create and Add are async generators of `Progress`. Their shape:
+
+    validate (one query) ─► record intent ─► fetch ∥ transform ─► aggregate ─► upload ─► commit
+                                   │                                                       │
+                                   └──────────── any failure: delete objects, ◄────────────┘
+                                                 mark the file failed / leave it unchanged
+
+Memory does not grow with the number of conversations: each document is parsed,
+validated and turned into JSONL lines by one of `fetch_concurrency` workers; the lines
+go to a temporary spool file and only a small summary per conversation stays in memory.
+The objects are then streamed from the spool to storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import IO
+from uuid import UUID
+
+from . import aggregate
+from .aggregate import ConsistencyCheck, ConversationSummary, JsonlToJsonPairs
+from .config import Settings
+from .db import Database
+from .documents import DocumentError, decode_json_object, validate_enriched_document
+from .errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ServiceError,
+    Violation,
+)
+from .models import (
+    CandidateConversation,
+    DownloadUrl,
+    EligibleConversation,
+    FileConversation,
+    FileFormat,
+    Progress,
+    Stage,
+    Status,
+    TrainingFileRecord,
+)
+from .pagination import PageTokens, page_size
+from .storage import ObjectMissing, ObjectTooLarge, Storage
+
+log = logging.getLogger("trainingfiles.operations")
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+MAX_DESCRIPTION = 2000
+DEFAULT_URL_EXPIRY = 3600
+MIN_URL_EXPIRY, MAX_URL_EXPIRY = 60, 604_800
+# Progress at least every 5 % of the conversations or every second, whichever is sooner.
+PROGRESS_FRACTION = 0.05
+PROGRESS_SECONDS = 1.0
+_SPOOL_READ = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling. Until identity exists every caller acts for the system."""
+
+    user_id: UUID | None = None
+
+
+def parse_uuid(value: str, field: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise InvalidArgument.field(
+            field, f"{value[:64]!r} is not a UUID", "MALFORMED_ID"
+        ) from None
+
+
+def _check_ids(ids: Sequence[str], limit: int) -> list[UUID]:
+    """Parse the requested ids; every malformed or repeated one is reported."""
+    if not ids:
+        raise InvalidArgument.field(
+            "conversation_ids", "at least one conversation id is required", "REQUIRED"
+        )
+    if len(ids) > limit:
+        raise ResourceExhausted(
+            f"{len(ids)} conversation ids exceed the limit of {limit} per request",
+            "conversation_ids",
+            reason="TOO_MANY_CONVERSATIONS",
+        )
+    parsed: list[UUID] = []
+    first_seen: dict[UUID, int] = {}
+    violations: list[Violation] = []
+    for index, raw in enumerate(ids):
+        field = f"conversation_ids[{index}]"
+        try:
+            value = UUID(raw)
+        except ValueError:
+            violations.append(Violation(field, "MALFORMED_ID", f"{raw[:64]!r} is not a UUID"))
+            continue
+        if value in first_seen:
+            violations.append(
+                Violation(
+                    field, "DUPLICATE_ID", f"duplicate of conversation_ids[{first_seen[value]}]"
+                )
+            )
+            continue
+        first_seen[value] = index
+        parsed.append(value)
+    if violations:
+        raise InvalidArgument(
+            f"{len(violations)} invalid conversation id(s): "
+            + "; ".join(f"{v.subject}: {v.description}" for v in violations[:10])
+            + (" …" if len(violations) > 10 else ""),
+            violations,
+        )
+    return parsed
+
+
+def _check_name(name: str, description: str | None) -> list[Violation]:
+    violations = []
+    if not NAME_PATTERN.fullmatch(name):
+        violations.append(
+            Violation(
+                "name",
+                "INVALID_NAME",
+                "must be 1 to 128 characters of [A-Za-z0-9_.-] and not start with '.'",
+            )
+        )
+    if description is not None and len(description) > MAX_DESCRIPTION:
+        violations.append(
+            Violation("description", "TOO_LONG", f"must be at most {MAX_DESCRIPTION} characters")
+        )
+    return violations
+
+
+def _ineligible(candidates: Sequence[CandidateConversation], caller: Caller) -> list[Violation]:
+    violations = []
+    for c in candidates:
+        subject = str(c.conversation_id)
+        if not c.known or (caller.user_id is not None and c.created_by != caller.user_id):
+            violations.append(Violation(subject, "CONVERSATION_NOT_FOUND", "no such conversation"))
+        elif c.enrichment_status != "completed":
+            violations.append(
+                Violation(
+                    subject,
+                    "CONVERSATION_NOT_ENRICHED",
+                    f"enrichment_status is {c.enrichment_status!r}, not 'completed'",
+                )
+            )
+        elif not c.enriched_file_path:
+            violations.append(
+                Violation(subject, "CONVERSATION_NO_ENRICHED_FILE", "no enriched file is recorded")
+            )
+        elif c.in_file:
+            violations.append(
+                Violation(subject, "CONVERSATION_ALREADY_IN_FILE", "already in the training file")
+            )
+    return violations
+
+
+def _reject_ineligible(violations: list[Violation]) -> None:
+    if violations:
+        raise FailedPrecondition(
+            f"{len(violations)} conversation(s) cannot be used: "
+            + "; ".join(f"{v.subject}: {v.description}" for v in violations[:10])
+            + (" …" if len(violations) > 10 else ""),
+            violations,
+            reason="CONVERSATIONS_NOT_ELIGIBLE",
+        )
+
+
+def object_keys(file_id: UUID, name: str, moment: datetime) -> tuple[str, str]:
+    """`<id>/<name>_<YYYYMMDDTHHMMSSZ>.json(l)`; the validated name cannot leave the prefix.
+
+    A microsecond suffix keeps two versions written within one second apart.
+    """
+    stamp = moment.strftime("%Y%m%dT%H%M%SZ")
+    base = f"{file_id}/{name}_{stamp}"
+    if moment.microsecond:
+        base += f"-{moment.microsecond:06d}"
+    return f"{base}.json", f"{base}.jsonl"
+
+
+class _Spool:
+    """Per-conversation JSONL lines in a temporary file, read back in add order."""
+
+    def __init__(self, count: int) -> None:
+        # Closed by close(): the spool outlives any one block of the operation.
+        self.file: IO[bytes] = tempfile.TemporaryFile(prefix="trainingfiles-spool-")  # noqa: SIM115
+        self.extents: list[tuple[int, int]] = [(0, 0)] * count
+        self.size = 0
+
+    def put(self, index: int, lines: bytes) -> None:
+        self.file.seek(self.size)
+        self.file.write(lines)
+        self.extents[index] = (self.size, len(lines))
+        self.size += len(lines)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        self.file.flush()
+        fd = self.file.fileno()
+        import os
+
+        buffer = bytearray()
+        for offset, length in self.extents:
+            buffer += os.pread(fd, length, offset)
+            if len(buffer) >= _SPOOL_READ:
+                yield bytes(buffer)
+                buffer.clear()
+                await asyncio.sleep(0)  # let other calls run between chunks
+        if buffer:
+            yield bytes(buffer)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    index: int
+    summary: ConversationSummary
+    vertical: str
+    consultant_profile: bytes
+
+
+class Operations:
+    """Every operation of the service over one database and one object store."""
+
+    def __init__(
+        self, settings: Settings, database: Database, storage: Storage, tokens: PageTokens
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.storage = storage
+        self.tokens = tokens
+
+    # ----------------------------------------------------------------- create / add
+
+    async def create(
+        self, caller: Caller, name: str, description: str | None, ids: Sequence[str]
+    ) -> AsyncIterator[Progress]:
+        violations = _check_name(name, description)
+        if violations:
+            raise InvalidArgument(
+                "; ".join(f"{v.subject}: {v.description}" for v in violations), violations
+            )
+        conversation_ids = _check_ids(ids, self.settings.max_conversations_per_request)
+        candidates = await self.database.check_conversations(conversation_ids, None)
+        _reject_ineligible(_ineligible(candidates, caller))
+        if await self.database.name_taken(name):
+            raise_name_taken(name)
+
+        file_id = uuid.uuid4()
+        moment = datetime.now(UTC)
+        json_key, jsonl_key = object_keys(file_id, name, moment)
+        bucket = self.storage.training_bucket
+        await self.database.insert_processing_file(
+            file_id=file_id,
+            name=name,
+            description=description,
+            bucket=bucket,
+            json_key=json_key,
+            jsonl_key=jsonl_key,
+            created_by=caller.user_id,
+        )
+        try:
+            total = len(candidates)
+            yield Progress(Stage.VALIDATING, total, total, file_id)
+            spool = _Spool(total)
+            try:
+                consistency = ConsistencyCheck()
+                summaries: list[ConversationSummary] = []
+                async for event in self._fetch_all(
+                    file_id, candidates, spool, consistency, summaries
+                ):
+                    yield event
+                metrics = aggregate.summarize(summaries)
+                assert (
+                    consistency.vertical is not None and consistency.consultant_profile is not None
+                )
+                header = aggregate.json_header(
+                    name, moment, consistency.vertical, metrics, consistency.consultant_profile
+                )
+                yield Progress(Stage.AGGREGATING, total, total, file_id)
+                json_size = self._check_sizes(header, spool.size)
+                yield Progress(Stage.UPLOADING, 0, 0, file_id)
+                await self._upload_both(
+                    bucket, json_key, jsonl_key, header, spool.chunks, json_size, spool.size
+                )
+            finally:
+                spool.close()
+            yield Progress(Stage.SAVING, 0, 0, file_id)
+            async with self.database.pool.acquire() as conn, conn.transaction():
+                record = await self.database.activate(
+                    conn,
+                    file_id=file_id,
+                    bucket=bucket,
+                    json_key=json_key,
+                    jsonl_key=jsonl_key,
+                    json_size=json_size,
+                    jsonl_size=spool.size,
+                    metrics=metrics,
+                    vertical=consistency.vertical,
+                    consultant_profile=consistency.consultant_profile,
+                    new_conversations=summaries,
+                    first_position=0,
+                    added_by=caller.user_id,
+                )
+        except BaseException as exc:
+            await _shielded(self._abandon_create(file_id, bucket, [json_key, jsonl_key], exc))
+            raise
+        yield Progress(Stage.SAVING, 0, 0, file_id, training_file=record)
+
+    async def _abandon_create(
+        self, file_id: UUID, bucket: str, keys: list[str], exc: BaseException
+    ) -> None:
+        """Remove what a failed Create stored and mark its row failed with the reason."""
+        reason = _failure_reason(exc)
+        try:
+            await self.storage.delete(bucket, keys)
+            await self.database.clear_intents(bucket, keys)
+            await self.database.mark_failed(file_id, reason)
+        except Exception:
+            # Start-up repair finishes the job: the row stays 'processing' and the intents
+            # remain, so both are found once they are older than the configured age.
+            log.warning(
+                "cleanup after a failed create did not finish",
+                exc_info=True,
+                extra={"fields": {"training_file_id": str(file_id)}},
+            )
+        log.info(
+            "create failed", extra={"fields": {"training_file_id": str(file_id), "reason": reason}}
+        )
+
+    async def add(
+        self, caller: Caller, training_file_id: str, ids: Sequence[str]
+    ) -> AsyncIterator[Progress]:
+        file_id = parse_uuid(training_file_id, "training_file_id")
+        conversation_ids = _check_ids(ids, self.settings.max_conversations_per_request)
+        async with self.database.locked_file(file_id) as (conn, record):
+            record = self._visible(caller, record, file_id)
+            if record.status is not Status.ACTIVE:
+                raise FailedPrecondition(
+                    f"training file {file_id} is {record.status.value}; "
+                    "only active files can be extended",
+                    [
+                        Violation(
+                            str(file_id),
+                            "TRAINING_FILE_NOT_ACTIVE",
+                            f"status is {record.status.value}",
+                        )
+                    ],
+                    reason="TRAINING_FILE_NOT_ACTIVE",
+                )
+            candidates = await self.database.check_conversations(conversation_ids, file_id, conn)
+            _reject_ineligible(_ineligible(candidates, caller))
+            assert record.json_file_path and record.jsonl_file_path
+            moment = datetime.now(UTC)
+            json_key, jsonl_key = object_keys(file_id, record.name, moment)
+            bucket = record.storage_bucket
+            await self.database.record_intents(bucket, file_id, [json_key, jsonl_key])
+            new_keys = [json_key, jsonl_key]
+            try:
+                total = len(candidates)
+                yield Progress(Stage.VALIDATING, total, total, file_id)
+                spool = _Spool(total)
+                try:
+                    consistency = ConsistencyCheck(record.vertical, _profile_bytes(record))
+                    added: list[ConversationSummary] = []
+                    async for event in self._fetch_all(
+                        file_id, candidates, spool, consistency, added
+                    ):
+                        yield event
+                    existing = await self.database.file_summaries(conn, file_id)
+                    metrics = aggregate.summarize([*existing, *added])
+                    assert (
+                        consistency.vertical is not None
+                        and consistency.consultant_profile is not None
+                    )
+                    header = aggregate.json_header(
+                        record.name,
+                        moment,
+                        consistency.vertical,
+                        metrics,
+                        consistency.consultant_profile,
+                    )
+                    yield Progress(Stage.AGGREGATING, total, total, file_id)
+                    jsonl_size = record.jsonl_file_size + spool.size
+                    json_size = self._check_sizes(header, jsonl_size)
+                    yield Progress(Stage.UPLOADING, 0, 0, file_id)
+                    old_jsonl = record.jsonl_file_path
+
+                    async def combined() -> AsyncIterator[bytes]:
+                        async for chunk in self.storage.stream(bucket, old_jsonl):
+                            yield chunk
+                        async for chunk in spool.chunks():
+                            yield chunk
+
+                    await self._upload_both(
+                        bucket, json_key, jsonl_key, header, combined, json_size, jsonl_size
+                    )
+                finally:
+                    spool.close()
+                yield Progress(Stage.SAVING, 0, 0, file_id)
+                old_keys = [record.json_file_path, record.jsonl_file_path]
+                async with conn.transaction():
+                    updated = await self.database.activate(
+                        conn,
+                        file_id=file_id,
+                        bucket=bucket,
+                        json_key=json_key,
+                        jsonl_key=jsonl_key,
+                        json_size=json_size,
+                        jsonl_size=jsonl_size,
+                        metrics=metrics,
+                        vertical=consistency.vertical,
+                        consultant_profile=consistency.consultant_profile,
+                        new_conversations=added,
+                        first_position=len(existing),
+                        added_by=caller.user_id,
+                    )
+                    # The replaced objects become deletable intents in the same commit.
+                    await conn.execute(
+                        "INSERT INTO storage_intents (bucket, object_key, training_file_id) "
+                        "SELECT $1, k, $2 FROM unnest($3::text[]) AS k ON CONFLICT DO NOTHING",
+                        bucket,
+                        file_id,
+                        old_keys,
+                    )
+            except BaseException:
+                await _shielded(self._discard(bucket, new_keys))
+                raise
+        # Committed (the lock's transaction ended): the old objects can go.
+        await _shielded(self._discard(bucket, old_keys))
+        yield Progress(Stage.SAVING, 0, 0, file_id, training_file=updated)
+
+    async def _discard(self, bucket: str, keys: list[str]) -> None:
+        try:
+            await self.storage.delete(bucket, keys)
+            await self.database.clear_intents(bucket, keys)
+        except Exception:
+            log.warning(
+                "could not delete objects; start-up repair will",
+                exc_info=True,
+                extra={"fields": {"keys": keys}},
+            )
+
+    def _check_sizes(self, header: bytes, jsonl_size: int) -> int:
+        json_size = aggregate.json_size(header, jsonl_size)
+        limit = self.settings.max_object_bytes
+        if max(json_size, jsonl_size) > limit:
+            raise ResourceExhausted(
+                f"the training file would be {max(json_size, jsonl_size)} bytes, above the "
+                f"per-object limit of {limit} bytes",
+                "max_object_bytes",
+                reason="OBJECT_TOO_LARGE",
+            )
+        return json_size
+
+    async def _upload_both(
+        self,
+        bucket: str,
+        json_key: str,
+        jsonl_key: str,
+        header: bytes,
+        jsonl_chunks: Callable[[], AsyncIterator[bytes]],
+        json_size: int,
+        jsonl_size: int,
+    ) -> None:
+        """JSONL first, then the JSON document made from the same stream of lines."""
+
+        async def as_json() -> AsyncIterator[bytes]:
+            yield header
+            pairs = JsonlToJsonPairs()
+            async for chunk in jsonl_chunks():
+                body = pairs.feed(chunk)
+                if body:
+                    yield body
+            yield pairs.close()
+
+        stored_jsonl = await self.storage.upload(
+            bucket, jsonl_key, jsonl_chunks(), "application/x-ndjson"
+        )
+        stored_json = await self.storage.upload(bucket, json_key, as_json(), "application/json")
+        if (stored_json, stored_jsonl) != (json_size, jsonl_size):
+            raise ServiceError(
+                f"stored sizes {stored_json}/{stored_jsonl} differ from "
+                f"computed {json_size}/{jsonl_size}"
+            )
+
+    async def _fetch_all(
+        self,
+        file_id: UUID,
+        candidates: Sequence[CandidateConversation],
+        spool: _Spool,
+        consistency: ConsistencyCheck,
+        summaries: list[ConversationSummary],
+    ) -> AsyncIterator[Progress]:
+        """Fetch, validate and transform every document with bounded concurrency.
+
+        Results arrive in any order; summaries and the consistency check advance in add
+        order, so warnings name conversations deterministically.
+        """
+        total = len(candidates)
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for index in range(total):
+            queue.put_nowait(index)
+        results: list[_Fetched | None] = [None] * total
+        finished: asyncio.Queue[_Fetched] = asyncio.Queue()
+        max_bytes = self.settings.max_object_bytes
+
+        async def worker() -> None:
+            while True:
+                try:
+                    index = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                candidate = candidates[index]
+                conversation_id = str(candidate.conversation_id)
+                assert candidate.enriched_file_path is not None
+                try:
+                    data = await self.storage.get_document(candidate.enriched_file_path, max_bytes)
+                    raw = decode_json_object(data)
+                    del data
+                    document = validate_enriched_document(raw)
+                    transformed = aggregate.transform_conversation(conversation_id, raw, document)
+                except ObjectMissing:
+                    raise _bad_document(
+                        conversation_id,
+                        f"enriched document {candidate.enriched_file_path!r} "
+                        "is missing from storage",
+                    ) from None
+                except ObjectTooLarge as exc:
+                    raise _bad_document(
+                        conversation_id,
+                        f"enriched document is {exc.size} bytes, above the limit of {max_bytes}",
+                    ) from None
+                except DocumentError as exc:
+                    raise _bad_document(conversation_id, exc.reason) from None
+                spool.put(index, transformed.lines)
+                if spool.size > max_bytes:
+                    raise ResourceExhausted(
+                        f"the training file would exceed the per-object limit of {max_bytes} bytes",
+                        "max_object_bytes",
+                        reason="OBJECT_TOO_LARGE",
+                    )
+                finished.put_nowait(
+                    _Fetched(
+                        index,
+                        transformed.summary,
+                        transformed.vertical,
+                        transformed.consultant_profile,
+                    )
+                )
+
+        workers = [
+            asyncio.create_task(worker())
+            for _ in range(min(self.settings.fetch_concurrency, total))
+        ]
+        done = 0
+        next_in_order = 0
+        last_sent_done = 0
+        last_sent_at = time.monotonic()
+        step = max(1, int(total * PROGRESS_FRACTION))
+        try:
+            while done < total:
+                waiter = asyncio.ensure_future(finished.get())
+                pending = {waiter, *[w for w in workers if not w.done()]}
+                await asyncio.wait(
+                    pending, timeout=PROGRESS_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                )
+                for w in workers:
+                    failure = w.exception() if w.done() else None
+                    if failure is not None:
+                        waiter.cancel()
+                        raise failure
+                if waiter.done():
+                    fetched = waiter.result()
+                    results[fetched.index] = fetched
+                    done += 1
+                    while not finished.empty():
+                        fetched = finished.get_nowait()
+                        results[fetched.index] = fetched
+                        done += 1
+                else:
+                    waiter.cancel()
+                while next_in_order < total and (item := results[next_in_order]) is not None:
+                    consistency.observe(
+                        item.summary.conversation_id, item.vertical, item.consultant_profile
+                    )
+                    summaries.append(item.summary)
+                    results[next_in_order] = None  # keep only the summary
+                    next_in_order += 1
+                now = time.monotonic()
+                if (
+                    done - last_sent_done >= step
+                    or now - last_sent_at >= PROGRESS_SECONDS
+                    or done == total
+                ):
+                    yield Progress(
+                        Stage.FETCHING, done, total, file_id, warnings=consistency.drain()
+                    )
+                    last_sent_done, last_sent_at = done, now
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    # ----------------------------------------------------------------- reads
+
+    def _visible(
+        self, caller: Caller, record: TrainingFileRecord | None, file_id: UUID
+    ) -> TrainingFileRecord:
+        """The file if the caller may see it; someone else's file is simply not found."""
+        if record is None or (caller.user_id is not None and record.created_by != caller.user_id):
+            raise NotFound("training_file", str(file_id))
+        return record
+
+    async def get(self, caller: Caller, training_file_id: str) -> TrainingFileRecord:
+        file_id = parse_uuid(training_file_id, "training_file_id")
+        return self._visible(caller, await self.database.get_file(file_id), file_id)
+
+    async def archive(self, caller: Caller, training_file_id: str) -> TrainingFileRecord:
+        record = await self.get(caller, training_file_id)
+        if record.status is Status.ARCHIVED:
+            return record
+        archived = await self.database.archive(record.id)
+        if archived is not None:
+            return archived
+        current = await self.get(caller, training_file_id)
+        if current.status is Status.ARCHIVED:
+            return current
+        raise FailedPrecondition(
+            f"training file {record.id} is {current.status.value}; "
+            "only active files can be archived",
+            [
+                Violation(
+                    str(record.id), "TRAINING_FILE_NOT_ACTIVE", f"status is {current.status.value}"
+                )
+            ],
+            reason="TRAINING_FILE_NOT_ACTIVE",
+        )
+
+    async def list_files(
+        self, caller: Caller, status: Status | None, include_archived: bool, size: int, token: str
+    ) -> tuple[list[TrainingFileRecord], str]:
+        limit = page_size(size)
+        query = (
+            f"files:{status.value if status else ''}:{int(include_archived)}:{caller.user_id or ''}"
+        )
+        position = self.tokens.position(query, token)
+        after = (datetime.fromisoformat(position[0]), UUID(position[1])) if position else None
+        rows = await self.database.list_files(
+            status=status,
+            include_archived=include_archived,
+            after=after,
+            limit=limit + 1,
+            owner=caller.user_id,
+        )
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            next_token = self.tokens.issue(query, [last.created_at.isoformat(), str(last.id)])
+        return rows, next_token
+
+    async def list_file_conversations(
+        self, caller: Caller, training_file_id: str, size: int, token: str
+    ) -> tuple[list[FileConversation], str]:
+        record = await self.get(caller, training_file_id)
+        limit = page_size(size)
+        query = f"members:{record.id}"
+        position = self.tokens.position(query, token)
+        after = int(position[0]) if position else -1
+        rows = await self.database.list_file_conversations(record.id, after, limit + 1)
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_token = self.tokens.issue(query, [rows[-1].position])
+        return rows, next_token
+
+    async def list_eligible(
+        self, caller: Caller, exclude_training_file_id: str, size: int, token: str
+    ) -> tuple[list[EligibleConversation], str]:
+        limit = page_size(size)
+        exclude: UUID | None = None
+        if exclude_training_file_id:
+            exclude = (await self.get(caller, exclude_training_file_id)).id
+        query = f"eligible:{exclude or ''}:{caller.user_id or ''}"
+        position = self.tokens.position(query, token)
+        after = (datetime.fromisoformat(position[0]), UUID(position[1])) if position else None
+        rows = await self.database.list_eligible(
+            exclude_file=exclude, after=after, limit=limit + 1, owner=caller.user_id
+        )
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            next_token = self.tokens.issue(
+                query, [last.created_at.isoformat(), str(last.conversation_id)]
+            )
+        return rows, next_token
+
+    async def download_url(
+        self,
+        caller: Caller,
+        training_file_id: str,
+        file_format: FileFormat | None,
+        expires_in: int | None,
+    ) -> DownloadUrl:
+        if file_format is None:
+            raise InvalidArgument.field(
+                "format", "must be FILE_FORMAT_JSON or FILE_FORMAT_JSONL", "REQUIRED"
+            )
+        seconds = DEFAULT_URL_EXPIRY if expires_in is None else expires_in
+        if not MIN_URL_EXPIRY <= seconds <= MAX_URL_EXPIRY:
+            raise InvalidArgument.field(
+                "expires_in",
+                f"must be between {MIN_URL_EXPIRY} and {MAX_URL_EXPIRY} seconds",
+                "OUT_OF_RANGE",
+            )
+        record = await self.get(caller, training_file_id)
+        if record.status not in (Status.ACTIVE, Status.ARCHIVED):
+            raise FailedPrecondition(
+                f"training file {record.id} is {record.status.value}; "
+                "it has no content to download",
+                [
+                    Violation(
+                        str(record.id),
+                        "TRAINING_FILE_NOT_ACTIVE",
+                        f"status is {record.status.value}",
+                    )
+                ],
+                reason="TRAINING_FILE_NOT_ACTIVE",
+            )
+        key = record.json_file_path if file_format is FileFormat.JSON else record.jsonl_file_path
+        size = record.json_file_size if file_format is FileFormat.JSON else record.jsonl_file_size
+        assert key is not None
+        file_name = f"{record.name}.{file_format.value}"
+        url = await self.storage.presign(record.storage_bucket, key, file_name, seconds)
+        expire = datetime.now(UTC) + timedelta(seconds=seconds)
+        return DownloadUrl(url, expire, file_format, size, file_name)
+
+    # ----------------------------------------------------------------- repair
+
+    async def repair(self) -> None:
+        """Finish what a killed process left: stale 'processing' rows and stray objects."""
+        age = self.settings.stale_processing_after_seconds
+        failed = await self.database.fail_stale_processing(age)
+        intents = await self.database.stale_intents(age)
+        by_bucket: dict[str, list[str]] = {}
+        for bucket, key in intents:
+            by_bucket.setdefault(bucket, []).append(key)
+        for bucket, keys in by_bucket.items():
+            await self.storage.delete(bucket, keys)
+            await self.database.clear_intents(bucket, keys)
+        if failed or intents:
+            log.info(
+                "repaired",
+                extra={"fields": {"failed_files": len(failed), "deleted_objects": len(intents)}},
+            )
+
+
+def raise_name_taken(name: str) -> None:
+    from .errors import AlreadyExists
+
+    raise AlreadyExists("training_file", name, f"a training file named {name!r} already exists")
+
+
+def _bad_document(conversation_id: str, reason: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"conversation {conversation_id}: {reason}",
+        [Violation(conversation_id, "ENRICHED_DOCUMENT_INVALID", reason)],
+        reason="ENRICHED_DOCUMENT_INVALID",
+    )
+
+
+def _profile_bytes(record: TrainingFileRecord) -> bytes | None:
+    import orjson
+
+    return (
+        orjson.dumps(record.consultant_profile) if record.consultant_profile is not None else None
+    )
+
+
+def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, ServiceError) and type(exc) is not ServiceError:
+        return exc.message
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled: the caller cancelled the call or its deadline passed"
+    return "internal error"
+
+
+async def _shielded(cleanup: Awaitable[None]) -> None:
+    """Run cleanup to the end even when the call is being cancelled."""
+    task = asyncio.ensure_future(cleanup)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
+    if not task.done():
+        await asyncio.wait({task})
