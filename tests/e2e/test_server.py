@@ -71,7 +71,7 @@ async def test_health_reports_not_serving_while_storage_is_stopped(stack: Stack)
                 grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
             ):
                 assert await _health(channel, SERVICE) == SERVING
-                seaweed.stop()
+                seaweed.stop(timeout=3)
                 assert await _wait_for_status(channel, NOT_SERVING) == NOT_SERVING
                 assert await _health(channel) == NOT_SERVING
                 seaweed = EmbeddedSeaweedFS.start(
@@ -82,7 +82,7 @@ async def test_health_reports_not_serving_while_storage_is_stopped(stack: Stack)
                 )
                 assert await _wait_for_status(channel, SERVING) == SERVING
         finally:
-            seaweed.stop()
+            seaweed.stop(timeout=3)
 
 
 async def _wait_for_status(channel: grpc.aio.Channel, wanted: int, timeout: float = 20) -> int:

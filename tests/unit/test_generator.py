@@ -280,6 +280,7 @@ def test_generation_is_lazy() -> None:
         (-1, OWNERS, Awkward(), "count must be >= 0"),
         (5, (), Awkward(), "owners must not be empty"),
         (5, OWNERS, Awkward(not_started=3, null_path=3), "6 special conversations out of 5"),
+        (5, OWNERS, Awkward(null_path=-1), "awkward counts must be >= 0"),
     ],
 )
 def test_bad_arguments_fail_at_the_call_not_on_first_next(

@@ -361,8 +361,14 @@ class EmbeddedSeaweedFS:
             log=log,
         )
 
-    def stop(self) -> None:
-        _stop(self.process, signal.SIGTERM, 20)
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds.
+
+        The volume server sometimes lingers for a long time after the filer and gateway
+        have stopped; its data is already on disk by then (append-only volume files), so
+        throw-away stacks use a short timeout.
+        """
+        _stop(self.process, signal.SIGTERM, timeout)
         self.log.close()
 
 
@@ -393,6 +399,6 @@ def running(
         try:
             yield postgres, seaweed
         finally:
-            seaweed.stop()
+            seaweed.stop(timeout=20 if durable else 3)
     finally:
         postgres.stop()

@@ -112,7 +112,9 @@ class Awkward:
     """How many conversations of each special `Kind` a run contains (the rest: ELIGIBLE).
 
     Counts rather than fractions so tests can assert exact numbers; for a large run pass
-    e.g. ``count // 100``. Positions are spread at random over the run.
+    e.g. ``count // 100``. Positions are spread at random over the run and depend on its
+    ``count``: to take the first conversations of a run, ``islice`` it rather than asking
+    for a smaller count.
     """
 
     extra_fields: int = 0
@@ -199,6 +201,8 @@ def generate(
     if not owners:
         raise ValueError("owners must not be empty")
     counts = awkward.counts()
+    if any(n < 0 for n in counts.values()):
+        raise ValueError(f"awkward counts must be >= 0, got {awkward}")
     special = sum(counts.values())
     if special > count:
         raise ValueError(f"awkward asks for {special} special conversations out of {count}")

@@ -1,0 +1,31 @@
+"""Configuration: every setting is documented, and empty variables mean the default."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from trainingfiles_server.config import Settings
+
+ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    documented = set(re.findall(r"^([A-Z0-9_]+)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
+    assert documented == {name.upper() for name in Settings.model_fields}
+
+
+def test_env_example_values_are_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in re.findall(r"^([A-Z0-9_]+)=(.*)$", ENV_EXAMPLE.read_text(), re.MULTILINE):
+        monkeypatch.setenv(name, value)
+    assert Settings(_env_file=None) == Settings.model_construct()  # type: ignore[call-arg]
+
+
+def test_secrets_never_appear_in_the_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3_SECRET_ACCESS_KEY", "very-secret-value")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:db-password@h/d")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert "very-secret-value" not in repr(settings)
+    assert "db-password" not in repr(settings)
