@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from trainingfiles.v1 import service_pb2_grpc
 from trainingfiles_server.app import RunningServer, running_server
 from trainingfiles_server.config import Settings

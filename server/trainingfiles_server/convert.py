@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from google.protobuf import timestamp_pb2
+
 from trainingfiles.v1 import resources_pb2, service_pb2
 
 from .errors import InvalidArgument

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
+
 from trainingfiles_server.app import RunningServer
 from trainingfiles_server.dev.generator import Awkward, GeneratedConversation, Kind, generate, load
 from trainingfiles_server.storage import Storage

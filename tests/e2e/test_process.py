@@ -14,10 +14,10 @@ import grpc
 import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from trainingfiles.v1 import service_pb2, service_pb2_grpc
 
 from tests.conftest import Stack
 from tests.e2e.conftest import Dataset
+from trainingfiles.v1 import service_pb2, service_pb2_grpc
 from trainingfiles_server.dev.embedded import free_port
 
 

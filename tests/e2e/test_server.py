@@ -9,12 +9,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.conftest import Stack, stack_settings
 from trainingfiles_server.app import running_server
 from trainingfiles_server.dev.bootstrap import ensure_buckets
 from trainingfiles_server.dev.embedded import EmbeddedSeaweedFS
 from trainingfiles_server.storage import open_storage
-
-from tests.conftest import Stack, stack_settings
 
 SERVICE = "trainingfiles.v1.TrainingFileService"
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from trainingfiles_server.documents import (
     DocumentError,
     EnrichedDocument,

@@ -10,6 +10,7 @@ from functools import cache
 
 import orjson
 import pytest
+
 from trainingfiles_server.dev.generator import (
     EMOTIONAL_ARCS,
     EXTRA_METADATA_FIELD,
