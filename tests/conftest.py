@@ -7,7 +7,9 @@ signal when this process dies). Nothing here mocks PostgreSQL, S3 or gRPC.
 
 from __future__ import annotations
 
+import secrets
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 
 from trainingfiles.v1 import service_pb2_grpc
 from trainingfiles_server.app import RunningServer, running_server
+from trainingfiles_server.auth import Role, mint_token
 from trainingfiles_server.config import Settings
 from trainingfiles_server.dev.bootstrap import apply_migrations, ensure_buckets
 from trainingfiles_server.dev.embedded import EmbeddedPostgres, EmbeddedSeaweedFS, running
@@ -35,6 +38,45 @@ class Stack:
         return self.postgres.url("trainingfiles")
 
 
+# A fresh secret per test session: tokens minted here are valid for these servers only.
+TEST_JWT_SECRET = secrets.token_urlsafe(48)
+
+
+def mint(role: Role = "service_role", user_id: uuid.UUID | None = None, **kwargs: Any) -> str:
+    """A token for the test servers; a random user unless `user_id` is given."""
+    return mint_token(TEST_JWT_SECRET, user_id=user_id or uuid.uuid4(), role=role, **kwargs)
+
+
+class _BearerToken:
+    """Adds `authorization: Bearer <token>` to every call that does not carry one."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = list(details.metadata or ())
+        if not any(key == "authorization" for key, _ in metadata):
+            metadata.append(self._metadata)
+        return details._replace(metadata=metadata)
+
+
+# grpc.aio sorts interceptors by their first matching kind, so one class per kind.
+class _UnaryBearer(_BearerToken, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _StreamBearer(_BearerToken, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+def authorized_channel(port: int, token: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}", interceptors=[_UnaryBearer(token), _StreamBearer(token)]
+    )
+
+
 def stack_settings(
     postgres: EmbeddedPostgres, seaweed: EmbeddedSeaweedFS, **overrides: object
 ) -> Settings:
@@ -49,6 +91,7 @@ def stack_settings(
         "health_check_timeout_seconds": 1.0,
         "shutdown_grace_seconds": 2.0,
         "s3_max_attempts": 2,
+        "jwt_secret": TEST_JWT_SECRET,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -84,8 +127,15 @@ async def server(settings: Settings, storage: Storage) -> AsyncIterator[RunningS
 
 
 @pytest.fixture(scope="session")
-async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+def token() -> str:
+    """A service_role token: acts for the system, sees every file."""
+    return mint("service_role")
+
+
+@pytest.fixture(scope="session")
+async def channel(server: RunningServer, token: str) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel whose calls carry the service token unless they name another one."""
+    async with authorized_channel(server.port, token) as channel:
         yield channel
 
 

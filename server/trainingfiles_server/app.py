@@ -21,10 +21,11 @@ from grpc_reflection.v1alpha import reflection
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
 
 from . import logs
+from .auth import Authenticator
 from .config import Settings
 from .db import Database, open_database
 from .health import monitored
-from .interceptors import ServiceInterceptor
+from .interceptors import AuthInterceptor, ServiceInterceptor
 from .operations import Operations
 from .pagination import PageTokens
 from .servicer import TrainingFileServicer
@@ -67,9 +68,11 @@ class RunningServer:
 @contextlib.asynccontextmanager
 async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
     """Serve until the block exits, then drain calls for the grace period and close."""
+    authenticator = Authenticator(settings)  # refuses unsafe identity settings first
     async with open_database(settings) as database, open_storage(settings) as storage:
         server = grpc.aio.server(
-            interceptors=[ServiceInterceptor()], options=server_options(settings)
+            interceptors=[ServiceInterceptor(), AuthInterceptor(authenticator)],
+            options=server_options(settings),
         )
         secret = settings.page_token_secret
         tokens = PageTokens(secret.get_secret_value().encode() if secret else os.urandom(32))

@@ -56,6 +56,17 @@ class Settings(BaseSettings):
     max_object_bytes: PositiveInt = 50 * 1024 * 1024
     stale_processing_after_seconds: PositiveInt = 900
 
+    # --- identity ---
+    # HS256 secret of the Supabase project (at least 32 bytes). The development secret
+    # is refused unless development_mode is on.
+    jwt_secret: SecretStr | None = None
+    # Optional JWKS endpoint for asymmetric (RS256/ES256) tokens.
+    jwt_jwks_url: str | None = None
+    jwt_audience: str = "authenticated"
+    jwt_leeway_seconds: float = Field(default=30, ge=0, le=300)
+    # Development only: accept the development JWT secret (`make run` sets it).
+    development_mode: bool = False
+
     # --- pagination ---
     # Signs page tokens. Unset: a random secret per process, so tokens do not survive a
     # restart and are not shared between replicas; set it when running several replicas.

@@ -23,6 +23,7 @@ from google.protobuf import any_pb2
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
+from .auth import Authenticator, current_caller
 from .errors import ServiceError
 
 log = logging.getLogger("trainingfiles.rpc")
@@ -142,6 +143,66 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+SERVICE_PREFIX = "/trainingfiles.v1.TrainingFileService/"
+
+
+def _with_caller(authenticator: Authenticator, inner: _Handler) -> _Handler:
+    """Authenticate before the handler runs and make the caller its `current_caller`.
+
+    Each call runs in its own task with its own context, so the value never leaks from
+    one call to another.
+    """
+    if inspect.isasyncgenfunction(inner):
+
+        async def stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            current_caller.set(await authenticator.authenticate(context.invocation_metadata()))
+            async for message in inner(request, context):
+                yield message
+
+        return stream
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        current_caller.set(await authenticator.authenticate(context.invocation_metadata()))
+        return await inner(request, context)
+
+    return unary
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Bearer-token authentication for every TrainingFileService call.
+
+    Health and reflection stay open. Installed inside `ServiceInterceptor`, so its
+    `Unauthenticated` / `PermissionDenied` errors become statuses in the one usual place.
+    """
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(SERVICE_PREFIX):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _with_caller(self._authenticator, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _with_caller(self._authenticator, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

@@ -30,6 +30,7 @@ from uuid import UUID
 
 from . import aggregate
 from .aggregate import ConsistencyCheck, ConversationSummary, JsonlToJsonPairs
+from .auth import Caller
 from .config import Settings
 from .db import Database
 from .documents import DocumentError, decode_json_object, validate_enriched_document
@@ -67,13 +68,6 @@ PROGRESS_SECONDS = 1.0
 _SPOOL_READ = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is calling. Until identity exists every caller acts for the system."""
-
-    user_id: UUID | None = None
-
-
 def parse_uuid(value: str, field: str) -> UUID:
     try:
         return UUID(value)
@@ -83,21 +77,27 @@ def parse_uuid(value: str, field: str) -> UUID:
         ) from None
 
 
-def _check_ids(ids: Sequence[str], limit: int) -> list[UUID]:
-    """Parse the requested ids; every malformed or repeated one is reported."""
-    if not ids:
-        raise InvalidArgument.field(
-            "conversation_ids", "at least one conversation id is required", "REQUIRED"
-        )
+def _check_ids(ids: Sequence[str], limit: int, other: Sequence[Violation] = ()) -> list[UUID]:
+    """Parse the requested ids; every malformed or repeated one is reported.
+
+    `other` holds the request's other argument problems (name, file id, ...): they are
+    reported in the same `InvalidArgument`, so the caller hears of every problem at once.
+    """
+    violations = list(other)
     if len(ids) > limit:
+        if violations:
+            raise _invalid(violations)
         raise ResourceExhausted(
             f"{len(ids)} conversation ids exceed the limit of {limit} per request",
             "conversation_ids",
             reason="TOO_MANY_CONVERSATIONS",
         )
+    if not ids:
+        violations.append(
+            Violation("conversation_ids", "REQUIRED", "at least one conversation id is required")
+        )
     parsed: list[UUID] = []
     first_seen: dict[UUID, int] = {}
-    violations: list[Violation] = []
     for index, raw in enumerate(ids):
         field = f"conversation_ids[{index}]"
         try:
@@ -115,13 +115,25 @@ def _check_ids(ids: Sequence[str], limit: int) -> list[UUID]:
         first_seen[value] = index
         parsed.append(value)
     if violations:
-        raise InvalidArgument(
-            f"{len(violations)} invalid conversation id(s): "
-            + "; ".join(f"{v.subject}: {v.description}" for v in violations[:10])
-            + (" …" if len(violations) > 10 else ""),
-            violations,
-        )
+        raise _invalid(violations)
     return parsed
+
+
+def _invalid(violations: Sequence[Violation]) -> InvalidArgument:
+    return InvalidArgument(
+        f"{len(violations)} invalid argument(s): "
+        + "; ".join(f"{v.subject}: {v.description}" for v in violations[:10])
+        + (" …" if len(violations) > 10 else ""),
+        violations,
+    )
+
+
+def _uuid_violations(value: str, field: str) -> list[Violation]:
+    try:
+        UUID(value)
+    except ValueError:
+        return [Violation(field, "MALFORMED_ID", f"{value[:64]!r} is not a UUID")]
+    return []
 
 
 def _check_name(name: str, description: str | None) -> list[Violation]:
@@ -141,11 +153,12 @@ def _check_name(name: str, description: str | None) -> list[Violation]:
     return violations
 
 
-def _ineligible(candidates: Sequence[CandidateConversation], caller: Caller) -> list[Violation]:
+def _ineligible(candidates: Sequence[CandidateConversation], owner: UUID | None) -> list[Violation]:
+    """Every unusable conversation with its first problem; `owner` (if any) must own each."""
     violations = []
     for c in candidates:
         subject = str(c.conversation_id)
-        if not c.known or (caller.user_id is not None and c.created_by != caller.user_id):
+        if not c.known or (owner is not None and c.created_by != owner):
             violations.append(Violation(subject, "CONVERSATION_NOT_FOUND", "no such conversation"))
         elif c.enrichment_status != "completed":
             violations.append(
@@ -245,16 +258,19 @@ class Operations:
     # ----------------------------------------------------------------- create / add
 
     async def create(
-        self, caller: Caller, name: str, description: str | None, ids: Sequence[str]
+        self,
+        caller: Caller,
+        name: str,
+        description: str | None,
+        ids: Sequence[str],
+        on_behalf_of: str = "",
     ) -> AsyncIterator[Progress]:
-        violations = _check_name(name, description)
-        if violations:
-            raise InvalidArgument(
-                "; ".join(f"{v.subject}: {v.description}" for v in violations), violations
-            )
-        conversation_ids = _check_ids(ids, self.settings.max_conversations_per_request)
+        conversation_ids = _check_ids(
+            ids, self.settings.max_conversations_per_request, _check_name(name, description)
+        )
+        owner = caller.owner_for(on_behalf_of)
         candidates = await self.database.check_conversations(conversation_ids, None)
-        _reject_ineligible(_ineligible(candidates, caller))
+        _reject_ineligible(_ineligible(candidates, owner))
         if await self.database.name_taken(name):
             raise_name_taken(name)
 
@@ -269,7 +285,7 @@ class Operations:
             bucket=bucket,
             json_key=json_key,
             jsonl_key=jsonl_key,
-            created_by=caller.user_id,
+            created_by=owner,
         )
         try:
             total = len(candidates)
@@ -343,8 +359,12 @@ class Operations:
     async def add(
         self, caller: Caller, training_file_id: str, ids: Sequence[str]
     ) -> AsyncIterator[Progress]:
-        file_id = parse_uuid(training_file_id, "training_file_id")
-        conversation_ids = _check_ids(ids, self.settings.max_conversations_per_request)
+        conversation_ids = _check_ids(
+            ids,
+            self.settings.max_conversations_per_request,
+            _uuid_violations(training_file_id, "training_file_id"),
+        )
+        file_id = UUID(training_file_id)
         async with self.database.locked_file(file_id) as (conn, record):
             record = self._visible(caller, record, file_id)
             if record.status is not Status.ACTIVE:
@@ -361,7 +381,9 @@ class Operations:
                     reason="TRAINING_FILE_NOT_ACTIVE",
                 )
             candidates = await self.database.check_conversations(conversation_ids, file_id, conn)
-            _reject_ineligible(_ineligible(candidates, caller))
+            # Added conversations must belong to the file's owner (any, for a system file
+            # extended by a service), and to the caller when the caller is a user.
+            _reject_ineligible(_ineligible(candidates, record.created_by or caller.user_id))
             assert record.json_file_path and record.jsonl_file_path
             moment = datetime.now(UTC)
             json_key, jsonl_key = object_keys(file_id, record.name, moment)
@@ -784,11 +806,9 @@ def _bad_document(conversation_id: str, reason: str) -> FailedPrecondition:
 
 
 def _profile_bytes(record: TrainingFileRecord) -> bytes | None:
-    import orjson
-
-    return (
-        orjson.dumps(record.consultant_profile) if record.consultant_profile is not None else None
-    )
+    """The profile exactly as the JSON document holds it (a `json` column keeps the text)."""
+    profile = record.consultant_profile
+    return profile.encode() if profile is not None else None
 
 
 def _failure_reason(exc: BaseException) -> str:

@@ -12,15 +12,16 @@ from typing import Any
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 
 from . import convert
+from .auth import Caller, current_caller
 from .errors import InvalidArgument
-from .operations import Caller, Operations
+from .operations import Operations
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 
 
 def _caller(context: Context) -> Caller:
-    """Until identity exists, every caller acts for the system."""
-    return Caller()
+    """The caller the auth interceptor verified for this call."""
+    return current_caller.get()
 
 
 def _expires_in(request: service_pb2.GetDownloadUrlRequest) -> int | None:
@@ -43,7 +44,11 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
     ) -> AsyncIterator[service_pb2.TrainingFileProgress]:
         description = request.description if request.HasField("description") else None
         events = self.operations.create(
-            _caller(context), request.name, description, list(request.conversation_ids)
+            _caller(context),
+            request.name,
+            description,
+            list(request.conversation_ids),
+            request.on_behalf_of,
         )
         async for event in events:
             yield convert.progress(event)

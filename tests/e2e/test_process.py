@@ -15,7 +15,7 @@ import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import Stack
+from tests.conftest import TEST_JWT_SECRET, Stack, authorized_channel
 from tests.e2e.conftest import Dataset
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
 from trainingfiles_server.dev.embedded import free_port
@@ -32,6 +32,7 @@ def server_process(stack: Stack) -> Iterator[tuple[subprocess.Popen[bytes], int]
         "S3_ACCESS_KEY_ID": stack.seaweed.access_key,
         "S3_SECRET_ACCESS_KEY": stack.seaweed.secret_key,
         "SHUTDOWN_GRACE_SECONDS": "20",
+        "JWT_SECRET": TEST_JWT_SECRET,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "trainingfiles_server"],
@@ -62,11 +63,14 @@ async def _wait_serving(port: int) -> None:
 
 
 async def test_sigterm_drains_a_running_create_then_exits_cleanly(
-    server_process: tuple[subprocess.Popen[bytes], int], dataset: Dataset, stack: Stack
+    server_process: tuple[subprocess.Popen[bytes], int],
+    dataset: Dataset,
+    stack: Stack,
+    token: str,
 ) -> None:
     process, port = server_process
     await _wait_serving(port)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with authorized_channel(port, token) as channel:
         stub = service_pb2_grpc.TrainingFileServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as not_found:
             await stub.GetTrainingFile(
@@ -78,7 +82,7 @@ async def test_sigterm_drains_a_running_create_then_exits_cleanly(
                 name=f"drain-{uuid.uuid4().hex[:8]}", conversation_ids=dataset.ids()
             )
         )
-        messages = []
+        messages: list[service_pb2.TrainingFileProgress] = []
         async for message in call:
             if not messages:
                 assert message.stage == service_pb2.TrainingFileProgress.STAGE_VALIDATING
@@ -101,4 +105,6 @@ async def test_sigterm_drains_a_running_create_then_exits_cleanly(
     assert order.index("shutting down") < order.index(create["method"])
     assert order[-1] == "stopped"
     assert stack.seaweed.secret_key not in log
+    assert TEST_JWT_SECRET not in log
+    assert token not in log
     assert "Traceback" not in log

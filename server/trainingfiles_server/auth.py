@@ -1,0 +1,240 @@
+"""Who is calling: Supabase-style JWTs verified with PyJWT.
+
+Every `TrainingFileService` call carries `authorization: Bearer <JWT>`. The token is
+checked against an explicit algorithm allow-list (HS256 with the project's secret; RS256
+or ES256 through a JWKS URL when configured; `none` never), with `exp` required,
+`exp`, `nbf` and `aud` checked with a small clock skew, and `sub` a UUID (required for
+users; a service token, like Supabase's service key, may have none).
+
+Roles (the `role` claim):
+
+* `authenticated`: a user. Sees and changes only their own files (another user's file is
+  NOT_FOUND, never "forbidden", so its existence is not revealed), and may only use
+  conversations whose `created_by` is theirs (others are reported like unknown ids).
+* `service_role`: acts for the system. Sees every file and every conversation; files it
+  creates have no `created_by` unless it names a user with `on_behalf_of`, in which case
+  the file belongs to that user and must be built from that user's conversations.
+
+Any other role is PERMISSION_DENIED. Failure messages tell the caller what to fix
+(expired, not yet valid, wrong audience, bad signature, malformed) and never echo the
+token or the secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from uuid import UUID
+
+import jwt
+
+from .config import Settings
+from .errors import PermissionDenied, Unauthenticated
+
+# A development secret so that `make run` works out of the box; the server refuses it
+# unless DEVELOPMENT_MODE is on.
+DEVELOPMENT_JWT_SECRET = "trainingfiles-development-secret-never-use-in-production"
+MIN_SECRET_BYTES = 32
+# Supabase tokens are well under 2 KiB; anything near this size is not a token.
+MAX_TOKEN_CHARS = 8192
+SYMMETRIC_ALGORITHMS = ("HS256",)
+ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
+
+Role = Literal["authenticated", "service_role"]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The verified caller. `user_id` is None only for a service acting for the system."""
+
+    role: Role = "service_role"
+    user_id: UUID | None = None
+
+    @property
+    def is_service(self) -> bool:
+        return self.role == "service_role"
+
+    def owner_for(self, on_behalf_of: str) -> UUID | None:
+        """Whom a new file belongs to: the user, or the user a service names."""
+        if not on_behalf_of:
+            return self.user_id
+        try:
+            named = UUID(on_behalf_of)
+        except ValueError:
+            from .errors import InvalidArgument
+
+            raise InvalidArgument.field(
+                "on_behalf_of", "must be a user id (UUID)", "MALFORMED_ID"
+            ) from None
+        if self.is_service or named == self.user_id:
+            return named
+        raise PermissionDenied(
+            "only service_role callers may act on behalf of another user",
+            reason="ON_BEHALF_OF_NOT_ALLOWED",
+        )
+
+    def sees_everything(self) -> bool:
+        return self.is_service
+
+
+SYSTEM = Caller()
+current_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("current_caller")
+
+
+class ConfigurationError(RuntimeError):
+    """The identity settings are unsafe or incomplete; the server does not start."""
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse to start with a missing, short or development secret outside development."""
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    if secret is None and not settings.jwt_jwks_url:
+        raise ConfigurationError("JWT_SECRET (or JWT_JWKS_URL) must be set")
+    if secret is not None:
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigurationError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        if secret == DEVELOPMENT_JWT_SECRET and not settings.development_mode:
+            raise ConfigurationError(
+                "JWT_SECRET is the development secret; set a real one, or DEVELOPMENT_MODE=1"
+            )
+
+
+def mint_token(
+    secret: str,
+    *,
+    user_id: UUID,
+    role: Role = "authenticated",
+    audience: str = "authenticated",
+    lifetime_seconds: int = 3600,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """An HS256 token like Supabase's (development and tests)."""
+    now = int(time.time())
+    claims = {
+        "sub": str(user_id),
+        "role": role,
+        "aud": audience,
+        "iat": now,
+        "exp": now + lifetime_seconds,
+        **(extra or {}),
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+class Authenticator:
+    """Verifies bearer tokens into `Caller`s."""
+
+    def __init__(self, settings: Settings) -> None:
+        check_settings(settings)
+        self._secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+        self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway_seconds
+        self._jwks = (
+            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=600)
+            if settings.jwt_jwks_url
+            else None
+        )
+
+    async def authenticate(self, metadata: Sequence[tuple[str, Any]] | None) -> Caller:
+        token = _bearer_token(metadata)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthenticated("the token is malformed", reason="TOKEN_MALFORMED") from None
+        algorithm = header.get("alg")
+        if algorithm in SYMMETRIC_ALGORITHMS and self._secret is not None:
+            key: Any = self._secret
+        elif algorithm in ASYMMETRIC_ALGORITHMS and self._jwks is not None:
+            key = await self._signing_key(token)
+        else:
+            raise Unauthenticated(
+                f"the token's algorithm {str(algorithm)[:16]!r} is not accepted",
+                reason="TOKEN_ALGORITHM_NOT_ALLOWED",
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                leeway=self._leeway,
+                options={"require": ["exp"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the token has expired", reason="TOKEN_EXPIRED") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthenticated(
+                "the token is not valid yet", reason="TOKEN_NOT_YET_VALID"
+            ) from None
+        except jwt.InvalidAudienceError:
+            raise Unauthenticated(
+                f"the token's audience is not {self._audience!r}", reason="TOKEN_AUDIENCE"
+            ) from None
+        except jwt.InvalidSignatureError:
+            raise Unauthenticated(
+                "the token's signature does not verify", reason="TOKEN_SIGNATURE"
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthenticated(
+                f"the token has no {exc.claim!r} claim", reason="TOKEN_CLAIM_MISSING"
+            ) from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("the token is malformed", reason="TOKEN_MALFORMED") from None
+        return _caller(claims)
+
+    async def _signing_key(self, token: str) -> Any:
+        assert self._jwks is not None
+        try:
+            # PyJWKClient fetches with urllib (blocking) and caches: keep it off the loop.
+            signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+        except jwt.PyJWKClientConnectionError:
+            from .errors import Unavailable
+
+            raise Unavailable("the signing keys cannot be fetched; retry later") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated(
+                "the token's signing key is unknown", reason="TOKEN_SIGNATURE"
+            ) from None
+        return signing_key.key
+
+
+def _bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str:
+    values = [value for key, value in metadata or () if key == "authorization"]
+    if not values:
+        raise Unauthenticated(
+            "missing `authorization: Bearer <token>` metadata", reason="TOKEN_MISSING"
+        )
+    if len(values) > 1:
+        raise Unauthenticated("more than one authorization header", reason="TOKEN_MALFORMED")
+    value = values[0]
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    scheme, _, token = str(value).partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("authorization must be `Bearer <token>`", reason="TOKEN_MALFORMED")
+    token = token.strip()
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthenticated("the token is too long", reason="TOKEN_MALFORMED")
+    return token
+
+
+def _caller(claims: dict[str, Any]) -> Caller:
+    role = claims.get("role")
+    if role not in ("authenticated", "service_role"):
+        raise PermissionDenied(
+            "the token's role must be 'authenticated' or 'service_role'", reason="ROLE_NOT_ALLOWED"
+        )
+    subject = claims.get("sub")
+    if subject is None and role == "service_role":
+        return Caller("service_role", None)  # Supabase's service key carries no subject
+    try:
+        UUID(str(subject))
+    except ValueError:
+        raise Unauthenticated("the token's subject is not a UUID", reason="TOKEN_SUBJECT") from None
+    if role == "service_role":
+        return Caller("service_role", None)
+    return Caller("authenticated", UUID(str(subject)))
