@@ -62,3 +62,7 @@ fmt: $(STAMP) ## format and autofix
 .PHONY: clean
 clean: ## remove the virtual environment and local data
 	rm -rf $(VENV) .data
+
+.PHONY: token
+token: $(STAMP) ## print a development token: make -s token [USER_ID=<uuid>] [ROLE=service_role] [DAYS=1]
+	@$(BIN)/python -m trainingfiles_server.dev.token $(if $(USER_ID),--user $(USER_ID)) $(if $(ROLE),--role $(ROLE)) $(if $(DAYS),--days $(DAYS))

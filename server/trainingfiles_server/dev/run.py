@@ -19,12 +19,14 @@ from pydantic import SecretStr
 
 from .. import logs
 from ..app import serve
+from ..auth import DEVELOPMENT_JWT_SECRET
 from ..config import Settings
 from ..db import open_database
 from ..storage import open_storage
 from .bootstrap import PROJECT_ROOT, apply_migrations, ensure_buckets
-from .demo import load_once
+from .demo import DEMO_USERS, load_once
 from .embedded import EmbeddedPostgres, EmbeddedSeaweedFS, _port_free
+from .token import development_token
 
 DATA_DIR = PROJECT_ROOT / ".data"
 STATE_FILE = DATA_DIR / "embedded.json"
@@ -70,7 +72,11 @@ def _start_embedded(stack: contextlib.ExitStack) -> Settings:
             "s3_secret_key": seaweed.secret_key,
         }
     )
+    # Development mode accepts the development JWT secret, unless a real one is set.
+    jwt_secret = os.environ.get("JWT_SECRET") or DEVELOPMENT_JWT_SECRET
     return Settings(
+        development_mode=True,
+        jwt_secret=SecretStr(jwt_secret),
         database_url=SecretStr(postgres.url("trainingfiles")),
         s3_endpoint_url=seaweed.endpoint_url,
         s3_access_key_id=SecretStr(seaweed.access_key),
@@ -93,13 +99,23 @@ async def _prepare_and_serve(settings: Settings, *, embedded: bool) -> None:
         host = settings.listen_address.rsplit(":", 1)[0]
         target = f"{host}:{port}"
         where = "embedded PostgreSQL and SeaweedFS" if embedded else "the configured servers"
-        print(
-            f"\nTraining File Service ready on {target} ({where}). Try:\n"
-            f"  .venv/bin/grpcurl -plaintext {target} list\n"
-            f"  .venv/bin/grpcurl -plaintext {target} grpc.health.v1.Health/Check\n"
+        lines = [f"\nTraining File Service ready on {target} ({where})."]
+        secret = settings.jwt_secret
+        if embedded and secret and secret.get_secret_value() == DEVELOPMENT_JWT_SECRET:
+            lines += [
+                f"Development token (demo user {DEMO_USERS[0]}, valid one year;"
+                " `make -s token` mints another):",
+                f"  export TOKEN={development_token()}",
+            ]
+        lines += [
+            "Try:",
+            f"  .venv/bin/grpcurl -plaintext {target} list",
+            f'  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" '
+            f"-d '{{\"page_size\": 3}}' {target} "
+            "trainingfiles.v1.TrainingFileService/ListEligibleConversations",
             "Ctrl-C stops it.",
-            flush=True,
-        )
+        ]
+        print("\n".join(lines), flush=True)
 
     await serve(settings, on_ready=ready)
 

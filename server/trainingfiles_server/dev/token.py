@@ -1,0 +1,53 @@
+"""`make token`: mint a development token (HS256, like Supabase's) and print it.
+
+    make -s token                                   # the demo user, role authenticated
+    make -s token USER=<uuid> ROLE=service_role DAYS=1
+
+Signs with JWT_SECRET when it is set, else with the development secret that `make run`
+accepts. Long-lived tokens are for the development secret only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+
+from ..auth import DEVELOPMENT_JWT_SECRET, mint_token
+from .demo import DEMO_USERS
+
+DEVELOPMENT_TOKEN_DAYS = 365
+
+
+def development_token() -> str:
+    """The token `make run` prints: the first demo user, valid for a year."""
+    return mint_token(
+        DEVELOPMENT_JWT_SECRET,
+        user_id=DEMO_USERS[0],
+        role="authenticated",
+        lifetime_seconds=DEVELOPMENT_TOKEN_DAYS * 86400,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--user", type=uuid.UUID, default=DEMO_USERS[0], help="the sub claim")
+    parser.add_argument(
+        "--role", choices=("authenticated", "service_role"), default="authenticated"
+    )
+    parser.add_argument("--days", type=float, default=DEVELOPMENT_TOKEN_DAYS)
+    args = parser.parse_args()
+    secret = os.environ.get("JWT_SECRET") or DEVELOPMENT_JWT_SECRET
+    print(
+        mint_token(
+            secret,
+            user_id=args.user,
+            role=args.role,
+            audience=os.environ.get("JWT_AUDIENCE", "authenticated"),
+            lifetime_seconds=int(args.days * 86400),
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
