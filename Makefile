@@ -66,3 +66,7 @@ clean: ## remove the virtual environment and local data
 .PHONY: token
 token: $(STAMP) ## print a development token: make -s token [USER_ID=<uuid>] [ROLE=service_role] [DAYS=1]
 	@$(BIN)/python -m trainingfiles_server.dev.token $(if $(USER_ID),--user $(USER_ID)) $(if $(ROLE),--role $(ROLE)) $(if $(DAYS),--days $(DAYS))
+
+.PHONY: bench
+bench: $(STAMP) ## benchmarks against the storage floor (not part of make test): make bench [N=50000]
+	$(BIN)/python -m bench $(if $(N),--sizes $(N))
