@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import tempfile
 import time
@@ -220,8 +221,6 @@ class _Spool:
     async def chunks(self) -> AsyncIterator[bytes]:
         self.file.flush()
         fd = self.file.fileno()
-        import os
-
         buffer = bytearray()
         for offset, length in self.extents:
             buffer += os.pread(fd, length, offset)
@@ -596,9 +595,12 @@ class Operations:
             while done < total:
                 waiter = asyncio.ensure_future(finished.get())
                 pending = {waiter, *[w for w in workers if not w.done()]}
-                await asyncio.wait(
-                    pending, timeout=PROGRESS_SECONDS, return_when=asyncio.FIRST_COMPLETED
-                )
+                # A worker that failed before this point is not in `pending`: waiting
+                # would only notice its failure after the timeout.
+                if not any(w.done() and w.exception() is not None for w in workers):
+                    await asyncio.wait(
+                        pending, timeout=PROGRESS_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                    )
                 for w in workers:
                     failure = w.exception() if w.done() else None
                     if failure is not None:
@@ -715,7 +717,9 @@ class Operations:
         limit = page_size(size)
         exclude: UUID | None = None
         if exclude_training_file_id:
-            exclude = (await self.get(caller, exclude_training_file_id)).id
+            # Parsed here so that a malformed id is reported under its own field name.
+            file_id = parse_uuid(exclude_training_file_id, "exclude_training_file_id")
+            exclude = self._visible(caller, await self.database.get_file(file_id), file_id).id
         query = f"eligible:{exclude or ''}:{caller.user_id or ''}"
         position = self.tokens.position(query, token)
         after = (datetime.fromisoformat(position[0]), UUID(position[1])) if position else None
@@ -814,7 +818,9 @@ def _profile_bytes(record: TrainingFileRecord) -> bytes | None:
 def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, ServiceError) and type(exc) is not ServiceError:
         return exc.message
-    if isinstance(exc, asyncio.CancelledError):
+    # GeneratorExit: the stream was closed while waiting at a `yield`, which happens when
+    # the call is cancelled while a progress message is being sent.
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return "cancelled: the caller cancelled the call or its deadline passed"
     return "internal error"
 

@@ -13,19 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 
 import orjson
 from pydantic import SecretStr
 
 from .. import logs
 from ..app import serve
-from ..auth import DEVELOPMENT_JWT_SECRET
+from ..auth import DEVELOPMENT_JWT_SECRET, ConfigurationError
 from ..config import Settings
 from ..db import open_database
 from ..storage import open_storage
-from .bootstrap import PROJECT_ROOT, apply_migrations, ensure_buckets
+from .bootstrap import PROJECT_ROOT, BootstrapError, apply_migrations, ensure_buckets
 from .demo import DEMO_USERS, load_once
-from .embedded import EmbeddedPostgres, EmbeddedSeaweedFS, _port_free
+from .embedded import EmbeddedError, EmbeddedPostgres, EmbeddedSeaweedFS, _port_free
 from .token import development_token
 
 DATA_DIR = PROJECT_ROOT / ".data"
@@ -131,6 +132,17 @@ def main() -> None:
             asyncio.run(_prepare_and_serve(settings, embedded=not external))
         except KeyboardInterrupt:
             pass
+        except (BootstrapError, EmbeddedError, ConfigurationError) as exc:
+            print(f"make run: {exc}", file=sys.stderr, flush=True)
+            if external and "conversations" in str(exc):
+                print(
+                    "The service's migrations need the pipeline's `conversations` table. "
+                    "For a development database, create it first with:\n"
+                    '  .venv/bin/dbmate --url "$DATABASE_URL" -d migrations/dev '
+                    "--migrations-table schema_migrations_dev --no-dump-schema up",
+                    file=sys.stderr,
+                )
+            raise SystemExit(1) from None
         finally:
             if not external:
                 print("Stopping embedded PostgreSQL and SeaweedFS …", flush=True)
