@@ -29,8 +29,10 @@ CREATE TABLE training_files (
         CHECK (status IN ('processing', 'active', 'archived', 'failed')),
     -- The first conversation's `vertical` and `consultant_profile`, as written into the
     -- JSON document; kept so that adding conversations never refetches old documents.
+    -- `json`, not `jsonb`: the text is kept verbatim (jsonb reorders keys), so a rebuilt
+    -- header is byte-for-byte the one a Create writes.
     vertical                  text,
-    consultant_profile        jsonb,
+    consultant_profile        json,
     -- Why a file failed; set together with status 'failed'.
     error_message             text,
     -- Bumped on every content change (create, each add); guards concurrent adds.

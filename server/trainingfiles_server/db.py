@@ -325,7 +325,8 @@ class Database:
                 metrics.human_reviewed_count,
                 metrics.scaffolding_distribution(),
                 vertical,
-                orjson.loads(consultant_profile),
+                # A `json` column: the text is stored as written, keys in their order.
+                consultant_profile.decode(),
             )
             await conn.execute(
                 INSERT_FILE_CONVERSATIONS,

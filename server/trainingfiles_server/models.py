@@ -6,7 +6,6 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
 from .aggregate import Warning
@@ -53,7 +52,7 @@ class TrainingFileRecord:
     human_reviewed_count: int
     scaffolding_distribution: dict[str, dict[str, int]]
     vertical: str | None
-    consultant_profile: Any
+    consultant_profile: str | None  # JSON text, exactly as written into the document
     error_message: str | None
     version: int
     created_by: UUID | None

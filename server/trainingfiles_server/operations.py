@@ -151,6 +151,11 @@ def _check_name(name: str, description: str | None) -> list[Violation]:
         violations.append(
             Violation("description", "TOO_LONG", f"must be at most {MAX_DESCRIPTION} characters")
         )
+    elif description is not None and "\x00" in description:
+        # PostgreSQL text cannot hold U+0000; any other Unicode is kept as written.
+        violations.append(
+            Violation("description", "INVALID_CHARACTER", "must not contain NUL characters")
+        )
     return violations
 
 
