@@ -1,7 +1,72 @@
-"""Python client for the Training File Service.
+"""Python client for the Training File Service (``trainingfiles.v1``).
 
-The generated protobuf and gRPC code lives in ``trainingfiles.v1``; this package will hold
-the hand-written client on top of it.
+A small public surface over private modules: the sync and asyncio clients, the
+operations their streaming calls return, the pagers their list calls return, and one
+error hierarchy mirroring the gRPC status codes. Requests and replies are the generated
+messages of ``trainingfiles.v1`` (``resources_pb2``, ``service_pb2``).
+
+Example:
+    >>> from trainingfiles_client import TrainingFilesClient
+    >>> with TrainingFilesClient() as client:  # TRAININGFILES_TARGET / _TOKEN / _TLS
+    ...     training_file = client.create_training_file("demo", ids).result()
+
+The ``trainingfiles`` command-line tool (``pip install trainingfiles-client[cli]``) is
+built on exactly this surface.
 """
 
-__all__: list[str] = []
+from ._async_client import AsyncTrainingFilesClient
+from ._client import TrainingFilesClient
+from ._exceptions import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    TrainingFilesError,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    Unknown,
+    Violation,
+)
+from ._operations import AsyncTrainingFileOperation, TrainingFileOperation
+from ._pagers import AsyncPager, Pager
+
+__all__ = [
+    "Aborted",
+    "AlreadyExists",
+    "AsyncPager",
+    "AsyncTrainingFileOperation",
+    "AsyncTrainingFilesClient",
+    "Cancelled",
+    "DataLoss",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "Internal",
+    "InvalidArgument",
+    "NotFound",
+    "OutOfRange",
+    "Pager",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "TrainingFileOperation",
+    "TrainingFilesClient",
+    "TrainingFilesError",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "Unknown",
+    "Violation",
+]
+
+# Report the public names as living here, not in the private modules (httpx does the same).
+for _name in __all__:
+    globals()[_name].__module__ = "trainingfiles_client"
+del _name

@@ -1,0 +1,180 @@
+"""Where to connect and how: target, token and transport security, plus the channel options.
+
+Each setting comes from the client's argument, else its environment variable, else a
+default that suits `make run`:
+
+=====================  ===================  ==========================================
+argument               variable             default
+=====================  ===================  ==========================================
+``target``             TRAININGFILES_TARGET  ``127.0.0.1:50051``
+``token``              TRAININGFILES_TOKEN   none (the server answers UNAUTHENTICATED)
+``tls`` / credentials  TRAININGFILES_TLS     plaintext for loopback targets, TLS otherwise
+=====================  ===================  ==========================================
+
+Retries live here too, as gRPC service config: the channel itself retries the idempotent
+rpcs, with exponential backoff, so no call site carries a retry loop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import grpc
+
+DEFAULT_TARGET: Final = "127.0.0.1:50051"
+TARGET_ENV: Final = "TRAININGFILES_TARGET"
+TOKEN_ENV: Final = "TRAININGFILES_TOKEN"
+TLS_ENV: Final = "TRAININGFILES_TLS"
+
+SERVICE: Final = "trainingfiles.v1.TrainingFileService"
+
+# Safe to send twice: reads, and ArchiveTrainingFile, which returns an archived file
+# unchanged (the contract's "Retries" section). Create and Add are never retried: a
+# retry could build a second file or race the first attempt.
+IDEMPOTENT_READS: Final = (
+    "GetTrainingFile",
+    "ListTrainingFiles",
+    "ListTrainingFileConversations",
+    "GetDownloadUrl",
+    "ListEligibleConversations",
+)
+IDEMPOTENT_WRITES: Final = ("ArchiveTrainingFile",)
+
+# Five attempts (gRPC's cap), 0.5 s, 1 s, 2 s, 4 s apart (±20 % jitter): about 7.5 s,
+# enough to ride out a server restart, short enough to fail while a person waits.
+_BACKOFF: Final = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.5s",
+    "maxBackoff": "4s",
+    "backoffMultiplier": 2,
+}
+
+
+def service_config() -> dict[str, Any]:
+    """The gRPC service config: a `retryPolicy` per idempotent method, none for the rest.
+
+    A read answered DEADLINE_EXCEEDED by the server is retried too (the call's own
+    deadline still bounds all attempts); the write is retried only on UNAVAILABLE.
+    """
+
+    def names(methods: Sequence[str]) -> list[dict[str, str]]:
+        return [{"service": SERVICE, "method": method} for method in methods]
+
+    return {
+        "methodConfig": [
+            {
+                "name": names(IDEMPOTENT_READS),
+                "retryPolicy": {
+                    **_BACKOFF,
+                    "retryableStatusCodes": ["UNAVAILABLE", "DEADLINE_EXCEEDED"],
+                },
+            },
+            {
+                "name": names(IDEMPOTENT_WRITES),
+                "retryPolicy": {**_BACKOFF, "retryableStatusCodes": ["UNAVAILABLE"]},
+            },
+        ]
+    }
+
+
+def channel_options(extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
+    """Options for every channel the clients open; `extra` ones win."""
+    options: dict[str, Any] = {
+        "grpc.enable_retries": 1,
+        "grpc.service_config": json.dumps(service_config()),
+        # The service config above, not one a resolver (DNS TXT record) might supply.
+        "grpc.service_config_disable_resolution": 1,
+        # Match the server's default message limit (MAX_MESSAGE_BYTES, 4 MiB).
+        "grpc.max_receive_message_length": 4 * 1024 * 1024,
+        # Validation errors list every offending id in the status details (trailing
+        # metadata): 10,000 ids take about 1 MiB, far above gRPC's 8/16 KiB defaults,
+        # which would turn the error into a detail-less RESOURCE_EXHAUSTED.
+        "grpc.max_metadata_size": 4 * 1024 * 1024,
+        "grpc.absolute_max_metadata_size": 4 * 1024 * 1024,
+        # The server accepts keepalive pings every 10 s; 30 s keeps long streams alive
+        # through proxies without ever being rejected as abusive.
+        "grpc.keepalive_time_ms": 30_000,
+        "grpc.keepalive_timeout_ms": 10_000,
+        "grpc.primary_user_agent": "trainingfiles-client-python",
+    }
+    options.update(dict(extra))
+    return list(options.items())
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """The resolved settings of one client."""
+
+    target: str
+    token: str | None
+    credentials: Any  # grpc.ChannelCredentials, or None for plaintext
+
+    @property
+    def secure(self) -> bool:
+        return self.credentials is not None
+
+    def metadata(
+        self, extra: Sequence[tuple[str, str | bytes]] | None
+    ) -> list[tuple[str, str | bytes]]:
+        """`extra`, plus the bearer token unless `extra` already authorizes the call."""
+        metadata = list(extra or ())
+        if self.token and not any(key.lower() == "authorization" for key, _ in metadata):
+            metadata.append(("authorization", f"Bearer {self.token}"))
+        return metadata
+
+
+def resolve(
+    target: str | None = None,
+    *,
+    token: str | None = None,
+    tls: bool | None = None,
+    credentials: Any = None,
+    environ: Mapping[str, str] | None = None,
+) -> Connection:
+    """Arguments first, then the environment, then the defaults (see the module doc)."""
+    env = os.environ if environ is None else environ
+    target = target or env.get(TARGET_ENV) or DEFAULT_TARGET
+    token = token or env.get(TOKEN_ENV) or None
+    if credentials is None:
+        if tls is None:
+            tls = _flag(env.get(TLS_ENV, ""))
+        if tls is None:
+            tls = not is_loopback(target)
+        if tls:
+            credentials = grpc.ssl_channel_credentials()
+    return Connection(target, token, credentials)
+
+
+def is_loopback(target: str) -> bool:
+    """Whether a gRPC target names this machine (plaintext is then the default)."""
+    for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+        if target.startswith(scheme):
+            target = target[len(scheme) :]
+            break
+    else:
+        if target.startswith(("unix:", "unix-abstract:")):
+            return True
+    host = target.rsplit(":", 1)[0] if target.count(":") == 1 or "]" in target else target
+    host = host.strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _flag(value: str) -> bool | None:
+    normalized = value.strip().lower()
+    if not normalized:
+        return None
+    if normalized in ("1", "true", "yes", "on"):
+        return True
+    if normalized in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{TLS_ENV} must be 1 or 0 (true/false), not {value!r}")

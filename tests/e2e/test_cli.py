@@ -1,0 +1,316 @@
+"""The `trainingfiles` command driven as a user would: a subprocess against a real server.
+
+The server runs on this process's event loop, so every command runs in a thread
+(`asyncio.to_thread`); waiting for it on the loop would stall the server it talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import trainingfiles_client as tfc
+from tests.e2e.conftest import Dataset
+from trainingfiles.v1 import resources_pb2
+from trainingfiles_server.app import RunningServer
+from trainingfiles_server.dev.generator import Kind
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+TIMEOUT = 60.0
+
+
+def command() -> list[str]:
+    """The installed console script next to this interpreter, else the module."""
+    script = Path(sys.executable).parent / "trainingfiles"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "trainingfiles_client._cli"]
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def json_lines(self) -> list[Any]:
+        return [json.loads(line) for line in self.stdout.splitlines()]
+
+
+@dataclass(frozen=True)
+class Cli:
+    env: dict[str, str]
+
+    async def __call__(self, *args: str, stdin: str | None = None, **env: str) -> Run:
+        def run() -> Run:
+            done = subprocess.run(
+                [*command(), *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                env={**self.env, **env},
+                timeout=TIMEOUT,
+            )
+            return Run(done.returncode, done.stdout, done.stderr)
+
+        return await asyncio.to_thread(run)
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(entry.name for entry in directory.iterdir())
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def cli(server: RunningServer, token: str) -> Cli:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAININGFILES_")}
+    env.update(TRAININGFILES_TARGET=f"127.0.0.1:{server.port}", TRAININGFILES_TOKEN=token)
+    return Cli(env)
+
+
+@pytest.fixture(scope="module")
+async def aclient(server: RunningServer, token: str) -> AsyncIterator[tfc.AsyncTrainingFilesClient]:
+    async with tfc.AsyncTrainingFilesClient(f"127.0.0.1:{server.port}", token=token) as client:
+        yield client
+
+
+async def test_create_shows_progress_then_the_file(cli: Cli, dataset: Dataset) -> None:
+    name = unique("cli")
+    ids = dataset.ids()[:3]
+    run = await cli("create", name, "--ids", *ids, "--description", "from the cli")
+    assert run.code == 0, run.stderr
+    for stage in ("validating", "fetching", "aggregating", "uploading", "saving"):
+        assert stage in run.stderr
+    assert "3/3" in run.stderr and "conv/s" in run.stderr
+    assert f"created {name}" in run.stdout and "3 conversations" in run.stdout
+    file_id = UUID.findall(run.stdout)[0]
+
+    show = await cli("show", file_id)
+    assert show.code == 0, show.stderr
+    assert name in show.stdout and "from the cli" in show.stdout
+    assert "quality" in show.stdout and "avg" in show.stdout
+    assert "persona" in show.stdout and "training topic" in show.stdout
+
+    listed = await cli("list", "--limit", "1")
+    assert listed.code == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].split()[:3] == ["ID", "NAME", "STATUS"]
+    assert lines[1].split()[:3] == [file_id, name, "active"]  # newest first
+    assert all(line == line.rstrip() for line in lines)  # no padding off a terminal
+
+    members = await cli("conversations", file_id)
+    assert UUID.findall(members.stdout) == ids
+
+
+async def test_json_output_parses(cli: Cli, dataset: Dataset) -> None:
+    name = unique("json")
+    ids = dataset.ids()[3:6]
+    run = await cli("--json", "create", name, "--ids", ",".join(ids))
+    assert run.code == 0, run.stderr
+    events = run.json_lines()
+    stages = list(dict.fromkeys(event["stage"] for event in events))
+    assert stages == [
+        "STAGE_VALIDATING",
+        "STAGE_FETCHING",
+        "STAGE_AGGREGATING",
+        "STAGE_UPLOADING",
+        "STAGE_SAVING",
+    ]
+    created = events[-1]["training_file"]
+    assert (created["name"], created["status"]) == (name, "TRAINING_FILE_STATUS_ACTIVE")
+    file_id = created["id"]
+    assert all(event["training_file_id"] == file_id for event in events)
+
+    # --json is accepted after the command name too.
+    shown = await cli("show", file_id, "--json")
+    assert shown.json()["conversation_count"] == 3
+    listed = (await cli("list", "--json")).json()["training_files"]
+    assert file_id in [f["id"] for f in listed]
+    members = (await cli("conversations", file_id, "--json")).json()["conversations"]
+    assert [m["conversation_id"] for m in members] == ids
+    eligible = (await cli("eligible", "--exclude", file_id, "--json")).json()["conversations"]
+    assert eligible and not {c["conversation_id"] for c in eligible} & set(ids)
+    link = (await cli("url", file_id, "--format", "json", "--expires", "120", "--json")).json()
+    assert link["file_name"] == f"{name}.json" and link["url"].startswith("http")
+    archived = (await cli("archive", file_id, "--json")).json()
+    assert archived["status"] == "TRAINING_FILE_STATUS_ARCHIVED"
+
+
+async def test_ids_from_a_file_and_from_standard_input(
+    cli: Cli, dataset: Dataset, tmp_path: Path
+) -> None:
+    ids = dataset.ids()[6:12]
+    listing = tmp_path / "ids.txt"
+    listing.write_text(f"# chosen by hand\n{ids[0]}\n\n{ids[1]}  # the second\n{ids[2]}\n")
+    created = await cli("--json", "create", unique("file"), "--ids-file", str(listing))
+    assert created.code == 0, created.stderr
+    training_file = created.json_lines()[-1]["training_file"]
+    assert training_file["conversation_count"] == 3
+
+    added = await cli(
+        "--json", "add", training_file["id"], "--ids", "-", stdin="\n".join(ids[3:]) + "\n"
+    )
+    assert added.code == 0, added.stderr
+    assert added.json_lines()[-1]["training_file"]["conversation_count"] == 6
+    assert added.json_lines()[-1]["training_file"]["version"] == "2"  # int64: a JSON string
+
+    piped = await cli("eligible", "--limit", "4", "--ids-only")
+    assert piped.code == 0 and len(UUID.findall(piped.stdout)) == 4
+    assert piped.stdout.splitlines() == UUID.findall(piped.stdout)
+
+
+async def test_download_matches_the_stored_object(
+    cli: Cli, dataset: Dataset, aclient: tfc.AsyncTrainingFilesClient, tmp_path: Path
+) -> None:
+    name = unique("download")
+    created = await aclient.create_training_file(name, dataset.ids()[12:16]).result()
+
+    run = await cli("download", created.id, "--format", "jsonl", "-o", f"{tmp_path}/")
+    assert run.code == 0, run.stderr
+    saved = tmp_path / f"{name}.jsonl"
+    body = saved.read_bytes()
+    assert len(body) == created.jsonl_file_size
+    assert body.count(b"\n") == created.total_training_pairs
+    assert names(tmp_path) == [f"{name}.jsonl"]  # no .part left behind
+
+    as_json = await cli(
+        "--json", "download", created.id, "--format", "json", "-o", str(tmp_path / "x")
+    )
+    assert as_json.code == 0, as_json.stderr
+    assert as_json.json()["size_bytes"] == created.json_file_size
+    document = json.loads((tmp_path / "x").read_bytes())
+    assert document["dataset_metadata"]["dataset_name"] == name
+    assert len(document["training_pairs"]) == created.total_training_pairs
+
+
+async def test_validation_failure_prints_every_offender(cli: Cli, dataset: Dataset) -> None:
+    offenders = {
+        dataset.ids(Kind.NOT_STARTED)[0]: "CONVERSATION_NOT_ENRICHED",
+        dataset.ids(Kind.NULL_PATH)[0]: "CONVERSATION_NO_ENRICHED_FILE",
+        str(uuid.uuid4()): "CONVERSATION_NOT_FOUND",
+    }
+    run = await cli("create", unique("bad"), "--ids", dataset.ids()[0], *offenders)
+    assert run.code == 6, run.stderr
+    assert "FAILED_PRECONDITION" in run.stderr
+    for conversation_id, reason in offenders.items():
+        line = next(line for line in run.stderr.splitlines() if conversation_id in line)
+        assert reason in line
+    assert dataset.ids()[0] not in run.stderr
+
+    good = dataset.ids()[0]
+    malformed = await cli("create", unique("bad"), "--ids", "nope", good, good)
+    assert malformed.code == 3, malformed.stderr
+    assert re.search(r"^\s+nope\s+MALFORMED_ID\s", malformed.stderr, re.MULTILINE)
+    assert re.search(rf"^\s+{good}\s+DUPLICATE_ID\s", malformed.stderr, re.MULTILINE)
+
+    as_json = await cli("--json", "create", unique("bad"), "--ids", *offenders)
+    assert as_json.code == 6 and as_json.stdout == ""
+    error = json.loads(as_json.stderr)["error"]
+    assert error["code"] == "FAILED_PRECONDITION" and error["exit_code"] == 6
+    assert {v["subject"]: v["reason"] for v in error["violations"]} == offenders
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_exit_codes(cli: Cli, dataset: Dataset) -> None:
+    help_text = (await cli("--help")).stdout
+    for code in ("0", "2", "3", "4", "6", "8", "10", "130"):
+        assert re.search(rf"^\s+{code}\s", help_text, re.MULTILINE), code
+
+    missing = await cli("show", str(uuid.uuid4()))
+    assert missing.code == 4 and "NOT_FOUND" in missing.stderr
+
+    name = unique("twice")
+    assert (await cli("create", name, "--ids", dataset.ids()[16])).code == 0
+    taken = await cli("create", name, "--ids", dataset.ids()[17])
+    assert taken.code == 5 and "ALREADY_EXISTS" in taken.stderr
+
+    anonymous = await cli("list", TRAININGFILES_TOKEN="")
+    assert anonymous.code == 8 and "TRAININGFILES_TOKEN" in anonymous.stderr
+    forged = await cli("list", "--token", "not-a-jwt")
+    assert forged.code == 8
+
+    # Create is never retried, so a missing server is reported at once.
+    down = await cli(
+        "create", "x", "--ids", dataset.ids()[0], "--target", f"127.0.0.1:{_closed_port()}"
+    )
+    assert down.code == 10 and "UNAVAILABLE" in down.stderr
+
+    usage_errors = await asyncio.gather(
+        cli("create", "no-ids"),
+        cli("create", "x", "--ids-file", "/nonexistent/ids"),
+        cli("frobnicate"),
+        cli("list", "--limit", "0"),
+        cli("list", TRAININGFILES_TLS="maybe"),
+    )
+    assert [run.code for run in usage_errors] == [2] * 5, [run.stderr for run in usage_errors]
+
+
+async def test_archived_files_cannot_be_extended(cli: Cli, dataset: Dataset) -> None:
+    created = await cli("--json", "create", unique("archive"), "--ids", dataset.ids()[18])
+    file_id = created.json_lines()[-1]["training_file"]["id"]
+    archived = await cli("archive", file_id)
+    assert archived.code == 0 and "archived" in archived.stdout
+    refused = await cli("add", file_id, "--ids", dataset.ids()[19])
+    assert refused.code == 6
+    assert re.search(rf"^\s+{file_id}\s+TRAINING_FILE_NOT_ACTIVE\s", refused.stderr, re.MULTILINE)
+
+
+async def test_ctrl_c_cancels_the_create_on_the_server(
+    cli: Cli, dataset: Dataset, aclient: tfc.AsyncTrainingFilesClient
+) -> None:
+    ids = dataset.usable()[:100]
+
+    def interrupt_after_first_event() -> tuple[dict[str, Any], int, str]:
+        process = subprocess.Popen(
+            [*command(), "--json", "create", unique("interrupted"), "--ids", *ids],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli.env,
+        )
+        assert process.stdout is not None
+        first = json.loads(process.stdout.readline())
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=TIMEOUT)
+        return first, process.returncode, stderr
+
+    first, code, stderr = await asyncio.to_thread(interrupt_after_first_event)
+    assert code == 130, stderr
+    error = json.loads(stderr)["error"]
+    assert error["code"] == "CANCELLED" and "cancelled on the server" in error["message"]
+    file_id = first["training_file_id"]
+    assert error["training_file_id"] == file_id
+
+    # The server marks the file FAILED as it unwinds the cancelled call.
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        training_file = await aclient.get_training_file(file_id)
+        if training_file.status != resources_pb2.TRAINING_FILE_STATUS_PROCESSING:
+            break
+        assert time.monotonic() < deadline, "the file stayed PROCESSING"
+        await asyncio.sleep(0.05)
+    assert training_file.status == resources_pb2.TRAINING_FILE_STATUS_FAILED

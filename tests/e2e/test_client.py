@@ -1,0 +1,493 @@
+"""The Python client (`trainingfiles_client`) against a real server.
+
+Every method of both clients, pagers across pages, the streaming operations (`result()`,
+`cancel()`), each error class with its parsed details, a read retried by the channel
+across a server restart, and the distribution installed alone into an empty venv.
+
+The in-process server runs on the test's event loop, so the synchronous client always
+runs in a thread (`asyncio.to_thread`); a blocking call on the loop would deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+import trainingfiles_client as tfc
+from tests.conftest import Stack, mint, stack_settings
+from tests.e2e.conftest import Dataset
+from trainingfiles.v1 import resources_pb2, service_pb2
+from trainingfiles_server.app import RunningServer, running_server
+from trainingfiles_server.dev.generator import Kind
+
+ACTIVE = resources_pb2.TRAINING_FILE_STATUS_ACTIVE
+ARCHIVED = resources_pb2.TRAINING_FILE_STATUS_ARCHIVED
+FAILED = resources_pb2.TRAINING_FILE_STATUS_FAILED
+JSON = resources_pb2.FILE_FORMAT_JSON
+JSONL = resources_pb2.FILE_FORMAT_JSONL
+Stage = service_pb2.TrainingFileProgress
+STAGES = [
+    Stage.STAGE_VALIDATING,
+    Stage.STAGE_FETCHING,
+    Stage.STAGE_AGGREGATING,
+    Stage.STAGE_UPLOADING,
+    Stage.STAGE_SAVING,
+]
+TIMEOUT = 30.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def fetch(url: str) -> bytes:
+    # No proxy from the environment: the object store is on loopback.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=TIMEOUT) as response:
+        body: bytes = response.read()
+    return body
+
+
+def stage_order(events: list[service_pb2.TrainingFileProgress]) -> list[int]:
+    """The distinct stages in the order they were first seen."""
+    return list(dict.fromkeys(event.stage for event in events))
+
+
+@pytest.fixture(scope="module")
+def target(server: RunningServer) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+@pytest.fixture(scope="module")
+def client(target: str, token: str) -> Iterator[tfc.TrainingFilesClient]:
+    with tfc.TrainingFilesClient(target, token=token) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def aclient(target: str, token: str) -> AsyncIterator[tfc.AsyncTrainingFilesClient]:
+    async with tfc.AsyncTrainingFilesClient(target, token=token) as client:
+        yield client
+
+
+async def wait_for_status(
+    aclient: tfc.AsyncTrainingFilesClient, file_id: str, status: int
+) -> resources_pb2.TrainingFile:
+    """The file once it reaches `status` (a cancelled Create fails asynchronously)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        training_file = await aclient.get_training_file(file_id, timeout=TIMEOUT)
+        if training_file.status == status or time.monotonic() > deadline:
+            return training_file
+        await asyncio.sleep(0.05)
+
+
+# ----------------------------------------------------------------- every method, sync
+
+
+async def test_sync_client_every_method(client: tfc.TrainingFilesClient, dataset: Dataset) -> None:
+    ids = dataset.ids()
+    first, more = ids[:4], ids[4:7]
+
+    def scenario() -> None:
+        name = unique("sync")
+        operation = client.create_training_file(name, first, "made by the sync client")
+        events = list(operation)
+        created = operation.result()
+        assert stage_order(events) == STAGES
+        assert operation.training_file_id == created.id == events[0].training_file_id
+        assert operation.done()
+        assert (created.name, created.status, created.conversation_count) == (name, ACTIVE, 4)
+        assert created.description == "made by the sync client"
+
+        added = client.add_conversations(created.id, more, timeout=TIMEOUT).result()
+        assert (added.conversation_count, added.version) == (7, 2)
+
+        assert client.get_training_file(created.id, timeout=TIMEOUT) == added
+        listed = client.list_training_files(page_size=1000, timeout=TIMEOUT)
+        assert created.id in {f.id for f in listed}
+
+        members = list(client.list_training_file_conversations(created.id, page_size=3))
+        assert [m.conversation_id for m in members] == first + more
+
+        link = client.get_download_url(created.id, JSONL, datetime.timedelta(minutes=10))
+        body = fetch(link.url)
+        assert len(body) == link.size_bytes == added.jsonl_file_size
+        assert body.count(b"\n") == added.total_training_pairs
+        assert link.file_name == f"{name}.jsonl"
+        expires = link.expire_time.ToDatetime(tzinfo=datetime.UTC)
+        remaining = expires - datetime.datetime.now(datetime.UTC)
+        assert datetime.timedelta(minutes=9) < remaining <= datetime.timedelta(minutes=10)
+
+        eligible = {c.conversation_id for c in client.list_eligible_conversations(created.id)}
+        assert eligible and eligible.isdisjoint(first + more)
+
+        archived = client.archive_training_file(created.id)
+        assert archived.status == ARCHIVED
+        assert client.archive_training_file(created.id) == archived  # idempotent
+        assert created.id not in {f.id for f in client.list_training_files(page_size=1000)}
+        assert created.id in {f.id for f in client.list_training_files(ARCHIVED)}
+
+    await asyncio.to_thread(scenario)
+
+
+# ----------------------------------------------------------------- every method, async
+
+
+async def test_async_client_every_method(
+    aclient: tfc.AsyncTrainingFilesClient, dataset: Dataset
+) -> None:
+    ids = dataset.ids()
+    first, more = ids[10:13], ids[13:15]
+    name = unique("async")
+
+    operation = aclient.create_training_file(name, first)
+    events = [event async for event in operation]
+    created = await operation.result()
+    assert stage_order(events) == STAGES
+    assert operation.training_file_id == created.id
+    assert not created.HasField("description")
+
+    add = aclient.add_conversations(created.id, more, timeout=TIMEOUT)
+    async with add:
+        added = await add.result()
+    assert (added.conversation_count, added.version) == (5, 2)
+
+    assert await aclient.get_training_file(created.id) == added
+    listed = [f.id async for f in aclient.list_training_files(ACTIVE, page_size=1000)]
+    assert created.id in listed
+
+    members = [m async for m in aclient.list_training_file_conversations(created.id, 2)]
+    assert [m.conversation_id for m in members] == first + more
+
+    link = await aclient.get_download_url(created.id, JSON, expires_in=120)
+    body = await asyncio.to_thread(fetch, link.url)
+    assert len(body) == link.size_bytes == added.json_file_size
+    assert link.format == JSON
+
+    eligible = [c.conversation_id async for c in aclient.list_eligible_conversations(created.id)]
+    assert eligible and set(eligible).isdisjoint(first + more)
+
+    archived = await aclient.archive_training_file(created.id)
+    assert archived.status == ARCHIVED
+    assert await aclient.archive_training_file(created.id) == archived
+    listed = [f.id async for f in aclient.list_training_files(include_archived=True)]
+    assert created.id in listed
+
+
+# ----------------------------------------------------------------- pagers
+
+
+async def test_pagers_follow_next_page_token_across_pages(
+    client: tfc.TrainingFilesClient, aclient: tfc.AsyncTrainingFilesClient, dataset: Dataset
+) -> None:
+    everything = [c.conversation_id async for c in aclient.list_eligible_conversations()]
+    assert set(dataset.ids()) <= set(everything)
+    assert len(everything) == len(set(everything))
+
+    def sync_pages() -> tuple[list[str], list[int], list[str]]:
+        pager = client.list_eligible_conversations(page_size=7)
+        pages = list(pager.pages)
+        sizes = [len(page.conversations) for page in pages]
+        tokens = [page.next_page_token for page in pages]
+        items = [c.conversation_id for c in pager]  # iterating again starts over
+        assert [c.conversation_id for page in pages for c in page.conversations] == items
+        return items, sizes, tokens
+
+    items, sizes, tokens = await asyncio.to_thread(sync_pages)
+    assert items == everything
+    assert len(sizes) >= 3 and all(size <= 7 for size in sizes)
+    assert all(tokens[:-1]) and tokens[-1] == ""
+
+    async_pages = [page async for page in aclient.list_eligible_conversations(page_size=9).pages]
+    assert len(async_pages) >= 3
+    assert [c.conversation_id for p in async_pages for c in p.conversations] == everything
+
+    # Lazy: taking a few items needs only the first page.
+    def first_three() -> list[str]:
+        pager = client.list_eligible_conversations(page_size=5)
+        return [c.conversation_id for c in itertools.islice(pager, 3)]
+
+    assert await asyncio.to_thread(first_three) == everything[:3]
+
+
+# ----------------------------------------------------------------- result() and cancel()
+
+
+async def test_sync_cancel_stops_the_stream_and_the_file_fails(
+    client: tfc.TrainingFilesClient, aclient: tfc.AsyncTrainingFilesClient, dataset: Dataset
+) -> None:
+    def scenario() -> tuple[str | None, tfc.Cancelled]:
+        operation = client.create_training_file(unique("cancel-sync"), dataset.usable()[:100])
+        first = next(operation)
+        assert first.stage == Stage.STAGE_VALIDATING
+        assert operation.cancel()
+        with pytest.raises(tfc.Cancelled) as raised:
+            operation.result()
+        assert not operation.cancel()  # already over
+        return operation.training_file_id, raised.value
+
+    file_id, error = await asyncio.to_thread(scenario)
+    assert file_id and error.code.name == "CANCELLED"
+    assert (await wait_for_status(aclient, file_id, FAILED)).status == FAILED
+
+
+async def test_async_cancel_stops_the_stream_and_the_file_fails(
+    aclient: tfc.AsyncTrainingFilesClient, dataset: Dataset
+) -> None:
+    operation = aclient.create_training_file(unique("cancel-async"), dataset.usable()[:100])
+    first = await anext(operation)
+    assert operation.training_file_id == first.training_file_id
+    assert operation.cancel()
+    with pytest.raises(tfc.Cancelled):
+        await operation.result()
+    with pytest.raises(tfc.Cancelled):  # the outcome is remembered
+        await operation.result()
+    file_id = operation.training_file_id
+    assert file_id is not None
+    failed = await wait_for_status(aclient, file_id, FAILED)
+    assert failed.status == FAILED and failed.error_message
+
+
+async def test_leaving_an_operation_block_early_cancels_the_call(
+    aclient: tfc.AsyncTrainingFilesClient, dataset: Dataset
+) -> None:
+    async with aclient.create_training_file(unique("block"), dataset.usable()[:100]) as operation:
+        await anext(operation)
+    assert operation.training_file_id is not None
+    failed = await wait_for_status(aclient, operation.training_file_id, FAILED)
+    assert failed.status == FAILED
+
+
+# ----------------------------------------------------------------- errors and details
+
+
+async def test_not_found_names_the_resource(
+    client: tfc.TrainingFilesClient, aclient: tfc.AsyncTrainingFilesClient
+) -> None:
+    missing = str(uuid.uuid4())
+    with pytest.raises(tfc.NotFound) as raised:
+        await aclient.get_training_file(missing)
+    error = raised.value
+    assert isinstance(error, tfc.TrainingFilesError)
+    assert (error.code.name, error.reason, error.domain) == (
+        "NOT_FOUND",
+        "NOT_FOUND",
+        "trainingfiles.v1",
+    )
+    assert (error.resource_type, error.resource_name) == ("training_file", missing)
+    assert missing in error.message and missing in str(error)
+
+    def sync() -> tfc.TrainingFilesError:
+        with pytest.raises(tfc.NotFound) as raised:
+            list(client.list_training_file_conversations(missing))
+        return raised.value
+
+    assert (await asyncio.to_thread(sync)).resource_name == missing
+
+
+async def test_invalid_argument_lists_every_bad_field(
+    client: tfc.TrainingFilesClient, dataset: Dataset
+) -> None:
+    good = dataset.ids()[0]
+
+    def sync() -> tfc.TrainingFilesError:
+        operation = client.create_training_file("bad/name", ["not-a-uuid", good, good])
+        with pytest.raises(tfc.InvalidArgument) as raised:
+            operation.result()
+        assert operation.training_file_id is None
+        return raised.value
+
+    error = await asyncio.to_thread(sync)
+    assert [(v.subject, v.reason) for v in error.violations] == [
+        ("name", "INVALID_NAME"),
+        ("conversation_ids[0]", "MALFORMED_ID"),
+        ("conversation_ids[2]", "DUPLICATE_ID"),
+    ]
+    assert error.violations[2].description == "duplicate of conversation_ids[1]"
+
+
+async def test_failed_precondition_lists_every_offending_id(
+    aclient: tfc.AsyncTrainingFilesClient, dataset: Dataset
+) -> None:
+    unknown = str(uuid.uuid4())
+    offenders = {
+        dataset.ids(Kind.NOT_STARTED)[0]: "CONVERSATION_NOT_ENRICHED",
+        dataset.ids(Kind.IN_PROGRESS)[0]: "CONVERSATION_NOT_ENRICHED",
+        dataset.ids(Kind.NULL_PATH)[0]: "CONVERSATION_NO_ENRICHED_FILE",
+        unknown: "CONVERSATION_NOT_FOUND",
+    }
+    ids = [dataset.ids()[0], *offenders]
+    operation = aclient.create_training_file(unique("ineligible"), ids)
+    with pytest.raises(tfc.FailedPrecondition) as raised:
+        async for _ in operation:
+            pass
+    error = raised.value
+    assert error.reason == "CONVERSATIONS_NOT_ELIGIBLE"
+    assert {v.subject: v.reason for v in error.violations} == offenders
+    assert all(v.description for v in error.violations)
+
+
+async def test_every_offender_arrives_even_at_the_request_limit(
+    aclient: tfc.AsyncTrainingFilesClient,
+) -> None:
+    """10,000 offenders make about 1 MiB of details: the client accepts trailers that big."""
+    unknown = [str(uuid.uuid4()) for _ in range(10_000)]
+    with pytest.raises(tfc.FailedPrecondition) as raised:
+        await aclient.create_training_file(unique("unknown"), unknown).result()
+    assert [v.subject for v in raised.value.violations] == unknown
+    assert {v.reason for v in raised.value.violations} == {"CONVERSATION_NOT_FOUND"}
+
+
+async def test_failure_after_work_began_ends_the_operation_and_the_file(
+    aclient: tfc.AsyncTrainingFilesClient, dataset: Dataset
+) -> None:
+    broken = dataset.ids(Kind.MISSING_OBJECT)[0]
+    operation = aclient.create_training_file(unique("broken"), [dataset.ids()[0], broken])
+    with pytest.raises(tfc.FailedPrecondition) as raised:
+        await operation.result()
+    assert [(v.subject, v.reason) for v in raised.value.violations] == [
+        (broken, "ENRICHED_DOCUMENT_INVALID")
+    ]
+    assert operation.training_file_id is not None
+    failed = await aclient.get_training_file(operation.training_file_id)
+    assert failed.status == FAILED
+
+    with pytest.raises(tfc.FailedPrecondition) as raised:
+        await aclient.get_download_url(failed.id, JSON)
+    assert [(v.subject, v.reason) for v in raised.value.violations] == [
+        (failed.id, "TRAINING_FILE_NOT_ACTIVE")
+    ]
+
+
+async def test_already_exists_names_the_taken_name(
+    aclient: tfc.AsyncTrainingFilesClient, dataset: Dataset
+) -> None:
+    name = unique("taken")
+    await aclient.create_training_file(name, dataset.ids()[20:21]).result()
+    with pytest.raises(tfc.AlreadyExists) as raised:
+        await aclient.create_training_file(name, dataset.ids()[21:22]).result()
+    assert (raised.value.resource_type, raised.value.resource_name) == ("training_file", name)
+    assert raised.value.reason == "ALREADY_EXISTS"
+
+
+async def test_resource_exhausted_carries_the_quota_violation(
+    aclient: tfc.AsyncTrainingFilesClient,
+) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(10_001)]
+    with pytest.raises(tfc.ResourceExhausted) as raised:
+        await aclient.create_training_file(unique("huge"), ids).result()
+    assert raised.value.reason == "TOO_MANY_CONVERSATIONS"
+    assert [v.subject for v in raised.value.violations] == ["conversation_ids"]
+
+
+async def test_identity_errors(target: str, dataset: Dataset) -> None:
+    async with tfc.AsyncTrainingFilesClient(target) as anonymous:
+        with pytest.raises(tfc.Unauthenticated) as raised:
+            await anonymous.get_training_file(str(uuid.uuid4()))
+        assert raised.value.reason
+        with pytest.raises(tfc.Unauthenticated):
+            [f async for f in anonymous.list_training_files()]
+        # A token in the call's metadata wins over the client's (here: none).
+        bearer = ("authorization", "Bearer not-a-jwt")
+        with pytest.raises(tfc.Unauthenticated):
+            await anonymous.get_training_file(str(uuid.uuid4()), metadata=[bearer])
+
+    async with tfc.AsyncTrainingFilesClient(target, token=mint("authenticated")) as user:
+        operation = user.create_training_file(
+            unique("behalf"), dataset.ids()[:1], on_behalf_of=str(uuid.uuid4())
+        )
+        with pytest.raises(tfc.PermissionDenied) as denied:
+            await operation.result()
+        assert denied.value.reason == "ON_BEHALF_OF_NOT_ALLOWED"
+
+
+# ----------------------------------------------------------------- retries
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_reads_are_retried_across_a_server_restart(
+    stack: Stack, token: str, dataset: Dataset
+) -> None:
+    """The channel's retry policy, not a loop of ours, carries a Get over the restart."""
+    port = _free_port()
+    settings = stack_settings(stack.postgres, stack.seaweed, listen_address=f"127.0.0.1:{port}")
+    target = f"127.0.0.1:{port}"
+    async with (
+        running_server(settings),
+        tfc.AsyncTrainingFilesClient(target, token=token) as setup,
+    ):
+        operation = setup.create_training_file(unique("restart"), dataset.ids()[30:31])
+        file_id = (await operation.result()).id
+
+    with tfc.TrainingFilesClient(target, token=token) as client:
+        async with tfc.AsyncTrainingFilesClient(target, token=token) as aclient:
+            # The server is down: both Gets start now and keep failing with UNAVAILABLE.
+            sync_get = asyncio.create_task(
+                asyncio.to_thread(client.get_training_file, file_id, timeout=TIMEOUT)
+            )
+            async_get = asyncio.create_task(aclient.get_training_file(file_id, timeout=TIMEOUT))
+            await asyncio.sleep(0.3)
+            assert not sync_get.done() and not async_get.done()
+            async with running_server(settings):
+                assert (await sync_get).id == file_id
+                assert (await async_get).id == file_id
+
+        # Create is never retried: with the server down it fails at once.
+        def create_while_down() -> None:
+            with pytest.raises(tfc.Unavailable):
+                client.create_training_file("never", dataset.ids()[:1], timeout=TIMEOUT).result()
+
+        started = time.monotonic()
+        await asyncio.to_thread(create_while_down)
+        assert time.monotonic() - started < 2.0  # retried, it would take about 7.5 s
+
+
+# ----------------------------------------------------------------- the distribution
+
+
+async def test_the_distribution_installs_alone_into_an_empty_venv(tmp_path: Path) -> None:
+    """grpcio, protobuf and googleapis-common-protos suffice; nothing server-side comes."""
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    assert uv, "uv is installed with the dev dependencies"
+    venv = tmp_path / "venv"
+    python = venv / "bin" / "python"
+
+    def install() -> subprocess.CompletedProcess[str]:
+        run = subprocess.run
+        run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+        command = [uv, "pip", "install", "--quiet", "--python", str(python)]
+        # The cache (filled by `make venv`) is enough; the index only when it is not.
+        offline = run([*command, "--offline", str(ROOT / "clients" / "python")])
+        if offline.returncode != 0:
+            run([*command, str(ROOT / "clients" / "python")], check=True)
+        check = (
+            "import importlib.util, trainingfiles_client, trainingfiles.v1.service_pb2_grpc\n"
+            "for name in ('asyncpg', 'aiobotocore', 'pydantic', 'trainingfiles_server'):\n"
+            "    assert importlib.util.find_spec(name) is None, name\n"
+            "print(len(trainingfiles_client.__all__))\n"
+        )
+        return run([str(python), "-c", check], capture_output=True, text=True, timeout=60)
+
+    result = await asyncio.to_thread(install)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == len(tfc.__all__)
