@@ -33,9 +33,9 @@ TLS_ENV: Final = "TRAININGFILES_TLS"
 
 SERVICE: Final = "trainingfiles.v1.TrainingFileService"
 
-# Safe to send twice: reads, and ArchiveTrainingFile, which returns an archived file
-# unchanged (the contract's "Retries" section). Create and Add are never retried: a
-# retry could build a second file or race the first attempt.
+# Retried automatically: the reads only. Writes never are: a retried Create or Add could
+# build a second file or race the first attempt, and although archiving twice is
+# harmless, a caller should see that its Archive failed and decide for itself.
 IDEMPOTENT_READS: Final = (
     "GetTrainingFile",
     "ListTrainingFiles",
@@ -43,7 +43,6 @@ IDEMPOTENT_READS: Final = (
     "GetDownloadUrl",
     "ListEligibleConversations",
 )
-IDEMPOTENT_WRITES: Final = ("ArchiveTrainingFile",)
 
 # Five attempts (gRPC's cap), 0.5 s, 1 s, 2 s, 4 s apart (±20 % jitter): about 7.5 s,
 # enough to ride out a server restart, short enough to fail while a person waits.
@@ -59,7 +58,7 @@ def service_config() -> dict[str, Any]:
     """The gRPC service config: a `retryPolicy` per idempotent method, none for the rest.
 
     A read answered DEADLINE_EXCEEDED by the server is retried too (the call's own
-    deadline still bounds all attempts); the write is retried only on UNAVAILABLE.
+    deadline still bounds all attempts).
     """
 
     def names(methods: Sequence[str]) -> list[dict[str, str]]:
@@ -73,10 +72,6 @@ def service_config() -> dict[str, Any]:
                     **_BACKOFF,
                     "retryableStatusCodes": ["UNAVAILABLE", "DEADLINE_EXCEEDED"],
                 },
-            },
-            {
-                "name": names(IDEMPOTENT_WRITES),
-                "retryPolicy": {**_BACKOFF, "retryableStatusCodes": ["UNAVAILABLE"]},
             },
         ]
     }
