@@ -272,8 +272,8 @@ class TrainingFilesClient:
     ) -> resources_pb2.TrainingFile:
         """Archive an ACTIVE file (kept and downloadable, no longer listed by default).
 
-        Archiving an archived file returns it unchanged, which is why this write is
-        retried on UNAVAILABLE like the reads.
+        Archiving an archived file returns it unchanged, so calling again after a failure
+        is safe; like every write, it is never retried automatically.
 
         Example:
             >>> archived = client.archive_training_file(file_id)
