@@ -15,6 +15,9 @@ BEGIN
 
     EXECUTE 'ALTER TABLE training_files ENABLE ROW LEVEL SECURITY';
     EXECUTE 'ALTER TABLE training_file_conversations ENABLE ROW LEVEL SECURITY';
+    -- No policy at all: `storage_intents` names objects that start-up repair deletes, so
+    -- no API role (authenticated, anon) may read or write a row of it.
+    EXECUTE 'ALTER TABLE storage_intents ENABLE ROW LEVEL SECURITY';
 
     EXECUTE $p$
         CREATE POLICY training_files_owner_all ON training_files
@@ -34,6 +37,7 @@ END;
 $$;
 
 -- migrate:down
+ALTER TABLE storage_intents DISABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS training_file_conversations_owner_all ON training_file_conversations;
 DROP POLICY IF EXISTS training_files_owner_all ON training_files;
 ALTER TABLE training_file_conversations DISABLE ROW LEVEL SECURITY;

@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
 
 from . import logs
-from .auth import Authenticator
+from .auth import Authenticator, ConfigurationError
 from .config import Settings
 from .db import Database, open_database
 from .health import monitored
@@ -118,4 +118,9 @@ async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = 
 def main() -> None:
     settings = Settings()
     logs.configure(settings.log_level)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except ConfigurationError as exc:
+        # An operator's mistake, not a crash: one clear line, no traceback, exit code 2.
+        log.error("refusing to start", extra={"fields": {"reason": str(exc)}})
+        raise SystemExit(2) from None

@@ -1,11 +1,15 @@
 """The one place where domain errors become gRPC statuses, and where calls are logged.
 
-Every unary-unary and unary-stream handler is wrapped so that:
+Every unary-unary and unary-stream handler, and every bidirectional one written as an
+async generator (reflection), is wrapped so that:
 
 * a `ServiceError` aborts the call with its code, message and typed `google.rpc` details
   (sent as `grpc-status-details-bin`, readable with `grpc_status.rpc_status.from_call`);
 * any other exception is logged with its traceback and answered `INTERNAL` with a generic
   message: never `UNKNOWN`, never a stack trace to the caller;
+* a request whose bytes do not parse as the method's message (corrupt wire format, a
+  string that is not UTF-8) is answered `INVALID_ARGUMENT` before anything else runs,
+  authentication included, instead of grpc's own `UNKNOWN`;
 * exactly one structured log line records method, status code and duration.
 """
 
@@ -24,7 +28,7 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from .auth import Authenticator, current_caller
-from .errors import ServiceError
+from .errors import InvalidArgument, ServiceError
 
 log = logging.getLogger("trainingfiles.rpc")
 
@@ -82,10 +86,46 @@ class _Call:
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
+class _Unparsable:
+    """Stands in for a request whose bytes are not a valid message of the method."""
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(
+            f"the request is not a valid {self.message_type} message "
+            "(corrupt protobuf encoding, or a string field that is not UTF-8)",
+            reason="MALFORMED_REQUEST",
+        )
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A request deserializer that returns `_Unparsable` instead of raising.
+
+    grpc answers a deserializer's exception with `UNKNOWN` (and the exception's text);
+    this way the wrapped handler answers `INVALID_ARGUMENT` through the usual path.
+    """
+    if deserializer is None:
+        return None
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    message_type = getattr(descriptor, "full_name", "request")
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:
+            return _Unparsable(message_type)
+
+    return deserialize
+
+
 def _wrap_unary(method: str, inner: _Handler) -> _Handler:
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(method)
         try:
+            if isinstance(request, _Unparsable):
+                raise request.error()
             result = inner(request, context)
             return await result if inspect.isawaitable(result) else result
         except asyncio.CancelledError:
@@ -109,6 +149,8 @@ def _wrap_stream(method: str, inner: _Handler) -> _Handler:
     ) -> AsyncIterator[Any]:
         call = _Call(method)
         try:
+            if isinstance(request, _Unparsable):
+                raise request.error()
             async for message in inner(request, context):
                 yield message
         except asyncio.CancelledError:
@@ -122,8 +164,38 @@ def _wrap_stream(method: str, inner: _Handler) -> _Handler:
     return behavior
 
 
+def _wrap_bidi(method: str, inner: _Handler) -> _Handler | None:
+    """A bidirectional-streaming handler (reflection) under the same rules, or None."""
+    if not inspect.isasyncgenfunction(inner):
+        return None
+
+    async def behavior(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        async def checked() -> AsyncIterator[Any]:
+            async for request in requests:
+                if isinstance(request, _Unparsable):
+                    raise request.error()
+                yield request
+
+        call = _Call(method)
+        try:
+            async for message in inner(checked(), context):
+                yield message
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            await call.fail(context, exc)
+        finally:
+            call.finish()
+
+    return behavior
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Error mapping and call logging for every unary and server-streaming method."""
+    """Error mapping and call logging for every unary, server-streaming and (async
+    generator) bidirectional-streaming method."""
 
     async def intercept_service(
         self,
@@ -137,15 +209,23 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
+        if handler.stream_stream is not None:
+            bidi = _wrap_bidi(method, handler.stream_stream)
+            if bidi is not None:
+                return grpc.stream_stream_rpc_method_handler(
+                    bidi,
+                    request_deserializer=_lenient(handler.request_deserializer),
+                    response_serializer=handler.response_serializer,
+                )
         return handler
 
 

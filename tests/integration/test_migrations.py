@@ -139,7 +139,11 @@ async def test_supabase_database_gets_owner_policies_that_hold(stack: Stack) -> 
             CREATE SCHEMA auth;
             CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS
               $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
-            CREATE ROLE authenticated NOLOGIN;
+            DO $$ BEGIN
+                IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
+                    CREATE ROLE authenticated NOLOGIN;
+                END IF;
+            END $$;
             """
         )
         apply_migrations(url, development=True)

@@ -1,7 +1,7 @@
 """`make token`: mint a development token (HS256, like Supabase's) and print it.
 
     make -s token                                   # the demo user, role authenticated
-    make -s token USER=<uuid> ROLE=service_role DAYS=1
+    make -s token USER_ID=<uuid> ROLE=service_role DAYS=1
 
 Signs with JWT_SECRET when it is set, else with the development secret that `make run`
 accepts. Long-lived tokens are for the development secret only.
