@@ -94,7 +94,9 @@ class CreateTrainingFileRequest(_message.Message):
     of files that have not failed.
     """
     description: _builtins.str
-    """Optional. A free-text description of at most 2000 characters; leave unset for none."""
+    """Optional. A free-text description of at most 2000 characters (any Unicode but NUL),
+    kept as written; leave unset for none.
+    """
     on_behalf_of: _builtins.str
     """Optional. Create the file on behalf of this user (UUID): it is owned by that user
     (`created_by`), who must own every conversation. Honoured for `service_role`

@@ -89,7 +89,7 @@ class TrainingFileServiceStub:
     Errors:
       INVALID_ARGUMENT    (BadRequest) `name` not 1 to 128 characters of
                           `[A-Za-z0-9_.-]` or starting with `.`; `description` longer
-                          than 2000 characters; `conversation_ids` empty, or with
+                          than 2000 characters or containing NUL; `conversation_ids` empty, or with
                           malformed or repeated ids; `on_behalf_of` malformed.
       RESOURCE_EXHAUSTED  (QuotaFailure) more `conversation_ids` than the server's
                           per-request limit (10000 by default).
@@ -228,7 +228,7 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors:
           INVALID_ARGUMENT    (BadRequest) `name` not 1 to 128 characters of
                               `[A-Za-z0-9_.-]` or starting with `.`; `description` longer
-                              than 2000 characters; `conversation_ids` empty, or with
+                              than 2000 characters or containing NUL; `conversation_ids` empty, or with
                               malformed or repeated ids; `on_behalf_of` malformed.
           RESOURCE_EXHAUSTED  (QuotaFailure) more `conversation_ids` than the server's
                               per-request limit (10000 by default).
