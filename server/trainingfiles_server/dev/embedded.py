@@ -142,7 +142,8 @@ def _unprivileged_ids() -> tuple[int, int] | None:
 
 
 def _make_traversable(path: Path) -> None:
-    """Let the unprivileged PostgreSQL user reach `path` (o+x on each parent)."""
+    """Let the unprivileged PostgreSQL user reach `path`: g+x, o+x on it and each parent
+    (search permission only; nothing becomes readable that was not)."""
     for parent in [path, *path.parents]:
         mode = parent.stat().st_mode
         if not mode & 0o001:
@@ -175,7 +176,10 @@ class EmbeddedPostgres:
         data_dir.mkdir(parents=True, exist_ok=True)
         uid, gid = ids if ids is not None else (None, None)
         if ids is not None:
+            # The unprivileged user must reach its data and the wheel's binaries, both
+            # possibly below directories only root may enter (a checkout in mktemp -d).
             _make_traversable(data_dir.parent)
+            _make_traversable(_postgres_bin("postgres").parent.parent)
             os.chown(data_dir, *ids)
         data_dir.chmod(0o700)
         if not (data_dir / "PG_VERSION").exists():
