@@ -45,7 +45,7 @@ generate: $(STAMP) ## regenerate the protobuf/gRPC code from protos/
 check: $(STAMP) ## format check, lint, mypy strict, buf lint, generated code up to date
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy server clients/python/src tests scripts
+	$(BIN)/mypy server clients/python/src tests scripts bench
 	cd protos && ../$(BIN)/buf format --exit-code -d
 	cd protos && ../$(BIN)/buf lint
 	$(BIN)/python scripts/generate.py --check

@@ -18,12 +18,15 @@ what a Create of the same conversations in the same order would give, timestamps
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, overload
+from uuid import UUID
 
 import orjson
 
@@ -46,6 +49,65 @@ class ConversationSummary:
     persona_key: str
     emotional_arc_key: str
     training_topic_key: str
+
+
+class Summaries(Sequence[ConversationSummary]):
+    """Conversation summaries in add order, stored by column: ~60 bytes each.
+
+    A file's summaries are kept from the first document fetched to the final commit, so
+    as objects (~200 bytes each, many of them small) they were what made a Create's
+    memory grow with its number of conversations. Items are rebuilt when read.
+    """
+
+    def __init__(self, summaries: Iterable[ConversationSummary] = ()) -> None:
+        self._ids = bytearray()  # 16 bytes each: conversation ids are UUIDs
+        self._pairs = array("q")
+        self._quality = array("d")
+        self._reviewed = bytearray()
+        self._keys = array("q")  # 3 each: indices into _names
+        self._names: list[str] = []
+        self._index: dict[str, int] = {}
+        for summary in summaries:
+            self.append(summary)
+
+    def append(self, summary: ConversationSummary) -> None:
+        self._ids += UUID(summary.conversation_id).bytes
+        self._pairs.append(summary.training_pair_count)
+        self._quality.append(summary.quality_score)
+        self._reviewed.append(summary.human_reviewed)
+        for key in (summary.persona_key, summary.emotional_arc_key, summary.training_topic_key):
+            self._keys.append(self._index.setdefault(key, len(self._index)))
+            if len(self._names) < len(self._index):
+                self._names.append(key)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    @overload
+    def __getitem__(self, index: int) -> ConversationSummary: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ConversationSummary]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> ConversationSummary | Sequence[ConversationSummary]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        persona, arc, topic = self._keys[3 * index : 3 * index + 3]
+        return ConversationSummary(
+            conversation_id=str(UUID(bytes=bytes(self._ids[16 * index : 16 * index + 16]))),
+            training_pair_count=self._pairs[index],
+            quality_score=self._quality[index],
+            human_reviewed=bool(self._reviewed[index]),
+            persona_key=self._names[persona],
+            emotional_arc_key=self._names[arc],
+            training_topic_key=self._names[topic],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +158,11 @@ def transform_conversation(
     and the scaffolding keys are set in `conversation_metadata`.
     """
     params = document.input_parameters
+    # Interned: a file has a few distinct keys, and its summaries share them.
     keys = {
-        "persona_key": params.persona_key,
-        "emotional_arc_key": params.emotional_arc_key,
-        "training_topic_key": params.training_topic_key,
+        "persona_key": sys.intern(params.persona_key),
+        "emotional_arc_key": sys.intern(params.emotional_arc_key),
+        "training_topic_key": sys.intern(params.training_topic_key),
     }
     input_parameters = raw["input_parameters"]
     order = sorted(

@@ -8,25 +8,30 @@ Create and Add are async generators of `Progress`. Their shape:
                                                  mark the file failed / leave it unchanged
 
 Memory does not grow with the number of conversations: each document is parsed,
-validated and turned into JSONL lines by one of `fetch_concurrency` workers; the lines
-go to a temporary spool file and only a small summary per conversation stays in memory.
-The objects are then streamed from the spool to storage.
+validated and turned into JSONL lines by one of `fetch_concurrency` workers, and only a
+small summary per conversation stays in memory. The lines are written, in add order, to
+both objects while later documents are still being fetched: parts of the JSONL and of
+the JSON go up as they fill (the JSON's first part last, behind the header that needs
+every conversation's metrics). Workers run a bounded distance ahead of the oldest
+conversation not yet written, so one slow document holds the others back rather than
+letting lines pile up. An Add has the store copy the file's current content
+(UploadPartCopy) instead of streaming it through the service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-import os
 import re
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from array import array
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO
+from typing import TypeVar
 from uuid import UUID
 
 from . import aggregate
@@ -66,7 +71,9 @@ MIN_URL_EXPIRY, MAX_URL_EXPIRY = 60, 604_800
 # Progress at least every 5 % of the conversations or every second, whichever is sooner.
 PROGRESS_FRACTION = 0.05
 PROGRESS_SECONDS = 1.0
-_SPOOL_READ = 1024 * 1024
+# How many documents each fetch worker may run ahead of the oldest one not yet written.
+_AHEAD_PER_WORKER = 8
+_T = TypeVar("_T")
 
 
 def parse_uuid(value: str, field: str) -> UUID:
@@ -208,36 +215,108 @@ def object_keys(file_id: UUID, name: str, moment: datetime) -> tuple[str, str]:
     return f"{base}.json", f"{base}.jsonl"
 
 
-class _Spool:
-    """Per-conversation JSONL lines in a temporary file, read back in add order."""
+class _Targets:
+    """The conversations to fetch, in add order, kept small for requests of any size.
 
-    def __init__(self, count: int) -> None:
-        # Closed by close(): the spool outlives any one block of the operation.
-        self.file: IO[bytes] = tempfile.TemporaryFile(prefix="trainingfiles-spool-")  # noqa: SIM115
-        self.extents: list[tuple[int, int]] = [(0, 0)] * count
-        self.size = 0
+    Three allocations in all: the ids (16 bytes each), the enriched paths joined into one
+    string, and where each path starts. The validation's records (~440 bytes per
+    conversation) are then all freed, and no small object of theirs survives to keep
+    the allocator's arenas from going back to the system.
+    """
 
-    def put(self, index: int, lines: bytes) -> None:
-        self.file.seek(self.size)
-        self.file.write(lines)
-        self.extents[index] = (self.size, len(lines))
-        self.size += len(lines)
+    def __init__(self, candidates: Sequence[CandidateConversation]) -> None:
+        self._ids = b"".join(c.conversation_id.bytes for c in candidates)
+        paths = [c.enriched_file_path or "" for c in candidates]
+        self._paths = "".join(paths)
+        self._starts = array("q", itertools.accumulate((len(p) for p in paths), initial=0))
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        self.file.flush()
-        fd = self.file.fileno()
-        buffer = bytearray()
-        for offset, length in self.extents:
-            buffer += os.pread(fd, length, offset)
-            if len(buffer) >= _SPOOL_READ:
-                yield bytes(buffer)
-                buffer.clear()
-                await asyncio.sleep(0)  # let other calls run between chunks
-        if buffer:
-            yield bytes(buffer)
+    def __len__(self) -> int:
+        return len(self._starts) - 1
 
-    def close(self) -> None:
-        self.file.close()
+    def take(self, index: int) -> tuple[str, str]:
+        """Conversation `index`: its id and its enriched document's key."""
+        conversation_id = UUID(bytes=self._ids[16 * index : 16 * index + 16])
+        return str(conversation_id), self._paths[self._starts[index] : self._starts[index + 1]]
+
+
+class _Outputs:
+    """The JSON and the JSONL of one version of a file, written as lines arrive in order.
+
+    Each line goes to both objects at once (the JSON's copy with its newline turned into
+    a comma), so both uploads proceed while documents are still being fetched. The JSON's
+    first part waits for the header, which needs every conversation's metrics: `close`
+    sends it last. Nothing is visible in the bucket before `close`; `abort` drops it all.
+    """
+
+    def __init__(
+        self, storage: Storage, bucket: str, json_key: str, jsonl_key: str, max_bytes: int
+    ) -> None:
+        self.json = storage.writer(bucket, json_key, "application/json", hold_first=True)
+        self.jsonl = storage.writer(bucket, jsonl_key, "application/x-ndjson")
+        self._pairs = JsonlToJsonPairs()
+        self._max_bytes = max_bytes
+        self._stored: asyncio.Future[list[None]] | None = None
+
+    @property
+    def jsonl_size(self) -> int:
+        return self.jsonl.size
+
+    def append_stored(self, json_key: str, json_size: int, jsonl_key: str, jsonl_size: int) -> None:
+        """Start appending a file's stored pairs; new lines wait until they are in place.
+
+        The JSON holds the JSONL's lines joined by commas between its header and
+        `JSON_FOOTER`, so the pairs are a byte range of each stored object, which the
+        store copies itself where it can.
+        """
+        pairs = jsonl_size - 1
+        start = json_size - len(aggregate.JSON_FOOTER) - pairs
+        self._stored = asyncio.ensure_future(
+            _together(
+                self.jsonl.append_object(jsonl_key, 0, jsonl_size),
+                self.json.append_object(json_key, start, start + pairs),
+            )
+        )
+        self._pairs.feed(b"\n")  # the stored pairs ended a line: the next pair follows a comma
+
+    async def write(self, lines: bytes) -> None:
+        if self._stored is not None:
+            await self._stored
+        if self.jsonl.size + len(lines) > self._max_bytes:
+            raise ResourceExhausted(
+                f"the training file would exceed the per-object limit of {self._max_bytes} bytes",
+                "max_object_bytes",
+                reason="OBJECT_TOO_LARGE",
+            )
+        await self.jsonl.write(lines)
+        body = self._pairs.feed(lines)
+        if body:
+            await self.json.write(body)
+
+    async def close(self, header: bytes) -> tuple[int, int]:
+        """Store both objects; returns their sizes, JSON and JSONL."""
+        if self._stored is not None:
+            await self._stored
+        await self.json.write(self._pairs.close())
+        json_size, jsonl_size = await _together(self.json.close(header), self.jsonl.close())
+        return json_size, jsonl_size
+
+    async def abort(self) -> None:
+        if self._stored is not None:
+            self._stored.cancel()
+            await asyncio.gather(self._stored, return_exceptions=True)
+        await asyncio.gather(self.json.abort(), self.jsonl.abort())
+
+
+async def _together(*calls: Awaitable[_T]) -> list[_T]:
+    """Like `gather`, but the first failure cancels the others before it propagates."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +325,7 @@ class _Fetched:
     summary: ConversationSummary
     vertical: str
     consultant_profile: bytes
+    lines: bytes
 
 
 class Operations:
@@ -272,9 +352,13 @@ class Operations:
         conversation_ids = _check_ids(
             ids, self.settings.max_conversations_per_request, _check_name(name, description)
         )
+        del ids  # nothing per conversation is kept longer than needed (memory)
         owner = caller.owner_for(on_behalf_of)
         candidates = await self.database.check_conversations(conversation_ids, None)
+        del conversation_ids
         _reject_ineligible(_ineligible(candidates, owner))
+        targets = _Targets(candidates)
+        del candidates
         if await self.database.name_taken(name):
             raise_name_taken(name)
 
@@ -292,14 +376,14 @@ class Operations:
             created_by=owner,
         )
         try:
-            total = len(candidates)
+            total = len(targets)
             yield Progress(Stage.VALIDATING, total, total, file_id)
-            spool = _Spool(total)
+            outputs = self._outputs(bucket, json_key, jsonl_key)
             try:
                 consistency = ConsistencyCheck()
-                summaries: list[ConversationSummary] = []
+                summaries = aggregate.Summaries()
                 async for event in self._fetch_all(
-                    file_id, candidates, spool, consistency, summaries
+                    file_id, targets, outputs, consistency, summaries
                 ):
                     yield event
                 metrics = aggregate.summarize(summaries)
@@ -310,13 +394,13 @@ class Operations:
                     name, moment, consistency.vertical, metrics, consistency.consultant_profile
                 )
                 yield Progress(Stage.AGGREGATING, total, total, file_id)
-                json_size = self._check_sizes(header, spool.size)
+                jsonl_size = outputs.jsonl_size
+                json_size = self._check_sizes(header, jsonl_size)
                 yield Progress(Stage.UPLOADING, 0, 0, file_id)
-                await self._upload_both(
-                    bucket, json_key, jsonl_key, header, spool.chunks, json_size, spool.size
-                )
-            finally:
-                spool.close()
+                await self._finish(outputs, header, json_size, jsonl_size)
+            except BaseException:
+                await _shielded(outputs.abort())
+                raise
             yield Progress(Stage.SAVING, 0, 0, file_id)
             async with self.database.pool.acquire() as conn, conn.transaction():
                 record = await self.database.activate(
@@ -326,11 +410,11 @@ class Operations:
                     json_key=json_key,
                     jsonl_key=jsonl_key,
                     json_size=json_size,
-                    jsonl_size=spool.size,
+                    jsonl_size=jsonl_size,
                     metrics=metrics,
                     vertical=consistency.vertical,
                     consultant_profile=consistency.consultant_profile,
-                    new_conversations=summaries,
+                    new_conversations=list(summaries),
                     first_position=0,
                     added_by=caller.user_id,
                 )
@@ -342,23 +426,21 @@ class Operations:
     async def _abandon_create(
         self, file_id: UUID, bucket: str, keys: list[str], exc: BaseException
     ) -> None:
-        """Remove what a failed Create stored and mark its row failed with the reason."""
+        """Mark the row failed with the reason, then remove what the Create stored.
+
+        The two steps are independent, so storage being down does not leave the row in
+        'processing', nor the database being down the objects. Whatever does not finish
+        is finished by start-up repair: a row still 'processing' and the intents of
+        undeleted objects are found once older than the configured age.
+        """
         reason = _failure_reason(exc)
+        fields = {"training_file_id": str(file_id), "reason": reason}
         try:
-            await self.storage.delete(bucket, keys)
-            await self.database.clear_intents(bucket, keys)
             await self.database.mark_failed(file_id, reason)
         except Exception:
-            # Start-up repair finishes the job: the row stays 'processing' and the intents
-            # remain, so both are found once they are older than the configured age.
-            log.warning(
-                "cleanup after a failed create did not finish",
-                exc_info=True,
-                extra={"fields": {"training_file_id": str(file_id)}},
-            )
-        log.info(
-            "create failed", extra={"fields": {"training_file_id": str(file_id), "reason": reason}}
-        )
+            log.warning("could not mark the file failed", exc_info=True, extra={"fields": fields})
+        await self._discard(bucket, keys)
+        log.info("create failed", extra={"fields": fields})
 
     async def add(
         self, caller: Caller, training_file_id: str, ids: Sequence[str]
@@ -368,6 +450,7 @@ class Operations:
             self.settings.max_conversations_per_request,
             _uuid_violations(training_file_id, "training_file_id"),
         )
+        del ids  # nothing per conversation is kept longer than needed (memory)
         file_id = UUID(training_file_id)
         async with self.database.locked_file(file_id) as (conn, record):
             record = self._visible(caller, record, file_id)
@@ -388,6 +471,8 @@ class Operations:
             # Added conversations must belong to the file's owner (any, for a system file
             # extended by a service), and to the caller when the caller is a user.
             _reject_ineligible(_ineligible(candidates, record.created_by or caller.user_id))
+            targets = _Targets(candidates)
+            del candidates, conversation_ids
             assert record.json_file_path and record.jsonl_file_path
             moment = datetime.now(UTC)
             json_key, jsonl_key = object_keys(file_id, record.name, moment)
@@ -395,14 +480,21 @@ class Operations:
             await self.database.record_intents(bucket, file_id, [json_key, jsonl_key])
             new_keys = [json_key, jsonl_key]
             try:
-                total = len(candidates)
+                total = len(targets)
                 yield Progress(Stage.VALIDATING, total, total, file_id)
-                spool = _Spool(total)
+                outputs = self._outputs(bucket, json_key, jsonl_key)
                 try:
                     consistency = ConsistencyCheck(record.vertical, _profile_bytes(record))
-                    added: list[ConversationSummary] = []
+                    added = aggregate.Summaries()
+                    # The file's current pairs, copied by the store while new ones arrive.
+                    outputs.append_stored(
+                        record.json_file_path,
+                        record.json_file_size,
+                        record.jsonl_file_path,
+                        record.jsonl_file_size,
+                    )
                     async for event in self._fetch_all(
-                        file_id, candidates, spool, consistency, added
+                        file_id, targets, outputs, consistency, added
                     ):
                         yield event
                     existing = await self.database.file_summaries(conn, file_id)
@@ -419,22 +511,13 @@ class Operations:
                         consistency.consultant_profile,
                     )
                     yield Progress(Stage.AGGREGATING, total, total, file_id)
-                    jsonl_size = record.jsonl_file_size + spool.size
+                    jsonl_size = outputs.jsonl_size
                     json_size = self._check_sizes(header, jsonl_size)
                     yield Progress(Stage.UPLOADING, 0, 0, file_id)
-                    old_jsonl = record.jsonl_file_path
-
-                    async def combined() -> AsyncIterator[bytes]:
-                        async for chunk in self.storage.stream(bucket, old_jsonl):
-                            yield chunk
-                        async for chunk in spool.chunks():
-                            yield chunk
-
-                    await self._upload_both(
-                        bucket, json_key, jsonl_key, header, combined, json_size, jsonl_size
-                    )
-                finally:
-                    spool.close()
+                    await self._finish(outputs, header, json_size, jsonl_size)
+                except BaseException:
+                    await _shielded(outputs.abort())
+                    raise
                 yield Progress(Stage.SAVING, 0, 0, file_id)
                 old_keys = [record.json_file_path, record.jsonl_file_path]
                 async with conn.transaction():
@@ -449,7 +532,7 @@ class Operations:
                         metrics=metrics,
                         vertical=consistency.vertical,
                         consultant_profile=consistency.consultant_profile,
-                        new_conversations=added,
+                        new_conversations=list(added),
                         first_position=len(existing),
                         added_by=caller.user_id,
                     )
@@ -491,31 +574,14 @@ class Operations:
             )
         return json_size
 
-    async def _upload_both(
-        self,
-        bucket: str,
-        json_key: str,
-        jsonl_key: str,
-        header: bytes,
-        jsonl_chunks: Callable[[], AsyncIterator[bytes]],
-        json_size: int,
-        jsonl_size: int,
+    def _outputs(self, bucket: str, json_key: str, jsonl_key: str) -> _Outputs:
+        return _Outputs(self.storage, bucket, json_key, jsonl_key, self.settings.max_object_bytes)
+
+    async def _finish(
+        self, outputs: _Outputs, header: bytes, json_size: int, jsonl_size: int
     ) -> None:
-        """JSONL first, then the JSON document made from the same stream of lines."""
-
-        async def as_json() -> AsyncIterator[bytes]:
-            yield header
-            pairs = JsonlToJsonPairs()
-            async for chunk in jsonl_chunks():
-                body = pairs.feed(chunk)
-                if body:
-                    yield body
-            yield pairs.close()
-
-        stored_jsonl = await self.storage.upload(
-            bucket, jsonl_key, jsonl_chunks(), "application/x-ndjson"
-        )
-        stored_json = await self.storage.upload(bucket, json_key, as_json(), "application/json")
+        """Store both objects; what was stored must be what the metadata will say."""
+        stored_json, stored_jsonl = await outputs.close(header)
         if (stored_json, stored_jsonl) != (json_size, jsonl_size):
             raise ServiceError(
                 f"stored sizes {stored_json}/{stored_jsonl} differ from "
@@ -525,35 +591,49 @@ class Operations:
     async def _fetch_all(
         self,
         file_id: UUID,
-        candidates: Sequence[CandidateConversation],
-        spool: _Spool,
+        targets: _Targets,
+        outputs: _Outputs,
         consistency: ConsistencyCheck,
-        summaries: list[ConversationSummary],
+        summaries: aggregate.Summaries,
     ) -> AsyncIterator[Progress]:
         """Fetch, validate and transform every document with bounded concurrency.
 
-        Results arrive in any order; summaries and the consistency check advance in add
-        order, so warnings name conversations deterministically.
+        Results arrive in any order; summaries, the consistency check and the outputs
+        advance in add order, so warnings name conversations deterministically. A worker
+        takes a document only while fewer than `_AHEAD_PER_WORKER` per worker are fetched
+        but not yet written.
         """
-        total = len(candidates)
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for index in range(total):
-            queue.put_nowait(index)
+        total = len(targets)
+        indices = iter(range(total))  # shared by the workers
         results: list[_Fetched | None] = [None] * total
-        finished: asyncio.Queue[_Fetched] = asyncio.Queue()
+        # What the loop below waits for: a result, a worker's failure, or a tick (None).
+        finished: asyncio.Queue[_Fetched | BaseException | None] = asyncio.Queue()
         max_bytes = self.settings.max_object_bytes
+        ahead = asyncio.Semaphore(_AHEAD_PER_WORKER * self.settings.fetch_concurrency)
 
         async def worker() -> None:
+            try:
+                await fetch()
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                finished.put_nowait(exc)  # the loop raises it at once
+
+        async def tick() -> None:
+            while True:  # progress at least every PROGRESS_SECONDS, even when nothing arrives
+                await asyncio.sleep(PROGRESS_SECONDS)
+                finished.put_nowait(None)
+
+        async def fetch() -> None:
             while True:
-                try:
-                    index = queue.get_nowait()
-                except asyncio.QueueEmpty:
+                await ahead.acquire()
+                index = next(indices, None)
+                if index is None:
+                    ahead.release()
                     return
-                candidate = candidates[index]
-                conversation_id = str(candidate.conversation_id)
-                assert candidate.enriched_file_path is not None
+                conversation_id, path = targets.take(index)
                 try:
-                    data = await self.storage.get_document(candidate.enriched_file_path, max_bytes)
+                    data = await self.storage.get_document(path, max_bytes)
                     raw = decode_json_object(data)
                     del data
                     document = validate_enriched_document(raw)
@@ -561,8 +641,7 @@ class Operations:
                 except ObjectMissing:
                     raise _bad_document(
                         conversation_id,
-                        f"enriched document {candidate.enriched_file_path!r} "
-                        "is missing from storage",
+                        f"enriched document {path!r} is missing from storage",
                     ) from None
                 except ObjectTooLarge as exc:
                     raise _bad_document(
@@ -571,19 +650,13 @@ class Operations:
                     ) from None
                 except DocumentError as exc:
                     raise _bad_document(conversation_id, exc.reason) from None
-                spool.put(index, transformed.lines)
-                if spool.size > max_bytes:
-                    raise ResourceExhausted(
-                        f"the training file would exceed the per-object limit of {max_bytes} bytes",
-                        "max_object_bytes",
-                        reason="OBJECT_TOO_LARGE",
-                    )
                 finished.put_nowait(
                     _Fetched(
                         index,
                         transformed.summary,
                         transformed.vertical,
                         transformed.consultant_profile,
+                        transformed.lines,
                     )
                 )
 
@@ -591,6 +664,7 @@ class Operations:
             asyncio.create_task(worker())
             for _ in range(min(self.settings.fetch_concurrency, total))
         ]
+        workers.append(asyncio.create_task(tick()))
         done = 0
         next_in_order = 0
         last_sent_done = 0
@@ -598,29 +672,16 @@ class Operations:
         step = max(1, int(total * PROGRESS_FRACTION))
         try:
             while done < total:
-                waiter = asyncio.ensure_future(finished.get())
-                pending = {waiter, *[w for w in workers if not w.done()]}
-                # A worker that failed before this point is not in `pending`: waiting
-                # would only notice its failure after the timeout.
-                if not any(w.done() and w.exception() is not None for w in workers):
-                    await asyncio.wait(
-                        pending, timeout=PROGRESS_SECONDS, return_when=asyncio.FIRST_COMPLETED
-                    )
-                for w in workers:
-                    failure = w.exception() if w.done() else None
-                    if failure is not None:
-                        waiter.cancel()
-                        raise failure
-                if waiter.done():
-                    fetched = waiter.result()
-                    results[fetched.index] = fetched
-                    done += 1
-                    while not finished.empty():
-                        fetched = finished.get_nowait()
+                # One plain wait per wake-up, then whatever else has arrived meanwhile.
+                arrived = [await finished.get()]
+                while not finished.empty():
+                    arrived.append(finished.get_nowait())
+                for fetched in arrived:
+                    if isinstance(fetched, BaseException):
+                        raise fetched
+                    if fetched is not None:
                         results[fetched.index] = fetched
                         done += 1
-                else:
-                    waiter.cancel()
                 while next_in_order < total and (item := results[next_in_order]) is not None:
                     consistency.observe(
                         item.summary.conversation_id, item.vertical, item.consultant_profile
@@ -628,6 +689,8 @@ class Operations:
                     summaries.append(item.summary)
                     results[next_in_order] = None  # keep only the summary
                     next_in_order += 1
+                    await outputs.write(item.lines)
+                    ahead.release()
                 now = time.monotonic()
                 if (
                     done - last_sent_done >= step

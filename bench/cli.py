@@ -1,0 +1,408 @@
+"""`python -m bench [--sizes 1000 10000]`: run the benchmark and write its results."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from trainingfiles.v1 import service_pb2
+from trainingfiles_server.config import Settings
+from trainingfiles_server.dev.bootstrap import PROJECT_ROOT, ensure_buckets
+
+from . import report, workload
+from .dataset import Dataset, ensure_loaded
+from .floor import FloorRun, measure_floor, read_all
+from .procstat import load_average
+from .server import MAX_OBJECT_BYTES, Service, running_service, service_settings
+from .stack import BENCH_DIR, CONVERSATIONS_BUCKET, TRAINING_BUCKET, Stack, open_stack, s3_client
+
+DEFAULT_SIZES = (1_000, 10_000)
+DEFAULT_SEED = 20261127
+FLOOR_CONCURRENCY = (8, 16, 32)
+NAME_PREFIX = "trainingfiles-bench-"
+LIST_FILLERS = 100  # files in the table besides the benchmark's own, so List fills a page
+KEEP_LOGS = 20  # service logs (one per N and run, ~25 MB each) kept under .bench/logs
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="values of N"
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="generator seed")
+    parser.add_argument(
+        "--fetch-concurrency",
+        type=int,
+        default=None,
+        help="the service's FETCH_CONCURRENCY (default: the service's default)",
+    )
+    parser.add_argument(
+        "--floor-concurrency",
+        type=int,
+        nargs="+",
+        default=list(FLOOR_CONCURRENCY),
+        help="concurrency settings tried for the floor (the service's is added)",
+    )
+    parser.add_argument("--callers", type=int, default=32, help="concurrent readers")
+    parser.add_argument("--read-seconds", type=float, default=10.0, help="per read method")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the server with py-spy during Create and the reads (.bench/profiles/)",
+    )
+    parser.add_argument(
+        "--server-path",
+        type=Path,
+        default=None,
+        help="run the service from this directory's trainingfiles_server (another "
+        "checkout's server/, to compare a baseline); the results record it",
+    )
+    parser.add_argument("--skip-floor", action="store_true", help="no floor (quick checks)")
+    parser.add_argument("--skip-reads", action="store_true", help="no Get/List load")
+    parser.add_argument(
+        "--no-save", action="store_true", help="print only; do not touch bench/results/"
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: redraw latest.md and latest.png from bench/results/",
+    )
+    args = parser.parse_args(argv)
+    if any(n < 1 for n in args.sizes):
+        parser.error("sizes must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse(argv)
+    if args.report_only:
+        print(_publish())
+        return
+    # Ctrl-C, and SIGTERM alike, cancel the run; every server started is then stopped.
+    # (SIGINT is restored in case it was inherited as ignored, as by background jobs.)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    started = time.perf_counter()
+    load_before = load_average()
+    print(
+        f"Benchmark {run_id}: N = {', '.join(f'{n:,}' for n in sorted(args.sizes))}; "
+        f"load average {load_before[0]:.2f} on {os.cpu_count()} cores.",
+        flush=True,
+    )
+    try:
+        with open_stack() as stack:
+            run = asyncio.run(_run(args, stack, run_id))
+    except KeyboardInterrupt:
+        print("\nInterrupted: every server the benchmark started is stopped.", file=sys.stderr)
+        raise SystemExit(130) from None
+    run["machine"]["load_before"] = list(load_before)
+    run["machine"]["load_after"] = list(load_average())
+    run["duration_s"] = round(time.perf_counter() - started, 1)
+    if args.no_save:
+        print(report.console([(run, size) for size in run["sizes"]]))
+        return
+    path = report.write_run(run)
+    print("\n" + _publish())
+    print(
+        f"Results: {path.relative_to(PROJECT_ROOT)}; table bench/results/latest.md; chart "
+        f"bench/results/latest.png. Took {run['duration_s'] / 60:.1f} min.",
+        flush=True,
+    )
+
+
+def _publish() -> str:
+    """latest.md and latest.png from the newest result of each N; returns the markdown."""
+    rows = report.latest_per_size()
+    markdown = report.markdown(rows)
+    (report.RESULTS_DIR / "latest.md").write_text(markdown)
+    report.chart(rows, report.RESULTS_DIR / "latest.png")
+    return markdown
+
+
+async def _run(args: argparse.Namespace, stack: Stack, run_id: str) -> dict[str, Any]:
+    sizes = sorted(set(args.sizes))
+    extra = {n: max(1, n // 100) for n in sizes}
+    needed = max(n + extra[n] for n in sizes)
+    async with s3_client(stack) as s3:
+        await ensure_buckets(s3, CONVERSATIONS_BUCKET, TRAINING_BUCKET)
+    dataset = await ensure_loaded(stack, args.seed, needed)
+    if dataset.loaded_now:
+        print(f"Loaded in {dataset.load_seconds:.0f} s.", flush=True)
+    await _remove_bench_files(stack)
+    _prune_logs(BENCH_DIR / "logs")
+    fetch_concurrency = args.fetch_concurrency or int(
+        Settings.model_fields["fetch_concurrency"].default
+    )
+    settings = service_settings(args.fetch_concurrency, needed)
+    if args.server_path is not None:
+        settings["PYTHONPATH"] = str(args.server_path.resolve())
+    results: list[dict[str, Any]] = []
+    try:
+        for n in sizes:
+            results.append(
+                await _one_size(
+                    args, stack, dataset, n, extra[n], run_id, settings, fetch_concurrency
+                )
+            )
+    finally:
+        await _remove_bench_files(stack)
+    return {
+        "run_id": run_id,
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "machine": _machine(),
+        "stack": "embedded" if stack.embedded else "configured",
+        "seed": args.seed,
+        "service_settings": {**settings, "FETCH_CONCURRENCY": str(fetch_concurrency)},
+        "max_object_bytes": MAX_OBJECT_BYTES,
+        "floor_concurrency": sorted({*args.floor_concurrency, fetch_concurrency}),
+        "read_callers": args.callers,
+        "read_seconds": args.read_seconds,
+        "profiled": args.profile,
+        "sizes": results,
+    }
+
+
+async def _one_size(
+    args: argparse.Namespace,
+    stack: Stack,
+    dataset: Dataset,
+    n: int,
+    extra: int,
+    run_id: str,
+    settings: dict[str, str],
+    fetch_concurrency: int,
+) -> dict[str, Any]:
+    ids, paths = dataset.ids[:n], dataset.paths[:n]
+    pids = {"seaweedfs": stack.seaweed_pid, "postgres": stack.postgres_pid}
+    print(f"\n— N = {n:,} —", flush=True)
+    # Same starting point for the service and the floor: the objects read once already.
+    input_bytes, seconds = await read_all(stack, paths, 32)
+    print(f"  warm-up: read {input_bytes / 1e6:,.0f} MB in {seconds:.1f} s", flush=True)
+    log_path = BENCH_DIR / "logs" / f"{run_id}-service-{n}.log"
+    profiles = BENCH_DIR / "profiles"
+    reads: dict[str, Any] = {}
+    async with running_service(stack, settings, log_path) as service:
+        name = f"{NAME_PREFIX}{run_id}-{n}"
+        async with _profiled(args.profile, service, profiles / f"{run_id}-create-{n}"):
+            create = await workload.create(service, name, ids, pids)
+        print(
+            f"  Create: {create.wall_s:.2f} s, first message {create.first_progress_s:.3f} s, "
+            f"RSS +{max(create.peak_rss_above_idle_mb, create.hwm_above_idle_mb):.0f} MB, "
+            f"CPU {create.cpu_s}",
+            flush=True,
+        )
+        added = dataset.ids[n : n + extra]
+        async with _profiled(args.profile, service, profiles / f"{run_id}-add-{n}"):
+            add = await workload.add(service, create.training_file_id, added, pids)
+        print(f"  Add of {extra:,}: {add.wall_s:.2f} s", flush=True)
+        if not args.skip_reads:
+            await _fill_list(stack, create.training_file_id, name)
+            for method, request in (
+                (
+                    "GetTrainingFile",
+                    service_pb2.GetTrainingFileRequest(training_file_id=create.training_file_id),
+                ),
+                ("ListTrainingFiles", service_pb2.ListTrainingFilesRequest(page_size=50)),
+            ):
+                key = "get" if method.startswith("Get") else "list"
+                async with _profiled(args.profile, service, profiles / f"{run_id}-{key}-{n}"):
+                    result = await workload.reads(
+                        service, method, request, args.callers, args.read_seconds, pids
+                    )
+                reads[key] = asdict(result)
+                print(
+                    f"  {method}: {result.calls_per_s:,.0f}/s, p50 {result.p50_ms:.1f} ms, "
+                    f"p99 {result.p99_ms:.1f} ms ({result.errors} errors)",
+                    flush=True,
+                )
+    floors: list[FloorRun] = []
+    lean_floor: dict[str, Any] | None = None
+    if not args.skip_floor:
+        for concurrency in sorted({*args.floor_concurrency, fetch_concurrency}):
+            floor = await measure_floor(
+                stack, paths, create.json_size, create.jsonl_size, concurrency
+            )
+            floors.append(floor)
+            print(
+                f"  floor at {concurrency}: GET {floor.get_s:.2f} s + PUT {floor.put_s:.2f} s, "
+                f"CPU {floor.cpu_s}",
+                flush=True,
+            )
+        lean = await measure_floor(
+            stack, paths, create.json_size, create.jsonl_size, fetch_concurrency, lean=True
+        )
+        print(
+            f"  lean floor (presigned GETs) at {fetch_concurrency}: GET {lean.get_s:.2f} s + "
+            f"PUT {lean.put_s:.2f} s, CPU {lean.cpu_s}",
+            flush=True,
+        )
+        lean_floor = {**asdict(lean), "total_s": round(lean.total_s, 3)}
+    best = min(floors, key=lambda f: f.total_s) if floors else None
+    same = next((f for f in floors if f.concurrency == fetch_concurrency), None)
+    return {
+        "n": n,
+        "added": extra,
+        "input_bytes": input_bytes,
+        "create": asdict(create),
+        "add": asdict(add),
+        "floor": {
+            "runs": [{**asdict(f), "total_s": round(f.total_s, 3)} for f in floors],
+            "best": {**asdict(best), "total_s": round(best.total_s, 3)} if best else None,
+            "at_fetch_concurrency": asdict(same) if same else None,
+            "lean": lean_floor,
+        },
+        "create_vs_floor": round(create.wall_s / best.total_s, 3) if best else None,
+        "reads": reads,
+        "service_log": str(log_path.relative_to(PROJECT_ROOT)),
+    }
+
+
+@contextlib.asynccontextmanager
+async def _profiled(enabled: bool, service: Service, path: Path) -> AsyncIterator[None]:
+    """py-spy samples the server while the block runs.
+
+    The samples go to `path`.folded as collapsed stacks (open with speedscope.app, or
+    make an SVG with flamegraph.pl).
+    """
+    if not enabled:
+        yield
+        return
+    spy = _spawn_py_spy(service.pid, path)
+    try:
+        await asyncio.sleep(0.5)  # attached
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait(5)
+
+
+def _spawn_py_spy(pid: int, path: Path) -> subprocess.Popen[bytes]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            f"{path}.folded",
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _fill_list(stack: Stack, file_id: str, name: str) -> None:
+    """Copies of the new file's row (fake keys), so a List page holds 50 realistic files."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await conn.execute(
+            """
+            INSERT INTO training_files (
+                name, description, json_file_path, jsonl_file_path, storage_bucket,
+                conversation_count, total_training_pairs, json_file_size, jsonl_file_size,
+                avg_quality_score, min_quality_score, max_quality_score,
+                human_reviewed_count, scaffolding_distribution, status, vertical,
+                consultant_profile, version, created_by)
+            SELECT $2 || '-list-' || g, description, 'bench-list/' || g || '.json',
+                   'bench-list/' || g || '.jsonl', storage_bucket, conversation_count,
+                   total_training_pairs, json_file_size, jsonl_file_size, avg_quality_score,
+                   min_quality_score, max_quality_score, human_reviewed_count,
+                   scaffolding_distribution, 'active', vertical, consultant_profile,
+                   version, created_by
+            FROM training_files, generate_series(1, $3::int) AS g
+            WHERE id = $1::uuid
+            """,
+            file_id,
+            name,
+            LIST_FILLERS,
+        )
+    finally:
+        await conn.close()
+
+
+async def _remove_bench_files(stack: Stack) -> None:
+    """Delete the benchmark's training files: their objects, then their rows."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT json_file_path, jsonl_file_path FROM training_files "
+            "WHERE name LIKE $1 AND status <> 'failed'",
+            NAME_PREFIX + "%",
+        )
+        keys = [
+            key
+            for row in rows
+            for key in (row["json_file_path"], row["jsonl_file_path"])
+            if key and not key.startswith("bench-list/")
+        ]
+        if keys:
+            async with s3_client(stack) as s3:
+                for start in range(0, len(keys), 1000):
+                    await s3.delete_objects(
+                        Bucket=TRAINING_BUCKET,
+                        Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]},
+                    )
+        await conn.execute("DELETE FROM training_files WHERE name LIKE $1", NAME_PREFIX + "%")
+    finally:
+        await conn.close()
+
+
+def _prune_logs(directory: Path) -> None:
+    """Keep the newest service logs only: each read phase logs ~25,000 calls."""
+    logs = sorted(directory.glob("*-service-*.log"), key=lambda p: p.stat().st_mtime)
+    for old in logs[:-KEEP_LOGS]:
+        old.unlink(missing_ok=True)
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(
+        ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip()
+
+
+def _machine() -> dict[str, Any]:
+    memory = 0
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(memory / 1024**3, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,259 @@
+"""Results: one JSON file per run, the targets, a table, `latest.md` and `latest.png`.
+
+The table and the chart show, for each N, the latest run that measured it — so `make
+bench` followed by `make bench N=50000` shows 1,000, 10,000 and 50,000 together; every
+row names its run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# The targets of the issue, on the 2-core machine.
+CREATE_VS_FLOOR = 1.3  # at N = 1,000 and 10,000
+CREATE_VS_FLOOR_AT = (1_000, 10_000)
+RSS_ABOVE_IDLE_MB = 150.0  # at every N
+# "Not growing" from 10,000 to 50,000: within 10 % or 10 MB, whichever is more (noise).
+RSS_GROWTH, RSS_GROWTH_MB = 1.10, 10.0
+FIRST_PROGRESS_S = 1.0  # at N = 10,000 (checked at every N up to it)
+ADD_VS_CREATE = 0.15
+GET_PER_S, GET_P99_MS = 1_000.0, 20.0
+LIST_PER_S = 300.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: float
+    limit: float
+    met: bool
+    unit: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "limit": self.limit,
+            "met": self.met,
+            "unit": self.unit,
+        }
+
+
+def checks_for(size: dict[str, Any]) -> list[Check]:
+    """The targets that apply to one N's figures."""
+    n = size["n"]
+    create, add = size["create"], size["add"]
+    found: list[Check] = []
+    ratio = size["create_vs_floor"]
+    if n in CREATE_VS_FLOOR_AT and ratio is not None:
+        found.append(
+            Check("create_vs_floor", ratio, CREATE_VS_FLOOR, ratio <= CREATE_VS_FLOOR, "×")
+        )
+    rss = rss_above_idle(create)
+    found.append(Check("rss_above_idle", rss, RSS_ABOVE_IDLE_MB, rss <= RSS_ABOVE_IDLE_MB, "MB"))
+    if n <= 10_000:
+        first = create["first_progress_s"]
+        found.append(
+            Check("first_progress", first, FIRST_PROGRESS_S, first <= FIRST_PROGRESS_S, "s")
+        )
+    if add is not None:
+        share = round(add["wall_s"] / create["wall_s"], 3)
+        found.append(Check("add_vs_create", share, ADD_VS_CREATE, share <= ADD_VS_CREATE, "×"))
+    get, listing = size["reads"].get("get"), size["reads"].get("list")
+    if get is not None:
+        found.append(
+            Check("get_per_s", get["calls_per_s"], GET_PER_S, get["calls_per_s"] >= GET_PER_S)
+        )
+        found.append(Check("get_p99", get["p99_ms"], GET_P99_MS, get["p99_ms"] <= GET_P99_MS, "ms"))
+    if listing is not None:
+        per_s = listing["calls_per_s"]
+        found.append(Check("list_per_s", per_s, LIST_PER_S, per_s >= LIST_PER_S))
+    return found
+
+
+def rss_above_idle(stream: dict[str, Any]) -> float:
+    """Peak RSS above idle: the larger of the sampled peak and the kernel's high-water mark."""
+    return float(max(stream["peak_rss_above_idle_mb"], stream["hwm_above_idle_mb"]))
+
+
+def write_run(run: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{run['run_id']}.json"
+    path.write_bytes(orjson.dumps(run, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    return path
+
+
+def latest_per_size(directory: Path = RESULTS_DIR) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """For each N ever measured, (run, size) from the newest run that measured it."""
+    latest: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for path in sorted(directory.glob("*.json")):  # run ids sort by time
+        run = orjson.loads(path.read_bytes())
+        for size in run.get("sizes", []):
+            latest[size["n"]] = (run, size)
+    return [latest[n] for n in sorted(latest)]
+
+
+def _s(value: float) -> str:
+    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
+
+
+def _mark(checks: Sequence[Check], name: str) -> str:
+    for check in checks:
+        if check.name == name:
+            return " ✓" if check.met else " ✗"
+    return ""
+
+
+def table(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    """The markdown table: one row per N, ✓/✗ against each target that applies."""
+    header = (
+        "| N | floor (best) | Create | × floor | lean floor | × lean | first message "
+        "| server RSS above idle | server CPU | Add 1 % | Add ÷ Create | Get/s (p50, p99) "
+        "| List/s (p50, p99) | run |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    )
+    lines = []
+    for run, size in rows:
+        checks = checks_for(size)
+        create, add, floor = size["create"], size["add"], size["floor"]["best"]
+        ratio = size["create_vs_floor"]
+        floor_cell = f"{_s(floor['total_s'])} (c={floor['concurrency']})" if floor else "–"
+        lean = size["floor"].get("lean")
+        lean_cells = (
+            (_s(lean["total_s"]), f"{create['wall_s'] / lean['total_s']:.2f}")
+            if lean
+            else ("–", "–")
+        )
+        get, listing = size["reads"].get("get"), size["reads"].get("list")
+        get_cell = (
+            f"{get['calls_per_s']:,.0f}{_mark(checks, 'get_per_s')} "
+            f"({get['p50_ms']:.1f}, {get['p99_ms']:.1f} ms{_mark(checks, 'get_p99')})"
+            if get
+            else "–"
+        )
+        list_cell = (
+            f"{listing['calls_per_s']:,.0f}{_mark(checks, 'list_per_s')} "
+            f"({listing['p50_ms']:.1f}, {listing['p99_ms']:.1f} ms)"
+            if listing
+            else "–"
+        )
+        add_cell = _s(add["wall_s"]) if add else "–"
+        share = f"{add['wall_s'] / create['wall_s']:.0%}" if add else "–"
+        lines.append(
+            f"| {size['n']:,} "
+            f"| {floor_cell} "
+            f"| {_s(create['wall_s'])} "
+            f"| {f'{ratio:.2f}' if ratio else '–'}{_mark(checks, 'create_vs_floor')} "
+            f"| {lean_cells[0]} | {lean_cells[1]} "
+            f"| {create['first_progress_s']:.2f} s{_mark(checks, 'first_progress')} "
+            f"| {rss_above_idle(create):.0f} MB{_mark(checks, 'rss_above_idle')} "
+            f"| {create['cpu_s'].get('service', math.nan):.1f} s "
+            f"| {add_cell} "
+            f"| {share}{_mark(checks, 'add_vs_create')} "
+            f"| {get_cell} "
+            f"| {list_cell} "
+            f"| {run['run_id']} |"
+        )
+    return header + "\n".join(lines) + "\n"
+
+
+def growth_check(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> Check | None:
+    """RSS above idle must not grow from 10,000 to 50,000 (within noise)."""
+    by_n = {size["n"]: size for _, size in rows}
+    if 10_000 not in by_n or 50_000 not in by_n:
+        return None
+    small = rss_above_idle(by_n[10_000]["create"])
+    large = rss_above_idle(by_n[50_000]["create"])
+    limit = round(max(small * RSS_GROWTH, small + RSS_GROWTH_MB), 1)
+    return Check("rss_growth_10k_to_50k", large, limit, large <= limit, "MB")
+
+
+def machine_line(run: dict[str, Any]) -> str:
+    machine = run["machine"]
+    load = machine.get("load_before") or [math.nan] * 3
+    return (
+        f"{machine['cores']} cores, {machine['memory_gb']:.0f} GB, {machine['cpu']}; "
+        f"load average before the run {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; "
+        f"commit {run['commit'][:10]}{' (uncommitted changes)' if run.get('dirty') else ''}"
+    )
+
+
+def markdown(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    runs = {run["run_id"]: run for run, _ in rows}
+    parts = [table(rows)]
+    growth = growth_check(rows)
+    if growth is not None:
+        parts.append(
+            f"\nRSS above idle from 10,000 to 50,000: {growth.value:.0f} MB vs limit "
+            f"{growth.limit:.0f} MB {'✓' if growth.met else '✗'}\n"
+        )
+    parts.append("\nRuns:\n\n")
+    for run_id, run in sorted(runs.items()):
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(run["service_settings"].items()))
+        parts.append(f"- `{run_id}`: {machine_line(run)}. Service settings: {settings}.\n")
+    parts.append(
+        "\nTargets (2 cores): Create ≤ 1.3 × floor at 1,000 and 10,000; RSS above idle "
+        "≤ 150 MB and not growing from 10,000 to 50,000; first message ≤ 1 s at 10,000; "
+        "Add of 1 % ≤ 15 % of Create; Get ≥ 1,000/s with p99 ≤ 20 ms and List ≥ 300/s at "
+        "32 callers. See docs/bench.md.\n"
+    )
+    return "".join(parts)
+
+
+def chart(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]], path: Path) -> None:
+    """Create vs floor across N, and server RSS above idle across N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(run, size) for run, size in rows if size["floor"]["best"]]
+    ns = [size["n"] for _, size in rows]
+    create = [size["create"]["wall_s"] for _, size in rows]
+    floor = [size["floor"]["best"]["total_s"] for _, size in rows]
+    lean = [
+        (size["n"], size["floor"]["lean"]["total_s"])
+        for _, size in rows
+        if size["floor"].get("lean")
+    ]
+    rss = [rss_above_idle(size["create"]) for _, size in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.plot(ns, create, "o-", label="Create (request → last message)")
+    left.plot(ns, floor, "s--", label="floor: plain GETs + PUTs")
+    left.plot(ns, [f * CREATE_VS_FLOOR for f in floor], ":", color="grey", label="1.3 × floor")
+    if lean:
+        left.plot(*zip(*lean, strict=True), "^:", label="lean floor: presigned GETs + PUTs")
+    for n, c, f in zip(ns, create, floor, strict=True):
+        left.annotate(f"{c / f:.2f}×", (n, c), textcoords="offset points", xytext=(4, 6))
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel("conversations (N)")
+    left.set_ylabel("seconds")
+    left.set_title("Create vs storage floor")
+    left.legend(fontsize="small")
+    left.grid(True, which="both", alpha=0.3)
+    right.plot(ns, rss, "o-", color="tab:red", label="server peak RSS above idle")
+    right.axhline(RSS_ABOVE_IDLE_MB, color="grey", linestyle=":", label="150 MB target")
+    right.set_xscale("log")
+    right.set_ylim(0, max([*rss, RSS_ABOVE_IDLE_MB]) * 1.2)
+    right.set_xlabel("conversations (N)")
+    right.set_ylabel("MB")
+    right.set_title("Server memory during Create")
+    right.legend(fontsize="small")
+    right.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def console(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    """The table for a terminal: the markdown table is readable as it is."""
+    return table(rows)

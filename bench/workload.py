@@ -1,0 +1,210 @@
+"""What the benchmark asks of the service over gRPC: Create, Add, and reads under load."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from trainingfiles.v1 import service_pb2, service_pb2_grpc
+
+from .procstat import MIB, CpuMeter, RssSampler, peak_rss_bytes, rss_bytes
+from .server import Service
+
+# Largest message the benchmark accepts (a List page, a finished Create).
+_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * MIB)]
+
+
+def channel(service: Service) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(service.target, options=_CHANNEL_OPTIONS)
+
+
+@dataclass
+class StreamResult:
+    """One Create or Add: its timings and what the server process used meanwhile."""
+
+    conversations: int
+    wall_s: float
+    first_progress_s: float
+    messages: int
+    stages: dict[str, float]  # stage name -> seconds from the request to its first message
+    peak_rss_above_idle_mb: float
+    hwm_above_idle_mb: float
+    idle_rss_mb: float
+    cpu_s: dict[str, float]
+    training_file_id: str
+    json_size: int
+    jsonl_size: int
+    rss_samples: int
+    warnings: int = 0
+
+
+async def _stream(
+    stub: service_pb2_grpc.TrainingFileServiceStub,
+    call: Callable[[], Any],
+    count: int,
+    service: Service,
+    other_pids: dict[str, int | None],
+) -> StreamResult:
+    idle = rss_bytes(service.pid)
+    hwm_before = peak_rss_bytes(service.pid)
+    meter = CpuMeter({"service": service.pid, **other_pids}, trees=frozenset({"postgres"}))
+    stages: dict[str, float] = {}
+    messages = 0
+    warnings = 0
+    last: service_pb2.TrainingFileProgress | None = None
+    with RssSampler(service.pid) as sampler:
+        meter.start()
+        started = time.perf_counter()
+        stream: AsyncIterator[service_pb2.TrainingFileProgress] = call()
+        async for message in stream:
+            now = time.perf_counter() - started
+            messages += 1
+            warnings += len(message.warnings)
+            name = service_pb2.TrainingFileProgress.Stage.Name(message.stage)
+            stages.setdefault(name.removeprefix("STAGE_"), round(now, 3))
+            last = message
+        wall = time.perf_counter() - started
+        cpu = meter.stop()
+    hwm = peak_rss_bytes(service.pid)
+    if last is None or not last.HasField("training_file"):
+        raise RuntimeError("the stream ended without the training file")
+    first = min(stages.values())
+    peak = max(sampler.result().peak_rss, idle)
+    return StreamResult(
+        conversations=count,
+        wall_s=round(wall, 3),
+        first_progress_s=first,
+        messages=messages,
+        stages=stages,
+        peak_rss_above_idle_mb=round((peak - idle) / MIB, 1),
+        # The kernel's high-water mark also catches spikes between samples, but only when
+        # this call set a new record for the process.
+        hwm_above_idle_mb=round((max(hwm, hwm_before) - idle) / MIB, 1),
+        idle_rss_mb=round(idle / MIB, 1),
+        cpu_s=cpu,
+        training_file_id=last.training_file.id,
+        json_size=last.training_file.json_file_size,
+        jsonl_size=last.training_file.jsonl_file_size,
+        rss_samples=sampler.result().samples,
+        warnings=warnings,
+    )
+
+
+async def create(
+    service: Service, name: str, ids: Sequence[str], other_pids: dict[str, int | None]
+) -> StreamResult:
+    async with channel(service) as ch:
+        stub = service_pb2_grpc.TrainingFileServiceStub(ch)
+        request = service_pb2.CreateTrainingFileRequest(
+            name=name, description="benchmark", conversation_ids=list(ids)
+        )
+        return await _stream(
+            stub,
+            lambda: stub.CreateTrainingFile(request, metadata=service.metadata),
+            len(ids),
+            service,
+            other_pids,
+        )
+
+
+async def add(
+    service: Service, file_id: str, ids: Sequence[str], other_pids: dict[str, int | None]
+) -> StreamResult:
+    async with channel(service) as ch:
+        stub = service_pb2_grpc.TrainingFileServiceStub(ch)
+        request = service_pb2.AddConversationsRequest(
+            training_file_id=file_id, conversation_ids=list(ids)
+        )
+        return await _stream(
+            stub,
+            lambda: stub.AddConversations(request, metadata=service.metadata),
+            len(ids),
+            service,
+            other_pids,
+        )
+
+
+@dataclass
+class ReadResult:
+    method: str
+    callers: int
+    seconds: float
+    calls: int
+    errors: int
+    calls_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+
+def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+async def reads(
+    service: Service,
+    method: str,
+    request: Any,
+    callers: int,
+    seconds: float,
+    other_pids: dict[str, int | None],
+) -> ReadResult:
+    """`callers` concurrent loops calling `method` for `seconds` on one shared channel.
+
+    One channel, as a client service would use; calls go out as HTTP/2 streams on it.
+    """
+    async with channel(service) as ch:
+        stub = service_pb2_grpc.TrainingFileServiceStub(ch)
+        rpc = getattr(stub, method)
+        for _ in range(20):  # warm up: connection, server-side caches, statement cache
+            await rpc(request, metadata=service.metadata, timeout=10)
+        latencies: list[float] = []
+        errors = 0
+        stop_at = 0.0
+
+        async def caller() -> None:
+            nonlocal errors
+            while True:
+                started = time.perf_counter()
+                if started >= stop_at:
+                    return
+                try:
+                    await rpc(request, metadata=service.metadata, timeout=10)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+
+        meter = CpuMeter(
+            {"service": service.pid, "bench": os.getpid(), **other_pids},
+            trees=frozenset({"postgres"}),
+        )
+        meter.start()
+        began = time.perf_counter()
+        stop_at = began + seconds
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        elapsed = time.perf_counter() - began
+        cpu = meter.stop()
+    latencies.sort()
+    return ReadResult(
+        method=method,
+        callers=callers,
+        seconds=round(elapsed, 2),
+        calls=len(latencies),
+        errors=errors,
+        calls_per_s=round(len(latencies) / elapsed, 1),
+        p50_ms=round(_percentile(latencies, 0.50) * 1000, 2),
+        p99_ms=round(_percentile(latencies, 0.99) * 1000, 2),
+        max_ms=round(latencies[-1] * 1000, 2) if latencies else float("nan"),
+        cpu_s=cpu,
+    )
