@@ -25,7 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from trainingfiles_server.auth import mint_token
-from trainingfiles_server.dev.bootstrap import PROJECT_ROOT
+from trainingfiles_server.config import Settings
 from trainingfiles_server.dev.embedded import free_port
 
 from .stack import Stack
@@ -73,8 +73,11 @@ async def running_service(
 ) -> AsyncIterator[Service]:
     port = free_port()
     secret = secrets.token_urlsafe(48)
+    # The service's defaults, whatever the shell exports: its settings are dropped from the
+    # inherited environment, and it runs outside the project so no `.env` is read.
+    own = {name.upper() for name in Settings.model_fields}
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "S3_"))},
+        **{k: v for k, v in os.environ.items() if k.upper() not in own},
         **stack.server_env(),
         "LISTEN_ADDRESS": f"127.0.0.1:{port}",
         "JWT_SECRET": secret,
@@ -99,7 +102,7 @@ def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "trainingfiles_server"],
             env=env,
-            cwd=PROJECT_ROOT,
+            cwd=log_path.parent,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
