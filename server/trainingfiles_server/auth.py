@@ -33,7 +33,7 @@ from uuid import UUID
 import jwt
 
 from .config import Settings
-from .errors import PermissionDenied, Unauthenticated
+from .errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 
 # A development secret so that `make run` works out of the box; the server refuses it
 # unless DEVELOPMENT_MODE is on.
@@ -72,8 +72,6 @@ class Caller:
         try:
             named = UUID(on_behalf_of)
         except ValueError:
-            from .errors import InvalidArgument
-
             raise InvalidArgument.field(
                 "on_behalf_of", "must be a user id (UUID)", "MALFORMED_ID"
             ) from None
@@ -214,8 +212,6 @@ class Authenticator:
             # PyJWKClient fetches with urllib (blocking) and caches: keep it off the loop.
             signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
         except jwt.PyJWKClientConnectionError:
-            from .errors import Unavailable
-
             raise Unavailable("the signing keys cannot be fetched; retry later") from None
         except jwt.PyJWTError:
             raise Unauthenticated(

@@ -55,8 +55,6 @@ LEFT JOIN training_file_conversations m
 ORDER BY r.ord
 """
 
-NAME_TAKEN = "SELECT EXISTS (SELECT 1 FROM training_files WHERE name = $1 AND status <> 'failed')"
-
 INSERT_PROCESSING_FILE = f"""
 INSERT INTO training_files
     (id, name, description, status, storage_bucket, json_file_path, jsonl_file_path,
@@ -254,11 +252,6 @@ class Database:
         with translate_errors():
             rows = await (conn or self.pool).fetch(CHECK_CONVERSATIONS, ids, training_file_id)
         return [CandidateConversation(**dict(row.items())) for row in rows]
-
-    async def name_taken(self, name: str) -> bool:
-        with translate_errors():
-            taken: bool = await self.pool.fetchval(NAME_TAKEN, name)
-        return taken
 
     async def insert_processing_file(
         self,

@@ -359,9 +359,7 @@ class Operations:
         _reject_ineligible(_ineligible(candidates, owner))
         targets = _Targets(candidates)
         del candidates
-        if await self.database.name_taken(name):
-            raise_name_taken(name)
-
+        # The name is taken by the insert itself: its unique index answers ALREADY_EXISTS.
         file_id = uuid.uuid4()
         moment = datetime.now(UTC)
         json_key, jsonl_key = object_keys(file_id, name, moment)
@@ -455,18 +453,7 @@ class Operations:
         async with self.database.locked_file(file_id) as (conn, record):
             record = self._visible(caller, record, file_id)
             if record.status is not Status.ACTIVE:
-                raise FailedPrecondition(
-                    f"training file {file_id} is {record.status.value}; "
-                    "only active files can be extended",
-                    [
-                        Violation(
-                            str(file_id),
-                            "TRAINING_FILE_NOT_ACTIVE",
-                            f"status is {record.status.value}",
-                        )
-                    ],
-                    reason="TRAINING_FILE_NOT_ACTIVE",
-                )
+                raise _not_active(record, "only active files can be extended")
             candidates = await self.database.check_conversations(conversation_ids, file_id, conn)
             # Added conversations must belong to the file's owner (any, for a system file
             # extended by a service), and to the caller when the caller is a user.
@@ -730,16 +717,7 @@ class Operations:
         current = await self.get(caller, training_file_id)
         if current.status is Status.ARCHIVED:
             return current
-        raise FailedPrecondition(
-            f"training file {record.id} is {current.status.value}; "
-            "only active files can be archived",
-            [
-                Violation(
-                    str(record.id), "TRAINING_FILE_NOT_ACTIVE", f"status is {current.status.value}"
-                )
-            ],
-            reason="TRAINING_FILE_NOT_ACTIVE",
-        )
+        raise _not_active(current, "only active files can be archived")
 
     async def list_files(
         self, caller: Caller, status: Status | None, include_archived: bool, size: int, token: str
@@ -823,18 +801,7 @@ class Operations:
             )
         record = await self.get(caller, training_file_id)
         if record.status not in (Status.ACTIVE, Status.ARCHIVED):
-            raise FailedPrecondition(
-                f"training file {record.id} is {record.status.value}; "
-                "it has no content to download",
-                [
-                    Violation(
-                        str(record.id),
-                        "TRAINING_FILE_NOT_ACTIVE",
-                        f"status is {record.status.value}",
-                    )
-                ],
-                reason="TRAINING_FILE_NOT_ACTIVE",
-            )
+            raise _not_active(record, "it has no content to download")
         key = record.json_file_path if file_format is FileFormat.JSON else record.jsonl_file_path
         size = record.json_file_size if file_format is FileFormat.JSON else record.jsonl_file_size
         assert key is not None
@@ -863,10 +830,14 @@ class Operations:
             )
 
 
-def raise_name_taken(name: str) -> None:
-    from .errors import AlreadyExists
-
-    raise AlreadyExists("training_file", name, f"a training file named {name!r} already exists")
+def _not_active(record: TrainingFileRecord, why: str) -> FailedPrecondition:
+    """The file's status does not allow the operation (`why` says what it would need)."""
+    status = record.status.value
+    return FailedPrecondition(
+        f"training file {record.id} is {status}; {why}",
+        [Violation(str(record.id), "TRAINING_FILE_NOT_ACTIVE", f"status is {status}")],
+        reason="TRAINING_FILE_NOT_ACTIVE",
+    )
 
 
 def _bad_document(conversation_id: str, reason: str) -> FailedPrecondition:
