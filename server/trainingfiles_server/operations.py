@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import re
 import time
 import uuid
 from array import array
@@ -41,12 +40,10 @@ from .config import Settings
 from .db import Database
 from .documents import DocumentError, decode_json_object, validate_enriched_document
 from .errors import (
-    FailedPrecondition,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
     ServiceError,
-    Violation,
 )
 from .models import (
     CandidateConversation,
@@ -60,159 +57,28 @@ from .models import (
     TrainingFileRecord,
 )
 from .pagination import PageTokens, page_size
+from .rules import (
+    bad_document,
+    check_ids,
+    check_name,
+    ineligible,
+    not_active,
+    object_keys,
+    parse_uuid,
+    reject_ineligible,
+    url_expiry,
+    uuid_violations,
+)
 from .storage import ObjectMissing, ObjectTooLarge, Storage
 
 log = logging.getLogger("trainingfiles.operations")
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
-MAX_DESCRIPTION = 2000
-DEFAULT_URL_EXPIRY = 3600
-MIN_URL_EXPIRY, MAX_URL_EXPIRY = 60, 604_800
 # Progress at least every 5 % of the conversations or every second, whichever is sooner.
 PROGRESS_FRACTION = 0.05
 PROGRESS_SECONDS = 1.0
 # How many documents each fetch worker may run ahead of the oldest one not yet written.
 _AHEAD_PER_WORKER = 8
 _T = TypeVar("_T")
-
-
-def parse_uuid(value: str, field: str) -> UUID:
-    try:
-        return UUID(value)
-    except ValueError:
-        raise InvalidArgument.field(
-            field, f"{value[:64]!r} is not a UUID", "MALFORMED_ID"
-        ) from None
-
-
-def _check_ids(ids: Sequence[str], limit: int, other: Sequence[Violation] = ()) -> list[UUID]:
-    """Parse the requested ids; every malformed or repeated one is reported.
-
-    `other` holds the request's other argument problems (name, file id, ...): they are
-    reported in the same `InvalidArgument`, so the caller hears of every problem at once.
-    """
-    violations = list(other)
-    if len(ids) > limit:
-        if violations:
-            raise _invalid(violations)
-        raise ResourceExhausted(
-            f"{len(ids)} conversation ids exceed the limit of {limit} per request",
-            "conversation_ids",
-            reason="TOO_MANY_CONVERSATIONS",
-        )
-    if not ids:
-        violations.append(
-            Violation("conversation_ids", "REQUIRED", "at least one conversation id is required")
-        )
-    parsed: list[UUID] = []
-    first_seen: dict[UUID, int] = {}
-    for index, raw in enumerate(ids):
-        field = f"conversation_ids[{index}]"
-        try:
-            value = UUID(raw)
-        except ValueError:
-            violations.append(Violation(field, "MALFORMED_ID", f"{raw[:64]!r} is not a UUID"))
-            continue
-        if value in first_seen:
-            violations.append(
-                Violation(
-                    field, "DUPLICATE_ID", f"duplicate of conversation_ids[{first_seen[value]}]"
-                )
-            )
-            continue
-        first_seen[value] = index
-        parsed.append(value)
-    if violations:
-        raise _invalid(violations)
-    return parsed
-
-
-def _invalid(violations: Sequence[Violation]) -> InvalidArgument:
-    return InvalidArgument(
-        f"{len(violations)} invalid argument(s): "
-        + "; ".join(f"{v.subject}: {v.description}" for v in violations[:10])
-        + (" …" if len(violations) > 10 else ""),
-        violations,
-    )
-
-
-def _uuid_violations(value: str, field: str) -> list[Violation]:
-    try:
-        UUID(value)
-    except ValueError:
-        return [Violation(field, "MALFORMED_ID", f"{value[:64]!r} is not a UUID")]
-    return []
-
-
-def _check_name(name: str, description: str | None) -> list[Violation]:
-    violations = []
-    if not NAME_PATTERN.fullmatch(name):
-        violations.append(
-            Violation(
-                "name",
-                "INVALID_NAME",
-                "must be 1 to 128 characters of [A-Za-z0-9_.-] and not start with '.'",
-            )
-        )
-    if description is not None and len(description) > MAX_DESCRIPTION:
-        violations.append(
-            Violation("description", "TOO_LONG", f"must be at most {MAX_DESCRIPTION} characters")
-        )
-    elif description is not None and "\x00" in description:
-        # PostgreSQL text cannot hold U+0000; any other Unicode is kept as written.
-        violations.append(
-            Violation("description", "INVALID_CHARACTER", "must not contain NUL characters")
-        )
-    return violations
-
-
-def _ineligible(candidates: Sequence[CandidateConversation], owner: UUID | None) -> list[Violation]:
-    """Every unusable conversation with its first problem; `owner` (if any) must own each."""
-    violations = []
-    for c in candidates:
-        subject = str(c.conversation_id)
-        if not c.known or (owner is not None and c.created_by != owner):
-            violations.append(Violation(subject, "CONVERSATION_NOT_FOUND", "no such conversation"))
-        elif c.enrichment_status != "completed":
-            violations.append(
-                Violation(
-                    subject,
-                    "CONVERSATION_NOT_ENRICHED",
-                    f"enrichment_status is {c.enrichment_status!r}, not 'completed'",
-                )
-            )
-        elif not c.enriched_file_path:
-            violations.append(
-                Violation(subject, "CONVERSATION_NO_ENRICHED_FILE", "no enriched file is recorded")
-            )
-        elif c.in_file:
-            violations.append(
-                Violation(subject, "CONVERSATION_ALREADY_IN_FILE", "already in the training file")
-            )
-    return violations
-
-
-def _reject_ineligible(violations: list[Violation]) -> None:
-    if violations:
-        raise FailedPrecondition(
-            f"{len(violations)} conversation(s) cannot be used: "
-            + "; ".join(f"{v.subject}: {v.description}" for v in violations[:10])
-            + (" …" if len(violations) > 10 else ""),
-            violations,
-            reason="CONVERSATIONS_NOT_ELIGIBLE",
-        )
-
-
-def object_keys(file_id: UUID, name: str, moment: datetime) -> tuple[str, str]:
-    """`<id>/<name>_<YYYYMMDDTHHMMSSZ>.json(l)`; the validated name cannot leave the prefix.
-
-    A microsecond suffix keeps two versions written within one second apart.
-    """
-    stamp = moment.strftime("%Y%m%dT%H%M%SZ")
-    base = f"{file_id}/{name}_{stamp}"
-    if moment.microsecond:
-        base += f"-{moment.microsecond:06d}"
-    return f"{base}.json", f"{base}.jsonl"
 
 
 class _Targets:
@@ -349,14 +215,14 @@ class Operations:
         ids: Sequence[str],
         on_behalf_of: str = "",
     ) -> AsyncIterator[Progress]:
-        conversation_ids = _check_ids(
-            ids, self.settings.max_conversations_per_request, _check_name(name, description)
+        conversation_ids = check_ids(
+            ids, self.settings.max_conversations_per_request, check_name(name, description)
         )
         del ids  # nothing per conversation is kept longer than needed (memory)
         owner = caller.owner_for(on_behalf_of)
         candidates = await self.database.check_conversations(conversation_ids, None)
         del conversation_ids
-        _reject_ineligible(_ineligible(candidates, owner))
+        reject_ineligible(ineligible(candidates, owner))
         targets = _Targets(candidates)
         del candidates
         # The name is taken by the insert itself: its unique index answers ALREADY_EXISTS.
@@ -443,21 +309,21 @@ class Operations:
     async def add(
         self, caller: Caller, training_file_id: str, ids: Sequence[str]
     ) -> AsyncIterator[Progress]:
-        conversation_ids = _check_ids(
+        conversation_ids = check_ids(
             ids,
             self.settings.max_conversations_per_request,
-            _uuid_violations(training_file_id, "training_file_id"),
+            uuid_violations(training_file_id, "training_file_id"),
         )
         del ids  # nothing per conversation is kept longer than needed (memory)
         file_id = UUID(training_file_id)
         async with self.database.locked_file(file_id) as (conn, record):
             record = self._visible(caller, record, file_id)
             if record.status is not Status.ACTIVE:
-                raise _not_active(record, "only active files can be extended")
+                raise not_active(record, "only active files can be extended")
             candidates = await self.database.check_conversations(conversation_ids, file_id, conn)
             # Added conversations must belong to the file's owner (any, for a system file
             # extended by a service), and to the caller when the caller is a user.
-            _reject_ineligible(_ineligible(candidates, record.created_by or caller.user_id))
+            reject_ineligible(ineligible(candidates, record.created_by or caller.user_id))
             targets = _Targets(candidates)
             del candidates, conversation_ids
             assert record.json_file_path and record.jsonl_file_path
@@ -626,17 +492,17 @@ class Operations:
                     document = validate_enriched_document(raw)
                     transformed = aggregate.transform_conversation(conversation_id, raw, document)
                 except ObjectMissing:
-                    raise _bad_document(
+                    raise bad_document(
                         conversation_id,
                         f"enriched document {path!r} is missing from storage",
                     ) from None
                 except ObjectTooLarge as exc:
-                    raise _bad_document(
+                    raise bad_document(
                         conversation_id,
                         f"enriched document is {exc.size} bytes, above the limit of {max_bytes}",
                     ) from None
                 except DocumentError as exc:
-                    raise _bad_document(conversation_id, exc.reason) from None
+                    raise bad_document(conversation_id, exc.reason) from None
                 finished.put_nowait(
                     _Fetched(
                         index,
@@ -717,7 +583,7 @@ class Operations:
         current = await self.get(caller, training_file_id)
         if current.status is Status.ARCHIVED:
             return current
-        raise _not_active(current, "only active files can be archived")
+        raise not_active(current, "only active files can be archived")
 
     async def list_files(
         self, caller: Caller, status: Status | None, include_archived: bool, size: int, token: str
@@ -792,16 +658,10 @@ class Operations:
             raise InvalidArgument.field(
                 "format", "must be FILE_FORMAT_JSON or FILE_FORMAT_JSONL", "REQUIRED"
             )
-        seconds = DEFAULT_URL_EXPIRY if expires_in is None else expires_in
-        if not MIN_URL_EXPIRY <= seconds <= MAX_URL_EXPIRY:
-            raise InvalidArgument.field(
-                "expires_in",
-                f"must be between {MIN_URL_EXPIRY} and {MAX_URL_EXPIRY} seconds",
-                "OUT_OF_RANGE",
-            )
+        seconds = url_expiry(expires_in)
         record = await self.get(caller, training_file_id)
         if record.status not in (Status.ACTIVE, Status.ARCHIVED):
-            raise _not_active(record, "it has no content to download")
+            raise not_active(record, "it has no content to download")
         key = record.json_file_path if file_format is FileFormat.JSON else record.jsonl_file_path
         size = record.json_file_size if file_format is FileFormat.JSON else record.jsonl_file_size
         assert key is not None
@@ -828,24 +688,6 @@ class Operations:
                 "repaired",
                 extra={"fields": {"failed_files": len(failed), "deleted_objects": len(intents)}},
             )
-
-
-def _not_active(record: TrainingFileRecord, why: str) -> FailedPrecondition:
-    """The file's status does not allow the operation (`why` says what it would need)."""
-    status = record.status.value
-    return FailedPrecondition(
-        f"training file {record.id} is {status}; {why}",
-        [Violation(str(record.id), "TRAINING_FILE_NOT_ACTIVE", f"status is {status}")],
-        reason="TRAINING_FILE_NOT_ACTIVE",
-    )
-
-
-def _bad_document(conversation_id: str, reason: str) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"conversation {conversation_id}: {reason}",
-        [Violation(conversation_id, "ENRICHED_DOCUMENT_INVALID", reason)],
-        reason="ENRICHED_DOCUMENT_INVALID",
-    )
 
 
 def _profile_bytes(record: TrainingFileRecord) -> bytes | None:

@@ -1,0 +1,189 @@
+"""The request rules: what a valid request is, and which conversations may be used.
+
+Pure functions over plain values (no I/O): argument checks report every problem of a
+request at once, eligibility checks every unusable conversation with its reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Violation
+from .models import CandidateConversation, TrainingFileRecord
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+MAX_DESCRIPTION = 2000
+DEFAULT_URL_EXPIRY = 3600
+MIN_URL_EXPIRY, MAX_URL_EXPIRY = 60, 604_800
+
+
+def parse_uuid(value: str, field: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise InvalidArgument.field(
+            field, f"{value[:64]!r} is not a UUID", "MALFORMED_ID"
+        ) from None
+
+
+def check_ids(ids: Sequence[str], limit: int, other: Sequence[Violation] = ()) -> list[UUID]:
+    """Parse the requested ids; every malformed or repeated one is reported.
+
+    `other` holds the request's other argument problems (name, file id, ...): they are
+    reported in the same `InvalidArgument`, so the caller hears of every problem at once.
+    """
+    violations = list(other)
+    if len(ids) > limit:
+        if violations:
+            raise invalid(violations)
+        raise ResourceExhausted(
+            f"{len(ids)} conversation ids exceed the limit of {limit} per request",
+            "conversation_ids",
+            reason="TOO_MANY_CONVERSATIONS",
+        )
+    if not ids:
+        violations.append(
+            Violation("conversation_ids", "REQUIRED", "at least one conversation id is required")
+        )
+    parsed: list[UUID] = []
+    first_seen: dict[UUID, int] = {}
+    for index, raw in enumerate(ids):
+        field = f"conversation_ids[{index}]"
+        try:
+            value = UUID(raw)
+        except ValueError:
+            violations.append(Violation(field, "MALFORMED_ID", f"{raw[:64]!r} is not a UUID"))
+            continue
+        if value in first_seen:
+            violations.append(
+                Violation(
+                    field, "DUPLICATE_ID", f"duplicate of conversation_ids[{first_seen[value]}]"
+                )
+            )
+            continue
+        first_seen[value] = index
+        parsed.append(value)
+    if violations:
+        raise invalid(violations)
+    return parsed
+
+
+def invalid(violations: Sequence[Violation]) -> InvalidArgument:
+    return InvalidArgument(
+        f"{len(violations)} invalid argument(s): "
+        + "; ".join(f"{v.subject}: {v.description}" for v in violations[:10])
+        + (" …" if len(violations) > 10 else ""),
+        violations,
+    )
+
+
+def uuid_violations(value: str, field: str) -> list[Violation]:
+    try:
+        UUID(value)
+    except ValueError:
+        return [Violation(field, "MALFORMED_ID", f"{value[:64]!r} is not a UUID")]
+    return []
+
+
+def check_name(name: str, description: str | None) -> list[Violation]:
+    violations = []
+    if not NAME_PATTERN.fullmatch(name):
+        violations.append(
+            Violation(
+                "name",
+                "INVALID_NAME",
+                "must be 1 to 128 characters of [A-Za-z0-9_.-] and not start with '.'",
+            )
+        )
+    if description is not None and len(description) > MAX_DESCRIPTION:
+        violations.append(
+            Violation("description", "TOO_LONG", f"must be at most {MAX_DESCRIPTION} characters")
+        )
+    elif description is not None and "\x00" in description:
+        # PostgreSQL text cannot hold U+0000; any other Unicode is kept as written.
+        violations.append(
+            Violation("description", "INVALID_CHARACTER", "must not contain NUL characters")
+        )
+    return violations
+
+
+def ineligible(candidates: Sequence[CandidateConversation], owner: UUID | None) -> list[Violation]:
+    """Every unusable conversation with its first problem; `owner` (if any) must own each."""
+    violations = []
+    for c in candidates:
+        subject = str(c.conversation_id)
+        if not c.known or (owner is not None and c.created_by != owner):
+            violations.append(Violation(subject, "CONVERSATION_NOT_FOUND", "no such conversation"))
+        elif c.enrichment_status != "completed":
+            violations.append(
+                Violation(
+                    subject,
+                    "CONVERSATION_NOT_ENRICHED",
+                    f"enrichment_status is {c.enrichment_status!r}, not 'completed'",
+                )
+            )
+        elif not c.enriched_file_path:
+            violations.append(
+                Violation(subject, "CONVERSATION_NO_ENRICHED_FILE", "no enriched file is recorded")
+            )
+        elif c.in_file:
+            violations.append(
+                Violation(subject, "CONVERSATION_ALREADY_IN_FILE", "already in the training file")
+            )
+    return violations
+
+
+def reject_ineligible(violations: list[Violation]) -> None:
+    if violations:
+        raise FailedPrecondition(
+            f"{len(violations)} conversation(s) cannot be used: "
+            + "; ".join(f"{v.subject}: {v.description}" for v in violations[:10])
+            + (" …" if len(violations) > 10 else ""),
+            violations,
+            reason="CONVERSATIONS_NOT_ELIGIBLE",
+        )
+
+
+def object_keys(file_id: UUID, name: str, moment: datetime) -> tuple[str, str]:
+    """`<id>/<name>_<YYYYMMDDTHHMMSSZ>.json(l)`; the validated name cannot leave the prefix.
+
+    A microsecond suffix keeps two versions written within one second apart.
+    """
+    stamp = moment.strftime("%Y%m%dT%H%M%SZ")
+    base = f"{file_id}/{name}_{stamp}"
+    if moment.microsecond:
+        base += f"-{moment.microsecond:06d}"
+    return f"{base}.json", f"{base}.jsonl"
+
+
+def not_active(record: TrainingFileRecord, why: str) -> FailedPrecondition:
+    """The file's status does not allow the operation (`why` says what it would need)."""
+    status = record.status.value
+    return FailedPrecondition(
+        f"training file {record.id} is {status}; {why}",
+        [Violation(str(record.id), "TRAINING_FILE_NOT_ACTIVE", f"status is {status}")],
+        reason="TRAINING_FILE_NOT_ACTIVE",
+    )
+
+
+def bad_document(conversation_id: str, reason: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"conversation {conversation_id}: {reason}",
+        [Violation(conversation_id, "ENRICHED_DOCUMENT_INVALID", reason)],
+        reason="ENRICHED_DOCUMENT_INVALID",
+    )
+
+
+def url_expiry(expires_in: int | None) -> int:
+    """A download link's lifetime in seconds: the default, or the requested one if allowed."""
+    seconds = DEFAULT_URL_EXPIRY if expires_in is None else expires_in
+    if not MIN_URL_EXPIRY <= seconds <= MAX_URL_EXPIRY:
+        raise InvalidArgument.field(
+            "expires_in",
+            f"must be between {MIN_URL_EXPIRY} and {MAX_URL_EXPIRY} seconds",
+            "OUT_OF_RANGE",
+        )
+    return seconds
