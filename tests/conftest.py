@@ -102,6 +102,10 @@ def stack_settings(
         "shutdown_grace_seconds": 2.0,
         "s3_max_attempts": 2,
         "jwt_secret": TEST_JWT_SECRET,
+        # The sweeper runs once at start-up, then only when a test calls it: tests that
+        # snapshot the bucket must not see it act in the background. The crash suite
+        # runs servers as processes with the production schedule.
+        "sweep_interval_seconds": 3600,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

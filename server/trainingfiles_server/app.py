@@ -30,6 +30,7 @@ from .operations import Operations
 from .pagination import PageTokens
 from .servicer import TrainingFileServicer
 from .storage import Storage, open_storage
+from .sweeper import Sweeper, sweeping
 
 log = logging.getLogger("trainingfiles.server")
 
@@ -63,11 +64,20 @@ class RunningServer:
     database: Database
     storage: Storage
     health: health.aio.HealthServicer
+    operations: Operations
+    sweeper: Sweeper
 
 
 @contextlib.asynccontextmanager
 async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
-    """Serve until the block exits, then drain calls for the grace period and close."""
+    """Serve until the block exits, then shut down in order.
+
+    Shutdown: health says NOT_SERVING; the server stops accepting calls and lets running
+    ones finish within the grace period, then cancels the rest; their cleanup (marking a
+    Create failed, deleting what it stored) gets `shutdown_cleanup_seconds` more; only
+    then do the sweeper, the pool and the S3 client stop. What cleanup cannot finish,
+    the sweeper of this or another replica finishes once the build's lease expires.
+    """
     authenticator = Authenticator(settings)  # refuses unsafe identity settings first
     async with open_database(settings) as database, open_storage(settings) as storage:
         server = grpc.aio.server(
@@ -77,7 +87,12 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
         secret = settings.page_token_secret
         tokens = PageTokens(secret.get_secret_value().encode() if secret else os.urandom(32))
         operations = Operations(settings, database, storage, tokens)
-        await operations.repair()
+        sweeper = Sweeper(
+            database,
+            storage,
+            interval=settings.sweep_interval_seconds,
+            orphan_upload_age=settings.lease_seconds,
+        )
         service_pb2_grpc.add_TrainingFileServiceServicer_to_server(
             TrainingFileServicer(operations), server
         )
@@ -85,19 +100,23 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         port = server.add_insecure_port(settings.listen_address)
-        async with monitored(
-            health_servicer,
-            database,
-            storage,
-            interval=settings.health_check_interval_seconds,
-            timeout=settings.health_check_timeout_seconds,
+        async with (
+            sweeping(sweeper),
+            monitored(
+                health_servicer,
+                database,
+                storage,
+                interval=settings.health_check_interval_seconds,
+                timeout=settings.health_check_timeout_seconds,
+            ),
         ):
             await server.start()
             try:
-                yield RunningServer(port, database, storage, health_servicer)
+                yield RunningServer(port, database, storage, health_servicer, operations, sweeper)
             finally:
                 await health_servicer.enter_graceful_shutdown()
                 await server.stop(settings.shutdown_grace_seconds)
+                await operations.drain(settings.shutdown_cleanup_seconds)
 
 
 async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = None) -> None:

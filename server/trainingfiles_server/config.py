@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     s3_training_bucket: str = "training-files"
     s3_max_attempts: PositiveInt = 4
     s3_max_pool_connections: PositiveInt = 32
+    # Multipart uploads are cut into parts of this size. S3 and Supabase Storage need at
+    # least 5 MiB for every part but the last; smaller parts are only for stores that
+    # accept them (SeaweedFS does: the tests use them to exercise the multipart paths).
+    s3_part_size_bytes: int = Field(default=5 * 1024 * 1024, ge=64 * 1024)
 
     # --- health ---
     health_check_interval_seconds: float = Field(default=5.0, gt=0)
@@ -54,7 +58,15 @@ class Settings(BaseSettings):
     fetch_concurrency: PositiveInt = 16
     max_conversations_per_request: PositiveInt = 10_000
     max_object_bytes: PositiveInt = 50 * 1024 * 1024
-    stale_processing_after_seconds: PositiveInt = 900
+
+    # --- crash safety (README: "Leases and the sweeper") ---
+    # A build holds a lease on its file for this long, renewed every third of it; the
+    # sweeper fails a build whose lease expired and removes what it stored.
+    lease_seconds: float = Field(default=30.0, ge=1)
+    sweep_interval_seconds: float = Field(default=10.0, gt=0)
+    # How long running builds may take to clean up at shutdown, after the grace period,
+    # before the pool and the S3 client close (what does not finish is the sweeper's).
+    shutdown_cleanup_seconds: float = Field(default=10.0, ge=0)
 
     # --- identity ---
     # HS256 secret of the Supabase project (at least 32 bytes). The development secret
@@ -62,6 +74,8 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     # Optional JWKS endpoint for asymmetric (RS256/ES256) tokens.
     jwt_jwks_url: str | None = None
+    # How long the fetched JWKS is trusted before it is fetched again (at most a day).
+    jwt_jwks_cache_seconds: float = Field(default=600, gt=0, le=86_400)
     jwt_audience: str = "authenticated"
     jwt_leeway_seconds: float = Field(default=30, ge=0, le=300)
     # Development only: accept the development JWT secret (`make run` sets it).

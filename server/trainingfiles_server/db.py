@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 from uuid import UUID
 
@@ -30,6 +31,7 @@ Connection: TypeAlias = "asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionPr
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 
 PING = "SELECT 1"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 TRAINING_FILE_COLUMNS = """
     id, name, description, status, storage_bucket, json_file_path, jsonl_file_path,
@@ -55,25 +57,63 @@ LEFT JOIN training_file_conversations m
 ORDER BY r.ord
 """
 
+# A new file, 'processing' under the Create's lease ($8 token, $9 seconds).
 INSERT_PROCESSING_FILE = f"""
 INSERT INTO training_files
     (id, name, description, status, storage_bucket, json_file_path, jsonl_file_path,
-     created_by)
-VALUES ($1, $2, $3, 'processing', $4, $5, $6, $7)
+     created_by, lease_token, lease_expires_at)
+VALUES ($1, $2, $3, 'processing', $4, $5, $6, $7, $8,
+        clock_timestamp() + make_interval(secs => $9))
 RETURNING {TRAINING_FILE_COLUMNS}
 """
 
+# The objects a build is about to write ($3), owned by its lease ($4).
 INSERT_INTENTS = """
-INSERT INTO storage_intents (bucket, object_key, training_file_id)
-SELECT $1, key, $2 FROM unnest($3::text[]) AS key
+INSERT INTO storage_intents (bucket, object_key, training_file_id, lease_token)
+SELECT $1, key, $2, $4 FROM unnest($3::text[]) AS key
 ON CONFLICT (bucket, object_key) DO NOTHING
+"""
+
+# Objects to delete once `delete_after` has passed, whoever wrote them.
+INSERT_DUE_INTENTS = """
+INSERT INTO storage_intents (bucket, object_key, training_file_id, delete_after)
+SELECT $1, key, $2, $4 FROM unnest($3::text[]) AS key
+ON CONFLICT (bucket, object_key)
+DO UPDATE SET lease_token = NULL, delete_after = EXCLUDED.delete_after
+"""
+
+RECORD_UPLOAD = """
+UPDATE storage_intents SET upload_id = $3
+WHERE bucket = $1 AND object_key = $2 AND lease_token = $4
 """
 
 DELETE_INTENTS = """
 DELETE FROM storage_intents WHERE bucket = $1 AND object_key = ANY($2::text[])
 """
 
-# Make a file's new content live: metrics, paths, sizes, status, version.
+# Take an active file's lease for an Add, unless another build holds a live one.
+CLAIM_FILE = f"""
+UPDATE training_files
+SET lease_token = $2, lease_expires_at = clock_timestamp() + make_interval(secs => $3)
+WHERE id = $1 AND status = 'active'
+  AND (lease_token IS NULL OR lease_expires_at <= clock_timestamp())
+RETURNING {TRAINING_FILE_COLUMNS}
+"""
+
+# An expired lease is never renewed: once the sweeper may have acted on it, it is lost.
+RENEW_LEASE = """
+UPDATE training_files
+SET lease_expires_at = clock_timestamp() + make_interval(secs => $3)
+WHERE id = $1 AND lease_token = $2 AND lease_expires_at > clock_timestamp()
+"""
+
+RELEASE_LEASE = """
+UPDATE training_files SET lease_token = NULL, lease_expires_at = NULL
+WHERE id = $1 AND lease_token = $2
+"""
+
+# Make a build's content live, only while it still holds its lease ($15) and the file is
+# still in the status the build started from ($16): metrics, paths, sizes, version.
 ACTIVATE_FILE = f"""
 UPDATE training_files
 SET status = 'active', json_file_path = $2, jsonl_file_path = $3,
@@ -81,8 +121,38 @@ SET status = 'active', json_file_path = $2, jsonl_file_path = $3,
     conversation_count = $6, total_training_pairs = $7,
     avg_quality_score = $8, min_quality_score = $9, max_quality_score = $10,
     human_reviewed_count = $11, scaffolding_distribution = $12,
-    vertical = $13, consultant_profile = $14, version = version + 1
-WHERE id = $1
+    vertical = $13, consultant_profile = $14, version = version + 1,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = $1 AND lease_token = $15 AND lease_expires_at > clock_timestamp()
+  AND status = $16
+RETURNING {TRAINING_FILE_COLUMNS}
+"""
+
+# The build's own intents for the objects it made live; fewer than expected means the
+# sweeper condemned them (the lease was lost) and the commit must not happen.
+CLAIM_BUILD_INTENTS = """
+DELETE FROM storage_intents
+WHERE bucket = $1 AND object_key = ANY($2::text[]) AND lease_token = $3
+"""
+
+# Replaced objects wait for the last link handed out for the file to expire.
+RETIRE_OBJECTS = """
+INSERT INTO storage_intents (bucket, object_key, training_file_id, delete_after)
+SELECT $1, key, f.id, greatest(now(), f.links_valid_until)
+FROM unnest($3::text[]) AS key, training_files f
+WHERE f.id = $2
+ON CONFLICT (bucket, object_key)
+DO UPDATE SET lease_token = NULL, delete_after = EXCLUDED.delete_after
+RETURNING delete_after <= now() AS due
+"""
+
+# A download link is about to be handed out: remember until when it may be used, and
+# read the keys in the same statement, so an Add that replaces them sees the expiry.
+NOTE_LINK = f"""
+UPDATE training_files
+SET links_valid_until = greatest(links_valid_until, $2)
+WHERE id = $1 AND status IN ('active', 'archived')
+  AND ($3::uuid IS NULL OR created_by = $3)
 RETURNING {TRAINING_FILE_COLUMNS}
 """
 
@@ -99,15 +169,12 @@ FROM unnest($4::uuid[], $5::int[], $6::float8[], $7::bool[], $8::text[], $9::tex
 
 MARK_FAILED = """
 UPDATE training_files
-SET status = 'failed', error_message = $2, json_file_path = NULL, jsonl_file_path = NULL
-WHERE id = $1 AND status = 'processing'
+SET status = 'failed', error_message = $2, json_file_path = NULL, jsonl_file_path = NULL,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = $1 AND status = 'processing' AND lease_token = $3
 """
 
 GET_FILE = f"SELECT {TRAINING_FILE_COLUMNS} FROM training_files WHERE id = $1"
-
-LOCK_FILE = f"""
-SELECT {TRAINING_FILE_COLUMNS} FROM training_files WHERE id = $1 FOR NO KEY UPDATE
-"""
 
 FILE_SUMMARIES = """
 SELECT conversation_id, training_pair_count, quality_score, human_reviewed,
@@ -159,21 +226,56 @@ ORDER BY c.created_at DESC, c.conversation_id DESC
 LIMIT $4
 """
 
-# Start-up repair: files a dead process left in 'processing', and intents of objects
-# that were never committed (or were replaced but not yet deleted).
-FAIL_STALE_PROCESSING = """
+# The sweeper (sweeper.py). Builds whose lease expired: a Create fails, an Add lets go.
+FAIL_EXPIRED_BUILDS = """
 UPDATE training_files
-SET status = 'failed', error_message = 'interrupted: the server stopped while building it',
-    json_file_path = NULL, jsonl_file_path = NULL
-WHERE status = 'processing' AND updated_at < now() - make_interval(secs => $1)
+SET status = 'failed', error_message = 'interrupted: the server building it stopped',
+    json_file_path = NULL, jsonl_file_path = NULL,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE status = 'processing'
+  AND (lease_token IS NULL OR lease_expires_at <= clock_timestamp())
 RETURNING id
 """
 
-STALE_INTENTS = """
-SELECT bucket, object_key FROM storage_intents
-WHERE created_at < now() - make_interval(secs => $1)
-ORDER BY created_at
+RELEASE_EXPIRED_LEASES = """
+UPDATE training_files SET lease_token = NULL, lease_expires_at = NULL
+WHERE status <> 'processing' AND lease_token IS NOT NULL
+  AND lease_expires_at <= clock_timestamp()
 """
+
+# Intents whose build no longer holds a live lease become the sweeper's, due now.
+CONDEMN_ORPHAN_INTENTS = """
+UPDATE storage_intents i
+SET lease_token = NULL, delete_after = now()
+WHERE i.lease_token IS NOT NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM training_files f
+      WHERE f.id = i.training_file_id AND f.lease_token = i.lease_token
+        AND f.lease_expires_at > clock_timestamp())
+"""
+
+DUE_INTENTS = """
+SELECT bucket, object_key, upload_id FROM storage_intents
+WHERE lease_token IS NULL AND delete_after <= now()
+ORDER BY delete_after
+LIMIT $1
+"""
+
+DELETE_DUE_INTENTS = """
+DELETE FROM storage_intents
+WHERE bucket = $1 AND object_key = ANY($2::text[]) AND lease_token IS NULL
+"""
+
+# Upload ids a live build still accounts for.
+LIVE_UPLOADS = """
+SELECT upload_id FROM storage_intents
+WHERE bucket = $1 AND upload_id IS NOT NULL AND lease_token IS NOT NULL
+"""
+
+# One sweeper at a time across replicas: a session-level advisory lock on this key.
+SWEEPER_LOCK_KEY = 0x7472_6169_6E66  # "trainf"
+TRY_SWEEPER_LOCK = "SELECT pg_try_advisory_lock($1)"
+SWEEPER_UNLOCK = "SELECT pg_advisory_unlock($1)"
 
 # Errors that mean "the database cannot be reached right now", as opposed to a bug or a
 # constraint violation: the caller may retry.
@@ -186,6 +288,8 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.InterfaceError,
+    # statement_timeout or a cancelled statement on the server side
+    asyncpg.exceptions.QueryCanceledError,
 )
 
 
@@ -213,8 +317,9 @@ async def _keep_session(conn: Connection) -> None:
 
     The default reset (`RESET ALL`, `UNLISTEN *`, `CLOSE ALL`, advisory unlock) is one more
     round trip on every release, which doubled the database work of a Get or List. The
-    service keeps no session state (no SET, LISTEN, cursors or advisory locks), and an
-    open transaction is still rolled back by the pool before this runs.
+    service keeps no session state (no SET, LISTEN or cursors; the sweeper releases its
+    advisory lock itself), and an open transaction is still rolled back by the pool
+    before this runs.
     """
 
 
@@ -236,21 +341,52 @@ def _summary(row: asyncpg.Record) -> ConversationSummary:
     )
 
 
-class Database:
-    """The service's view of PostgreSQL; wraps the one pool of the process."""
+class LeaseLost(Exception):
+    """The build's lease expired or was taken: it must not change anything any more."""
 
-    def __init__(self, pool: Pool) -> None:
+
+@dataclass(frozen=True, slots=True)
+class DueIntent:
+    bucket: str
+    object_key: str
+    upload_id: str | None
+
+
+class Database:
+    """The service's view of PostgreSQL; wraps the one pool of the process.
+
+    Every call goes through `translate_errors` and honours the command timeout, also
+    while waiting for a pool connection: a database that does not answer is
+    `Unavailable`, never a hang and never INTERNAL.
+    """
+
+    def __init__(self, pool: Pool, timeout: float = 30.0) -> None:
         self.pool = pool
+        self.timeout = timeout
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        with translate_errors():
+            async with self.pool.acquire(timeout=self.timeout) as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A connection in a transaction; BEGIN and COMMIT failures are `Unavailable` too."""
+        async with self.connection() as conn:
+            with translate_errors():
+                async with conn.transaction():
+                    yield conn
 
     async def ping(self) -> None:
         with translate_errors():
-            await self.pool.fetchval(PING)
+            await self.pool.fetchval(PING, timeout=self.timeout)
 
     async def check_conversations(
-        self, ids: Sequence[UUID], training_file_id: UUID | None, conn: Connection | None = None
+        self, ids: Sequence[UUID], training_file_id: UUID | None
     ) -> list[CandidateConversation]:
-        with translate_errors():
-            rows = await (conn or self.pool).fetch(CHECK_CONVERSATIONS, ids, training_file_id)
+        async with self.connection() as conn:
+            rows = await conn.fetch(CHECK_CONVERSATIONS, ids, training_file_id)
         return [CandidateConversation(**dict(row.items())) for row in rows]
 
     async def insert_processing_file(
@@ -263,42 +399,78 @@ class Database:
         json_key: str,
         jsonl_key: str,
         created_by: UUID | None,
+        lease_token: UUID,
+        lease_seconds: float,
     ) -> TrainingFileRecord:
-        """Take the name and record the keys to clean up, in one transaction."""
-        with translate_errors():
-            async with self.pool.acquire() as conn, conn.transaction():
-                try:
-                    row = await conn.fetchrow(
-                        INSERT_PROCESSING_FILE,
-                        file_id,
-                        name,
-                        description,
-                        bucket,
-                        json_key,
-                        jsonl_key,
-                        created_by,
-                    )
-                except asyncpg.exceptions.UniqueViolationError:
-                    raise AlreadyExists(
-                        "training_file", name, f"a training file named {name!r} already exists"
-                    ) from None
-                await conn.execute(INSERT_INTENTS, bucket, file_id, [json_key, jsonl_key])
+        """Take the name, the lease and record the keys to clean up, in one transaction."""
+        async with self.transaction() as conn:
+            try:
+                row = await conn.fetchrow(
+                    INSERT_PROCESSING_FILE,
+                    file_id,
+                    name,
+                    description,
+                    bucket,
+                    json_key,
+                    jsonl_key,
+                    created_by,
+                    lease_token,
+                    lease_seconds,
+                )
+            except asyncpg.exceptions.UniqueViolationError:
+                raise AlreadyExists(
+                    "training_file", name, f"a training file named {name!r} already exists"
+                ) from None
+            await conn.execute(INSERT_INTENTS, bucket, file_id, [json_key, jsonl_key], lease_token)
         assert row is not None
         return _file(row)
 
-    async def record_intents(self, bucket: str, file_id: UUID, keys: Sequence[str]) -> None:
-        with translate_errors():
-            await self.pool.execute(INSERT_INTENTS, bucket, file_id, list(keys))
+    async def claim_file(
+        self, file_id: UUID, lease_token: UUID, lease_seconds: float, bucket: str, keys: list[str]
+    ) -> TrainingFileRecord | None:
+        """Take an active file's lease and record the keys the Add will write.
+
+        None: the file is not active, or another build holds a live lease on it.
+        """
+        async with self.transaction() as conn:
+            row = await conn.fetchrow(CLAIM_FILE, file_id, lease_token, lease_seconds)
+            if row is None:
+                return None
+            await conn.execute(INSERT_INTENTS, bucket, file_id, keys, lease_token)
+        return _file(row)
+
+    async def renew_lease(self, file_id: UUID, lease_token: UUID, lease_seconds: float) -> bool:
+        """Extend a live lease; False once it has expired or was taken (lost for good)."""
+        async with self.connection() as conn:
+            status = await conn.execute(RENEW_LEASE, file_id, lease_token, lease_seconds)
+        return status == "UPDATE 1"
+
+    async def release_lease(self, file_id: UUID, lease_token: UUID) -> None:
+        async with self.connection() as conn:
+            await conn.execute(RELEASE_LEASE, file_id, lease_token)
+
+    async def record_upload(self, bucket: str, key: str, upload_id: str, lease_token: UUID) -> None:
+        """Note a multipart upload before its first part goes up; `LeaseLost` if too late."""
+        async with self.connection() as conn:
+            status = await conn.execute(RECORD_UPLOAD, bucket, key, upload_id, lease_token)
+        if status != "UPDATE 1":
+            raise LeaseLost(key)
+
+    async def condemn(self, bucket: str, file_id: UUID, keys: Sequence[str]) -> None:
+        """Hand objects to the sweeper, due now (if deleting them here fails)."""
+        async with self.connection() as conn:
+            await conn.execute(INSERT_DUE_INTENTS, bucket, file_id, list(keys), _EPOCH)
 
     async def clear_intents(self, bucket: str, keys: Sequence[str]) -> None:
-        with translate_errors():
-            await self.pool.execute(DELETE_INTENTS, bucket, list(keys))
+        async with self.connection() as conn:
+            await conn.execute(DELETE_INTENTS, bucket, list(keys))
 
     async def activate(
         self,
-        conn: Connection,
         *,
         file_id: UUID,
+        lease_token: UUID,
+        from_status: Status,
         bucket: str,
         json_key: str,
         jsonl_key: str,
@@ -310,9 +482,16 @@ class Database:
         new_conversations: Sequence[ConversationSummary],
         first_position: int,
         added_by: UUID | None,
-    ) -> TrainingFileRecord:
-        """Within the caller's transaction: new content live, members added, intents cleared."""
-        with translate_errors():
+        replaced_keys: Sequence[str] = (),
+    ) -> tuple[TrainingFileRecord, bool]:
+        """One transaction: new content live, members added, the build's intents cleared.
+
+        Only while the build holds its lease and the file is still `from_status`:
+        otherwise nothing changes and `LeaseLost` is raised (the caller finds out which).
+        The replaced objects become the sweeper's, kept while a link to them may be
+        valid; the flag says whether they may be deleted at once.
+        """
+        async with self.transaction() as conn:
             row = await conn.fetchrow(
                 ACTIVATE_FILE,
                 file_id,
@@ -330,7 +509,16 @@ class Database:
                 vertical,
                 # A `json` column: the text is stored as written, keys in their order.
                 consultant_profile.decode(),
+                lease_token,
+                from_status.value,
             )
+            if row is None:
+                raise LeaseLost(str(file_id))
+            claimed = await conn.execute(
+                CLAIM_BUILD_INTENTS, bucket, [json_key, jsonl_key], lease_token
+            )
+            if claimed != "DELETE 2":
+                raise LeaseLost(str(file_id))  # rolls the activation back
             await conn.execute(
                 INSERT_FILE_CONVERSATIONS,
                 file_id,
@@ -344,37 +532,37 @@ class Database:
                 [s.emotional_arc_key for s in new_conversations],
                 [s.training_topic_key for s in new_conversations],
             )
-            await conn.execute(DELETE_INTENTS, bucket, [json_key, jsonl_key])
-        assert row is not None
-        return _file(row)
+            due = True
+            if replaced_keys:
+                flags = await conn.fetch(RETIRE_OBJECTS, bucket, file_id, list(replaced_keys))
+                due = all(flag["due"] for flag in flags)
+        return _file(row), due
 
-    async def mark_failed(self, file_id: UUID, reason: str) -> None:
-        with translate_errors():
-            await self.pool.execute(MARK_FAILED, file_id, reason[:2000])
+    async def mark_failed(self, file_id: UUID, lease_token: UUID, reason: str) -> None:
+        async with self.connection() as conn:
+            await conn.execute(MARK_FAILED, file_id, reason[:2000], lease_token)
 
     async def get_file(self, file_id: UUID) -> TrainingFileRecord | None:
-        with translate_errors():
-            row = await self.pool.fetchrow(GET_FILE, file_id)
+        async with self.connection() as conn:
+            row = await conn.fetchrow(GET_FILE, file_id)
         return _file(row) if row is not None else None
 
-    @contextlib.asynccontextmanager
-    async def locked_file(
-        self, file_id: UUID
-    ) -> AsyncIterator[tuple[Connection, TrainingFileRecord | None]]:
-        """A transaction holding the file's row lock: concurrent Adds run one at a time."""
-        with translate_errors():
-            async with self.pool.acquire() as conn, conn.transaction():
-                row = await conn.fetchrow(LOCK_FILE, file_id)
-                yield conn, (_file(row) if row is not None else None)
+    async def note_link(
+        self, file_id: UUID, valid_until: datetime, owner: UUID | None
+    ) -> TrainingFileRecord | None:
+        """The file to link to, with `valid_until` remembered; None: not downloadable."""
+        async with self.connection() as conn:
+            row = await conn.fetchrow(NOTE_LINK, file_id, valid_until, owner)
+        return _file(row) if row is not None else None
 
-    async def file_summaries(self, conn: Connection, file_id: UUID) -> list[ConversationSummary]:
-        with translate_errors():
+    async def file_summaries(self, file_id: UUID) -> list[ConversationSummary]:
+        async with self.connection() as conn:
             rows = await conn.fetch(FILE_SUMMARIES, file_id)
         return [_summary(row) for row in rows]
 
     async def archive(self, file_id: UUID) -> TrainingFileRecord | None:
-        with translate_errors():
-            row = await self.pool.fetchrow(ARCHIVE_FILE, file_id)
+        async with self.connection() as conn:
+            row = await conn.fetchrow(ARCHIVE_FILE, file_id)
         return _file(row) if row is not None else None
 
     async def list_files(
@@ -386,8 +574,8 @@ class Database:
         limit: int,
         owner: UUID | None,
     ) -> list[TrainingFileRecord]:
-        with translate_errors():
-            rows = await self.pool.fetch(
+        async with self.connection() as conn:
+            rows = await conn.fetch(
                 LIST_FILES,
                 status.value if status else None,
                 include_archived,
@@ -401,8 +589,8 @@ class Database:
     async def list_file_conversations(
         self, file_id: UUID, after_position: int, limit: int
     ) -> list[FileConversation]:
-        with translate_errors():
-            rows = await self.pool.fetch(LIST_FILE_CONVERSATIONS, file_id, after_position, limit)
+        async with self.connection() as conn:
+            rows = await conn.fetch(LIST_FILE_CONVERSATIONS, file_id, after_position, limit)
         return [FileConversation(**dict(row.items())) for row in rows]
 
     async def list_eligible(
@@ -413,8 +601,8 @@ class Database:
         limit: int,
         owner: UUID | None,
     ) -> list[EligibleConversation]:
-        with translate_errors():
-            rows = await self.pool.fetch(
+        async with self.connection() as conn:
+            rows = await conn.fetch(
                 LIST_ELIGIBLE,
                 exclude_file,
                 after[0] if after else None,
@@ -424,15 +612,45 @@ class Database:
             )
         return [EligibleConversation(**dict(row.items())) for row in rows]
 
-    async def fail_stale_processing(self, older_than_seconds: float) -> list[UUID]:
+    # ------------------------------------------------------------- the sweeper's
+
+    @contextlib.asynccontextmanager
+    async def sweeper_lock(self) -> AsyncIterator[Connection | None]:
+        """The sweeper's connection if this process may sweep now, else None."""
+        async with self.connection() as conn:
+            if not await conn.fetchval(TRY_SWEEPER_LOCK, SWEEPER_LOCK_KEY):
+                yield None
+                return
+            try:
+                yield conn
+            finally:
+                # Released by hand: the pool's reset is off (see `_keep_session`). A
+                # connection that broke has lost the lock with its session anyway.
+                with contextlib.suppress(Exception):
+                    await conn.execute(SWEEPER_UNLOCK, SWEEPER_LOCK_KEY)
+
+    async def expire_builds(self, conn: Connection) -> list[UUID]:
+        """Fail Creates and free Adds whose lease expired; their intents become due."""
         with translate_errors():
-            rows = await self.pool.fetch(FAIL_STALE_PROCESSING, older_than_seconds)
+            async with conn.transaction():
+                rows = await conn.fetch(FAIL_EXPIRED_BUILDS)
+                await conn.execute(RELEASE_EXPIRED_LEASES)
+                await conn.execute(CONDEMN_ORPHAN_INTENTS)
         return [row["id"] for row in rows]
 
-    async def stale_intents(self, older_than_seconds: float) -> list[tuple[str, str]]:
+    async def due_intents(self, conn: Connection, limit: int) -> list[DueIntent]:
         with translate_errors():
-            rows = await self.pool.fetch(STALE_INTENTS, older_than_seconds)
-        return [(row["bucket"], row["object_key"]) for row in rows]
+            rows = await conn.fetch(DUE_INTENTS, limit)
+        return [DueIntent(row["bucket"], row["object_key"], row["upload_id"]) for row in rows]
+
+    async def forget_due(self, conn: Connection, bucket: str, keys: Sequence[str]) -> None:
+        with translate_errors():
+            await conn.execute(DELETE_DUE_INTENTS, bucket, list(keys))
+
+    async def live_uploads(self, conn: Connection, bucket: str) -> set[str]:
+        with translate_errors():
+            rows = await conn.fetch(LIVE_UPLOADS, bucket)
+        return {row["upload_id"] for row in rows}
 
 
 @contextlib.asynccontextmanager
@@ -449,6 +667,6 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
             reset=_keep_session,
         )
     try:
-        yield Database(pool)
+        yield Database(pool, settings.database_command_timeout_seconds)
     finally:
         await pool.close()

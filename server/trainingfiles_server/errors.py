@@ -11,6 +11,7 @@
     ├── Unauthenticated               UNAUTHENTICATED
     ├── PermissionDenied              PERMISSION_DENIED
     ├── Unavailable                   UNAVAILABLE (database or storage unreachable)
+    ├── Aborted                       ABORTED (a build lost its lease; retry)
     ├── DeadlineExceeded              DEADLINE_EXCEEDED
     ├── Cancelled                     CANCELLED
     └── Unimplemented                 UNIMPLEMENTED
@@ -183,6 +184,16 @@ class Unavailable(ServiceError):
 
     code = code_pb2.UNAVAILABLE
     default_reason = "UNAVAILABLE"
+
+
+class Aborted(ServiceError):
+    """A build lost its lease (it stalled past it, or the file changed meanwhile).
+
+    Nothing it did is visible; the caller may retry the whole call.
+    """
+
+    code = code_pb2.ABORTED
+    default_reason = "ABORTED"
 
 
 class DeadlineExceeded(ServiceError):

@@ -27,17 +27,17 @@ import logging
 import time
 import uuid
 from array import array
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from uuid import UUID
 
-from . import aggregate
+from . import aggregate, failpoints
 from .aggregate import ConsistencyCheck, ConversationSummary, JsonlToJsonPairs
 from .auth import Caller
 from .config import Settings
-from .db import Database
+from .db import Database, LeaseLost
 from .documents import DocumentError, decode_json_object, validate_enriched_document
 from .errors import (
     InvalidArgument,
@@ -45,6 +45,7 @@ from .errors import (
     ResourceExhausted,
     ServiceError,
 )
+from .leases import FileQueue, Lease, claim_with_retry, lease_lost
 from .models import (
     CandidateConversation,
     DownloadUrl,
@@ -69,7 +70,7 @@ from .rules import (
     url_expiry,
     uuid_violations,
 )
-from .storage import ObjectMissing, ObjectTooLarge, Storage
+from .storage import ObjectMissing, ObjectTooLarge, Storage, UploadHook
 
 log = logging.getLogger("trainingfiles.operations")
 
@@ -115,10 +116,18 @@ class _Outputs:
     """
 
     def __init__(
-        self, storage: Storage, bucket: str, json_key: str, jsonl_key: str, max_bytes: int
+        self,
+        storage: Storage,
+        bucket: str,
+        json_key: str,
+        jsonl_key: str,
+        max_bytes: int,
+        on_upload: UploadHook | None = None,
     ) -> None:
-        self.json = storage.writer(bucket, json_key, "application/json", hold_first=True)
-        self.jsonl = storage.writer(bucket, jsonl_key, "application/x-ndjson")
+        self.json = storage.writer(
+            bucket, json_key, "application/json", hold_first=True, on_upload=on_upload
+        )
+        self.jsonl = storage.writer(bucket, jsonl_key, "application/x-ndjson", on_upload=on_upload)
         self._pairs = JsonlToJsonPairs()
         self._max_bytes = max_bytes
         self._stored: asyncio.Future[list[None]] | None = None
@@ -194,6 +203,38 @@ class _Fetched:
     lines: bytes
 
 
+@dataclass
+class _Build:
+    """One Create or Add in progress: what it writes, under which lease, from what."""
+
+    file_id: UUID
+    name: str
+    bucket: str
+    json_key: str
+    jsonl_key: str
+    moment: datetime
+    lease: Lease
+    # The status the file must still have at commit ('processing' for a Create).
+    from_status: Status
+    # An Add: the version it extends, and its conversations' summaries.
+    stored: TrainingFileRecord | None = None
+    existing: list[ConversationSummary] = field(default_factory=list)
+    added_by: UUID | None = None
+    result: TrainingFileRecord | None = None
+    replaced_due: bool = False
+
+    @property
+    def keys(self) -> list[str]:
+        return [self.json_key, self.jsonl_key]
+
+    @property
+    def replaced_keys(self) -> list[str]:
+        if self.stored is None:
+            return []
+        assert self.stored.json_file_path and self.stored.jsonl_file_path
+        return [self.stored.json_file_path, self.stored.jsonl_file_path]
+
+
 class Operations:
     """Every operation of the service over one database and one object store."""
 
@@ -204,6 +245,11 @@ class Operations:
         self.database = database
         self.storage = storage
         self.tokens = tokens
+        self._queue = FileQueue()
+        # Builds running in this process, whose cleanup shutdown waits for (`drain`).
+        self._builds = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # ----------------------------------------------------------------- create / add
 
@@ -214,7 +260,7 @@ class Operations:
         description: str | None,
         ids: Sequence[str],
         on_behalf_of: str = "",
-    ) -> AsyncIterator[Progress]:
+    ) -> AsyncGenerator[Progress, None]:
         conversation_ids = check_ids(
             ids, self.settings.max_conversations_per_request, check_name(name, description)
         )
@@ -229,86 +275,44 @@ class Operations:
         file_id = uuid.uuid4()
         moment = datetime.now(UTC)
         json_key, jsonl_key = object_keys(file_id, name, moment)
-        bucket = self.storage.training_bucket
+        token = uuid.uuid4()
         await self.database.insert_processing_file(
             file_id=file_id,
             name=name,
             description=description,
-            bucket=bucket,
+            bucket=self.storage.training_bucket,
             json_key=json_key,
             jsonl_key=jsonl_key,
             created_by=owner,
+            lease_token=token,
+            lease_seconds=self.settings.lease_seconds,
         )
-        try:
-            total = len(targets)
-            yield Progress(Stage.VALIDATING, total, total, file_id)
-            outputs = self._outputs(bucket, json_key, jsonl_key)
-            try:
-                consistency = ConsistencyCheck()
-                summaries = aggregate.Summaries()
-                async for event in self._fetch_all(
-                    file_id, targets, outputs, consistency, summaries
-                ):
-                    yield event
-                metrics = aggregate.summarize(summaries)
-                assert (
-                    consistency.vertical is not None and consistency.consultant_profile is not None
-                )
-                header = aggregate.json_header(
-                    name, moment, consistency.vertical, metrics, consistency.consultant_profile
-                )
-                yield Progress(Stage.AGGREGATING, total, total, file_id)
-                jsonl_size = outputs.jsonl_size
-                json_size = self._check_sizes(header, jsonl_size)
-                yield Progress(Stage.UPLOADING, 0, 0, file_id)
-                await self._finish(outputs, header, json_size, jsonl_size)
-            except BaseException:
-                await _shielded(outputs.abort())
-                raise
-            yield Progress(Stage.SAVING, 0, 0, file_id)
-            async with self.database.pool.acquire() as conn, conn.transaction():
-                record = await self.database.activate(
-                    conn,
-                    file_id=file_id,
-                    bucket=bucket,
-                    json_key=json_key,
-                    jsonl_key=jsonl_key,
-                    json_size=json_size,
-                    jsonl_size=jsonl_size,
-                    metrics=metrics,
-                    vertical=consistency.vertical,
-                    consultant_profile=consistency.consultant_profile,
-                    new_conversations=list(summaries),
-                    first_position=0,
-                    added_by=caller.user_id,
-                )
-        except BaseException as exc:
-            await _shielded(self._abandon_create(file_id, bucket, [json_key, jsonl_key], exc))
-            raise
-        yield Progress(Stage.SAVING, 0, 0, file_id, training_file=record)
-
-    async def _abandon_create(
-        self, file_id: UUID, bucket: str, keys: list[str], exc: BaseException
-    ) -> None:
-        """Mark the row failed with the reason, then remove what the Create stored.
-
-        The two steps are independent, so storage being down does not leave the row in
-        'processing', nor the database being down the objects. Whatever does not finish
-        is finished by start-up repair: a row still 'processing' and the intents of
-        undeleted objects are found once older than the configured age.
-        """
-        reason = _failure_reason(exc)
-        fields = {"training_file_id": str(file_id), "reason": reason}
-        try:
-            await self.database.mark_failed(file_id, reason)
-        except Exception:
-            log.warning("could not mark the file failed", exc_info=True, extra={"fields": fields})
-        await self._discard(bucket, keys)
-        log.info("create failed", extra={"fields": fields})
+        build = _Build(
+            file_id=file_id,
+            name=name,
+            bucket=self.storage.training_bucket,
+            json_key=json_key,
+            jsonl_key=jsonl_key,
+            moment=moment,
+            lease=self._lease(file_id, token),
+            from_status=Status.PROCESSING,
+            added_by=caller.user_id,
+        )
+        with self._tracked():
+            async with build.lease.kept():
+                try:
+                    await failpoints.reach("build.leased")
+                    async for event in self._run(build, targets):
+                        yield event
+                except BaseException as exc:
+                    await _shielded(self._abandon(build, exc))
+                    raise
+        assert build.result is not None
+        yield Progress(Stage.SAVING, 0, 0, file_id, training_file=build.result)
 
     async def add(
         self, caller: Caller, training_file_id: str, ids: Sequence[str]
-    ) -> AsyncIterator[Progress]:
+    ) -> AsyncGenerator[Progress, None]:
         conversation_ids = check_ids(
             ids,
             self.settings.max_conversations_per_request,
@@ -316,104 +320,224 @@ class Operations:
         )
         del ids  # nothing per conversation is kept longer than needed (memory)
         file_id = UUID(training_file_id)
-        async with self.database.locked_file(file_id) as (conn, record):
-            record = self._visible(caller, record, file_id)
-            if record.status is not Status.ACTIVE:
-                raise not_active(record, "only active files can be extended")
-            candidates = await self.database.check_conversations(conversation_ids, file_id, conn)
-            # Added conversations must belong to the file's owner (any, for a system file
-            # extended by a service), and to the caller when the caller is a user.
-            reject_ineligible(ineligible(candidates, record.created_by or caller.user_id))
-            targets = _Targets(candidates)
-            del candidates, conversation_ids
-            assert record.json_file_path and record.jsonl_file_path
-            moment = datetime.now(UTC)
-            json_key, jsonl_key = object_keys(file_id, record.name, moment)
-            bucket = record.storage_bucket
-            await self.database.record_intents(bucket, file_id, [json_key, jsonl_key])
-            new_keys = [json_key, jsonl_key]
-            try:
-                total = len(targets)
-                yield Progress(Stage.VALIDATING, total, total, file_id)
-                outputs = self._outputs(bucket, json_key, jsonl_key)
-                try:
-                    consistency = ConsistencyCheck(record.vertical, _profile_bytes(record))
-                    added = aggregate.Summaries()
-                    # The file's current pairs, copied by the store while new ones arrive.
-                    outputs.append_stored(
-                        record.json_file_path,
-                        record.json_file_size,
-                        record.jsonl_file_path,
-                        record.jsonl_file_size,
-                    )
-                    async for event in self._fetch_all(
-                        file_id, targets, outputs, consistency, added
-                    ):
-                        yield event
-                    existing = await self.database.file_summaries(conn, file_id)
-                    metrics = aggregate.summarize([*existing, *added])
-                    assert (
-                        consistency.vertical is not None
-                        and consistency.consultant_profile is not None
-                    )
-                    header = aggregate.json_header(
-                        record.name,
-                        moment,
-                        consistency.vertical,
-                        metrics,
-                        consistency.consultant_profile,
-                    )
-                    yield Progress(Stage.AGGREGATING, total, total, file_id)
-                    jsonl_size = outputs.jsonl_size
-                    json_size = self._check_sizes(header, jsonl_size)
-                    yield Progress(Stage.UPLOADING, 0, 0, file_id)
-                    await self._finish(outputs, header, json_size, jsonl_size)
-                except BaseException:
-                    await _shielded(outputs.abort())
-                    raise
-                yield Progress(Stage.SAVING, 0, 0, file_id)
-                old_keys = [record.json_file_path, record.jsonl_file_path]
-                async with conn.transaction():
-                    updated = await self.database.activate(
-                        conn,
-                        file_id=file_id,
-                        bucket=bucket,
-                        json_key=json_key,
-                        jsonl_key=jsonl_key,
-                        json_size=json_size,
-                        jsonl_size=jsonl_size,
-                        metrics=metrics,
-                        vertical=consistency.vertical,
-                        consultant_profile=consistency.consultant_profile,
-                        new_conversations=list(added),
-                        first_position=len(existing),
-                        added_by=caller.user_id,
-                    )
-                    # The replaced objects become deletable intents in the same commit.
-                    await conn.execute(
-                        "INSERT INTO storage_intents (bucket, object_key, training_file_id) "
-                        "SELECT $1, k, $2 FROM unnest($3::text[]) AS k ON CONFLICT DO NOTHING",
-                        bucket,
-                        file_id,
-                        old_keys,
-                    )
-            except BaseException:
-                await _shielded(self._discard(bucket, new_keys))
-                raise
-        # Committed (the lock's transaction ended): the old objects can go.
-        await _shielded(self._discard(bucket, old_keys))
-        yield Progress(Stage.SAVING, 0, 0, file_id, training_file=updated)
+        record = self._visible(caller, await self.database.get_file(file_id), file_id)
+        if record.status is not Status.ACTIVE:
+            raise not_active(record, "only active files can be extended")
+        # Adds of one file run one at a time, in order of arrival in this process; waiting
+        # holds no database connection. Across replicas the lease is the lock.
+        async with self._queue.turn(file_id):
+            token = uuid.uuid4()
+            build = await claim_with_retry(lambda: self._claim(caller, file_id, token))
+            with self._tracked():
+                async with build.lease.kept():
+                    try:
+                        await failpoints.reach("build.leased")
+                        candidates = await self.database.check_conversations(
+                            conversation_ids, file_id
+                        )
+                        del conversation_ids
+                        # Added conversations must belong to the file's owner (any, for a
+                        # system file extended by a service), and to a calling user.
+                        owner = build.stored.created_by if build.stored else None
+                        reject_ineligible(ineligible(candidates, owner or caller.user_id))
+                        targets = _Targets(candidates)
+                        del candidates
+                        build.existing = await self.database.file_summaries(file_id)
+                        async for event in self._run(build, targets):
+                            yield event
+                    except BaseException as exc:
+                        await _shielded(self._abandon(build, exc))
+                        raise
+        if build.replaced_due:
+            # No link to the replaced objects is outstanding: they can go now (else the
+            # sweeper deletes them once the last link has expired).
+            await _shielded(self._discard(build.bucket, file_id, build.replaced_keys))
+        assert build.result is not None
+        yield Progress(Stage.SAVING, 0, 0, file_id, training_file=build.result)
 
-    async def _discard(self, bucket: str, keys: list[str]) -> None:
+    async def _claim(self, caller: Caller, file_id: UUID, token: UUID) -> _Build | None:
+        """The Add's build if it got the file's lease; None while another build holds it."""
+        moment = datetime.now(UTC)
+        record = await self.database.get_file(file_id)
+        record = self._visible(caller, record, file_id)
+        json_key, jsonl_key = object_keys(file_id, record.name, moment)
+        bucket = record.storage_bucket
+        claimed = await self.database.claim_file(
+            file_id, token, self.settings.lease_seconds, bucket, [json_key, jsonl_key]
+        )
+        if claimed is None:
+            current = self._visible(caller, await self.database.get_file(file_id), file_id)
+            if current.status is not Status.ACTIVE:
+                raise not_active(current, "only active files can be extended")
+            return None
+        return _Build(
+            file_id=file_id,
+            name=claimed.name,
+            bucket=bucket,
+            json_key=json_key,
+            jsonl_key=jsonl_key,
+            moment=moment,
+            lease=self._lease(file_id, token),
+            from_status=Status.ACTIVE,
+            stored=claimed,
+            added_by=caller.user_id,
+        )
+
+    async def _run(self, build: _Build, targets: _Targets) -> AsyncIterator[Progress]:
+        """The build itself, the same for a Create and an Add: fetch, write, commit.
+
+        An Add starts from the file's stored pairs, which the store copies into the new
+        objects while the new documents are fetched.
+        """
+        file_id, stored, total = build.file_id, build.stored, len(targets)
+        yield Progress(Stage.VALIDATING, total, total, file_id)
+        outputs = _Outputs(
+            self.storage,
+            build.bucket,
+            build.json_key,
+            build.jsonl_key,
+            self.settings.max_object_bytes,
+            on_upload=self._upload_recorder(build),
+        )
         try:
+            if stored is None:
+                consistency = ConsistencyCheck()
+            else:
+                consistency = ConsistencyCheck(stored.vertical, _profile_bytes(stored))
+                assert stored.json_file_path and stored.jsonl_file_path
+                outputs.append_stored(
+                    stored.json_file_path,
+                    stored.json_file_size,
+                    stored.jsonl_file_path,
+                    stored.jsonl_file_size,
+                )
+            added = aggregate.Summaries()
+            async for event in self._fetch_all(
+                file_id, targets, outputs, consistency, added, build.lease
+            ):
+                yield event
+            metrics = aggregate.summarize([*build.existing, *added])
+            assert consistency.vertical is not None and consistency.consultant_profile is not None
+            header = aggregate.json_header(
+                build.name,
+                build.moment,
+                consistency.vertical,
+                metrics,
+                consistency.consultant_profile,
+            )
+            yield Progress(Stage.AGGREGATING, total, total, file_id)
+            jsonl_size = outputs.jsonl_size
+            json_size = self._check_sizes(header, jsonl_size)
+            yield Progress(Stage.UPLOADING, 0, 0, file_id)
+            build.lease.check()
+            await self._finish(outputs, header, json_size, jsonl_size)
+        except BaseException:
+            await _shielded(outputs.abort())
+            raise
+        await failpoints.reach("build.uploaded")
+        yield Progress(Stage.SAVING, 0, 0, file_id)
+        build.lease.check()
+        try:
+            build.result, build.replaced_due = await self.database.activate(
+                file_id=file_id,
+                lease_token=build.lease.token,
+                from_status=build.from_status,
+                bucket=build.bucket,
+                json_key=build.json_key,
+                jsonl_key=build.jsonl_key,
+                json_size=json_size,
+                jsonl_size=jsonl_size,
+                metrics=metrics,
+                vertical=consistency.vertical,
+                consultant_profile=consistency.consultant_profile,
+                new_conversations=list(added),
+                first_position=len(build.existing),
+                added_by=build.added_by,
+                replaced_keys=build.replaced_keys,
+            )
+        except LeaseLost:
+            raise await self._why_not_committed(build) from None
+        await failpoints.reach("build.committed")
+
+    async def _why_not_committed(self, build: _Build) -> ServiceError:
+        """The commit found the lease gone: the file was archived meanwhile, or it expired."""
+        current = await self.database.get_file(build.file_id)
+        if build.stored is not None and current is not None and current.status is not Status.ACTIVE:
+            return not_active(current, "it was archived while conversations were being added")
+        return lease_lost(build.file_id)
+
+    def _upload_recorder(self, build: _Build) -> UploadHook:
+        async def record(key: str, upload_id: str) -> None:
+            await failpoints.reach("build.upload_started")
+            try:
+                await self.database.record_upload(build.bucket, key, upload_id, build.lease.token)
+            except LeaseLost:
+                raise lease_lost(build.file_id) from None
+            await failpoints.reach("build.upload_recorded")
+
+        return record
+
+    def _lease(self, file_id: UUID, token: UUID) -> Lease:
+        return Lease(self.database, file_id, token, self.settings.lease_seconds)
+
+    async def _abandon(self, build: _Build, exc: BaseException) -> None:
+        """Give the file back as it was and remove what the build stored.
+
+        A Create's file becomes FAILED with the reason; an Add's file keeps its version and
+        is free for the next Add. Each step is independent, so storage being down does not
+        keep the file from being released (storage calls give up after their retries),
+        nor the database the objects from going. What does not finish here, the sweeper
+        finishes once the lease has expired.
+        """
+        reason = _failure_reason(exc)
+        fields = {"training_file_id": str(build.file_id), "reason": reason}
+        # Objects first: whoever sees the file FAILED (or free again) sees it clean.
+        await self._discard(build.bucket, build.file_id, build.keys)
+        try:
+            if build.stored is None:
+                await self.database.mark_failed(build.file_id, build.lease.token, reason)
+            else:
+                await self.database.release_lease(build.file_id, build.lease.token)
+        except Exception:
+            log.warning("could not release the file", exc_info=True, extra={"fields": fields})
+        log.info("build failed", extra={"fields": fields})
+
+    async def _discard(self, bucket: str, file_id: UUID, keys: list[str]) -> None:
+        """Delete objects. They are handed to the sweeper first, in case this stops half-way."""
+        try:
+            await self.database.condemn(bucket, file_id, keys)
             await self.storage.delete(bucket, keys)
             await self.database.clear_intents(bucket, keys)
         except Exception:
             log.warning(
-                "could not delete objects; start-up repair will",
+                "could not delete objects; the sweeper will",
                 exc_info=True,
                 extra={"fields": {"keys": keys}},
             )
+
+    @contextlib.contextmanager
+    def _tracked(self) -> Iterator[None]:
+        self._builds += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._builds -= 1
+            if not self._builds:
+                self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) until every build of this process has cleaned up."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning(
+                "builds still cleaning up at shutdown; the sweeper will finish them",
+                extra={"fields": {"builds": self._builds}},
+            )
+            return False
+        return True
 
     def _check_sizes(self, header: bytes, jsonl_size: int) -> int:
         json_size = aggregate.json_size(header, jsonl_size)
@@ -426,9 +550,6 @@ class Operations:
                 reason="OBJECT_TOO_LARGE",
             )
         return json_size
-
-    def _outputs(self, bucket: str, json_key: str, jsonl_key: str) -> _Outputs:
-        return _Outputs(self.storage, bucket, json_key, jsonl_key, self.settings.max_object_bytes)
 
     async def _finish(
         self, outputs: _Outputs, header: bytes, json_size: int, jsonl_size: int
@@ -448,6 +569,7 @@ class Operations:
         outputs: _Outputs,
         consistency: ConsistencyCheck,
         summaries: aggregate.Summaries,
+        lease: Lease,
     ) -> AsyncIterator[Progress]:
         """Fetch, validate and transform every document with bounded concurrency.
 
@@ -544,6 +666,8 @@ class Operations:
                     next_in_order += 1
                     await outputs.write(item.lines)
                     ahead.release()
+                    await failpoints.reach("build.fetched")
+                lease.check()
                 now = time.monotonic()
                 if (
                     done - last_sent_done >= step
@@ -659,35 +783,20 @@ class Operations:
                 "format", "must be FILE_FORMAT_JSON or FILE_FORMAT_JSONL", "REQUIRED"
             )
         seconds = url_expiry(expires_in)
-        record = await self.get(caller, training_file_id)
-        if record.status not in (Status.ACTIVE, Status.ARCHIVED):
-            raise not_active(record, "it has no content to download")
+        file_id = parse_uuid(training_file_id, "training_file_id")
+        expire = datetime.now(UTC) + timedelta(seconds=seconds)
+        # The link's expiry is noted on the file as its keys are read: objects an Add
+        # replaces are kept until then (the sweeper deletes them afterwards).
+        record = await self.database.note_link(file_id, expire, caller.user_id)
+        if record is None:
+            current = self._visible(caller, await self.database.get_file(file_id), file_id)
+            raise not_active(current, "it has no content to download")
         key = record.json_file_path if file_format is FileFormat.JSON else record.jsonl_file_path
         size = record.json_file_size if file_format is FileFormat.JSON else record.jsonl_file_size
         assert key is not None
         file_name = f"{record.name}.{file_format.value}"
         url = await self.storage.presign(record.storage_bucket, key, file_name, seconds)
-        expire = datetime.now(UTC) + timedelta(seconds=seconds)
         return DownloadUrl(url, expire, file_format, size, file_name)
-
-    # ----------------------------------------------------------------- repair
-
-    async def repair(self) -> None:
-        """Finish what a killed process left: stale 'processing' rows and stray objects."""
-        age = self.settings.stale_processing_after_seconds
-        failed = await self.database.fail_stale_processing(age)
-        intents = await self.database.stale_intents(age)
-        by_bucket: dict[str, list[str]] = {}
-        for bucket, key in intents:
-            by_bucket.setdefault(bucket, []).append(key)
-        for bucket, keys in by_bucket.items():
-            await self.storage.delete(bucket, keys)
-            await self.database.clear_intents(bucket, keys)
-        if failed or intents:
-            log.info(
-                "repaired",
-                extra={"fields": {"failed_files": len(failed), "deleted_objects": len(intents)}},
-            )
 
 
 def _profile_bytes(record: TrainingFileRecord) -> bytes | None:

@@ -6,6 +6,7 @@ one place that turns them into statuses.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -50,8 +51,10 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             list(request.conversation_ids),
             request.on_behalf_of,
         )
-        async for event in events:
-            yield convert.progress(event)
+        # Closed at once when the call ends early, so the build's cleanup runs now.
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield convert.progress(event)
 
     async def AddConversations(
         self, request: service_pb2.AddConversationsRequest, context: Context
@@ -59,8 +62,9 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
         events = self.operations.add(
             _caller(context), request.training_file_id, list(request.conversation_ids)
         )
-        async for event in events:
-            yield convert.progress(event)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield convert.progress(event)
 
     async def GetTrainingFile(
         self, request: service_pb2.GetTrainingFileRequest, context: Context

@@ -25,7 +25,9 @@ import os
 import random
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiobotocore.session
@@ -111,10 +113,19 @@ class ObjectWriter:
     """
 
     def __init__(
-        self, storage: Storage, bucket: str, key: str, content_type: str, *, hold_first: bool
+        self,
+        storage: Storage,
+        bucket: str,
+        key: str,
+        content_type: str,
+        *,
+        hold_first: bool,
+        on_upload: UploadHook | None = None,
     ) -> None:
         self._storage = storage
         self._client = storage.client
+        self._part_size = storage.part_size
+        self._on_upload = on_upload
         self.bucket = bucket
         self.key = key
         self._content_type = content_type
@@ -139,13 +150,13 @@ class ObjectWriter:
         if not data:
             return
         self.size += len(data)
-        if self._hold_first and self._head_size < PART_SIZE:
+        if self._hold_first and self._head_size < self._part_size:
             self._head.append(data)
             self._head_size += len(data)
             return
         self._pending.append(data)
         self._pending_size += len(data)
-        if self._pending_size >= PART_SIZE:
+        if self._pending_size >= self._part_size:
             part = b"".join(self._pending)
             self._pending.clear()
             self._pending_size = 0
@@ -159,14 +170,14 @@ class ObjectWriter:
         store without server-side copy gets them streamed through instead.
         """
         align = 0
-        if self._hold_first and self._head_size < PART_SIZE:
-            align = PART_SIZE - self._head_size
+        if self._hold_first and self._head_size < self._part_size:
+            align = self._part_size - self._head_size
         elif self._pending:
-            align = PART_SIZE - self._pending_size
+            align = self._part_size - self._pending_size
         align = min(align, end - start)
         await self._write_range(key, start, start + align)
         start += align
-        if end - start >= MIN_PART_SIZE and self._storage.copy_supported:
+        if end - start >= self._part_size and self._storage.copy_supported:
             try:
                 await self._copy(key, start, end)
                 return
@@ -226,13 +237,19 @@ class ObjectWriter:
             raise RuntimeError(f"the upload of {self.key!r} was aborted")
 
     async def _start(self) -> str:
+        """The multipart upload, created (and announced to `on_upload`) on first use."""
         self._raise_failure()
         if self._upload_id is None:
             with translate_errors():
                 created = await self._client.create_multipart_upload(
                     Bucket=self.bucket, Key=self.key, ContentType=self._content_type
                 )
-            self._upload_id = created["UploadId"]
+            upload_id: str = created["UploadId"]
+            self._upload_id = upload_id
+            if self._on_upload is not None:
+                # Recorded before any part goes up; `abort` drops it if recording fails.
+                await self._on_upload(self.key, upload_id)
+            return upload_id
         return self._upload_id
 
     async def _send(self, number: int, body: bytes) -> None:
@@ -315,6 +332,17 @@ class ObjectWriter:
                     await self.write(chunk)
 
 
+UploadHook = Callable[[str, str], Awaitable[None]]
+"""Called with (key, upload id) when a writer starts a multipart upload."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
 class _CopyUnsupported(Exception):
     """The store refused a server-side copy as not implemented."""
 
@@ -329,8 +357,10 @@ class Storage:
         training_bucket: str,
         http: aiohttp.ClientSession | None = None,
         max_attempts: int = 4,
+        part_size: int = PART_SIZE,
     ) -> None:
         self.client = client
+        self.part_size = part_size
         # Documents are read through `http` with presigned URLs when it is given.
         self.http = http
         self.max_attempts = max_attempts
@@ -340,10 +370,18 @@ class Storage:
         self.copy_supported = True
 
     def writer(
-        self, bucket: str, key: str, content_type: str, *, hold_first: bool = False
+        self,
+        bucket: str,
+        key: str,
+        content_type: str,
+        *,
+        hold_first: bool = False,
+        on_upload: UploadHook | None = None,
     ) -> ObjectWriter:
         """An `ObjectWriter` for `key`; see there."""
-        return ObjectWriter(self, bucket, key, content_type, hold_first=hold_first)
+        return ObjectWriter(
+            self, bucket, key, content_type, hold_first=hold_first, on_upload=on_upload
+        )
 
     async def ping(self) -> None:
         """Both buckets answer (HEAD bucket)."""
@@ -451,6 +489,33 @@ class Storage:
                     Bucket=bucket, Delete={"Objects": objects[start : start + 1000], "Quiet": True}
                 )
 
+    async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        """Drop a multipart upload and its parts; one that is already gone is fine."""
+        with translate_errors():
+            try:
+                await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("NoSuchUpload", "404"):
+                    raise
+
+    async def open_uploads(self, bucket: str) -> list[OpenUpload]:
+        """Every multipart upload in `bucket` that was started and not completed or aborted."""
+        uploads: list[OpenUpload] = []
+        markers: dict[str, str] = {}
+        with translate_errors():
+            while True:
+                page = await self.client.list_multipart_uploads(Bucket=bucket, **markers)
+                uploads.extend(
+                    OpenUpload(item["Key"], item["UploadId"], item["Initiated"])
+                    for item in page.get("Uploads", [])
+                )
+                if not page.get("IsTruncated"):
+                    return uploads
+                markers = {
+                    "KeyMarker": page["NextKeyMarker"],
+                    "UploadIdMarker": page["NextUploadIdMarker"],
+                }
+
     async def size(self, bucket: str, key: str) -> int:
         with translate_errors():
             head = await self.client.head_object(Bucket=bucket, Key=key)
@@ -524,4 +589,5 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
                 settings.s3_training_bucket,
                 http=http,
                 max_attempts=settings.s3_max_attempts,
+                part_size=settings.s3_part_size_bytes,
             )

@@ -250,6 +250,21 @@ async def object_keys(server: RunningServer, prefix: str = "") -> set[str]:
         token = page["NextContinuationToken"]
 
 
+async def open_uploads(server: RunningServer, prefix: str = "") -> set[str]:
+    """The ids of the multipart uploads open in the training bucket under `prefix`."""
+    uploads = await server.storage.open_uploads(server.storage.training_bucket)
+    return {u.upload_id for u in uploads if u.key.startswith(prefix)}
+
+
+async def wait_for_uploads(server: RunningServer, prefix: str, count: int) -> set[str]:
+    """Wait (bounded) until `count` multipart uploads are open under `prefix`."""
+    async with asyncio.timeout(TIMEOUT):
+        # Polled: the store has no way to announce an upload.
+        while len(uploads := await open_uploads(server, prefix)) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    return uploads
+
+
 async def file_count(server: RunningServer) -> int:
     count: int = await server.database.pool.fetchval("SELECT count(*) FROM training_files")
     return count

@@ -27,16 +27,15 @@ from tests.e2e.helpers import (
     get,
     intent_count,
     object_keys,
+    open_uploads,
     precondition_violations,
     stream_error,
     unique_name,
 )
 from trainingfiles.v1 import service_pb2
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.config import Settings
 from trainingfiles_server.dev.generator import Kind
-from trainingfiles_server.operations import Operations
-from trainingfiles_server.pagination import PageTokens
+from trainingfiles_server.sweeper import Sweeper
 
 BAD_KINDS = [Kind.MISSING_OBJECT, Kind.MALFORMED_JSON, Kind.MALFORMED_SCHEMA]
 
@@ -168,52 +167,94 @@ async def test_cancelling_an_add_changes_nothing(
     assert (after.version, after.conversation_count) == (2, 3)
 
 
-# ----------------------------------------------------------------- start-up repair
+# ----------------------------------------------------------------- the sweeper
 
 
-async def test_repair_fails_stale_processing_files_and_deletes_their_objects(
-    server: RunningServer, settings: Settings
+async def test_the_sweeper_fails_expired_builds_and_removes_their_objects_and_uploads(
+    server: RunningServer,
 ) -> None:
+    """An expired lease is a dead build: its file fails, its objects and uploads go.
+
+    A build whose lease is still live is left alone, uploads included.
+    """
     pool = server.database.pool
+    client = server.storage.client
     bucket = server.storage.training_bucket
-    stale_id, fresh_id = uuid.uuid4(), uuid.uuid4()
-    stale_key, fresh_key = f"{stale_id}/stale_x.jsonl", f"{fresh_id}/fresh_x.jsonl"
-    for file_id, key, age in (
-        (stale_id, stale_key, timedelta(hours=2)),
-        (fresh_id, fresh_key, timedelta()),
-    ):
-        await server.storage.client.put_object(Bucket=bucket, Key=key, Body=b"{}\n")
-        # The trigger only maintains updated_at on UPDATE: an INSERT can backdate it.
+    dead_id, live_id = uuid.uuid4(), uuid.uuid4()
+    keys = {dead_id: f"{dead_id}/dead_x.jsonl", live_id: f"{live_id}/live_x.jsonl"}
+    uploads = {}
+    for file_id, expires in ((dead_id, timedelta(seconds=-1)), (live_id, timedelta(hours=1))):
+        token = uuid.uuid4()
         await pool.execute(
-            "INSERT INTO training_files (id, name, status, created_at, updated_at) "
-            "VALUES ($1, $2, 'processing', now() - $3::interval, now() - $3::interval)",
+            "INSERT INTO training_files (id, name, status, lease_token, lease_expires_at) "
+            "VALUES ($1, $2, 'processing', $3, now() + $4)",
             file_id,
-            unique_name("repair"),
-            age,
+            unique_name("sweep"),
+            token,
+            expires,
         )
+        key = keys[file_id]
+        await client.put_object(Bucket=bucket, Key=key + ".done", Body=b"{}\n")
+        created = await client.create_multipart_upload(Bucket=bucket, Key=key)
+        uploads[file_id] = created["UploadId"]
         await pool.execute(
-            "INSERT INTO storage_intents (bucket, object_key, training_file_id, created_at) "
-            "VALUES ($1, $2, $3, now() - $4::interval)",
+            "INSERT INTO storage_intents (bucket, object_key, training_file_id, lease_token, "
+            "upload_id) VALUES ($1, $2, $3, $4, $5), ($1, $6, $3, $4, NULL)",
             bucket,
             key,
             file_id,
-            age,
+            token,
+            uploads[file_id],
+            key + ".done",
         )
-    operations = Operations(settings, server.database, server.storage, PageTokens(b"x" * 32))
     try:
-        await operations.repair()
+        report = await server.sweeper.sweep()
 
-        stale = await file_row(server, str(stale_id))
-        assert stale["status"] == "failed"
-        assert "interrupted" in stale["error_message"]
-        assert await object_keys(server, f"{stale_id}/") == set()
-        assert await intent_count(server, str(stale_id)) == 0
-        # Younger than `stale_processing_after_seconds`: possibly still being built.
-        fresh = await file_row(server, str(fresh_id))
-        assert fresh["status"] == "processing"
-        assert await object_keys(server, f"{fresh_id}/") == {fresh_key}
-        assert await intent_count(server, str(fresh_id)) == 1
+        assert report.swept
+        assert str(dead_id) in report.failed_builds
+        dead = await file_row(server, str(dead_id))
+        assert (dead["status"], dead["lease_token"]) == ("failed", None)
+        assert "interrupted" in dead["error_message"]
+        assert await object_keys(server, f"{dead_id}/") == set()
+        assert await intent_count(server, str(dead_id)) == 0
+        assert await open_uploads(server, f"{dead_id}/") == set()
+        # A live lease: possibly still being built by another process.
+        live = await file_row(server, str(live_id))
+        assert live["status"] == "processing"
+        assert await object_keys(server, f"{live_id}/") == {keys[live_id] + ".done"}
+        assert await intent_count(server, str(live_id)) == 2
+        assert await open_uploads(server, f"{live_id}/") == {uploads[live_id]}
     finally:
-        await server.storage.delete(bucket, [fresh_key])
-        await pool.execute("DELETE FROM storage_intents WHERE training_file_id = $1", fresh_id)
-        await pool.execute("DELETE FROM training_files WHERE id = $1", fresh_id)
+        await pool.execute(
+            "UPDATE training_files SET lease_expires_at = now() - interval '1 second' "
+            "WHERE id = $1",
+            live_id,
+        )
+        await server.sweeper.sweep()
+    assert await open_uploads(server, f"{live_id}/") == set()
+    assert await object_keys(server, f"{live_id}/") == set()
+
+
+async def test_the_sweeper_aborts_uploads_no_build_accounts_for(server: RunningServer) -> None:
+    """An upload started by a process killed before it could record it is found too."""
+    client = server.storage.client
+    bucket = server.storage.training_bucket
+    key = f"{uuid.uuid4()}/orphan_x.json"
+    created = await client.create_multipart_upload(Bucket=bucket, Key=key)
+    sweeper = Sweeper(server.database, server.storage, interval=3600, orphan_upload_age=0)
+    report = await sweeper.sweep()
+    assert report.aborted_uploads >= 1
+    assert created["UploadId"] not in await open_uploads(server, key)
+
+
+async def test_a_young_unrecorded_upload_is_left_to_its_build(server: RunningServer) -> None:
+    """Younger than a lease: its build may be about to record it."""
+    client = server.storage.client
+    bucket = server.storage.training_bucket
+    key = f"{uuid.uuid4()}/young_x.json"
+    created = await client.create_multipart_upload(Bucket=bucket, Key=key)
+    try:
+        await server.sweeper.sweep()
+        assert await open_uploads(server, key) == {created["UploadId"]}
+    finally:
+        await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=created["UploadId"])

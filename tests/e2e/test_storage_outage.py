@@ -12,17 +12,16 @@ import grpc
 import pytest
 
 from tests.conftest import Stack, authorized_channel, stack_settings
+from tests.e2e.helpers import open_uploads, wait_for_uploads
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 from trainingfiles_server.app import running_server
 from trainingfiles_server.dev.bootstrap import ensure_buckets
 from trainingfiles_server.dev.embedded import EmbeddedSeaweedFS
 from trainingfiles_server.dev.generator import generate, load
-from trainingfiles_server.operations import Operations
-from trainingfiles_server.pagination import PageTokens
 from trainingfiles_server.storage import open_storage
 
 
-async def test_storage_stopped_mid_create_fails_the_file_and_repair_removes_the_rest(
+async def test_storage_stopped_mid_create_fails_the_file_and_the_sweeper_removes_the_rest(
     stack: Stack, token: str
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="trainingfiles-outage-") as directory:
@@ -32,7 +31,8 @@ async def test_storage_stopped_mid_create_fails_the_file_and_repair_removes_the_
             seaweed,
             s3_max_attempts=1,
             fetch_concurrency=1,
-            stale_processing_after_seconds=1,
+            # Small parts: the uploads are open (multipart) when storage dies.
+            s3_part_size_bytes=64 * 1024,
         )
         conversations = list(generate(4242, 200, owners=[uuid.uuid4()]))
         ids = [str(c.conversation_id) for c in conversations]
@@ -60,7 +60,9 @@ async def test_storage_stopped_mid_create_fails_the_file_and_repair_removes_the_
                         async for message in call:
                             file_id = message.training_file_id
                             if message.stage == fetching and seaweed.process.poll() is None:
-                                seaweed.process.send_signal(signal.SIGTERM)  # storage dies
+                                # Storage dies while both uploads are open.
+                                await wait_for_uploads(running, f"{file_id}/", 2)
+                                seaweed.process.send_signal(signal.SIGTERM)
 
                     with pytest.raises(grpc.aio.AioRpcError) as failure:
                         await follow()
@@ -72,7 +74,7 @@ async def test_storage_stopped_mid_create_fails_the_file_and_repair_removes_the_
                     assert (row.status.value, row.json_file_path) == ("failed", None)
                     assert row.error_message and "unavailable" in row.error_message
 
-                    # Storage comes back; start-up repair deletes what could not be.
+                    # Storage comes back; the sweeper deletes what could not be.
                     await asyncio.to_thread(seaweed.stop, 3)
                     seaweed = EmbeddedSeaweedFS.start(
                         Path(directory) / "seaweedfs",
@@ -80,10 +82,8 @@ async def test_storage_stopped_mid_create_fails_the_file_and_repair_removes_the_
                         secret_key=seaweed.secret_key,
                         s3_port=seaweed.s3_port,
                     )
-                    await asyncio.sleep(1.1)  # older than stale_processing_after_seconds
-                    await Operations(
-                        settings, running.database, running.storage, PageTokens(b"x" * 32)
-                    ).repair()
+                    assert await open_uploads(running, f"{file_id}/"), "uploads survive"
+                    await running.sweeper.sweep()
                     intents = await running.database.pool.fetchval(
                         "SELECT count(*) FROM storage_intents WHERE training_file_id = $1",
                         uuid.UUID(file_id),
@@ -93,10 +93,7 @@ async def test_storage_stopped_mid_create_fails_the_file_and_repair_removes_the_
                         Bucket=settings.s3_training_bucket, Prefix=f"{file_id}/"
                     )
                     assert listed.get("KeyCount", 0) == 0
-                    uploads = await storage.client.list_multipart_uploads(
-                        Bucket=settings.s3_training_bucket, Prefix=f"{file_id}/"
-                    )
-                    assert not uploads.get("Uploads")
+                    assert await open_uploads(running, f"{file_id}/") == set()
                     status = await stub.GetTrainingFile(
                         service_pb2.GetTrainingFileRequest(training_file_id=file_id)
                     )

@@ -1,0 +1,145 @@
+"""The sweeper: every replica runs one, one at a time across replicas, forever.
+
+It finishes what interrupted builds left and deletes what is no longer needed:
+
+1. builds whose lease expired (the process died, stalled, or lost the database): a
+   Create's file becomes FAILED, an Add's file keeps its previous version and is free
+   for the next Add; the intents of both become due;
+2. due intents — objects of dead builds, and objects replaced by an Add once no download
+   link handed out for them can still be valid: their multipart uploads are aborted and
+   their objects deleted, then the intents are forgotten;
+3. multipart uploads in the training bucket that no live build accounts for and that are
+   older than one lease (a process killed between starting an upload and recording it).
+
+Why a loop and not a job library (procrastinate, pgqueuer): nothing is enqueued. The work
+list is the state itself (expired leases, due intents, open uploads), so a sweep that
+dies half-way loses nothing and the next one simply does the rest; what the libraries
+would add is a schema, a worker and cron schedules with one-minute resolution, while a
+crashed build must be repaired well within a minute (lease 30 s + one sweep interval).
+One sweeper at a time: a PostgreSQL advisory lock, tried (never waited for) each round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from .db import Connection, Database
+from .errors import Unavailable
+from .storage import Storage
+
+log = logging.getLogger("trainingfiles.sweeper")
+
+# Due intents handled per round trip; a sweep goes on until none is left.
+_BATCH = 500
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did; `swept` False: another replica held the sweeper lock."""
+
+    swept: bool = False
+    failed_builds: list[str] = field(default_factory=list)
+    deleted_objects: int = 0
+    aborted_uploads: int = 0
+
+    @property
+    def acted(self) -> bool:
+        return bool(self.failed_builds or self.deleted_objects or self.aborted_uploads)
+
+
+class Sweeper:
+    def __init__(
+        self,
+        database: Database,
+        storage: Storage,
+        *,
+        interval: float,
+        orphan_upload_age: float,
+    ) -> None:
+        self.database = database
+        self.storage = storage
+        self.interval = interval
+        self.orphan_upload_age = timedelta(seconds=orphan_upload_age)
+        self.sweeps = 0  # completed sweeps of this process (tests wait on it)
+
+    async def sweep(self) -> SweepReport:
+        """One sweep, if no other replica is sweeping right now."""
+        report = SweepReport()
+        async with self.database.sweeper_lock() as conn:
+            if conn is None:
+                return report
+            report.swept = True
+            report.failed_builds = [str(i) for i in await self.database.expire_builds(conn)]
+            await self._delete_due(conn, report)
+            await self._abort_orphan_uploads(conn, report)
+        self.sweeps += 1
+        if report.acted:
+            log.info(
+                "swept",
+                extra={
+                    "fields": {
+                        "failed_builds": report.failed_builds,
+                        "deleted_objects": report.deleted_objects,
+                        "aborted_uploads": report.aborted_uploads,
+                    }
+                },
+            )
+        return report
+
+    async def _delete_due(self, conn: Connection, report: SweepReport) -> None:
+        while intents := await self.database.due_intents(conn, _BATCH):
+            by_bucket: dict[str, list[str]] = {}
+            for intent in intents:
+                if intent.upload_id is not None:
+                    await self.storage.abort_upload(
+                        intent.bucket, intent.object_key, intent.upload_id
+                    )
+                    report.aborted_uploads += 1
+                by_bucket.setdefault(intent.bucket, []).append(intent.object_key)
+            for bucket, keys in by_bucket.items():
+                await self.storage.delete(bucket, keys)
+                await self.database.forget_due(conn, bucket, keys)
+                report.deleted_objects += len(keys)
+            if len(intents) < _BATCH:
+                return
+
+    async def _abort_orphan_uploads(self, conn: Connection, report: SweepReport) -> None:
+        bucket = self.storage.training_bucket
+        # Listed before the live ones are read: an upload started in between is live.
+        uploads = await self.storage.open_uploads(bucket)
+        if not uploads:
+            return
+        live = await self.database.live_uploads(conn, bucket)
+        cutoff = datetime.now(UTC) - self.orphan_upload_age
+        for upload in uploads:
+            if upload.upload_id not in live and upload.initiated < cutoff:
+                await self.storage.abort_upload(bucket, upload.key, upload.upload_id)
+                report.aborted_uploads += 1
+
+    async def run(self) -> None:
+        """Sweep now, then every `interval` seconds; failures wait for the next round."""
+        while True:
+            try:
+                await self.sweep()
+            except Unavailable:
+                log.warning("sweep skipped: the database or storage is unavailable")
+            except Exception:
+                log.exception("sweep failed")
+            await asyncio.sleep(self.interval)
+
+
+@contextlib.asynccontextmanager
+async def sweeping(sweeper: Sweeper) -> AsyncIterator[Sweeper]:
+    """Run the sweeper in the background while the block runs."""
+    task = asyncio.create_task(sweeper.run(), name="sweeper")
+    try:
+        yield sweeper
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
