@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,17 @@ SYMMETRIC_ALGORITHMS = ("HS256",)
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 
 Role = Literal["authenticated", "service_role"]
+
+log = logging.getLogger("trainingfiles.auth")
+
+# The JWKS (asymmetric keys) is fetched again once it is older than
+# JWT_JWKS_CACHE_SECONDS. A token whose `kid` the cached set lacks makes it fetched at
+# once (a key just published), but at most every JWKS_UNKNOWN_KID_REFRESH_SECONDS (or
+# once per cache lifetime, if shorter): tokens with made-up kids cannot make the server
+# hammer the endpoint. A JWKS that does not answer within JWKS_FETCH_TIMEOUT_SECONDS
+# fails the call with UNAVAILABLE instead of holding it.
+JWKS_UNKNOWN_KID_REFRESH_SECONDS = 30.0
+JWKS_FETCH_TIMEOUT_SECONDS = 5.0
 
 # Tokens already verified: a caller's next calls with the same token cost a dict look-up
 # instead of two base64 decodes, two JSON parses and an HMAC (a tenth of a Get's server
@@ -139,7 +151,17 @@ class Authenticator:
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
         self._jwks = (
-            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=600)
+            jwt.PyJWKClient(
+                settings.jwt_jwks_url,
+                # No per-kid cache on top of the set's: it never expires, so a key
+                # removed from the JWKS would stay trusted until the process restarts.
+                cache_keys=False,
+                lifespan=settings.jwt_jwks_cache_seconds,
+                cooldown_duration=min(
+                    JWKS_UNKNOWN_KID_REFRESH_SECONDS, settings.jwt_jwks_cache_seconds
+                ),
+                timeout=JWKS_FETCH_TIMEOUT_SECONDS,
+            )
             if settings.jwt_jwks_url
             else None
         )
@@ -198,6 +220,12 @@ class Authenticator:
             raise Unauthenticated(
                 "the token's signature does not verify", reason="TOKEN_SIGNATURE"
             ) from None
+        except jwt.InvalidAlgorithmError:
+            # Only for JWKS keys: an RS256 token naming an EC key, or the reverse.
+            raise Unauthenticated(
+                f"the token's algorithm {algorithm!r} is not the algorithm of its signing key",
+                reason="TOKEN_ALGORITHM_NOT_ALLOWED",
+            ) from None
         except jwt.MissingRequiredClaimError as exc:
             raise Unauthenticated(
                 f"the token has no {exc.claim!r} claim", reason="TOKEN_CLAIM_MISSING"
@@ -206,18 +234,29 @@ class Authenticator:
             raise Unauthenticated("the token is malformed", reason="TOKEN_MALFORMED") from None
         return _caller(claims), float(claims["exp"])
 
-    async def _signing_key(self, token: str) -> Any:
+    async def _signing_key(self, token: str) -> jwt.PyJWK:
+        """The JWKS key the token's `kid` names; it also fixes the algorithm that verifies.
+
+        The key is returned as a `PyJWK`, not as the bare public key: PyJWT then refuses a
+        token whose `alg` is not the key's (with a bare key, an RS256 token naming an EC
+        key made the RSA verifier fail with a TypeError, an INTERNAL error).
+        """
         assert self._jwks is not None
         try:
             # PyJWKClient fetches with urllib (blocking) and caches: keep it off the loop.
-            signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
-        except jwt.PyJWKClientConnectionError:
+            return await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+        except jwt.PyJWKClientConnectionError as exc:
+            log.warning("signing keys cannot be fetched", extra={"fields": {"error": str(exc)}})
             raise Unavailable("the signing keys cannot be fetched; retry later") from None
         except jwt.PyJWTError:
             raise Unauthenticated(
                 "the token's signing key is unknown", reason="TOKEN_SIGNATURE"
             ) from None
-        return signing_key.key
+        except (OSError, ValueError, RecursionError) as exc:
+            # The JWKS answered something that is not JSON, or the connection broke
+            # while it answered (urllib lets these through unwrapped).
+            log.warning("signing keys cannot be read", extra={"fields": {"error": repr(exc)}})
+            raise Unavailable("the signing keys cannot be read; retry later") from None
 
 
 def _bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str:
