@@ -70,3 +70,7 @@ token: $(STAMP) ## print a development token: make -s token [USER_ID=<uuid>] [RO
 .PHONY: bench
 bench: $(STAMP) ## benchmarks against the storage floor (not part of make test): make bench [N=50000]
 	$(BIN)/python -m bench $(if $(N),--sizes $(N))
+
+.PHONY: mutants
+mutants: $(STAMP) ## mutation testing of aggregate.py, documents.py and rules.py with their unit tests
+	$(BIN)/python scripts/mutants.py

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -282,3 +283,190 @@ def test_consistency_check_names_each_conversation_that_differs_once() -> None:
     ]
     assert check.drain() == []
     assert (check.vertical, check.consultant_profile) == ("v1", b'{"p":1}')
+
+
+# --- Summaries: a column store that reads back exactly what was appended ----------------
+
+
+def _summary(
+    n: int, pairs: int, quality: float, reviewed: bool, persona: str, arc: str, topic: str
+) -> aggregate.ConversationSummary:
+    conversation_id = f"00000000-0000-4000-8000-{n:012d}"
+    return aggregate.ConversationSummary(
+        conversation_id, pairs, quality, reviewed, persona, arc, topic
+    )
+
+
+# Keys repeat across conversations and across columns (one string may be a persona and a
+# topic), and new ones appear after repeated ones.
+SUMMARIES = [
+    _summary(1, 3, 4.125, True, "avoider", "shame", "fund"),
+    _summary(2, 0, 0.0, False, "avoider", "fear", "fund"),
+    _summary(3, 2**40, 1e-300, True, "planner", "shame", "avoider"),
+    _summary(4, 1, 5.0, False, "saver", "calm", "debt"),
+    _summary(5, 7, 2.675, False, "avoider", "fear", "calm"),
+]
+
+
+def test_summaries_read_back_what_was_appended_in_order() -> None:
+    summaries = aggregate.Summaries(SUMMARIES[:2])
+    for summary in SUMMARIES[2:]:
+        summaries.append(summary)
+
+    assert len(summaries) == len(SUMMARIES)
+    assert list(summaries) == SUMMARIES
+    assert [summaries[i] for i in range(len(SUMMARIES))] == SUMMARIES
+    assert [summaries[-i] for i in range(1, len(SUMMARIES) + 1)] == SUMMARIES[::-1]
+    assert type(summaries[0].human_reviewed) is bool
+
+
+def test_summaries_slice_like_a_list() -> None:
+    summaries = aggregate.Summaries(SUMMARIES)
+
+    assert summaries[1:3] == SUMMARIES[1:3]
+    assert summaries[::-2] == SUMMARIES[::-2]
+    assert summaries[-2:] == SUMMARIES[-2:]
+    assert summaries[4:1] == []
+
+
+@pytest.mark.parametrize("index", [5, 6, -6, -100])
+def test_summaries_out_of_range_is_an_index_error(index: int) -> None:
+    summaries = aggregate.Summaries(SUMMARIES)
+
+    with pytest.raises(IndexError) as caught:
+        summaries[index]
+
+    assert caught.value.args == (index + 5 if index < 0 else index,)
+
+
+def test_empty_summaries() -> None:
+    summaries = aggregate.Summaries()
+
+    assert len(summaries) == 0
+    assert list(summaries) == []
+    assert summaries[:] == []
+    with pytest.raises(IndexError):
+        summaries[0]
+
+
+def test_summaries_summarize_like_the_items() -> None:
+    assert aggregate.summarize(aggregate.Summaries(SUMMARIES)) == aggregate.summarize(SUMMARIES)
+
+
+# --- summarize ---------------------------------------------------------------------------
+
+
+def test_summarize_counts_every_key_and_sorts_the_distribution() -> None:
+    metrics = aggregate.summarize(SUMMARIES)
+
+    assert metrics == aggregate.FileMetrics(
+        conversation_count=5,
+        total_training_pairs=3 + 0 + 2**40 + 1 + 7,
+        avg_quality_score=Decimal("2.36"),  # 11.8 / 5
+        min_quality_score=Decimal("0.00"),
+        max_quality_score=Decimal("5.00"),
+        human_reviewed_count=2,
+        personas={"avoider": 3, "planner": 1, "saver": 1},
+        emotional_arcs={"calm": 1, "fear": 2, "shame": 2},
+        training_topics={"avoider": 1, "calm": 1, "debt": 1, "fund": 2},
+    )
+    assert list(metrics.personas) == ["avoider", "planner", "saver"]
+    assert list(metrics.emotional_arcs) == ["calm", "fear", "shame"]
+    assert list(metrics.training_topics) == ["avoider", "calm", "debt", "fund"]
+    assert metrics.scaffolding_distribution() == {
+        "personas": metrics.personas,
+        "emotional_arcs": metrics.emotional_arcs,
+        "training_topics": metrics.training_topics,
+    }
+
+
+def test_summarize_of_one_conversation() -> None:
+    metrics = aggregate.summarize([_summary(1, 2, -0.5, False, "p", "a", "t")])
+
+    assert (metrics.min_quality_score, metrics.max_quality_score) == (
+        Decimal("-0.50"),
+        Decimal("-0.50"),
+    )
+    assert metrics.avg_quality_score == Decimal("-0.50")
+    assert metrics.human_reviewed_count == 0
+
+
+def test_summarize_needs_a_conversation() -> None:
+    with pytest.raises(ValueError, match=r"^a training file has at least one conversation$"):
+        aggregate.summarize([])
+
+
+# --- the JSON document from the JSONL -----------------------------------------------------
+
+
+def test_an_empty_jsonl_gives_an_empty_training_pairs_array() -> None:
+    assert b"".join(aggregate.json_document(b'{"training_pairs":[', [])) == (
+        b'{"training_pairs":[]}'
+    )
+    assert b"".join(aggregate.json_document(b"[", [b"", b""])) == b"[]}"
+
+
+def test_jsonl_without_its_last_newline_is_refused() -> None:
+    pairs = aggregate.JsonlToJsonPairs()
+
+    assert pairs.feed(b'{"a":1}\n{"b":2}') == b'{"a":1},{"b":2'
+    with pytest.raises(ValueError, match=r"^JSONL must end with a newline$"):
+        pairs.close()
+
+
+def test_jsonl_to_json_pairs_can_be_closed_again_and_reused() -> None:
+    pairs = aggregate.JsonlToJsonPairs()
+
+    assert pairs.feed(b"1\n") == b"1"
+    assert pairs.close() == aggregate.JSON_FOOTER
+    assert pairs.close() == aggregate.JSON_FOOTER
+    assert pairs.feed(b"2\n3\n") == b"2,3"
+    assert pairs.close() == aggregate.JSON_FOOTER
+
+
+def test_created_date_has_second_precision_in_utc_notation() -> None:
+    assert aggregate.created_date(CREATED) == "2026-11-27T01:02:03Z"
+
+
+# --- ConsistencyCheck ---------------------------------------------------------------------
+
+
+def test_consistency_warnings_say_what_differs_and_what_the_file_keeps() -> None:
+    check = aggregate.ConsistencyCheck()
+    check.observe("a", "v1", b"{}")
+    check.observe("b", "v2", b"{}")
+    check.observe("c", "v3", b'{"p":1}')
+
+    vertical, profile = check.drain()
+
+    assert vertical == aggregate.Warning(
+        "VERTICAL_MISMATCH",
+        "2 conversation(s) have a vertical other than 'v1'; the file keeps 'v1'",
+        ("b", "c"),
+    )
+    assert profile == aggregate.Warning(
+        "CONSULTANT_PROFILE_MISMATCH",
+        "1 conversation(s) have a different consultant_profile; "
+        "the file keeps the first conversation's",
+        ("c",),
+    )
+
+
+def test_consistency_check_of_a_stored_file_compares_with_its_values() -> None:
+    check = aggregate.ConsistencyCheck("v1", b"{}")
+    check.observe("a", "v1", b"{}")
+    check.observe("b", "v2", b"{}")
+
+    assert [(w.code, w.conversation_ids) for w in check.drain()] == [("VERTICAL_MISMATCH", ("b",))]
+
+
+@pytest.mark.parametrize(("vertical", "profile"), [("v1", None), (None, b"{}")])
+def test_consistency_check_missing_a_stored_value_takes_both_from_the_first_conversation(
+    vertical: str | None, profile: bytes | None
+) -> None:
+    check = aggregate.ConsistencyCheck(vertical, profile)
+    check.observe("a", "v2", b'{"p":2}')
+    check.observe("b", "v2", b'{"p":2}')
+
+    assert check.drain() == []
+    assert (check.vertical, check.consultant_profile) == ("v2", b'{"p":2}')

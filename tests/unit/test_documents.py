@@ -11,6 +11,7 @@ import pytest
 from trainingfiles_server.documents import (
     DocumentError,
     EnrichedDocument,
+    _json_type,
     decode_json_object,
     parse_enriched_document,
     validate_enriched_document,
@@ -120,10 +121,43 @@ def test_non_finite_numbers_are_not_json(literal: bytes) -> None:
 
 @pytest.mark.parametrize(
     ("data", "what"),
-    [(b"[]", "an array"), (b'"doc"', "a string"), (b"null", "null"), (b"3", "a number")],
+    [
+        (b"[]", "an array"),
+        (b'"doc"', "a string"),
+        (b"null", "null"),
+        (b"3", "a number"),
+        (b"-0.5", "a number"),
+        (b"true", "a boolean"),
+        (b"false", "a boolean"),
+    ],
 )
 def test_top_level_must_be_an_object(data: bytes, what: str) -> None:
     assert _reason(data) == f"top level is {what}, expected an object"
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        (None, "null"),
+        (True, "a boolean"),
+        (0, "a number"),
+        (1.5, "a number"),
+        ("", "a string"),
+        ([], "an array"),
+        ({}, "dict"),  # never asked: an object is what a document must be
+    ],
+)
+def test_json_type_names_every_json_value(value: object, what: str) -> None:
+    assert _json_type(value) == what
+
+
+def test_a_value_that_is_not_an_object_is_reported_for_the_whole_document() -> None:
+    with pytest.raises(DocumentError) as caught:
+        validate_enriched_document([])  # type: ignore[arg-type]
+
+    assert caught.value.reason == (
+        "document: Input should be a valid dictionary or instance of EnrichedDocument"
+    )
 
 
 def test_missing_training_pairs() -> None:
@@ -214,6 +248,23 @@ def test_many_errors_are_summarised() -> None:
 
     assert reason.count("Input should be a valid number") == 3
     assert reason.endswith("; and 2 more errors")
+
+
+def test_up_to_three_errors_are_all_spelled_out() -> None:
+    pairs = [_pair(turn, quality_score="x") for turn in range(1, 4)]
+
+    reason = _reason(_document(*pairs))
+
+    assert reason == "; ".join(
+        f"training_pairs.{i}.training_metadata.quality_score: Input should be a valid number"
+        for i in range(3)
+    )
+
+
+def test_four_errors_are_three_and_one_more() -> None:
+    pairs = [_pair(turn, quality_score="x") for turn in range(1, 5)]
+
+    assert _reason(_document(*pairs)).endswith("valid number; and 1 more errors")
 
 
 def test_deep_nesting_is_a_document_error_not_a_recursion_error() -> None:
