@@ -9,7 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from trainingfiles.v1 import resources_pb2, service_pb2
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, Violation
 from .models import (
     DownloadUrl,
     EligibleConversation,
@@ -162,4 +162,10 @@ def download_url(url: DownloadUrl) -> service_pb2.GetDownloadUrlResponse:
         format=_FORMAT_TO_PROTO[url.format],
         size_bytes=url.size_bytes,
         file_name=url.file_name,
+    )
+
+
+def conversation_problem(violation: Violation) -> service_pb2.ConversationProblem:
+    return service_pb2.ConversationProblem(
+        subject=violation.subject, reason=violation.reason, description=violation.description
     )

@@ -47,15 +47,27 @@ class ServiceError(Exception):
 
     code: int = code_pb2.INTERNAL
     default_reason: str = "INTERNAL"
+    violations: tuple[Violation, ...] = ()
+    # How many of the violations the details list (None: all). The interceptor lowers it
+    # so the status fits the metadata limits of gRPC clients; ErrorInfo then says so.
+    listed: int | None = None
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
 
+    @property
+    def listed_violations(self) -> tuple[Violation, ...]:
+        return self.violations if self.listed is None else self.violations[: self.listed]
+
     def details(self) -> list[Message]:
         """The typed `google.rpc` details sent with the status, ErrorInfo first."""
-        return [error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN)]
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN)
+        if self.listed is not None and self.listed < len(self.violations):
+            info.metadata["violations_total"] = str(len(self.violations))
+            info.metadata["violations_listed"] = str(self.listed)
+        return [info]
 
 
 class InvalidArgument(ServiceError):
@@ -81,7 +93,7 @@ class InvalidArgument(ServiceError):
                 error_details_pb2.BadRequest.FieldViolation(
                     field=v.subject, description=v.description, reason=v.reason
                 )
-                for v in self.violations
+                for v in self.listed_violations
             ]
         )
         return [*super().details(), bad_request]
@@ -142,7 +154,7 @@ class FailedPrecondition(ServiceError):
                 error_details_pb2.PreconditionFailure.Violation(
                     type=v.reason, subject=v.subject, description=v.description
                 )
-                for v in self.violations
+                for v in self.listed_violations
             ]
         )
         return [*super().details(), failure]

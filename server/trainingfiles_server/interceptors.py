@@ -35,14 +35,57 @@ log = logging.getLogger("trainingfiles.rpc")
 _Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
 
 
+# The status travels in the trailers, base64-encoded in `grpc-status-details-bin` beside
+# `grpc-message`; C-core clients (Python, C++, Ruby, PHP, ...) refuse trailers above 8 KiB
+# by default and then see RESOURCE_EXHAUSTED with no details at all. These budgets keep
+# the whole trailer under 8 KiB: ~5.5 KiB of base64 and 1.5 KiB of percent-encoded text.
+DETAILS_BUDGET = 4096
+MESSAGE_BUDGET = 1500
+
+
 def to_rpc_status(error: ServiceError) -> status_pb2.Status:
-    """The `google.rpc.Status` for a domain error, details packed as `Any`."""
+    """The `google.rpc.Status` for a domain error, details packed as `Any`.
+
+    When the violations do not all fit `DETAILS_BUDGET`, the first ones that do are
+    listed (found by bisection) and the message and ErrorInfo say how many there are.
+    """
+    status = _status(error)
+    total = len(error.violations)
+    if status.ByteSize() > DETAILS_BUDGET and total:
+        low, high = 0, total - 1  # the largest count that fits lies in [low, high]
+        while low < high:
+            error.listed = (low + high + 1) // 2
+            if _status(error).ByteSize() <= DETAILS_BUDGET:
+                low = error.listed
+            else:
+                high = error.listed - 1
+        error.listed = low
+        note = (
+            f" (the details list the first {low} of {total} problems; "
+            "ValidateConversations returns every one)"
+        )
+        status = _status(error, note)
+    return status
+
+
+def _status(error: ServiceError, note: str = "") -> status_pb2.Status:
     details = []
     for detail in error.details():
         packed = any_pb2.Any()
         packed.Pack(detail)
         details.append(packed)
-    return status_pb2.Status(code=error.code, message=error.message, details=details)
+    message = error.message
+    if _encoded_size(message + note) > MESSAGE_BUDGET:
+        # The details hold the full story; the message is cut where the budget ends.
+        while _encoded_size(message + "…" + note) > MESSAGE_BUDGET:
+            message = message[: len(message) * 9 // 10]
+        message += "…"
+    return status_pb2.Status(code=error.code, message=message + note, details=details)
+
+
+def _encoded_size(text: str) -> int:
+    """The size of `text` in `grpc-message`: bytes outside printable ASCII and `%` take 3."""
+    return sum(3 if b < 0x20 or b > 0x7E or b == 0x25 else 1 for b in text.encode())
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: ServiceError) -> NoReturn:

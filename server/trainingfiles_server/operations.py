@@ -44,6 +44,7 @@ from .errors import (
     NotFound,
     ResourceExhausted,
     ServiceError,
+    Violation,
 )
 from .leases import FileQueue, Lease, claim_with_retry, lease_lost
 from .models import (
@@ -60,8 +61,10 @@ from .models import (
 from .pagination import PageTokens, page_size
 from .rules import (
     bad_document,
+    check_count,
     check_ids,
     check_name,
+    id_violations,
     ineligible,
     not_active,
     object_keys,
@@ -682,6 +685,31 @@ class Operations:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+
+    # ----------------------------------------------------------------- validate
+
+    async def validate(
+        self, caller: Caller, ids: Sequence[str], training_file_id: str, on_behalf_of: str
+    ) -> tuple[list[Violation], int]:
+        """Every problem Create (or Add to `training_file_id`) would report, and the count
+        of conversations without one; changes nothing."""
+        check_count(ids, self.settings.max_conversations_per_request)
+        parsed, problems = id_violations(ids)
+        file_id: UUID | None = None
+        if training_file_id:
+            file_id = parse_uuid(training_file_id, "training_file_id")
+            record = self._visible(caller, await self.database.get_file(file_id), file_id)
+            owner = record.created_by or caller.user_id
+            if record.status is not Status.ACTIVE:
+                problems.append(
+                    not_active(record, "only active files can be extended").violations[0]
+                )
+        else:
+            owner = caller.owner_for(on_behalf_of)
+        candidates = await self.database.check_conversations(parsed, file_id) if parsed else []
+        unusable = ineligible(candidates, owner)
+        problems.extend(unusable)
+        return problems, len(candidates) - len(unusable)
 
     # ----------------------------------------------------------------- reads
 

@@ -36,14 +36,29 @@ def check_ids(ids: Sequence[str], limit: int, other: Sequence[Violation] = ()) -
     reported in the same `InvalidArgument`, so the caller hears of every problem at once.
     """
     violations = list(other)
+    check_count(ids, limit, violations)
+    parsed, problems = id_violations(ids)
+    violations.extend(problems)
+    if violations:
+        raise invalid(violations)
+    return parsed
+
+
+def check_count(ids: Sequence[str], limit: int, other: Sequence[Violation] = ()) -> None:
+    """More ids than `limit` is RESOURCE_EXHAUSTED, unless other arguments are invalid."""
     if len(ids) > limit:
-        if violations:
-            raise invalid(violations)
+        if other:
+            raise invalid(other)
         raise ResourceExhausted(
             f"{len(ids)} conversation ids exceed the limit of {limit} per request",
             "conversation_ids",
             reason="TOO_MANY_CONVERSATIONS",
         )
+
+
+def id_violations(ids: Sequence[str]) -> tuple[list[UUID], list[Violation]]:
+    """The distinct well-formed ids in order, and a violation per empty, bad or repeated one."""
+    violations = []
     if not ids:
         violations.append(
             Violation("conversation_ids", "REQUIRED", "at least one conversation id is required")
@@ -66,9 +81,7 @@ def check_ids(ids: Sequence[str], limit: int, other: Sequence[Violation] = ()) -
             continue
         first_seen[value] = index
         parsed.append(value)
-    if violations:
-        raise invalid(violations)
-    return parsed
+    return parsed, violations
 
 
 def invalid(violations: Sequence[Violation]) -> InvalidArgument:

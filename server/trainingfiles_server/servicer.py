@@ -125,3 +125,16 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
         return service_pb2.ListEligibleConversationsResponse(
             conversations=[convert.eligible_conversation(r) for r in rows], next_page_token=token
         )
+
+    async def ValidateConversations(
+        self, request: service_pb2.ValidateConversationsRequest, context: Context
+    ) -> service_pb2.ValidateConversationsResponse:
+        problems, valid = await self.operations.validate(
+            _caller(context),
+            list(request.conversation_ids),
+            request.training_file_id,
+            request.on_behalf_of,
+        )
+        return service_pb2.ValidateConversationsResponse(
+            problems=[convert.conversation_problem(p) for p in problems], valid_count=valid
+        )

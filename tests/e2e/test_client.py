@@ -341,15 +341,25 @@ async def test_failed_precondition_lists_every_offending_id(
     assert all(v.description for v in error.violations)
 
 
-async def test_every_offender_arrives_even_at_the_request_limit(
+async def test_every_offender_is_counted_and_validate_returns_them_all(
     aclient: tfc.AsyncTrainingFilesClient,
 ) -> None:
-    """10,000 offenders make about 1 MiB of details: the client accepts trailers that big."""
+    """The details list the first offenders (they fit gRPC's metadata limit) and say how
+    many there are; `validate_conversations` returns every one."""
     unknown = [str(uuid.uuid4()) for _ in range(10_000)]
     with pytest.raises(tfc.FailedPrecondition) as raised:
         await aclient.create_training_file(unique("unknown"), unknown).result()
-    assert [v.subject for v in raised.value.violations] == unknown
-    assert {v.reason for v in raised.value.violations} == {"CONVERSATION_NOT_FOUND"}
+    error = raised.value
+    assert error.violations_cut
+    assert error.violations_total == 10_000
+    listed = [v.subject for v in error.violations]
+    assert 0 < len(listed) < 10_000
+    assert listed == unknown[: len(listed)]
+    assert {v.reason for v in error.violations} == {"CONVERSATION_NOT_FOUND"}
+
+    report = await aclient.validate_conversations(unknown)
+    assert [p.subject for p in report.problems] == unknown
+    assert report.valid_count == 0
 
 
 async def test_failure_after_work_began_ends_the_operation_and_the_file(

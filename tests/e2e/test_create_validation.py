@@ -16,6 +16,7 @@ from tests.e2e.conftest import Dataset
 from tests.e2e.helpers import (
     Stub,
     assert_nothing_written,
+    collect,
     create,
     create_ok,
     detail,
@@ -28,7 +29,7 @@ from tests.e2e.helpers import (
     unique_name,
     violation_fields,
 )
-from trainingfiles.v1 import service_pb2
+from trainingfiles.v1 import service_pb2, service_pb2_grpc
 from trainingfiles_server.app import RunningServer
 from trainingfiles_server.dev.generator import Kind
 
@@ -224,17 +225,107 @@ async def test_a_name_is_taken_by_an_archived_file_too(
     await assert_nothing_written(server, before)
 
 
-async def test_ten_thousand_ineligible_conversations_are_all_reported(
-    stub: Stub, server: RunningServer
+@pytest.mark.parametrize("count", [100, 190, 10_000])
+async def test_many_offenders_reach_a_default_grpc_client_with_a_count(
+    server: RunningServer, token: str, count: int
 ) -> None:
-    """Every offender is in the details (~1.3 MB of trailing metadata: the test channel
-    raises gRPC's default 16 KiB limit for received metadata, as the client library does)."""
+    """Standard clients refuse trailers above 8 KiB: the details list the first offenders
+    and say how many there are; ValidateConversations returns every one."""
     before = await snapshot(server)
-    ids = [str(uuid.uuid4()) for _ in range(10_000)]
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    metadata = [("authorization", f"Bearer {token}")]
+    # A channel with gRPC's default options: 8 KiB soft / 16 KiB hard metadata limits.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        request = service_pb2.CreateTrainingFileRequest(
+            name=unique_name("many-unknown"), conversation_ids=ids
+        )
+        error = stream_error(await collect(stub.CreateTrainingFile(request, metadata=metadata)))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+        listed = precondition_violations(error)
+        assert 0 < len(listed) <= count
+        assert listed == [("CONVERSATION_NOT_FOUND", i) for i in ids[: len(listed)]]
+        info = detail(error, error_details_pb2.ErrorInfo)
+        if len(listed) < count:
+            assert info.metadata["violations_total"] == str(count)
+            assert info.metadata["violations_listed"] == str(len(listed))
+            assert f"first {len(listed)} of {count}" in (error.details() or "")
+        trailers = sum(len(k) + len(v) for k, v in error.trailing_metadata() or ())
+        assert trailers < 8 * 1024
 
-    result = await create(stub, unique_name("many-unknown"), ids)
-
-    error = stream_error(result)
+        report = await stub.ValidateConversations(
+            service_pb2.ValidateConversationsRequest(conversation_ids=ids), metadata=metadata
+        )
+    assert [(p.reason, p.subject) for p in report.problems] == [
+        ("CONVERSATION_NOT_FOUND", i) for i in ids
+    ]
+    assert report.valid_count == 0
     await assert_nothing_written(server, before)
-    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert precondition_violations(error) == [("CONVERSATION_NOT_FOUND", i) for i in ids]
+
+
+async def test_many_malformed_ids_are_counted_too(server: RunningServer, token: str) -> None:
+    ids = [f"not-a-uuid-{i}" for i in range(2_000)]
+    metadata = [("authorization", f"Bearer {token}")]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        request = service_pb2.CreateTrainingFileRequest(name="", conversation_ids=ids)
+        error = stream_error(await collect(stub.CreateTrainingFile(request, metadata=metadata)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = violation_fields(error)
+    # The name's problem comes first, then the first ids.
+    assert fields[:3] == ["name", "conversation_ids[0]", "conversation_ids[1]"]
+    info = detail(error, error_details_pb2.ErrorInfo)
+    assert info.metadata["violations_total"] == str(len(ids) + 1)
+
+
+async def test_validate_conversations_reports_what_create_would_and_changes_nothing(
+    stub: Stub, server: RunningServer, dataset: Dataset
+) -> None:
+    before = await snapshot(server)
+    good = dataset.ids()[:2]
+    not_enriched = dataset.ids(Kind.NOT_STARTED)[0]
+    ids = [good[0], "bad", good[1], not_enriched, good[0]]
+    report = await stub.ValidateConversations(
+        service_pb2.ValidateConversationsRequest(conversation_ids=ids)
+    )
+    assert [(p.subject, p.reason) for p in report.problems] == [
+        ("conversation_ids[1]", "MALFORMED_ID"),
+        ("conversation_ids[4]", "DUPLICATE_ID"),
+        (not_enriched, "CONVERSATION_NOT_ENRICHED"),
+    ]
+    assert report.valid_count == 2
+    await assert_nothing_written(server, before)
+
+
+async def test_validate_conversations_for_an_add_checks_membership_and_status(
+    stub: Stub, dataset: Dataset
+) -> None:
+    ids = dataset.ids()
+    created = await create_ok(stub, unique_name("validate-add"), ids[:1])
+    report = await stub.ValidateConversations(
+        service_pb2.ValidateConversationsRequest(
+            conversation_ids=ids[:2], training_file_id=created.id
+        )
+    )
+    assert [(p.subject, p.reason) for p in report.problems] == [
+        (ids[0], "CONVERSATION_ALREADY_IN_FILE")
+    ]
+    assert report.valid_count == 1
+    await stub.ArchiveTrainingFile(
+        service_pb2.ArchiveTrainingFileRequest(training_file_id=created.id)
+    )
+    report = await stub.ValidateConversations(
+        service_pb2.ValidateConversationsRequest(
+            conversation_ids=ids[1:2], training_file_id=created.id
+        )
+    )
+    assert [(p.subject, p.reason) for p in report.problems] == [
+        (created.id, "TRAINING_FILE_NOT_ACTIVE")
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub.ValidateConversations(
+            service_pb2.ValidateConversationsRequest(
+                conversation_ids=ids[1:2], training_file_id=str(uuid.uuid4())
+            )
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -54,6 +54,7 @@ RPC_METHODS = {
     "GetDownloadUrl": "get_download_url",
     "ArchiveTrainingFile": "archive_training_file",
     "ListEligibleConversations": "list_eligible_conversations",
+    "ValidateConversations": "validate_conversations",
 }
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["TrainingFileService"]
 

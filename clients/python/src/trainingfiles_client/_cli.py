@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -240,13 +241,39 @@ def read_ids(values: Sequence[str] | None, files: Sequence[str] | None) -> list[
 _INDEXED = re.compile(r"^conversation_ids\[(\d+)\]$")
 
 
+def _every_violation(
+    error: tfc.TrainingFilesError,
+    validate: Callable[[], service_pb2.ValidateConversationsResponse] | None,
+) -> Sequence[tfc.Violation] | None:
+    """All of the error's violations when its details were cut, else None (use its own)."""
+    if not error.violations_cut or validate is None:
+        return None
+    try:
+        problems = validate().problems
+    except tfc.TrainingFilesError:
+        return None  # the first ones, as the error listed them, will have to do
+    # Argument problems name request fields; eligibility problems name conversations.
+    arguments = error.code == grpc.StatusCode.INVALID_ARGUMENT
+    found = [
+        tfc.Violation(p.subject, p.reason, p.description)
+        for p in problems
+        if p.subject.startswith("conversation_ids") == arguments
+    ]
+    others = [v for v in error.violations if not v.subject.startswith("conversation_ids")]
+    return [*others, *found] if arguments else found
+
+
 def report_error(
-    output: Output, error: tfc.TrainingFilesError, ids: Sequence[str] = (), target: str = ""
+    output: Output,
+    error: tfc.TrainingFilesError,
+    ids: Sequence[str] = (),
+    target: str = "",
+    every: Sequence[tfc.Violation] | None = None,
 ) -> int:
-    """Print the error and every violation it carries; returns the exit code."""
+    """Print the error and every violation it carries (or `every`); returns the exit code."""
     code = exit_code(error)
     violations = []
-    for violation in error.violations:
+    for violation in error.violations if every is None else every:
         # A BadRequest names `conversation_ids[3]`: show the id the user typed too.
         match = _INDEXED.match(violation.subject)
         value = ids[int(match[1])] if match and int(match[1]) < len(ids) else None
@@ -390,8 +417,13 @@ def follow(
     ids: Sequence[str],
     describe: Callable[[resources_pb2.TrainingFile], str],
     on_cancel: Callable[[str | None], str],
+    validate: Callable[[], service_pb2.ValidateConversationsResponse] | None = None,
 ) -> int:
-    """Show a Create/Add stream until its end; Ctrl-C cancels the call on the server."""
+    """Show a Create/Add stream until its end; Ctrl-C cancels the call on the server.
+
+    When the error's details list only the first violations (the server keeps them
+    under gRPC's metadata limit), `validate` fetches every one to show.
+    """
     try:
         try:
             if output.json:
@@ -421,7 +453,7 @@ def follow(
                 print(message, file=sys.stderr)
             return Exit.INTERRUPTED
     except tfc.TrainingFilesError as error:
-        code = report_error(output, error, ids, target)
+        code = report_error(output, error, ids, target, _every_violation(error, validate))
         if operation.training_file_id and not output.json:
             print(f"training file: {operation.training_file_id}", file=sys.stderr)
         return code
@@ -453,6 +485,7 @@ def cmd_create(args: argparse.Namespace, client: tfc.TrainingFilesClient, output
         lambda file_id: (
             f"training file {file_id} ends FAILED" if file_id else "no training file was created"
         ),
+        lambda: client.validate_conversations(ids, timeout=args.timeout),
     )
 
 
@@ -466,6 +499,7 @@ def cmd_add(args: argparse.Namespace, client: tfc.TrainingFilesClient, output: O
         ids,
         lambda f: f"[green]✓[/] added {len(ids)} to {escape(f.name)} {f.id}: {_summary(f)}",
         lambda file_id: f"training file {args.file_id} keeps its previous content",
+        lambda: client.validate_conversations(ids, args.file_id, timeout=args.timeout),
     )
 
 

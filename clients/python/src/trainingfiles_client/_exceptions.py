@@ -123,9 +123,19 @@ class TrainingFilesError(Exception):
         self.reason: str = info.reason if info is not None else ""
         self.domain: str = info.domain if info is not None else ""
         self.violations: tuple[Violation, ...] = tuple(_violations(self.details, self.reason))
+        # How many violations there are in all: more than `violations` holds when the
+        # server listed only the first ones (to fit gRPC's metadata limits); then
+        # `validate_conversations` returns every one.
+        total = info.metadata.get("violations_total", "") if info is not None else ""
+        self.violations_total: int = int(total) if total.isdigit() else len(self.violations)
         resource = self.detail(error_details_pb2.ResourceInfo)
         self.resource_type: str = resource.resource_type if resource is not None else ""
         self.resource_name: str = resource.resource_name if resource is not None else ""
+
+    @property
+    def violations_cut(self) -> bool:
+        """True when the details list only the first of `violations_total` violations."""
+        return self.violations_total > len(self.violations)
 
     def detail(self, kind: type[D]) -> D | None:
         """The first detail of type `kind`, if any: the raw `google.rpc` message.

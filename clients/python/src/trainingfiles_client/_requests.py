@@ -100,3 +100,13 @@ def _duration(delta: datetime.timedelta) -> duration_pb2.Duration:
     duration = duration_pb2.Duration()
     duration.FromTimedelta(delta)
     return duration
+
+
+def validate(
+    conversation_ids: Iterable[str], training_file_id: str, on_behalf_of: str
+) -> service_pb2.ValidateConversationsRequest:
+    return service_pb2.ValidateConversationsRequest(
+        conversation_ids=ids(conversation_ids),
+        training_file_id=training_file_id,
+        on_behalf_of=on_behalf_of,
+    )

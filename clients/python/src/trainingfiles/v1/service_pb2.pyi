@@ -46,6 +46,12 @@ Argument checks run first: a request with any argument problem ends with
 INVALID_ARGUMENT before any conversation is looked at. Any violation rejects the whole
 request; nothing is ever skipped silently.
 
+The details are sized to fit the default metadata limit of every common gRPC client
+(8 KiB): when the violations do not fit, the first ones are listed and the
+`google.rpc.ErrorInfo` says how many there are in all (metadata `violations_total` and
+`violations_listed`; the message says so too). ValidateConversations returns every
+problem of a request as a response message, without that limit.
+
 Pagination (AIP-158). `page_size` 0 means 50; values above 1000 are treated as 1000;
 negative values are INVALID_ARGUMENT. A `page_token` is opaque and valid only with the
 same rpc and the same other request fields as the call that returned it; anything else
@@ -621,3 +627,109 @@ class ListEligibleConversationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListEligibleConversationsResponse: _TypeAlias = ListEligibleConversationsResponse  # noqa: Y015
+
+@_typing.final
+class ValidateConversationsRequest(_message.Message):
+    """Request of ValidateConversations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_IDS_FIELD_NUMBER: _builtins.int
+    TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
+    ON_BEHALF_OF_FIELD_NUMBER: _builtins.int
+    training_file_id: _builtins.str
+    """Optional. Check as AddConversations to this training file (UUID) would: the file
+    must be ACTIVE and the conversations not in it yet, and belong to its owner. Empty:
+    check as CreateTrainingFile would.
+    """
+    on_behalf_of: _builtins.str
+    """Optional. As in CreateTrainingFile: check for a file created on behalf of this user.
+    Ignored with `training_file_id`.
+    """
+    @_builtins.property
+    def conversation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The conversation ids to check, as they would be sent to CreateTrainingFile or
+        AddConversations.
+        """
+
+    def __init__(
+        self,
+        *,
+        conversation_ids: _abc.Iterable[_builtins.str] | None = ...,
+        training_file_id: _builtins.str = ...,
+        on_behalf_of: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_ids", b"conversation_ids", "on_behalf_of", b"on_behalf_of", "training_file_id", b"training_file_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidateConversationsRequest: _TypeAlias = ValidateConversationsRequest  # noqa: Y015
+
+@_typing.final
+class ValidateConversationsResponse(_message.Message):
+    """Response of ValidateConversations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROBLEMS_FIELD_NUMBER: _builtins.int
+    VALID_COUNT_FIELD_NUMBER: _builtins.int
+    valid_count: _builtins.int
+    """How many of the requested conversations have no problem."""
+    @_builtins.property
+    def problems(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConversationProblem]:
+        """Every problem, argument problems first (malformed or repeated ids, as the BadRequest
+        of a failed call would list them), then the conversations' eligibility problems (as
+        its PreconditionFailure would), each in request order. Empty: the request would be
+        accepted.
+        """
+
+    def __init__(
+        self,
+        *,
+        problems: _abc.Iterable[Global___ConversationProblem] | None = ...,
+        valid_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["problems", b"problems", "valid_count", b"valid_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidateConversationsResponse: _TypeAlias = ValidateConversationsResponse  # noqa: Y015
+
+@_typing.final
+class ConversationProblem(_message.Message):
+    """One problem found by ValidateConversations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    subject: _builtins.str
+    """What the problem concerns: a request field path for argument problems
+    (`conversation_ids[3]`, `conversation_ids`), a conversation id for eligibility
+    problems, the training file id for TRAINING_FILE_NOT_ACTIVE.
+    """
+    reason: _builtins.str
+    """Machine-readable reason: MALFORMED_ID, DUPLICATE_ID, REQUIRED, or one of the
+    PreconditionFailure types listed at the top of this file.
+    """
+    description: _builtins.str
+    """Human-readable explanation."""
+    def __init__(
+        self,
+        *,
+        subject: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "reason", b"reason", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConversationProblem: _TypeAlias = ConversationProblem  # noqa: Y015

@@ -77,6 +77,11 @@ class TrainingFileServiceStub:
                 request_serializer=trainingfiles_dot_v1_dot_service__pb2.ListEligibleConversationsRequest.SerializeToString,
                 response_deserializer=trainingfiles_dot_v1_dot_service__pb2.ListEligibleConversationsResponse.FromString,
                 _registered_method=True)
+        self.ValidateConversations = channel.unary_unary(
+                '/trainingfiles.v1.TrainingFileService/ValidateConversations',
+                request_serializer=trainingfiles_dot_v1_dot_service__pb2.ValidateConversationsRequest.SerializeToString,
+                response_deserializer=trainingfiles_dot_v1_dot_service__pb2.ValidateConversationsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainingFileServiceServicer:
@@ -244,6 +249,25 @@ class TrainingFileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateConversations(self, request, context):
+        """Checks conversation ids as CreateTrainingFile would (or, with `training_file_id`, as
+        AddConversations to that file would), changes nothing, and returns every problem in
+        the response: as many as there are, unlike the error details of a failed call, which
+        list only as many as fit the metadata limit. The conversations' documents are not
+        read, so ENRICHED_DOCUMENT_INVALID is never reported here.
+
+        Errors:
+        INVALID_ARGUMENT    (BadRequest) `training_file_id` or `on_behalf_of` malformed.
+        RESOURCE_EXHAUSTED  (QuotaFailure) more `conversation_ids` than the per-request
+        limit (10000 by default).
+        PERMISSION_DENIED   `on_behalf_of` not allowed, as for CreateTrainingFile.
+        NOT_FOUND           `training_file_id` names no training file (or another user's).
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingFileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -286,6 +310,11 @@ def add_TrainingFileServiceServicer_to_server(servicer, server):
                     servicer.ListEligibleConversations,
                     request_deserializer=trainingfiles_dot_v1_dot_service__pb2.ListEligibleConversationsRequest.FromString,
                     response_serializer=trainingfiles_dot_v1_dot_service__pb2.ListEligibleConversationsResponse.SerializeToString,
+            ),
+            'ValidateConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateConversations,
+                    request_deserializer=trainingfiles_dot_v1_dot_service__pb2.ValidateConversationsRequest.FromString,
+                    response_serializer=trainingfiles_dot_v1_dot_service__pb2.ValidateConversationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -506,6 +535,33 @@ class TrainingFileService:
             '/trainingfiles.v1.TrainingFileService/ListEligibleConversations',
             trainingfiles_dot_v1_dot_service__pb2.ListEligibleConversationsRequest.SerializeToString,
             trainingfiles_dot_v1_dot_service__pb2.ListEligibleConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainingfiles.v1.TrainingFileService/ValidateConversations',
+            trainingfiles_dot_v1_dot_service__pb2.ValidateConversationsRequest.SerializeToString,
+            trainingfiles_dot_v1_dot_service__pb2.ValidateConversationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,12 @@ Argument checks run first: a request with any argument problem ends with
 INVALID_ARGUMENT before any conversation is looked at. Any violation rejects the whole
 request; nothing is ever skipped silently.
 
+The details are sized to fit the default metadata limit of every common gRPC client
+(8 KiB): when the violations do not fit, the first ones are listed and the
+`google.rpc.ErrorInfo` says how many there are in all (metadata `violations_total` and
+`violations_listed`; the message says so too). ValidateConversations returns every
+problem of a request as a response message, without that limit.
+
 Pagination (AIP-158). `page_size` 0 means 50; values above 1000 are treated as 1000;
 negative values are INVALID_ARGUMENT. A `page_token` is opaque and valid only with the
 same rpc and the same other request fields as the call that returned it; anything else
@@ -201,6 +207,21 @@ class TrainingFileServiceStub:
                         `exclude_training_file_id` malformed.
       NOT_FOUND         `exclude_training_file_id` names no training file (or another
                         user's).
+      UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+    """
+    ValidateConversations: _aio.UnaryUnaryMultiCallable[_service_pb2.ValidateConversationsRequest, _service_pb2.ValidateConversationsResponse]
+    """Checks conversation ids as CreateTrainingFile would (or, with `training_file_id`, as
+    AddConversations to that file would), changes nothing, and returns every problem in
+    the response: as many as there are, unlike the error details of a failed call, which
+    list only as many as fit the metadata limit. The conversations' documents are not
+    read, so ENRICHED_DOCUMENT_INVALID is never reported here.
+
+    Errors:
+      INVALID_ARGUMENT    (BadRequest) `training_file_id` or `on_behalf_of` malformed.
+      RESOURCE_EXHAUSTED  (QuotaFailure) more `conversation_ids` than the per-request
+                          limit (10000 by default).
+      PERMISSION_DENIED   `on_behalf_of` not allowed, as for CreateTrainingFile.
+      NOT_FOUND           `training_file_id` names no training file (or another user's).
       UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
     """
 
@@ -382,6 +403,27 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
                             `exclude_training_file_id` malformed.
           NOT_FOUND         `exclude_training_file_id` names no training file (or another
                             user's).
+          UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+
+    @_abc_1.abstractmethod
+    def ValidateConversations(
+        self,
+        request: _service_pb2.ValidateConversationsRequest,
+        context: _aio.ServicerContext[_service_pb2.ValidateConversationsRequest, _abc.Awaitable[_service_pb2.ValidateConversationsResponse]],
+    ) -> _abc.Awaitable[_service_pb2.ValidateConversationsResponse]:
+        """Checks conversation ids as CreateTrainingFile would (or, with `training_file_id`, as
+        AddConversations to that file would), changes nothing, and returns every problem in
+        the response: as many as there are, unlike the error details of a failed call, which
+        list only as many as fit the metadata limit. The conversations' documents are not
+        read, so ENRICHED_DOCUMENT_INVALID is never reported here.
+
+        Errors:
+          INVALID_ARGUMENT    (BadRequest) `training_file_id` or `on_behalf_of` malformed.
+          RESOURCE_EXHAUSTED  (QuotaFailure) more `conversation_ids` than the per-request
+                              limit (10000 by default).
+          PERMISSION_DENIED   `on_behalf_of` not allowed, as for CreateTrainingFile.
+          NOT_FOUND           `training_file_id` names no training file (or another user's).
           UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
         """
 
