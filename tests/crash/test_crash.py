@@ -1,0 +1,344 @@
+"""The crash suite: the server killed, frozen and stopped at every stage of a build.
+
+Each scenario runs real server processes on the session's PostgreSQL and SeaweedFS (see
+`harness.py`). Nothing is repaired by calling code from the test: what repairs the state
+is a server process started afterwards, as in production, and the test only looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import orjson
+import pytest
+
+from tests.conftest import Stack, authorized_channel
+from tests.crash.harness import (
+    ADD_POINTS,
+    CREATE_POINTS,
+    LEASE_SECONDS,
+    Backend,
+    Observer,
+    ServerProcess,
+    padded,
+    run_add,
+    run_create,
+    server_process,
+)
+from tests.e2e.helpers import create_ok, unique_name
+from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles_server.app import RunningServer
+from trainingfiles_server.db import SWEEPER_LOCK_KEY
+from trainingfiles_server.dev.generator import generate, load
+from trainingfiles_server.storage import Storage
+
+OWNER = uuid.UUID("00000000-0000-4000-8000-00000000c4a5")
+
+
+@pytest.fixture(scope="module")
+def backend(stack: Stack) -> Backend:
+    return Backend(
+        stack.database_url,
+        stack.seaweed.endpoint_url,
+        stack.seaweed.access_key,
+        stack.seaweed.secret_key,
+    )
+
+
+@pytest.fixture(scope="module")
+async def crash_ids(server: RunningServer, storage: Storage) -> list[str]:
+    """Padded conversations: 30 make ~12 MiB per object, several multipart parts."""
+    conversations = [padded(c) for c in generate(9090, 40, owners=[OWNER])]
+    await load(server.database.pool, storage.client, storage.conversations_bucket, conversations)
+    return [str(c.conversation_id) for c in conversations]
+
+
+@pytest.fixture
+def observer(server: RunningServer, storage: Storage) -> Observer:
+    return Observer(server.database.pool, storage)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.mark.parametrize("fault", CREATE_POINTS)
+async def test_a_create_killed_at_any_stage_is_repaired_after_a_restart(
+    backend: Backend,
+    observer: Observer,
+    workdir: Path,
+    token: str,
+    crash_ids: list[str],
+    fault: str,
+) -> None:
+    outcome = await run_create(backend, observer, workdir, token, crash_ids[:30], fault)
+    assert outcome.died, "the failpoint was not reached"
+    assert outcome.problems == []
+    assert outcome.file_id is not None
+    if fault == "build.committed":
+        assert outcome.final_status == "TRAINING_FILE_STATUS_ACTIVE"
+    else:
+        assert outcome.final_status == "TRAINING_FILE_STATUS_FAILED"
+    # Repaired within the lease and a few sweeps, not 15 minutes.
+    assert outcome.repair_seconds < LEASE_SECONDS + 5
+
+
+@pytest.mark.parametrize("fault", ADD_POINTS)
+async def test_an_add_killed_at_any_stage_leaves_a_complete_version(
+    backend: Backend,
+    observer: Observer,
+    workdir: Path,
+    token: str,
+    stub: service_pb2_grpc.TrainingFileServiceStub,
+    crash_ids: list[str],
+    fault: str,
+) -> None:
+    base = await create_ok(stub, unique_name("crash-add"), crash_ids[:20])
+    outcome = await run_add(backend, observer, workdir, token, base.id, crash_ids[20:35], fault)
+    assert outcome.died, "the failpoint was not reached"
+    assert outcome.problems == []
+    assert outcome.final_status == "TRAINING_FILE_STATUS_ACTIVE"
+    assert outcome.version == (base.version + 1 if fault == "build.committed" else base.version)
+    # And the next Add works: the dead build's lease does not hold the file.
+    again = await _add(stub, base.id, crash_ids[35:37])
+    assert again.version == outcome.version + 1
+
+
+async def _add(
+    stub: service_pb2_grpc.TrainingFileServiceStub, file_id: str, ids: list[str]
+) -> resources_pb2.TrainingFile:
+    last = None
+    async for message in stub.AddConversations(
+        service_pb2.AddConversationsRequest(training_file_id=file_id, conversation_ids=ids),
+        timeout=60,
+    ):
+        last = message
+    assert last is not None and last.HasField("training_file")
+    finished: resources_pb2.TrainingFile = last.training_file
+    return finished
+
+
+async def _wait(condition: Any, timeout: float = 30) -> None:
+    """Poll `condition` (bounded): the processes and the store announce nothing."""
+    async with asyncio.timeout(timeout):
+        while not await condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def _drain(call: Any) -> None:
+    while await call.read() is not grpc.aio.EOF:
+        pass
+
+
+async def test_a_frozen_build_that_lost_its_lease_can_never_activate(
+    backend: Backend, observer: Observer, workdir: Path, token: str, crash_ids: list[str]
+) -> None:
+    """Replica A freezes between upload and commit; replica B's sweeper fails the build
+    and deletes its objects; A then resumes: its commit is refused (ABORTED), the file
+    stays FAILED and nothing points at the deleted objects."""
+    name = unique_name("frozen")
+    async with (
+        server_process(backend, workdir / "b.log"),
+        server_process(backend, workdir / "a.log", failpoint="build.uploaded=stop") as a,
+        authorized_channel(a.port, token) as channel,
+    ):
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        call = stub.CreateTrainingFile(
+            service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=crash_ids[:30]),
+            timeout=60,
+        )
+        first = await call.read()
+        file_id = uuid.UUID(first.training_file_id)
+
+        async def frozen() -> bool:
+            return a.frozen()
+
+        await _wait(frozen)
+        row = await observer.pool.fetchrow(
+            "SELECT status FROM training_files WHERE id = $1", file_id
+        )
+        assert row is not None and row["status"] == "processing"
+
+        async def failed() -> bool:
+            status = await observer.pool.fetchval(
+                "SELECT status FROM training_files WHERE id = $1", file_id
+            )
+            return bool(status == "failed") and not await observer.problems(file_id)
+
+        await _wait(failed, LEASE_SECONDS + 10)
+        a.process.send_signal(signal.SIGCONT)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _drain(call)
+        assert refused.value.code() == grpc.StatusCode.ABORTED
+        assert "lease" in (refused.value.details() or "")
+        status = await observer.pool.fetchval(
+            "SELECT status FROM training_files WHERE id = $1", file_id
+        )
+        assert status == "failed"
+        await observer.repaired(file_id)
+
+
+async def test_sigterm_past_the_grace_cleans_up_before_the_pool_closes(
+    backend: Backend, observer: Observer, workdir: Path, token: str, crash_ids: list[str]
+) -> None:
+    """A build that does not finish within the grace is cancelled, and its cleanup runs
+    to the end before the pool and the S3 client close: no sweep is needed."""
+    name = unique_name("sigterm")
+    log = workdir / "sigterm.log"
+    # Stalled after ~6 MiB: the JSONL's multipart upload is open.
+    server = ServerProcess(backend, log, failpoint="build.fetched:15=stall")
+    try:
+        await server.wait_serving()
+        async with authorized_channel(server.port, token) as channel:
+            stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+            call = stub.CreateTrainingFile(
+                service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=crash_ids[:30]),
+                timeout=60,
+            )
+            file_id = uuid.UUID((await call.read()).training_file_id)
+
+            async def uploads_open() -> bool:
+                uploads = await observer.storage.open_uploads(observer.storage.training_bucket)
+                return any(u.key.startswith(f"{file_id}/") for u in uploads)
+
+            await _wait(uploads_open)  # the build is stalled with its uploads open
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            assert await server.wait_exit(30) == 0
+            took = time.monotonic() - started
+            with pytest.raises(grpc.aio.AioRpcError):
+                await _drain(call)
+    finally:
+        server.stop()
+    # Right after the exit, before any other process could sweep:
+    assert await observer.problems(file_id) == []
+    status = await observer.pool.fetchval(
+        "SELECT status FROM training_files WHERE id = $1", file_id
+    )
+    assert status == "failed"
+    assert took < 1 + 10, f"the process took {took:.1f} s to exit"
+    lines = [orjson.loads(line) for line in log.read_bytes().splitlines() if line[:1] == b"{"]
+    assert "Traceback" not in log.read_text()
+    assert [line["msg"] for line in lines][-1] == "stopped"
+    assert not [line for line in lines if line.get("level") == "ERROR"]
+
+
+async def test_a_sweeper_never_touches_the_live_build_of_another_replica(
+    backend: Backend, observer: Observer, workdir: Path, token: str, crash_ids: list[str]
+) -> None:
+    """A build stalled on storage (alive, renewing its lease) keeps its file and uploads
+    through many sweeps of another replica."""
+    name = unique_name("alive")
+    async with (
+        # Stalled after ~11 MiB: both multipart uploads are open.
+        server_process(backend, workdir / "a.log", failpoint="build.fetched:28=stall") as a,
+        authorized_channel(a.port, token) as channel,
+    ):
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        call = stub.CreateTrainingFile(
+            service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=crash_ids[:30]),
+            timeout=60,
+        )
+        file_id = uuid.UUID((await call.read()).training_file_id)
+
+        async def uploads_open() -> bool:
+            uploads = await observer.storage.open_uploads(observer.storage.training_bucket)
+            return sum(u.key.startswith(f"{file_id}/") for u in uploads) == 2
+
+        await _wait(uploads_open)
+        async with server_process(backend, workdir / "b.log"):
+            await asyncio.sleep(LEASE_SECONDS * 3)  # several leases' worth of B's sweeps
+            status = await observer.pool.fetchval(
+                "SELECT status FROM training_files WHERE id = $1", file_id
+            )
+            assert status == "processing"
+            assert await uploads_open()
+        call.cancel()
+    await observer.repaired(file_id)
+
+
+async def test_one_sweeper_at_a_time_across_replicas(
+    backend: Backend, observer: Observer, workdir: Path
+) -> None:
+    """While another session holds the sweeper lock no replica sweeps; once it is
+    released, one does."""
+    file_id = uuid.uuid4()
+    await observer.pool.execute(
+        "INSERT INTO training_files (id, name, status, lease_token, lease_expires_at) "
+        "VALUES ($1, $2, 'processing', $3, now() - interval '1 second')",
+        file_id,
+        unique_name("lock"),
+        uuid.uuid4(),
+    )
+    async with observer.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", SWEEPER_LOCK_KEY)
+        try:
+            async with (
+                server_process(backend, workdir / "a.log"),
+                server_process(backend, workdir / "b.log"),
+            ):
+                await asyncio.sleep(LEASE_SECONDS)  # both replicas tried several times
+                status = await observer.pool.fetchval(
+                    "SELECT status FROM training_files WHERE id = $1", file_id
+                )
+                assert status == "processing"
+                await conn.execute("SELECT pg_advisory_unlock($1)", SWEEPER_LOCK_KEY)
+                await observer.repaired(file_id, deadline=5)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+
+
+async def test_two_replicas_share_page_tokens_and_serialise_adds(
+    backend: Backend,
+    workdir: Path,
+    token: str,
+    stub: service_pb2_grpc.TrainingFileServiceStub,
+    crash_ids: list[str],
+) -> None:
+    base = await create_ok(stub, unique_name("replicas"), crash_ids[:2])
+    async with (
+        server_process(backend, workdir / "a.log") as a,
+        server_process(backend, workdir / "b.log") as b,
+        authorized_channel(a.port, token) as channel_a,
+        authorized_channel(b.port, token) as channel_b,
+    ):
+        stub_a = service_pb2_grpc.TrainingFileServiceStub(channel_a)
+        stub_b = service_pb2_grpc.TrainingFileServiceStub(channel_b)
+        # A page token issued by one replica is valid on the other.
+        first = await stub_a.ListTrainingFileConversations(
+            service_pb2.ListTrainingFileConversationsRequest(training_file_id=base.id, page_size=1)
+        )
+        second = await stub_b.ListTrainingFileConversations(
+            service_pb2.ListTrainingFileConversationsRequest(
+                training_file_id=base.id, page_size=1, page_token=first.next_page_token
+            )
+        )
+        assert [c.conversation_id for c in [*first.conversations, *second.conversations]] == (
+            crash_ids[:2]
+        )
+        # Adds on one file through both replicas at once: each succeeds, none is lost.
+        rest = crash_ids[2:14]
+        results = await asyncio.gather(
+            *(
+                _add(stub_a if i % 2 else stub_b, base.id, [conversation])
+                for i, conversation in enumerate(rest)
+            )
+        )
+        assert sorted(r.version for r in results) == list(range(2, 2 + len(rest)))
+        final = await stub_a.GetTrainingFile(
+            service_pb2.GetTrainingFileRequest(training_file_id=base.id)
+        )
+        members = await stub_b.ListTrainingFileConversations(
+            service_pb2.ListTrainingFileConversationsRequest(
+                training_file_id=base.id, page_size=100
+            )
+        )
+        assert sorted(c.conversation_id for c in members.conversations) == sorted(crash_ids[:14])
+        assert final.conversation_count == 14
