@@ -55,9 +55,11 @@ async def test_storage_stopped_mid_create_fails_the_file_and_the_sweeper_removes
 
                     async def follow() -> None:
                         nonlocal file_id
+                        killed = False
                         async for message in call:
                             file_id = message.training_file_id
-                            if message.stage == fetching and seaweed.process.poll() is None:
+                            if message.stage == fetching and not killed:
+                                killed = True
                                 # Storage dies while the JSONL's upload is open
                                 # (its first part is out: 200 documents are ~8 MB).
                                 await wait_for_uploads(running, f"{file_id}/", 1)
