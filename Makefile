@@ -67,6 +67,10 @@ clean: ## remove the virtual environment and local data
 token: $(STAMP) ## print a development token: make -s token [USER_ID=<uuid>] [ROLE=service_role] [DAYS=1]
 	@$(BIN)/python -m trainingfiles_server.dev.token $(if $(USER_ID),--user $(USER_ID)) $(if $(ROLE),--role $(ROLE)) $(if $(DAYS),--days $(DAYS))
 
+.PHONY: chaos
+chaos: $(STAMP) ## kill and stall servers at 100+ points, check the invariants: make chaos [N=100]
+	$(BIN)/python -m tests.crash.chaos --write $(if $(N),--count $(N))
+
 .PHONY: bench
 bench: $(STAMP) ## benchmarks against the storage floor (not part of make test): make bench [N=50000]
 	$(BIN)/python -m bench $(if $(N),--sizes $(N))

@@ -271,12 +271,12 @@ class Observer:
         return found
 
     async def repaired(self, file_id: uuid.UUID, deadline: float = REPAIR_DEADLINE) -> float:
-        """Wait until no invariant is broken; returns the seconds it took, or raises."""
+        """Wait until no invariant is broken; returns when (`time.monotonic`), or raises."""
         started = time.monotonic()
         while True:
             problems = await self.problems(file_id)
             if not problems:
-                return time.monotonic() - started
+                return time.monotonic()
             if time.monotonic() - started > deadline:
                 raise InvariantViolation(problems)
             await asyncio.sleep(0.1)
@@ -309,7 +309,9 @@ class Outcome:
     call_code: str = ""
     final_status: str = ""
     version: int = 0
+    # From the dying process's exit to the invariants holding (restart included).
     repair_seconds: float = 0.0
+    exited_at: float = 0.0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -353,12 +355,13 @@ async def run_create(
         if dying.process.poll() is None:
             dying.process.kill()
         outcome.died = await dying.wait_exit() == -signal.SIGKILL
+        outcome.exited_at = time.monotonic()
     outcome.file_id = await observer.file_id_by_name(name)
     async with server_process(backend, log) as restarted:
         if outcome.file_id is None:
             return outcome  # killed before the row was written: nothing to repair
         try:
-            outcome.repair_seconds = await observer.repaired(outcome.file_id)
+            outcome.repair_seconds = await observer.repaired(outcome.file_id) - outcome.exited_at
         except InvariantViolation as violation:
             outcome.problems = violation.problems
             return outcome
@@ -417,9 +420,10 @@ async def run_add(
         if dying.process.poll() is None:
             dying.process.kill()
         outcome.died = await dying.wait_exit() == -signal.SIGKILL
+        outcome.exited_at = time.monotonic()
     async with server_process(backend, log) as restarted:
         try:
-            outcome.repair_seconds = await observer.repaired(outcome.file_id)
+            outcome.repair_seconds = await observer.repaired(outcome.file_id) - outcome.exited_at
         except InvariantViolation as violation:
             outcome.problems = violation.problems
             return outcome
