@@ -118,8 +118,12 @@ class TrainingFileServiceServicer:
         (50 MiB by default); the file becomes FAILED.
         CANCELLED, DEADLINE_EXCEEDED  the caller cancelled or its deadline passed; the file
         becomes FAILED.
+        ABORTED             (LEASE_LOST) the build stalled past its lease (a frozen process,
+        the database out of reach); the file is FAILED. Retry.
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc
         (UNAVAILABLE after the file was recorded leaves it FAILED).
+        If the server dies while building, the file becomes FAILED within about a lease
+        (30 s by default) plus a sweep, by any replica; its name is then free again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,9 +138,12 @@ class TrainingFileServiceServicer:
         previous content while the call runs. The rebuilt JSON and JSONL files are swapped in
         atomically at the end, `version` is incremented and the last message carries the
         updated `training_file`. On any failure the previous content, metadata and membership
-        stay exactly as they were. Concurrent calls on the same file are serialised: the
-        second waits for the first to finish, then is checked against the file as the first
-        left it, so no conversation is ever lost.
+        stay exactly as they were, also if the server dies (the file is free for the next
+        call within about a lease). Concurrent calls on the same file are serialised, across
+        replicas too: the second waits for the first to finish, then is checked against the
+        file as the first left it, so no conversation is ever lost. A file archived while
+        the call runs stays archived with its previous content, and the call ends
+        FAILED_PRECONDITION (TRAINING_FILE_NOT_ACTIVE).
 
         Errors:
         INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `conversation_ids`
@@ -151,6 +158,8 @@ class TrainingFileServiceServicer:
         limit (50 MiB by default).
         CANCELLED, DEADLINE_EXCEEDED  the caller cancelled or its deadline passed; nothing
         was changed.
+        ABORTED             (LEASE_LOST) the build stalled past its lease; nothing was
+        changed. Retry.
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -199,8 +208,9 @@ class TrainingFileServiceServicer:
     def GetDownloadUrl(self, request, context):
         """Returns a presigned HTTPS GET URL for the JSON or JSONL file of an ACTIVE or ARCHIVED
         training file. The URL needs no other credentials and works until `expire_time`. It
-        serves the objects current when it was issued: once a later AddConversations replaces
-        them it may stop working early, so request a new URL after a `version` change.
+        serves the objects current when it was issued, also after a later AddConversations
+        replaced them: replaced objects are kept until the last URL handed out for them has
+        expired. Request a new URL after a `version` change for the new content.
 
         Errors:
         INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `format` unspecified
