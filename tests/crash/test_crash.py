@@ -342,3 +342,35 @@ async def test_two_replicas_share_page_tokens_and_serialise_adds(
         )
         assert sorted(c.conversation_id for c in members.conversations) == sorted(crash_ids[:14])
         assert final.conversation_count == 14
+
+
+async def test_start_up_sweeps_at_once(
+    backend: Backend, observer: Observer, workdir: Path, token: str, crash_ids: list[str]
+) -> None:
+    """A server that starts after a crash repairs it in its first sweep, at start-up,
+    without waiting for its sweep interval (an hour here)."""
+    name = unique_name("startup")
+    async with (
+        server_process(backend, workdir / "a.log", failpoint="build.fetched:15") as dying,
+        authorized_channel(dying.port, token) as channel,
+    ):
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        call = stub.CreateTrainingFile(
+            service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=crash_ids[:30]),
+            timeout=60,
+        )
+        file_id = uuid.UUID((await call.read()).training_file_id)
+        assert await dying.wait_exit() == -signal.SIGKILL
+
+    async def lease_expired() -> bool:
+        expired = await observer.pool.fetchval(
+            "SELECT lease_expires_at < now() FROM training_files WHERE id = $1", file_id
+        )
+        return bool(expired)
+
+    await _wait(lease_expired, LEASE_SECONDS + 5)
+    assert await observer.problems(file_id) != []  # nothing has repaired it yet
+    async with server_process(
+        backend, workdir / "b.log", extra_env={"SWEEP_INTERVAL_SECONDS": "3600"}
+    ):
+        await observer.repaired(file_id, deadline=5)

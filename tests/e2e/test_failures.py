@@ -10,6 +10,7 @@ from datetime import timedelta
 import grpc
 import pytest
 
+from tests.crash.harness import padded
 from tests.e2e.conftest import Dataset
 from tests.e2e.helpers import (
     ACTIVE,
@@ -31,10 +32,12 @@ from tests.e2e.helpers import (
     precondition_violations,
     stream_error,
     unique_name,
+    wait_for_uploads,
 )
 from trainingfiles.v1 import service_pb2
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.dev.generator import Kind
+from trainingfiles_server.dev.generator import Kind, generate, load
+from trainingfiles_server.storage import Storage
 from trainingfiles_server.sweeper import Sweeper
 
 BAD_KINDS = [Kind.MISSING_OBJECT, Kind.MALFORMED_JSON, Kind.MALFORMED_SCHEMA]
@@ -258,3 +261,40 @@ async def test_a_young_unrecorded_upload_is_left_to_its_build(server: RunningSer
         assert await open_uploads(server, key) == {created["UploadId"]}
     finally:
         await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=created["UploadId"])
+
+
+# ----------------------------------------------------------------- open uploads
+
+
+@pytest.fixture(scope="module")
+async def big_ids(server: RunningServer, storage: Storage) -> list[str]:
+    """Padded conversations (~400 KiB each): a file of 30 spans several 5 MiB parts."""
+    conversations = [padded(c) for c in generate(7373, 30, owners=[uuid.uuid4()])]
+    await load(server.database.pool, storage.client, storage.conversations_bucket, conversations)
+    return [str(c.conversation_id) for c in conversations]
+
+
+async def _failed_and_clean(server: RunningServer, file_id: str) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while (await file_row(server, file_id))["status"] != "failed":  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_a_cancelled_create_aborts_its_open_uploads_itself(
+    stub: Stub, server: RunningServer, big_ids: list[str]
+) -> None:
+    """No sweep runs here (the test server sweeps hourly): the Create's own cleanup
+    aborts the multipart uploads that were open when the call was cancelled."""
+    call = stub.CreateTrainingFile(
+        service_pb2.CreateTrainingFileRequest(
+            name=unique_name("cancel-open"), conversation_ids=big_ids
+        ),
+        timeout=TIMEOUT,
+    )
+    file_id = (await call.read()).training_file_id
+    assert await wait_for_uploads(server, f"{file_id}/", 1)
+    call.cancel()
+    await _failed_and_clean(server, file_id)
+    assert await open_uploads(server, f"{file_id}/") == set()
+    assert await object_keys(server, f"{file_id}/") == set()
+    assert await intent_count(server, file_id) == 0
