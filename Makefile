@@ -76,5 +76,6 @@ bench: $(STAMP) ## benchmarks against the storage floor (not part of make test):
 	$(BIN)/python -m bench $(if $(N),--sizes $(N))
 
 .PHONY: mutants
-mutants: $(STAMP) ## mutation testing of aggregate.py, documents.py and rules.py with their unit tests
+mutants: $(STAMP) ## mutation testing: the pure core (mutmut), then one mutation per I/O promise
 	$(BIN)/python scripts/mutants.py
+	$(BIN)/python scripts/promise_mutations.py
