@@ -68,6 +68,9 @@ class Lease:
                 pause = self.seconds / 3
             except Unavailable:
                 pause = min(1.0, self.seconds / 10)  # try again soon: the lease runs out
+            except Exception:
+                log.exception("lease renewal failed")
+                pause = min(1.0, self.seconds / 10)
 
     @contextlib.asynccontextmanager
     async def kept(self) -> AsyncIterator[Lease]:
