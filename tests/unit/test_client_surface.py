@@ -6,6 +6,7 @@ Pure tests: nothing here connects to a server (creating a gRPC channel does not)
 from __future__ import annotations
 
 import ast
+import datetime
 import inspect
 import json
 from pathlib import Path
@@ -15,35 +16,20 @@ import grpc
 import pytest
 
 import trainingfiles_client as tfc
-from trainingfiles.v1 import service_pb2
-from trainingfiles_client import _cli, _config
+from trainingfiles.v1 import resources_pb2, service_pb2
+from trainingfiles_client import _calls, _cli, _config, _methods
 
+# Pinned on purpose: a change here is a change of the public surface.
+# fmt: off
 PUBLIC = [
-    "Aborted",
-    "AlreadyExists",
-    "AsyncPager",
-    "AsyncTrainingFileOperation",
-    "AsyncTrainingFilesClient",
-    "Cancelled",
-    "DataLoss",
-    "DeadlineExceeded",
-    "FailedPrecondition",
-    "Internal",
-    "InvalidArgument",
-    "NotFound",
-    "OutOfRange",
-    "Pager",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "TrainingFileOperation",
-    "TrainingFilesClient",
-    "TrainingFilesError",
-    "Unauthenticated",
-    "Unavailable",
-    "Unimplemented",
-    "Unknown",
-    "Violation",
+    "Aborted", "AlreadyExists", "AsyncPager", "AsyncTrainingFileOperation",
+    "AsyncTrainingFilesClient", "Cancelled", "DataLoss", "DeadlineExceeded",
+    "FailedPrecondition", "Internal", "InvalidArgument", "NotFound", "OutOfRange", "Pager",
+    "PermissionDenied", "ResourceExhausted", "Retry", "TrainingFileOperation",
+    "TrainingFilesClient", "TrainingFilesError", "Unauthenticated", "Unavailable",
+    "Unimplemented", "Unknown", "Violation",
 ]
+# fmt: on
 
 RPC_METHODS = {
     "CreateTrainingFile": "create_training_file",
@@ -60,11 +46,14 @@ SERVICE = service_pb2.DESCRIPTOR.services_by_name["TrainingFileService"]
 
 
 def public_methods(cls: type) -> dict[str, Any]:
-    return {
-        name: member
-        for name, member in vars(cls).items()
-        if not name.startswith("_") and callable(member)
-    }
+    """The public methods of `cls`, inherited ones too, but none of Python's own."""
+    found = {}
+    for name in dir(cls):
+        owner = next(k for k in cls.__mro__ if name in vars(k))
+        member = getattr(cls, name)
+        if not name.startswith("_") and callable(member) and owner.__module__ != "builtins":
+            found[name] = member
+    return found
 
 
 # ----------------------------------------------------------------- names
@@ -98,40 +87,71 @@ def test_the_cli_uses_only_the_public_api() -> None:
 
 # ----------------------------------------------------------------- method shapes
 
+JSONL = resources_pb2.FILE_FORMAT_JSONL
+FACES = [tfc.TrainingFilesClient, tfc.AsyncTrainingFilesClient]
+OPTIONS = ["request", "timeout", "metadata", "retry"]
+WRITES = {"CreateTrainingFile", "AddConversations", "ArchiveTrainingFile"}
 
-def test_one_method_per_rpc_on_both_clients() -> None:
+
+def test_one_method_per_rpc_on_both_faces() -> None:
     assert set(RPC_METHODS) == {method.name for method in SERVICE.methods}
-    for cls in (tfc.TrainingFilesClient, tfc.AsyncTrainingFilesClient):
+    for cls in FACES:
         assert set(public_methods(cls)) == {*RPC_METHODS.values(), "close"}, cls
 
 
-@pytest.mark.parametrize("name", sorted(RPC_METHODS.values()))
-def test_sync_and_async_methods_have_the_same_shape(name: str) -> None:
-    sync = inspect.signature(getattr(tfc.TrainingFilesClient, name))
-    asynchronous = inspect.signature(getattr(tfc.AsyncTrainingFilesClient, name))
-    assert list(sync.parameters.values()) == list(asynchronous.parameters.values())
-    keyword_only = [
-        p.name for p in sync.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
-    assert keyword_only == ["timeout", "metadata"], name
-    for parameter in ("timeout", "metadata"):
-        assert sync.parameters[parameter].default is None
+def test_both_faces_have_the_same_methods_with_the_same_signatures() -> None:
+    sync, asynchronous = (public_methods(cls) for cls in FACES)
+    assert set(sync) == set(asynchronous)
+    for name in RPC_METHODS.values():
+        parameters = inspect.signature(sync[name]).parameters.values()
+        assert list(parameters) == list(inspect.signature(asynchronous[name]).parameters.values())
+        keyword_only = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        assert keyword_only == OPTIONS, name
+        # Written once: both faces wrap the same method of the base.
+        assert sync[name].__wrapped__ is asynchronous[name].__wrapped__
 
 
-@pytest.mark.parametrize("name", sorted(RPC_METHODS.values()))
-def test_request_fields_are_the_arguments(name: str) -> None:
-    rpc = next(m for m in SERVICE.methods if RPC_METHODS[m.name] == name)
-    fields = {field.name for field in rpc.input_type.fields} - {"page_token"}
-    parameters = set(inspect.signature(getattr(tfc.TrainingFilesClient, name)).parameters)
-    assert parameters - {"self", "timeout", "metadata"} == fields
+@pytest.mark.parametrize("rpc", sorted(RPC_METHODS))
+def test_request_fields_are_the_arguments(rpc: str) -> None:
+    descriptor = SERVICE.methods_by_name[rpc]
+    fields = [f.name for f in descriptor.input_type.fields if f.name != "page_token"]
+    signature = inspect.signature(getattr(tfc.TrainingFilesClient, RPC_METHODS[rpc]))
+    flattened = [p for p in signature.parameters.values() if p.name not in {"self", *OPTIONS}]
+    assert sorted(p.name for p in flattened) == sorted(fields)
+    assert all(p.default is None for p in flattened)  # so that `request=` can stand alone
+
+
+@pytest.mark.parametrize("rpc", sorted(RPC_METHODS))
+def test_defaults_come_from_the_one_table(rpc: str) -> None:
+    method = _methods.METHODS[rpc]
+    parameters = inspect.signature(getattr(tfc.TrainingFilesClient, RPC_METHODS[rpc])).parameters
+    assert parameters["timeout"].default == method.timeout
+    assert parameters["retry"].default == method.retry
+    assert parameters["metadata"].default is None
+    if rpc in WRITES:
+        assert method.retry is None
+    else:
+        assert method.retry == _methods.READ and method.timeout
+    if rpc in ("CreateTrainingFile", "AddConversations"):
+        assert method.timeout is None  # a build streams for as long as it runs
+
+
+def test_the_table_has_a_row_per_rpc_of_the_contract() -> None:
+    assert set(_methods._DEFAULTS) == {method.name for method in SERVICE.methods}
+    assert {m.path for m in _methods.METHODS.values()} == {
+        f"/{SERVICE.full_name}/{m.name}" for m in SERVICE.methods
+    }
 
 
 def test_unary_methods_are_coroutines_and_lists_are_not() -> None:
     client = tfc.AsyncTrainingFilesClient
     for name in ("get_training_file", "get_download_url", "archive_training_file", "close"):
         assert inspect.iscoroutinefunction(getattr(client, name)), name
+    assert inspect.iscoroutinefunction(client.validate_conversations)
     for name in ("create_training_file", "add_conversations", "list_training_files"):
         assert not inspect.iscoroutinefunction(getattr(client, name)), name
+    for name in RPC_METHODS.values():
+        assert not inspect.iscoroutinefunction(getattr(tfc.TrainingFilesClient, name))
 
 
 @pytest.mark.parametrize(
@@ -144,6 +164,7 @@ def test_unary_methods_are_coroutines_and_lists_are_not() -> None:
         tfc.Pager,
         tfc.AsyncPager,
         tfc.TrainingFilesError,
+        tfc.Retry,
     ],
 )
 def test_every_public_method_has_a_docstring_with_an_example(cls: type) -> None:
@@ -151,12 +172,80 @@ def test_every_public_method_has_a_docstring_with_an_example(cls: type) -> None:
     for name, member in public_methods(cls).items():
         doc = inspect.getdoc(member)
         assert doc, f"{cls.__name__}.{name} has no docstring"
-        assert ">>>" in doc, f"{cls.__name__}.{name} has no example"
+        assert ">>>" in doc or name == "policy", f"{cls.__name__}.{name} has no example"
+
+
+def prepared(client: Any, name: str, *args: Any, **kwargs: Any) -> _calls.Prepared:
+    """What a method of `client` would send, built without sending it."""
+    build = getattr(type(client), name).__wrapped__
+    method = _methods.METHODS[_calls.rpc_name(name)]
+    result: _calls.Prepared = client._prepare(method, build(client, *args, **kwargs))
+    return result
+
+
+def test_request_or_fields_never_both() -> None:
+    with tfc.TrainingFilesClient("127.0.0.1:1", token="t") as client:
+        by_fields = prepared(client, "get_download_url", "f", JSONL, datetime.timedelta(minutes=2))
+        as_dict = {"training_file_id": "f", "format": JSONL, "expires_in": 120}
+        by_dict = prepared(client, "get_download_url", request=as_dict)
+        message = service_pb2.GetDownloadUrlRequest(training_file_id="f", format=JSONL)
+        message.expires_in.seconds = 120
+        by_message = prepared(client, "get_download_url", request=message)
+        assert by_fields.request == by_dict.request == by_message.request == message
+        assert by_message.request is not message  # the caller's message is not changed
+        with pytest.raises(ValueError, match="either request or the fields"):
+            prepared(client, "get_training_file", "f", request={"training_file_id": "g"})
+        with pytest.raises(TypeError, match="GetTrainingFileRequest or a dict"):
+            prepared(client, "get_training_file", request=message)
+        with pytest.raises(ValueError, match='has no "file_id" field'):
+            prepared(client, "get_training_file", request={"file_id": "f"})
+        with pytest.raises(TypeError, match="unexpected keyword argument 'timeot'"):
+            prepared(client, "get_training_file", "f", timeot=3)
 
 
 def test_a_single_string_is_not_taken_for_a_list_of_ids() -> None:
-    with tfc.TrainingFilesClient("127.0.0.1:1") as client, pytest.raises(TypeError):
-        client.create_training_file("name", "5795833f-20da-45aa-9b56-d4b07e575bcc")
+    one = "5795833f-20da-45aa-9b56-d4b07e575bcc"
+    with tfc.TrainingFilesClient("127.0.0.1:1") as client:
+        with pytest.raises(TypeError, match="conversation_ids must be a list"):
+            client.create_training_file("name", one)
+        with pytest.raises(TypeError, match="conversation_ids must be a list"):
+            client.validate_conversations(request={"conversation_ids": one})
+        add = prepared(client, "add_conversations", "f", iter([one])).request
+        assert add == service_pb2.AddConversationsRequest(
+            training_file_id="f", conversation_ids=[one]
+        )
+
+
+def test_per_call_options_override_the_table() -> None:
+    with tfc.TrainingFilesClient("127.0.0.1:1", token="secret") as client:
+        default = prepared(client, "get_training_file", "f")
+        assert default.timeout == _methods.UNARY_TIMEOUT
+        assert default.metadata == [("authorization", "Bearer secret")]
+        assert prepared(client, "create_training_file", "n", ["c"]).timeout is None
+        assert prepared(client, "get_training_file", "f", timeout=None).timeout is None
+        own = prepared(client, "get_training_file", "f", metadata=[("authorization", "x")])
+        assert own.metadata == [("authorization", "x")]
+        assert list(client._channels) == [_methods.DEFAULT]
+        # The default policy, spelled out, is the main channel's; another opens its own.
+        prepared(client, "list_training_files", retry=tfc.Retry())
+        prepared(client, "archive_training_file", "f", retry=None)
+        assert list(client._channels) == [_methods.DEFAULT]
+        prepared(client, "get_training_file", "f", retry=None)
+        prepared(client, "create_training_file", "n", ["c"], retry=tfc.Retry(attempts=3))
+        assert list(client._channels) == [_methods.DEFAULT, None, tfc.Retry(attempts=3)]
+
+
+def test_retry_policies_are_checked() -> None:
+    assert tfc.Retry(initial_backoff=0.25, max_backoff=1).policy() == {
+        "maxAttempts": 5,
+        "initialBackoff": "0.25s",
+        "maxBackoff": "1s",
+        "backoffMultiplier": 2.0,
+        "retryableStatusCodes": ["UNAVAILABLE", "DEADLINE_EXCEEDED"],
+    }
+    for wrong in ({"attempts": 1}, {"attempts": 6}, {"initial_backoff": 0}, {"on": ("NOPE",)}):
+        with pytest.raises(ValueError, match="must"):
+            tfc.Retry(**wrong)
 
 
 # ----------------------------------------------------------------- errors
@@ -198,24 +287,30 @@ def test_the_exception_tree_is_drawn_in_its_module() -> None:
 
 
 def test_retries_only_for_idempotent_methods() -> None:
-    config = _config.service_config()
+    config = _methods.service_config()
     retried: dict[str, dict[str, Any]] = {}
     for method_config in config["methodConfig"]:
         for name in method_config["name"]:
             assert name["service"] == SERVICE.full_name
             retried[name["method"]] = method_config["retryPolicy"]
     assert set(retried) <= {m.name for m in SERVICE.methods}
-    writes = {"CreateTrainingFile", "AddConversations", "ArchiveTrainingFile"}
-    assert not writes & set(retried)
-    assert set(retried) == set(RPC_METHODS) - writes
+    assert not WRITES & set(retried)
+    assert set(retried) == set(RPC_METHODS) - WRITES
     for policy in retried.values():
         assert 2 <= policy["maxAttempts"] <= 5  # gRPC caps it at 5
         assert set(policy["retryableStatusCodes"]) == {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
 
-    options = dict(_config.channel_options())
+    options = dict(_config.channel_options(config))
     assert options["grpc.enable_retries"] == 1
     assert json.loads(options["grpc.service_config"]) == config
-    assert dict(_config.channel_options([("grpc.enable_retries", 0)]))["grpc.enable_retries"] == 0
+    extra = [("grpc.enable_retries", 0)]
+    assert dict(_config.channel_options(config, extra))["grpc.enable_retries"] == 0
+    # The channel of calls with `retry=None` retries nothing; one with a policy, every rpc.
+    assert dict(_config.channel_options(_methods.service_config(None)))["grpc.enable_retries"] == 0
+    everything = _methods.service_config(tfc.Retry(attempts=2))["methodConfig"]
+    assert everything == [
+        {"name": [{"service": SERVICE.full_name}], "retryPolicy": tfc.Retry(attempts=2).policy()}
+    ]
 
 
 def test_settings_from_arguments_then_environment_then_defaults() -> None:

@@ -1,9 +1,10 @@
 """Python client for the Training File Service (``trainingfiles.v1``).
 
-A small public surface over private modules: the sync and asyncio clients, the
-operations their streaming calls return, the pagers their list calls return, and one
-error hierarchy mirroring the gRPC status codes. Requests and replies are the generated
-messages of ``trainingfiles.v1`` (``resources_pb2``, ``service_pb2``).
+A small public surface over private modules: the sync and asyncio clients (two faces of
+one base), the operations their streaming calls return, the pagers their list calls
+return, the retry policy a call may override, and one error hierarchy mirroring the gRPC
+status codes. Requests and replies are the generated messages of ``trainingfiles.v1``
+(``resources_pb2``, ``service_pb2``).
 
 Example:
     >>> from trainingfiles_client import TrainingFilesClient
@@ -36,6 +37,7 @@ from ._exceptions import (
     Unknown,
     Violation,
 )
+from ._methods import Retry
 from ._operations import AsyncTrainingFileOperation, TrainingFileOperation
 from ._pagers import AsyncPager, Pager
 
@@ -56,6 +58,7 @@ __all__ = [
     "Pager",
     "PermissionDenied",
     "ResourceExhausted",
+    "Retry",
     "TrainingFileOperation",
     "TrainingFilesClient",
     "TrainingFilesError",

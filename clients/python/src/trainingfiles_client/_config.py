@@ -11,8 +11,8 @@ argument               variable             default
 ``tls`` / credentials  TRAININGFILES_TLS     plaintext for loopback targets, TLS otherwise
 =====================  ===================  ==========================================
 
-Retries live here too, as gRPC service config: the channel itself retries the idempotent
-rpcs, with exponential backoff, so no call site carries a retry loop.
+The channel options live here too; the retry policies they carry (gRPC service config)
+come from the table of methods in `_methods`.
 """
 
 from __future__ import annotations
@@ -31,58 +31,14 @@ TARGET_ENV: Final = "TRAININGFILES_TARGET"
 TOKEN_ENV: Final = "TRAININGFILES_TOKEN"
 TLS_ENV: Final = "TRAININGFILES_TLS"
 
-SERVICE: Final = "trainingfiles.v1.TrainingFileService"
 
-# Retried automatically: the reads only. Writes never are: a retried Create or Add could
-# build a second file or race the first attempt, and although archiving twice is
-# harmless, a caller should see that its Archive failed and decide for itself.
-IDEMPOTENT_READS: Final = (
-    "GetTrainingFile",
-    "ListTrainingFiles",
-    "ListTrainingFileConversations",
-    "GetDownloadUrl",
-    "ListEligibleConversations",
-    "ValidateConversations",
-)
-
-# Five attempts (gRPC's cap), 0.5 s, 1 s, 2 s, 4 s apart (±20 % jitter): about 7.5 s,
-# enough to ride out a server restart, short enough to fail while a person waits.
-_BACKOFF: Final = {
-    "maxAttempts": 5,
-    "initialBackoff": "0.5s",
-    "maxBackoff": "4s",
-    "backoffMultiplier": 2,
-}
-
-
-def service_config() -> dict[str, Any]:
-    """The gRPC service config: a `retryPolicy` per idempotent method, none for the rest.
-
-    A read answered DEADLINE_EXCEEDED by the server is retried too (the call's own
-    deadline still bounds all attempts).
-    """
-
-    def names(methods: Sequence[str]) -> list[dict[str, str]]:
-        return [{"service": SERVICE, "method": method} for method in methods]
-
-    return {
-        "methodConfig": [
-            {
-                "name": names(IDEMPOTENT_READS),
-                "retryPolicy": {
-                    **_BACKOFF,
-                    "retryableStatusCodes": ["UNAVAILABLE", "DEADLINE_EXCEEDED"],
-                },
-            },
-        ]
-    }
-
-
-def channel_options(extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
-    """Options for every channel the clients open; `extra` ones win."""
+def channel_options(
+    service_config: Mapping[str, Any], extra: Sequence[tuple[str, Any]] = ()
+) -> list[tuple[str, Any]]:
+    """Options for every channel the clients open, with this service config; `extra` wins."""
     options: dict[str, Any] = {
-        "grpc.enable_retries": 1,
-        "grpc.service_config": json.dumps(service_config()),
+        "grpc.enable_retries": 1 if service_config.get("methodConfig") else 0,
+        "grpc.service_config": json.dumps(service_config),
         # The service config above, not one a resolver (DNS TXT record) might supply.
         "grpc.service_config_disable_resolution": 1,
         # Match the server's default message limit (MAX_MESSAGE_BYTES, 4 MiB).

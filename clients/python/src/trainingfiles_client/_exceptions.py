@@ -39,27 +39,6 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
-__all__ = [
-    "Aborted",
-    "AlreadyExists",
-    "Cancelled",
-    "DataLoss",
-    "DeadlineExceeded",
-    "FailedPrecondition",
-    "Internal",
-    "InvalidArgument",
-    "NotFound",
-    "OutOfRange",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "TrainingFilesError",
-    "Unauthenticated",
-    "Unavailable",
-    "Unimplemented",
-    "Unknown",
-    "Violation",
-]
-
 _DETAILS_KEY = "grpc-status-details-bin"
 
 # The `google.rpc` detail types the client unpacks; others stay packed in `details`.

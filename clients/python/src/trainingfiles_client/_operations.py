@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from types import TracebackType
 from typing import Any
 
 import grpc
@@ -51,6 +50,10 @@ class _State:
     def cancelled(self) -> Cancelled:
         return Cancelled("the call was cancelled by the client")
 
+    def failed(self, error: grpc.RpcError) -> TrainingFilesError:
+        """The call ended with `error`: Cancelled if we cancelled it, else its own."""
+        return self.fail(self.cancelled() if self.cancel_requested else from_rpc_error(error))
+
     def end(self) -> None:
         """The stream ended with OK: it must have carried the finished file."""
         self.finished = True
@@ -65,18 +68,8 @@ class _State:
         return self.training_file
 
 
-class TrainingFileOperation:
-    """A running CreateTrainingFile or AddConversations call (synchronous client).
-
-    Example:
-        >>> operation = client.create_training_file("advisors-q3", conversation_ids)
-        >>> for event in operation:
-        ...     print(event.stage, event.done, event.total, list(event.warnings))
-        >>> training_file = operation.result()
-
-    As a context manager it cancels the call if the block exits before the stream ended
-    (an exception, Ctrl-C).
-    """
+class _Operation:
+    """What both kinds of operation share: the call, its state, and cancelling it."""
 
     def __init__(self, call: Any) -> None:
         self._call = call
@@ -96,6 +89,43 @@ class TrainingFileOperation:
         """
         return self._state.finished
 
+    def cancel(self) -> bool:
+        """Cancel the call on the server; False if the stream had already ended.
+
+        `result()` then raises `Cancelled`.
+
+        Example:
+            >>> operation = client.create_training_file("big", ids)
+            >>> first = next(operation)  # or, on the asyncio client: await anext(operation)
+            >>> operation.cancel()
+            True
+        """
+        if self._state.finished:
+            return False
+        # Set first: the reader may see the cancellation before cancel() returns.
+        self._state.cancel_requested = True
+        cancelled: bool = self._call.cancel()
+        if not cancelled:  # it had already ended; its own outcome stands
+            self._state.cancel_requested = False
+        return cancelled
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} training_file_id={self.training_file_id!r}>"
+
+
+class TrainingFileOperation(_Operation):
+    """A running CreateTrainingFile or AddConversations call (synchronous client).
+
+    Example:
+        >>> operation = client.create_training_file("advisors-q3", conversation_ids)
+        >>> for event in operation:
+        ...     print(event.stage, event.done, event.total, list(event.warnings))
+        >>> training_file = operation.result()
+
+    As a context manager it cancels the call if the block exits before the stream ended
+    (an exception, Ctrl-C).
+    """
+
     def __iter__(self) -> Iterator[Progress]:
         return self
 
@@ -109,9 +139,7 @@ class TrainingFileOperation:
             state.end()
             raise
         except grpc.RpcError as error:
-            if state.cancel_requested:
-                raise state.fail(state.cancelled()) from error
-            raise state.fail(from_rpc_error(error)) from error
+            raise state.failed(error) from error
         state.observe(event)
         return event
 
@@ -129,43 +157,15 @@ class TrainingFileOperation:
             pass
         return self._state.outcome()
 
-    def cancel(self) -> bool:
-        """Cancel the call on the server; False if the stream had already ended.
-
-        `result()` then raises `Cancelled`.
-
-        Example:
-            >>> operation = client.create_training_file("big", ids)
-            >>> first = next(operation)
-            >>> operation.cancel()
-            True
-        """
-        if self._state.finished:
-            return False
-        # Set first: the reader may see the cancellation before cancel() returns.
-        self._state.cancel_requested = True
-        cancelled: bool = self._call.cancel()
-        if not cancelled:  # it had already ended; its own outcome stands
-            self._state.cancel_requested = False
-        return cancelled
-
     def __enter__(self) -> TrainingFileOperation:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if not self._state.finished:
             self.cancel()
 
-    def __repr__(self) -> str:
-        return f"<TrainingFileOperation training_file_id={self.training_file_id!r}>"
 
-
-class AsyncTrainingFileOperation:
+class AsyncTrainingFileOperation(_Operation):
     """A running CreateTrainingFile or AddConversations call (asyncio client).
 
     Example:
@@ -177,24 +177,6 @@ class AsyncTrainingFileOperation:
     Cancelling the task that awaits it cancels the call on the server too; so does
     leaving an ``async with`` block before the stream ended.
     """
-
-    def __init__(self, call: Any) -> None:
-        self._call = call
-        self._state = _State()
-
-    @property
-    def training_file_id(self) -> str | None:
-        """The id of the file being built, from the first event on; None before it."""
-        return self._state.training_file_id
-
-    def done(self) -> bool:
-        """Whether the stream has ended (successfully or not).
-
-        Example:
-            >>> operation.done()
-            False
-        """
-        return self._state.finished
 
     def __aiter__(self) -> AsyncIterator[Progress]:
         return self
@@ -212,9 +194,7 @@ class AsyncTrainingFileOperation:
                 raise state.fail(state.cancelled()) from None
             raise
         except grpc.RpcError as error:
-            if state.cancel_requested:
-                raise state.fail(state.cancelled()) from error
-            raise state.fail(from_rpc_error(error)) from error
+            raise state.failed(error) from error
         if event is grpc.aio.EOF:
             state.end()
             raise StopAsyncIteration
@@ -234,35 +214,9 @@ class AsyncTrainingFileOperation:
             pass
         return self._state.outcome()
 
-    def cancel(self) -> bool:
-        """Cancel the call on the server; False if the stream had already ended.
-
-        Example:
-            >>> operation = client.create_training_file("big", ids)
-            >>> first = await anext(operation)
-            >>> operation.cancel()
-            True
-        """
-        if self._state.finished:
-            return False
-        # Set first: the reader may see the cancellation before cancel() returns.
-        self._state.cancel_requested = True
-        cancelled: bool = self._call.cancel()
-        if not cancelled:  # it had already ended; its own outcome stands
-            self._state.cancel_requested = False
-        return cancelled
-
     async def __aenter__(self) -> AsyncTrainingFileOperation:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if not self._state.finished:
             self.cancel()
-
-    def __repr__(self) -> str:
-        return f"<AsyncTrainingFileOperation training_file_id={self.training_file_id!r}>"

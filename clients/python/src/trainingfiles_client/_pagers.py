@@ -2,7 +2,8 @@
 
 Nothing is fetched until the pager is iterated, and each page only when the previous one
 is used up, so ``itertools.islice(pager, 10)`` costs one page. Iterating a pager again
-starts again from the first page. `pages` gives the raw responses instead.
+starts again from the first page (the request's own `page_token`, if it had one).
+`pages` gives the raw responses instead.
 """
 
 from __future__ import annotations
@@ -20,9 +21,24 @@ class _Page(Protocol):
 
 ResponseT = TypeVar("ResponseT", bound=_Page)
 ItemT = TypeVar("ItemT")
+FetchT = TypeVar("FetchT")
 
 
-class Pager(Generic[ResponseT, ItemT]):
+class _Pages(Generic[ResponseT, ItemT, FetchT]):
+    """What both pagers hold: how to fetch a page, where its items are, the first token."""
+
+    def __init__(
+        self, fetch: FetchT, items: Callable[[ResponseT], Sequence[ItemT]], start: str = ""
+    ) -> None:
+        self._fetch = fetch
+        self._items = items
+        self._start = start
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+class Pager(_Pages[ResponseT, ItemT, Callable[[str], ResponseT]]):
     """The items of a list rpc, one page at a time.
 
     Example:
@@ -33,18 +49,10 @@ class Pager(Generic[ResponseT, ItemT]):
         ...     print(len(page.training_files), page.next_page_token)
     """
 
-    def __init__(
-        self,
-        fetch: Callable[[str], ResponseT],
-        items: Callable[[ResponseT], Sequence[ItemT]],
-    ) -> None:
-        self._fetch = fetch
-        self._items = items
-
     @property
     def pages(self) -> Iterator[ResponseT]:
         """The raw responses, fetching each page as it is reached (see the class example)."""
-        token = ""
+        token = self._start
         while True:
             page = self._fetch(token)
             yield page
@@ -56,11 +64,8 @@ class Pager(Generic[ResponseT, ItemT]):
         for page in self.pages:
             yield from self._items(page)
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__}>"
 
-
-class AsyncPager(Generic[ResponseT, ItemT]):
+class AsyncPager(_Pages[ResponseT, ItemT, Callable[[str], Awaitable[ResponseT]]]):
     """The items of a list rpc for the asyncio client: ``async for`` over it.
 
     Example:
@@ -70,18 +75,10 @@ class AsyncPager(Generic[ResponseT, ItemT]):
         ...     print(page.next_page_token)
     """
 
-    def __init__(
-        self,
-        fetch: Callable[[str], Awaitable[ResponseT]],
-        items: Callable[[ResponseT], Sequence[ItemT]],
-    ) -> None:
-        self._fetch = fetch
-        self._items = items
-
     @property
     async def pages(self) -> AsyncIterator[ResponseT]:
         """The raw responses, fetching each page as it is reached (see the class example)."""
-        token = ""
+        token = self._start
         while True:
             page = await self._fetch(token)
             yield page
@@ -93,6 +90,3 @@ class AsyncPager(Generic[ResponseT, ItemT]):
         async for page in self.pages:
             for item in self._items(page):
                 yield item
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__}>"

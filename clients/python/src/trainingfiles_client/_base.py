@@ -1,0 +1,342 @@
+"""The client, written once: `BaseClient` and one method per rpc.
+
+As httpx builds `Client` and `AsyncClient` on one `BaseClient`, both clients of this
+package are faces of the class below. It holds the connection settings and the channels,
+and every rpc's method: its signature (GAPIC's shape: the request's fields, or
+``request=``, then keyword-only ``timeout``, ``metadata`` and ``retry``), its docstring,
+its argument checks and its request building. The faces only send a prepared call: the
+synchronous one returns the response, the asyncio one awaits it (`_client.py`,
+`_async_client.py`). How a method reaches both faces is `_calls.rpc`; each method's
+defaults are a row of the table in `_methods`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar, Unpack
+
+from trainingfiles.v1 import resources_pb2, service_pb2
+from trainingfiles.v1.service_pb2 import (
+    AddConversationsRequest,
+    ArchiveTrainingFileRequest,
+    CreateTrainingFileRequest,
+    GetDownloadUrlRequest,
+    GetTrainingFileRequest,
+    ListEligibleConversationsRequest,
+    ListTrainingFileConversationsRequest,
+    ListTrainingFilesRequest,
+    ValidateConversationsRequest,
+)
+
+from ._calls import (
+    Call,
+    CallOptions,
+    Listed,
+    Prepared,
+    Streamed,
+    Unary,
+    options,
+    request,
+    rpc,
+)
+from ._config import Connection, channel_options, resolve
+from ._methods import DEFAULT, Kind, Method, Policy, service_config
+
+__all__ = ["Async", "BaseClient", "Sync"]
+
+FaceT = TypeVar("FaceT")
+Status: TypeAlias = resources_pb2.TrainingFileStatus.ValueType
+Format: TypeAlias = resources_pb2.FileFormat.ValueType
+
+
+class Sync:
+    """The face whose methods return their results."""
+
+
+class Async:
+    """The face whose unary methods return awaitables."""
+
+
+class BaseClient(Generic[FaceT]):
+    """What `TrainingFilesClient` and `AsyncTrainingFilesClient` share.
+
+    Target, token and TLS come from the arguments, else from ``TRAININGFILES_TARGET``,
+    ``TRAININGFILES_TOKEN`` and ``TRAININGFILES_TLS``, else default to ``127.0.0.1:50051``,
+    no token, and plaintext for loopback targets (TLS for any other). The token goes out
+    as ``authorization: Bearer <token>`` on every call. Each method has a default
+    deadline and retry policy (reads are retried on UNAVAILABLE by the channel; Create,
+    Add and Archive never are), which ``timeout=`` and ``retry=`` override per call.
+    Every failure raises a `TrainingFilesError` subclass.
+    """
+
+    asynchronous: ClassVar[bool] = False
+    _grpc: ClassVar[Any]  # the module that opens this face's channels: grpc or grpc.aio
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        tls: bool | None = None,
+        credentials: Any = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._connection: Connection = resolve(
+            target, token=token, tls=tls, credentials=credentials
+        )
+        self._options = tuple(options)
+        self._lock = threading.Lock()
+        # One channel per retry policy in use: the table's, and one for each `retry=`
+        # that differs from its method's default (opened on first use).
+        self._channels: dict[Policy, Any] = {}
+        self._senders: dict[tuple[Policy, str], Any] = {}
+        self._channel(DEFAULT)
+
+    @property
+    def target(self) -> str:
+        """The gRPC target this client talks to."""
+        return self._connection.target
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} target={self.target!r}>"
+
+    def _channel(self, policy: Policy) -> Any:
+        with self._lock:
+            channel = self._channels.get(policy)
+            if channel is None:
+                options = channel_options(service_config(policy), self._options)
+                target, credentials = self._connection.target, self._connection.credentials
+                if credentials is None:
+                    channel = self._grpc.insecure_channel(target, options=options)
+                else:
+                    channel = self._grpc.secure_channel(target, credentials, options=options)
+                self._channels[policy] = channel
+            return channel
+
+    def _prepare(self, method: Method, call: Call[Any, Any]) -> Prepared:
+        """The call with its message built and its options resolved against the table."""
+        timeout, metadata, retry = options(method, call)
+        message = request(method, call)
+        # The method's own policy is the main channel's; any other, a channel of its own.
+        policy: Policy = DEFAULT if retry == method.retry else retry
+        sender = self._senders.get((policy, method.name))
+        if sender is None:
+            channel = self._channel(policy)
+            streaming = method.kind is Kind.STREAMING
+            sender = (channel.unary_stream if streaming else channel.unary_unary)(
+                method.path,
+                request_serializer=method.request.SerializeToString,
+                response_deserializer=method.response.FromString,
+            )
+            self._senders[(policy, method.name)] = sender
+        metadata = self._connection.metadata(metadata)
+        return Prepared(method, message, timeout, metadata, sender)
+
+    def _invoke(self, method: Method, call: Call[Any, Any]) -> Any:
+        prepared = self._prepare(method, call)
+        if method.kind is Kind.STREAMING:
+            return self._stream(prepared)
+        if method.kind is Kind.PAGED:
+            return self._paged(prepared)
+        return self._unary(prepared)
+
+    # How each face sends a call: the only code that differs between them.
+
+    def _unary(self, call: Prepared) -> Any:
+        raise NotImplementedError
+
+    def _paged(self, call: Prepared) -> Any:
+        raise NotImplementedError
+
+    def _stream(self, call: Prepared) -> Any:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ streaming rpcs
+
+    @rpc
+    def create_training_file(
+        self,
+        name: str | None = None,
+        conversation_ids: Iterable[str] | None = None,
+        description: str | None = None,
+        on_behalf_of: str | None = None,
+        **options: Unpack[CallOptions[CreateTrainingFileRequest]],
+    ) -> Streamed:
+        """Create a training file from conversations; returns the running operation.
+
+        The call starts at once; iterate the operation for progress events and call
+        `result()` for the finished (ACTIVE) file. A rejected request raises from the
+        first iteration or from `result()`. No deadline and never retried by default:
+        after a failure, look the file up by the operation's `training_file_id` before
+        calling again.
+
+        Example:
+            >>> operation = client.create_training_file("advisors-q3", ids, "Q3 set")
+            >>> for event in operation:  # asyncio client: async for
+            ...     print(event.stage, f"{event.done}/{event.total}")
+            >>> operation.result().total_training_pairs  # asyncio: await ….result()
+            412
+            >>> client.create_training_file(request={"name": "q4", "conversation_ids": ids})
+        """
+        return Call.of(locals())
+
+    @rpc
+    def add_conversations(
+        self,
+        training_file_id: str | None = None,
+        conversation_ids: Iterable[str] | None = None,
+        **options: Unpack[CallOptions[AddConversationsRequest]],
+    ) -> Streamed:
+        """Add conversations to an ACTIVE file; returns the running operation.
+
+        The file keeps its previous content until the rebuilt one is swapped in at the
+        end (`version` + 1); on any failure nothing changes. Never retried by default.
+
+        Example:
+            >>> updated = client.add_conversations(file_id, more_ids).result()
+            >>> updated = await aclient.add_conversations(file_id, more_ids).result()
+            >>> updated.version
+            2
+        """
+        return Call.of(locals())
+
+    # ------------------------------------------------------------------ unary rpcs
+
+    @rpc
+    def get_training_file(
+        self,
+        training_file_id: str | None = None,
+        **options: Unpack[CallOptions[GetTrainingFileRequest]],
+    ) -> Unary[resources_pb2.TrainingFile]:
+        """One training file's metadata, in any status. Retried on UNAVAILABLE.
+
+        Example:
+            >>> training_file = client.get_training_file(file_id)
+            >>> training_file = await aclient.get_training_file(file_id, timeout=5)
+            >>> training_file.status == resources_pb2.TRAINING_FILE_STATUS_ACTIVE
+            True
+        """
+        return Call.of(locals())
+
+    @rpc
+    def list_training_files(
+        self,
+        status: Status | None = None,
+        include_archived: bool | None = None,
+        page_size: int | None = None,
+        **options: Unpack[CallOptions[ListTrainingFilesRequest]],
+    ) -> Listed[service_pb2.ListTrainingFilesResponse, resources_pb2.TrainingFile]:
+        """Training files, newest first, across every page (fetched lazily).
+
+        `status` UNSPECIFIED lists every status but ARCHIVED (with `include_archived`,
+        ARCHIVED too). `timeout` applies to each page's call.
+
+        Example:
+            >>> for training_file in client.list_training_files(
+            ...     status=resources_pb2.TRAINING_FILE_STATUS_ACTIVE
+            ... ):  # asyncio client: async for
+            ...     print(training_file.id, training_file.name)
+        """
+        return Call.of(locals())
+
+    @rpc
+    def list_training_file_conversations(
+        self,
+        training_file_id: str | None = None,
+        page_size: int | None = None,
+        **options: Unpack[CallOptions[ListTrainingFileConversationsRequest]],
+    ) -> Listed[
+        service_pb2.ListTrainingFileConversationsResponse, resources_pb2.TrainingFileConversation
+    ]:
+        """A file's conversations in the order they were added, across every page.
+
+        Example:
+            >>> for member in client.list_training_file_conversations(file_id):
+            ...     print(member.conversation_id, member.quality_score, member.added_at)
+            >>> members = [m async for m in aclient.list_training_file_conversations(file_id)]
+        """
+        return Call.of(locals())
+
+    @rpc
+    def get_download_url(
+        self,
+        training_file_id: str | None = None,
+        format: Format | None = None,
+        expires_in: datetime.timedelta | float | None = None,
+        **options: Unpack[CallOptions[GetDownloadUrlRequest]],
+    ) -> Unary[service_pb2.GetDownloadUrlResponse]:
+        """A presigned HTTPS GET URL for the file's JSON or JSONL object.
+
+        `expires_in` is seconds or a timedelta; None means the server's default (the
+        contract says which range it accepts). The response also carries the object's
+        `size_bytes` and a safe `file_name`.
+
+        Example:
+            >>> link = client.get_download_url(
+            ...     file_id, resources_pb2.FILE_FORMAT_JSONL, expires_in=600
+            ... )
+            >>> link = await aclient.get_download_url(file_id, resources_pb2.FILE_FORMAT_JSON)
+            >>> link.size_bytes, link.expire_time.ToDatetime()
+        """
+        return Call.of(locals())
+
+    @rpc
+    def archive_training_file(
+        self,
+        training_file_id: str | None = None,
+        **options: Unpack[CallOptions[ArchiveTrainingFileRequest]],
+    ) -> Unary[resources_pb2.TrainingFile]:
+        """Archive an ACTIVE file (kept and downloadable, no longer listed by default).
+
+        Archiving an archived file returns it unchanged, so calling again after a failure
+        is safe; like every write, it is not retried unless `retry` asks for it.
+
+        Example:
+            >>> archived = client.archive_training_file(file_id)
+            >>> archived = await aclient.archive_training_file(request={"training_file_id": i})
+            >>> archived.status == resources_pb2.TRAINING_FILE_STATUS_ARCHIVED
+            True
+        """
+        return Call.of(locals())
+
+    @rpc
+    def list_eligible_conversations(
+        self,
+        exclude_training_file_id: str | None = None,
+        page_size: int | None = None,
+        **options: Unpack[CallOptions[ListEligibleConversationsRequest]],
+    ) -> Listed[service_pb2.ListEligibleConversationsResponse, resources_pb2.EligibleConversation]:
+        """Conversations that can be added to a file, newest first, across every page.
+
+        With `exclude_training_file_id`, those already in that file are left out.
+
+        Example:
+            >>> import itertools
+            >>> newest = itertools.islice(client.list_eligible_conversations(), 20)
+            >>> ids = [c.conversation_id async for c in aclient.list_eligible_conversations()]
+        """
+        return Call.of(locals())
+
+    @rpc
+    def validate_conversations(
+        self,
+        conversation_ids: Iterable[str] | None = None,
+        training_file_id: str | None = None,
+        on_behalf_of: str | None = None,
+        **options: Unpack[CallOptions[ValidateConversationsRequest]],
+    ) -> Unary[service_pb2.ValidateConversationsResponse]:
+        """Every problem a Create (or an Add to `training_file_id`) of these ids would
+        report, changing nothing. Retried on UNAVAILABLE.
+
+        Unlike an error's `violations`, which list only as many as fit gRPC's metadata
+        limit (see `TrainingFilesError.violations_cut`), the response holds every one.
+
+        Example:
+            >>> report = client.validate_conversations(ids)
+            >>> report = await aclient.validate_conversations(ids, file_id)
+            >>> [(p.subject, p.reason) for p in report.problems]
+            [('conversation_ids[1]', 'MALFORMED_ID')]
+        """
+        return Call.of(locals())
