@@ -31,6 +31,8 @@ Connection: TypeAlias = "asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionPr
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 
 PING = "SELECT 1"
+# How long a statement that timed out may take to confirm its cancellation (db.connection).
+_CANCEL_GRACE = 1.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 TRAINING_FILE_COLUMNS = """
@@ -367,8 +369,19 @@ class Database:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         with translate_errors():
-            async with self.pool.acquire(timeout=self.timeout) as conn:
+            conn = await self.pool.acquire(timeout=self.timeout)
+            release_within: float | None = None  # None: the acquire's timeout
+            try:
                 yield conn
+            except TimeoutError:
+                # asyncpg asked the server to cancel the statement and, by default, waits
+                # up to another whole timeout for it to confirm before giving the connection
+                # back. A live server confirms at once; one that stalled never does: drop
+                # the connection after a short grace, so the call ends near its timeout.
+                release_within = min(_CANCEL_GRACE, self.timeout)
+                raise
+            finally:
+                await self.pool.release(conn, timeout=release_within)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:

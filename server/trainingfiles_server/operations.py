@@ -501,8 +501,12 @@ class Operations:
                 await self.database.mark_failed(build.file_id, build.lease.token, reason)
             else:
                 await self.database.release_lease(build.file_id, build.lease.token)
-        except Exception:
-            log.warning("could not release the file", exc_info=True, extra={"fields": fields})
+        except Exception as error:
+            log.warning(
+                "could not release the file",
+                exc_info=_unexpected(error),
+                extra={"fields": {**fields, "error": _failure_reason(error)}},
+            )
         log.info("build failed", extra={"fields": fields})
 
     async def _discard(self, bucket: str, file_id: UUID, keys: list[str]) -> None:
@@ -511,11 +515,11 @@ class Operations:
             await self.database.condemn(bucket, file_id, keys)
             await self.storage.delete(bucket, keys)
             await self.database.clear_intents(bucket, keys)
-        except Exception:
+        except Exception as error:
             log.warning(
                 "could not delete objects; the sweeper will",
-                exc_info=True,
-                extra={"fields": {"keys": keys}},
+                exc_info=_unexpected(error),
+                extra={"fields": {"keys": keys, "error": _failure_reason(error)}},
             )
 
     @contextlib.contextmanager
@@ -841,6 +845,13 @@ def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return "cancelled: the caller cancelled the call or its deadline passed"
     return "internal error"
+
+
+def _unexpected(exc: BaseException) -> BaseException | None:
+    """What to log with its traceback: not a domain error (an outage says all in its message)."""
+    if isinstance(exc, ServiceError) and type(exc) is not ServiceError:
+        return None
+    return exc
 
 
 async def _shielded(cleanup: Awaitable[None]) -> None:
