@@ -109,13 +109,25 @@ async def test_the_name_of_a_failed_file_can_be_reused(stub: Stub, dataset: Data
 # ----------------------------------------------------------------- cancellation
 
 
-async def _wait_until_failed(stub: Stub, file_id: str) -> str:
-    """Poll until the file is FAILED; returns its error message."""
-    async with asyncio.timeout(TIMEOUT):
-        while (file := await get(stub, file_id)).status != FAILED:
-            assert file.status != ACTIVE, "the create finished before it was cancelled"
-            await asyncio.sleep(0.05)
-    return file.error_message
+async def _wait_until_failed_and_clean(stub: Stub, server: RunningServer, file_id: str) -> str:
+    """Poll (bounded) until the file is FAILED and what it stored is gone; returns its error
+    message. The server marks the file failed first, then deletes its objects and intents."""
+    seen: tuple[int, set[str], int] | None = None
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                file = await get(stub, file_id)
+                assert file.status != ACTIVE, "the create finished before it was cancelled"
+                seen = (
+                    file.status,
+                    await object_keys(server, f"{file_id}/"),
+                    await intent_count(server, file_id),
+                )
+                if seen == (FAILED, set(), 0):
+                    return file.error_message
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"(status, objects, intents) still {seen}") from None
 
 
 async def test_cancelling_a_create_fails_the_file_and_removes_everything(
@@ -135,10 +147,8 @@ async def test_cancelling_a_create_fails_the_file_and_removes_everything(
     call.cancel()
 
     assert call.cancelled()
-    message = await _wait_until_failed(stub, first.training_file_id)
+    message = await _wait_until_failed_and_clean(stub, server, first.training_file_id)
     assert "cancel" in message
-    assert await object_keys(server, f"{first.training_file_id}/") == set()
-    assert await intent_count(server, first.training_file_id) == 0
 
 
 async def test_cancelling_an_add_changes_nothing(
