@@ -449,14 +449,33 @@ async def test_reads_are_retried_across_a_server_restart(
         operation = setup.create_training_file(unique("restart"), dataset.ids()[30:31])
         file_id = (await operation.result()).id
 
-    with tfc.TrainingFilesClient(target, token=token) as client:
-        async with tfc.AsyncTrainingFilesClient(target, token=token) as aclient:
-            # The server is down: both Gets start now and keep failing with UNAVAILABLE.
+    # While the server is down, a listener on its port drops every connection: each
+    # client's first attempt fails as against a dead server, and the test sees it happen.
+    # Each client gets its own connection (no subchannel shared between the two).
+    dropped = 0
+    both_dropped = asyncio.Event()
+
+    def drop(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal dropped
+        writer.close()
+        dropped += 1
+        if dropped >= 2:
+            both_dropped.set()
+
+    own_connection = [("grpc.use_local_subchannel_pool", 1)]
+    with tfc.TrainingFilesClient(target, token=token, options=own_connection) as client:
+        async with tfc.AsyncTrainingFilesClient(
+            target, token=token, options=own_connection
+        ) as aclient:
+            listener = await asyncio.start_server(drop, "127.0.0.1", port)
             sync_get = asyncio.create_task(
                 asyncio.to_thread(client.get_training_file, file_id, timeout=TIMEOUT)
             )
             async_get = asyncio.create_task(aclient.get_training_file(file_id, timeout=TIMEOUT))
-            await asyncio.sleep(0.3)
+            async with asyncio.timeout(TIMEOUT):
+                await both_dropped.wait()
+            listener.close()
+            await listener.wait_closed()
             assert not sync_get.done() and not async_get.done()
             async with running_server(settings):
                 assert (await sync_get).id == file_id
