@@ -53,8 +53,15 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:`port` now.
+
+    The probe binds the way servers do (PostgreSQL and SeaweedFS too), with SO_REUSEADDR:
+    a port that nothing listens on is free even while connections of a server that just
+    stopped are still in TIME_WAIT on it (about a minute), which a plain bind refuses.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -74,7 +81,7 @@ def free_port_pair() -> int:
     """A port P such that P and P + 10000 are both free (SeaweedFS's gRPC convention)."""
     for _ in range(200):
         port = free_port()
-        if port + _WEED_GRPC_OFFSET < 65536 and _port_free(port + _WEED_GRPC_OFFSET):
+        if port + _WEED_GRPC_OFFSET < 65536 and port_free(port + _WEED_GRPC_OFFSET):
             return port
     raise EmbeddedError("no free port pair found on 127.0.0.1")
 

@@ -26,7 +26,7 @@ from ..db import open_database
 from ..storage import open_storage
 from .bootstrap import PROJECT_ROOT, BootstrapError, apply_migrations, ensure_buckets
 from .demo import DEMO_USERS, load_once
-from .embedded import EmbeddedError, EmbeddedPostgres, EmbeddedSeaweedFS, _port_free
+from .embedded import EmbeddedError, EmbeddedPostgres, EmbeddedSeaweedFS, port_free
 from .token import development_token
 
 DATA_DIR = PROJECT_ROOT / ".data"
@@ -46,7 +46,7 @@ def _save_state(state: dict[str, object]) -> None:
 
 
 def _reusable_port(value: object) -> int | None:
-    return value if isinstance(value, int) and _port_free(value) else None
+    return value if isinstance(value, int) and port_free(value) else None
 
 
 def _start_embedded(stack: contextlib.ExitStack) -> Settings:
