@@ -654,7 +654,9 @@ class Operations:
         step = max(1, int(total * PROGRESS_FRACTION))
         try:
             while done < total:
-                # One plain wait per wake-up, then whatever else has arrived meanwhile.
+                # One plain wait per wake-up, then whatever else has arrived meanwhile;
+                # progress is considered after each arrival, so a burst of arrivals
+                # still reports every 5 %.
                 arrived = [await finished.get()]
                 while not finished.empty():
                     arrived.append(finished.get_nowait())
@@ -664,27 +666,27 @@ class Operations:
                     if fetched is not None:
                         results[fetched.index] = fetched
                         done += 1
-                while next_in_order < total and (item := results[next_in_order]) is not None:
-                    consistency.observe(
-                        item.summary.conversation_id, item.vertical, item.consultant_profile
-                    )
-                    summaries.append(item.summary)
-                    results[next_in_order] = None  # keep only the summary
-                    next_in_order += 1
-                    await outputs.write(item.lines)
-                    ahead.release()
-                    await failpoints.reach("build.fetched")
-                lease.check()
-                now = time.monotonic()
-                if (
-                    done - last_sent_done >= step
-                    or now - last_sent_at >= PROGRESS_SECONDS
-                    or done == total
-                ):
-                    yield Progress(
-                        Stage.FETCHING, done, total, file_id, warnings=consistency.drain()
-                    )
-                    last_sent_done, last_sent_at = done, now
+                    while next_in_order < total and (item := results[next_in_order]):
+                        consistency.observe(
+                            item.summary.conversation_id, item.vertical, item.consultant_profile
+                        )
+                        summaries.append(item.summary)
+                        results[next_in_order] = None  # keep only the summary
+                        next_in_order += 1
+                        await outputs.write(item.lines)
+                        ahead.release()
+                        await failpoints.reach("build.fetched")
+                    lease.check()
+                    now = time.monotonic()
+                    if (
+                        done - last_sent_done >= step
+                        or now - last_sent_at >= PROGRESS_SECONDS
+                        or done == total
+                    ):
+                        yield Progress(
+                            Stage.FETCHING, done, total, file_id, warnings=consistency.drain()
+                        )
+                        last_sent_done, last_sent_at = done, now
         finally:
             for w in workers:
                 w.cancel()

@@ -301,12 +301,6 @@ def test_a_large_create_holds_every_pair_exactly(big_create: BigCreate, big: Big
     assert (metadata["total_conversations"], metadata["total_turns"]) == (COUNT, len(expected))
 
 
-@pytest.mark.xfail(
-    reason="the fetch loop sends one FETCHING message per wake-up, after every result that "
-    "arrived meanwhile and after writing their lines (which waits for part uploads), so done "
-    "jumps by several 5 % steps in one message (e.g. 9 to 19 of 40 within 25 ms)",
-    strict=False,
-)
 def test_fetching_progress_comes_every_5_percent_or_every_second(
     big_create: BigCreate,
 ) -> None:
