@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,49 +158,45 @@ MUTATIONS = (
 )
 
 
-def run(root: Path, mutation: Mutation, timeout: float) -> tuple[bool, float, str]:
-    """Apply, test, undo. Returns (killed, seconds, note)."""
-    path = root / mutation.path
-    original = path.read_text()
-    if original.count(mutation.old) != 1:
-        return False, 0.0, "the code to mutate is not found exactly once: update this script"
+def pytest(root: Path, tests: Sequence[str], timeout: float) -> int:
+    """Run the tests against `root`'s code (its packages first on PYTHONPATH)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
             [str(root / "server"), str(root / "clients/python/src"), str(root)]
         ),
     }
+    options = ["-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *options, *tests],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
+        check=False,
+    )
+    return result.returncode
+
+
+def run(root: Path, mutation: Mutation, timeout: float) -> tuple[bool, float, str]:
+    """Apply, test, undo. Returns (killed, seconds, note)."""
+    path = root / mutation.path
+    original = path.read_text()
+    if original.count(mutation.old) != 1:
+        return False, 0.0, "the code to mutate is not found exactly once: update this script"
     started = time.monotonic()
     try:
         path.write_text(original.replace(mutation.old, mutation.new))
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-x",
-                "-q",
-                "-p",
-                "no:randomly",
-                "-p",
-                "no:cacheprovider",
-                *mutation.tests,
-            ],
-            cwd=root,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
-        )
+        code = pytest(root, mutation.tests, timeout)
     except subprocess.TimeoutExpired:
         return True, time.monotonic() - started, "timed out (counted as killed)"
     finally:
         path.write_text(original)
     took = time.monotonic() - started
-    if result.returncode in (4, 5):  # usage error, no tests collected
-        return False, took, f"pytest could not run the tests (exit {result.returncode})"
-    return result.returncode != 0, took, ""
+    if code in (4, 5):  # usage error, no tests collected
+        return False, took, f"pytest could not run the tests (exit {code})"
+    return code != 0, took, ""
 
 
 def main() -> int:
@@ -209,10 +206,16 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
     chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
+    root = args.root.resolve()
+    # The tests must pass unmutated, or a "killed" would prove nothing.
+    baseline = sorted({test for m in chosen for test in m.tests})
+    if pytest(root, baseline, args.timeout * 2) != 0:
+        print("the tests fail without any mutation: fix them first", file=sys.stderr)
+        return 2
     survivors = []
     print(f"{'mutation':<34} {'result':<9} {'time':>6}  promise")
     for mutation in chosen:
-        killed, took, note = run(args.root.resolve(), mutation, args.timeout)
+        killed, took, note = run(root, mutation, args.timeout)
         verdict = "killed" if killed else "SURVIVED"
         print(
             f"{mutation.name:<34} {verdict:<9} {took:5.0f}s  {mutation.promise}"
