@@ -1,7 +1,9 @@
 """The `trainingfiles` command driven as a user would: a subprocess against a real server.
 
-The server runs on this process's event loop, so every command runs in a thread
-(`asyncio.to_thread`); waiting for it on the loop would stall the server it talks to.
+Every command, with and without `--json`, its help, its exit codes and its shell
+completion, run through the installed entry point. The server runs on this process's
+event loop, so every command runs in a thread (`asyncio.to_thread`); waiting for it on
+the loop would stall the server it talks to.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ TIMEOUT = 60.0
 def command() -> list[str]:
     """The installed console script next to this interpreter, else the module."""
     script = Path(sys.executable).parent / "trainingfiles"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "trainingfiles_client._cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "trainingfiles_client.cli"]
 
 
 @dataclass(frozen=True)
@@ -314,3 +316,106 @@ async def test_ctrl_c_cancels_the_create_on_the_server(
         assert time.monotonic() < deadline, "the file stayed PROCESSING"
         await asyncio.sleep(0.05)
     assert training_file.status == resources_pb2.TRAINING_FILE_STATUS_FAILED
+
+
+async def test_every_offender_is_shown_when_the_details_were_cut(cli: Cli, tmp_path: Path) -> None:
+    """More offenders than fit the error's details: the CLI asks ValidateConversations."""
+    unknown = [str(uuid.uuid4()) for _ in range(3000)]
+    listing = tmp_path / "ids.txt"
+    listing.write_text("\n".join(unknown) + "\n")
+
+    run = await cli("create", unique("cut"), "--ids-file", str(listing))
+    assert run.code == 6, run.stderr
+    shown = [line.split()[0] for line in run.stderr.splitlines() if UUID.match(line.strip())]
+    assert shown == unknown
+
+    as_json = await cli("--json", "create", unique("cut"), "--ids-file", str(listing))
+    assert as_json.code == 6
+    violations = json.loads(as_json.stderr)["error"]["violations"]
+    assert [v["subject"] for v in violations] == unknown
+    assert {v["reason"] for v in violations} == {"CONVERSATION_NOT_FOUND"}
+
+
+async def test_help_has_examples_and_the_shared_options_everywhere(cli: Cli) -> None:
+    commands = [
+        "create", "add", "list", "show", "archive", "conversations", "eligible",
+        "download", "url", "completion",
+    ]  # fmt: skip
+    root = await cli("--help")
+    assert root.code == 0
+    for name in commands:
+        assert re.search(rf"^\s+{name}\s+\S", root.stdout, re.MULTILINE), name
+    helps = await asyncio.gather(*(cli(name, "-h") for name in commands))
+    for name, shown in zip(commands, helps, strict=True):
+        assert shown.code == 0, shown.stderr
+        assert "Examples:" in shown.stdout and f"trainingfiles {name}" in shown.stdout, name
+        for option in ("--target", "--address", "--token", "--json", "--timeout", "--tls"):
+            assert option in shown.stdout, (name, option)
+    # No server rule is copied into the help: the server's errors state its limits.
+    everything = root.stdout + "".join(shown.stdout for shown in helps)
+    for rule in ("1000", "2000 characters", "604800", "1-128"):
+        assert rule not in everything, rule
+
+
+async def test_limits_come_from_the_servers_errors(cli: Cli, dataset: Dataset) -> None:
+    link = await cli("url", str(uuid.uuid4()), "--expires", "5")
+    assert link.code == 3, link.stderr  # the expiry is checked before the file is looked up
+    assert "expires_in" in link.stderr
+    long = await cli(
+        "create", unique("long"), "--ids", dataset.ids()[0], "--description", "x" * 2001
+    )
+    assert long.code == 3 and "description" in long.stderr
+    many = await cli("list", "--limit", "5000", "--json")
+    assert many.code == 0, many.stderr  # the server serves its largest page instead
+
+
+async def test_shared_options_work_before_and_after_the_command(
+    cli: Cli, server: RunningServer, token: str
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    empty = {"TRAININGFILES_TARGET": "127.0.0.1:1", "TRAININGFILES_TOKEN": ""}
+    before = await cli("--address", target, "--token", token, "--json", "list", **empty)
+    after = await cli("list", "--target", target, "--json", "--token", token, **empty)
+    assert before.code == after.code == 0, (before.stderr, after.stderr)
+    assert before.json() == after.json()
+    # The command's own value wins over the group's.
+    overridden = await cli("--target", "127.0.0.1:1", "list", "--target", target, "--json")
+    assert overridden.code == 0, overridden.stderr
+    timed_out = await cli("--timeout", "0.000001", "list")
+    assert timed_out.code == 11 and "DEADLINE_EXCEEDED" in timed_out.stderr
+
+
+async def test_shell_completion(
+    cli: Cli, dataset: Dataset, aclient: tfc.AsyncTrainingFilesClient
+) -> None:
+    for shell in ("bash", "zsh", "fish"):
+        script = await cli("completion", shell)
+        assert script.code == 0, script.stderr
+        assert "_TRAININGFILES_COMPLETE" in script.stdout and "trainingfiles" in script.stdout
+    assert (await cli("completion", "bash", "--json")).json()["shell"] == "bash"
+    assert (await cli("completion", "tcsh")).code == 2
+
+    def complete(*words: str) -> set[str]:
+        """What bash would be offered for the last of `trainingfiles WORDS`."""
+        line = ["trainingfiles", *words]
+        env = {"_TRAININGFILES_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(line)}
+        env["COMP_CWORD"] = str(len(line) - 1)
+        done = subprocess.run(
+            command(), capture_output=True, text=True, env={**cli.env, **env}, timeout=TIMEOUT
+        )
+        assert done.returncode == 0, done.stderr
+        return {item.split(",", 1)[1] for item in done.stdout.splitlines() if item}
+
+    commands = await asyncio.to_thread(complete, "c")
+    assert commands == {"create", "conversations", "completion"}
+    formats = await asyncio.to_thread(complete, "download", "x", "--format", "")
+    assert formats == {"json", "jsonl"}
+    options = await asyncio.to_thread(complete, "list", "--st")
+    assert options == {"--status"}
+
+    # FILE_ID asks the server for the newest files.
+    created = await aclient.create_training_file(unique("complete"), dataset.ids()[40:41]).result()
+    ids = await asyncio.to_thread(complete, "show", created.id[:8])
+    assert created.id in ids
+    no_server = await asyncio.to_thread(complete, "--target", "127.0.0.1:1", "show", "")
+    assert no_server == set()

@@ -1,8 +1,10 @@
 """The Python client (`trainingfiles_client`) against a real server.
 
-Every method of both clients, pagers across pages, the streaming operations (`result()`,
-`cancel()`), each error class with its parsed details, a read retried by the channel
-across a server restart, and the distribution installed alone into an empty venv.
+Every method through both faces, with flattened fields and with `request=` and per-call
+options (one parametrised test), pagers across pages, the streaming operations
+(`result()`, `cancel()`), each error class with its parsed details, reads retried by the
+channel across a server restart (and not when `retry=None`), and the distribution
+installed alone into an empty venv.
 
 The in-process server runs on the test's event loop, so the synchronous client always
 runs in a thread (`asyncio.to_thread`); a blocking call on the loop would deadlock.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import itertools
+import re
 import shutil
 import socket
 import subprocess
@@ -22,21 +25,18 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import trainingfiles_client as tfc
 from tests.conftest import Stack, mint, stack_settings
 from tests.e2e.conftest import Dataset
+from tests.e2e.helpers import ACTIVE, ARCHIVED, FAILED, JSON, JSONL, TIMEOUT
 from trainingfiles.v1 import resources_pb2, service_pb2
 from trainingfiles_server.app import RunningServer, running_server
 from trainingfiles_server.dev.generator import Kind
 
-ACTIVE = resources_pb2.TRAINING_FILE_STATUS_ACTIVE
-ARCHIVED = resources_pb2.TRAINING_FILE_STATUS_ARCHIVED
-FAILED = resources_pb2.TRAINING_FILE_STATUS_FAILED
-JSON = resources_pb2.FILE_FORMAT_JSON
-JSONL = resources_pb2.FILE_FORMAT_JSONL
 Stage = service_pb2.TrainingFileProgress
 STAGES = [
     Stage.STAGE_VALIDATING,
@@ -45,7 +45,7 @@ STAGES = [
     Stage.STAGE_UPLOADING,
     Stage.STAGE_SAVING,
 ]
-TIMEOUT = 30.0
+SERVICE = service_pb2.DESCRIPTOR.services_by_name["TrainingFileService"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -95,97 +95,150 @@ async def wait_for_status(
         await asyncio.sleep(0.05)
 
 
-# ----------------------------------------------------------------- every method, sync
+# ----------------------------------------------------------------- every method, both faces
 
 
-async def test_sync_client_every_method(client: tfc.TrainingFilesClient, dataset: Dataset) -> None:
-    ids = dataset.ids()
-    first, more = ids[:4], ids[4:7]
+class Face:
+    """One face of the client, driven the same way: each call awaited (the synchronous
+    face's in a thread), pagers read to the end, operations followed to their result.
+    It notes which methods were called."""
 
-    def scenario() -> None:
-        name = unique("sync")
-        operation = client.create_training_file(name, first, "made by the sync client")
-        events = list(operation)
-        created = operation.result()
-        assert stage_order(events) == STAGES
-        assert operation.training_file_id == created.id == events[0].training_file_id
-        assert operation.done()
-        assert (created.name, created.status, created.conversation_count) == (name, ACTIVE, 4)
-        assert created.description == "made by the sync client"
+    def __init__(self, client: tfc.TrainingFilesClient | tfc.AsyncTrainingFilesClient) -> None:
+        self.client = client
+        self.called: set[str] = set()
 
-        added = client.add_conversations(created.id, more, timeout=TIMEOUT).result()
-        assert (added.conversation_count, added.version) == (7, 2)
+    def method(self, name: str) -> Any:
+        self.called.add(name)
+        return getattr(self.client, name)
 
-        assert client.get_training_file(created.id, timeout=TIMEOUT) == added
-        listed = client.list_training_files(page_size=1000, timeout=TIMEOUT)
-        assert created.id in {f.id for f in listed}
+    async def call(self, name: str, how: How) -> Any:
+        args, kwargs = how
+        if isinstance(self.client, tfc.AsyncTrainingFilesClient):
+            return await self.method(name)(*args, **kwargs)
+        return await asyncio.to_thread(self.method(name), *args, **kwargs)
 
-        members = list(client.list_training_file_conversations(created.id, page_size=3))
-        assert [m.conversation_id for m in members] == first + more
+    async def items(self, name: str, how: How) -> list[Any]:
+        args, kwargs = how
+        if isinstance(self.client, tfc.AsyncTrainingFilesClient):
+            return [item async for item in self.method(name)(*args, **kwargs)]
+        return await asyncio.to_thread(lambda: list(self.method(name)(*args, **kwargs)))
 
-        link = client.get_download_url(created.id, JSONL, datetime.timedelta(minutes=10))
-        body = fetch(link.url)
-        assert len(body) == link.size_bytes == added.jsonl_file_size
-        assert body.count(b"\n") == added.total_training_pairs
-        assert link.file_name == f"{name}.jsonl"
-        expires = link.expire_time.ToDatetime(tzinfo=datetime.UTC)
-        remaining = expires - datetime.datetime.now(datetime.UTC)
-        assert datetime.timedelta(minutes=9) < remaining <= datetime.timedelta(minutes=10)
+    async def operation(self, name: str, how: How) -> tuple[list[Any], Any, str | None]:
+        """The events, the finished file and the operation's `training_file_id`."""
+        args, kwargs = how
+        if isinstance(self.client, tfc.AsyncTrainingFilesClient):
+            operation = self.method(name)(*args, **kwargs)
+            events = [event async for event in operation]
+            return events, await operation.result(), operation.training_file_id
 
-        eligible = {c.conversation_id for c in client.list_eligible_conversations(created.id)}
-        assert eligible and eligible.isdisjoint(first + more)
+        def follow() -> tuple[list[Any], Any, str | None]:
+            operation = self.method(name)(*args, **kwargs)
+            events = list(operation)
+            return events, operation.result(), operation.training_file_id
 
-        archived = client.archive_training_file(created.id)
-        assert archived.status == ARCHIVED
-        assert client.archive_training_file(created.id) == archived  # idempotent
-        assert created.id not in {f.id for f in client.list_training_files(page_size=1000)}
-        assert created.id in {f.id for f in client.list_training_files(ARCHIVED)}
-
-    await asyncio.to_thread(scenario)
+        return await asyncio.to_thread(follow)
 
 
-# ----------------------------------------------------------------- every method, async
+How = tuple[tuple[Any, ...], dict[str, Any]]
 
 
-async def test_async_client_every_method(
-    aclient: tfc.AsyncTrainingFilesClient, dataset: Dataset
+def way(style: str, fields: tuple[Any, ...], request: Any, **options: Any) -> How:
+    """The same call with flattened fields, or with the whole `request` (a message or a
+    dict) and per-call options."""
+    return ((), {"request": request, **options}) if style == "request" else (fields, {})
+
+
+@pytest.mark.parametrize("style", ["fields", "request"])
+@pytest.mark.parametrize("face", ["sync", "async"])
+async def test_every_method_through_both_faces(
+    face: str,
+    style: str,
+    client: tfc.TrainingFilesClient,
+    aclient: tfc.AsyncTrainingFilesClient,
+    dataset: Dataset,
 ) -> None:
-    ids = dataset.ids()
-    first, more = ids[10:13], ids[13:15]
-    name = unique("async")
+    driver = Face(client if face == "sync" else aclient)
+    offset = {"fields": 0, "request": 8}[style] + {"sync": 0, "async": 16}[face]
+    first, more = dataset.ids()[offset : offset + 4], dataset.ids()[offset + 4 : offset + 7]
+    name = unique(f"{face}-{style}")
 
-    operation = aclient.create_training_file(name, first)
-    events = [event async for event in operation]
-    created = await operation.result()
+    checked = await driver.call(
+        "validate_conversations",
+        way(style, ([*first, "nope"],), {"conversation_ids": [*first, "nope"]}, retry=None),
+    )
+    assert [(p.subject, p.reason) for p in checked.problems] == [
+        ("conversation_ids[4]", "MALFORMED_ID")
+    ]
+
+    request = service_pb2.CreateTrainingFileRequest(
+        name=name, conversation_ids=first, description=f"made by the {face} client"
+    )
+    fields = (name, first, f"made by the {face} client")
+    events, created, file_id = await driver.operation(
+        "create_training_file", way(style, fields, request, timeout=TIMEOUT * 2)
+    )
     assert stage_order(events) == STAGES
-    assert operation.training_file_id == created.id
-    assert not created.HasField("description")
+    assert file_id == created.id == events[0].training_file_id
+    assert (created.name, created.status, created.conversation_count) == (name, ACTIVE, 4)
+    assert created.description == f"made by the {face} client"
 
-    add = aclient.add_conversations(created.id, more, timeout=TIMEOUT)
-    async with add:
-        added = await add.result()
-    assert (added.conversation_count, added.version) == (5, 2)
+    more_request = {"training_file_id": created.id, "conversation_ids": more}
+    _, added, _ = await driver.operation(
+        "add_conversations", way(style, (created.id, more), more_request)
+    )
+    assert (added.conversation_count, added.version) == (7, 2)
 
-    assert await aclient.get_training_file(created.id) == added
-    listed = [f.id async for f in aclient.list_training_files(ACTIVE, page_size=1000)]
-    assert created.id in listed
+    patient = tfc.Retry(attempts=2)  # a policy of its own: a channel of its own
+    got = await driver.call(
+        "get_training_file",
+        way(style, (created.id,), {"training_file_id": created.id}, retry=patient),
+    )
+    assert got == added
 
-    members = [m async for m in aclient.list_training_file_conversations(created.id, 2)]
+    listing = {"status": ACTIVE, "page_size": 1000}
+    listed = await driver.items("list_training_files", way(style, (ACTIVE, None, 1000), listing))
+    assert created.id in {f.id for f in listed}
+
+    pages = service_pb2.ListTrainingFileConversationsRequest(
+        training_file_id=created.id, page_size=3
+    )
+    members = await driver.items(
+        "list_training_file_conversations", way(style, (created.id, 3), pages)
+    )
     assert [m.conversation_id for m in members] == first + more
 
-    link = await aclient.get_download_url(created.id, JSON, expires_in=120)
+    ten_minutes = datetime.timedelta(minutes=10)
+    link_request = {"training_file_id": created.id, "format": JSONL, "expires_in": 600}
+    link = await driver.call(
+        "get_download_url", way(style, (created.id, JSONL, ten_minutes), link_request)
+    )
     body = await asyncio.to_thread(fetch, link.url)
-    assert len(body) == link.size_bytes == added.json_file_size
-    assert link.format == JSON
+    assert len(body) == link.size_bytes == added.jsonl_file_size
+    assert body.count(b"\n") == added.total_training_pairs
+    assert link.file_name == f"{name}.jsonl"
+    remaining = link.expire_time.ToDatetime(tzinfo=datetime.UTC) - datetime.datetime.now(
+        datetime.UTC
+    )
+    assert datetime.timedelta(minutes=9) < remaining <= ten_minutes
 
-    eligible = [c.conversation_id async for c in aclient.list_eligible_conversations(created.id)]
-    assert eligible and set(eligible).isdisjoint(first + more)
+    excluded = {"exclude_training_file_id": created.id}
+    eligible = await driver.items(
+        "list_eligible_conversations", way(style, (created.id,), excluded)
+    )
+    assert eligible and {c.conversation_id for c in eligible}.isdisjoint(first + more)
 
-    archived = await aclient.archive_training_file(created.id)
+    tagged = [("x-request-id", f"archive-{face}")]
+    archive = way(style, (created.id,), {"training_file_id": created.id}, metadata=tagged)
+    archived = await driver.call("archive_training_file", archive)
     assert archived.status == ARCHIVED
-    assert await aclient.archive_training_file(created.id) == archived
-    listed = [f.id async for f in aclient.list_training_files(include_archived=True)]
-    assert created.id in listed
+    assert await driver.call("archive_training_file", archive) == archived  # idempotent
+    everything = await driver.items(
+        "list_training_files", way(style, (None, True), {"include_archived": True})
+    )
+    assert created.id in {f.id for f in everything}
+
+    every_rpc = {re.sub(r"(?<!^)(?=[A-Z])", "_", m.name).lower() for m in SERVICE.methods}
+    assert driver.called == every_rpc
 
 
 # ----------------------------------------------------------------- pagers
@@ -489,6 +542,15 @@ async def test_reads_are_retried_across_a_server_restart(
         started = time.monotonic()
         await asyncio.to_thread(create_while_down)
         assert time.monotonic() - started < 2.0  # retried, it would take about 7.5 s
+
+        # Nor is a read told not to be (`retry=None`: a channel without retries).
+        def get_without_retries() -> None:
+            with pytest.raises(tfc.Unavailable):
+                client.get_training_file(file_id, timeout=TIMEOUT, retry=None)
+
+        started = time.monotonic()
+        await asyncio.to_thread(get_without_retries)
+        assert time.monotonic() - started < 2.0
 
 
 # ----------------------------------------------------------------- the distribution

@@ -1,0 +1,32 @@
+"""The ``trainingfiles`` command: the Training File Service from a terminal.
+
+A thin consumer of the public client API (``trainingfiles_client``) on click, with rich
+for tables and progress bars; installed with the ``cli`` extra. One module per concern:
+
+=================  ==========================================================
+``main``           the group, its help and the entry point
+``session``        the shared options (declared once), running a command
+``exits``          exit codes, and the errors that are not the server's
+``output``         stdout/stderr, JSON, tables, formatting
+``report``         errors with every violation (ValidateConversations if cut)
+``progress``       the live view of a Create or Add
+``ids``            conversation ids from flags, files and standard input
+``download``       streaming an object, checked before it is kept
+``commands/``      one module per group of commands
+=================  ==========================================================
+"""
+
+from __future__ import annotations
+
+try:
+    import click  # noqa: F401
+    import rich  # noqa: F401
+except ModuleNotFoundError as missing:  # pragma: no cover - only without the extra
+    raise SystemExit(
+        "trainingfiles: the command-line tool needs click and rich: "
+        "pip install 'trainingfiles-client[cli]'"
+    ) from missing
+
+from .main import main
+
+__all__ = ["main"]

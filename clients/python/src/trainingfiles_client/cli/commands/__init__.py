@@ -1,0 +1,1 @@
+"""The commands, one module per group; each module's `COMMANDS` lists its own."""

@@ -1,0 +1,68 @@
+"""Conversations: those in a file (``conversations``) and those that can be added
+(``eligible``)."""
+
+from __future__ import annotations
+
+import click
+
+from ..exits import Exit
+from ..output import table, when
+from ..session import Session, command, file_id_argument, limit_option, page_size
+
+
+@command("conversations", examples=["conversations FILE_ID", "conversations FILE_ID --json"])
+@file_id_argument
+@limit_option
+def conversations(session: Session, file_id: str, limit: int | None) -> int:
+    """List the conversations in a training file, in the order they were added."""
+    pager = session.client.list_training_file_conversations(
+        file_id, page_size(limit), **session.options()
+    )
+    members = session.listed(pager, limit, "conversations")
+    if members is None:
+        return Exit.OK
+    rows = table(
+        "CONVERSATION", "ADDED", "PAIRS", "QUALITY", "REVIEWED", "PERSONA", "ARC", "TOPIC",
+        right=("PAIRS", "QUALITY"),
+    )  # fmt: skip
+    for m in members:
+        rows.add_row(
+            m.conversation_id,
+            when(m.added_at),
+            str(m.training_pair_count),
+            f"{m.quality_score:.2f}",
+            "yes" if m.human_reviewed else "",
+            m.persona_key,
+            m.emotional_arc_key,
+            m.training_topic_key,
+        )
+    session.output.listing(rows, len(members), "conversation")
+    return Exit.OK
+
+
+@command(
+    "eligible",
+    examples=["eligible --limit 5", "eligible --exclude FILE_ID --limit 20 --ids-only > ids.txt"],
+)
+@click.option("--exclude", metavar="FILE_ID", help="leave out those in this file")
+@limit_option
+@click.option("--ids-only", is_flag=True, help="print only the ids")
+def eligible(session: Session, exclude: str | None, limit: int | None, ids_only: bool) -> int:
+    """List conversations that can be added to a training file, newest first."""
+    pager = session.client.list_eligible_conversations(
+        exclude or "", page_size(limit), **session.options()
+    )
+    found = session.listed(pager, limit, "conversations")
+    if found is None:
+        return Exit.OK
+    if ids_only:
+        click.echo("".join(f"{c.conversation_id}\n" for c in found), nl=False)
+        return Exit.OK
+    rows = table("CONVERSATION", "CREATED", "OWNER")
+    for c in found:
+        rows.add_row(c.conversation_id, when(c.created_at), c.created_by)
+    session.output.listing(rows, len(found), "conversation")
+    return Exit.OK
+
+
+COMMANDS = [conversations, eligible]

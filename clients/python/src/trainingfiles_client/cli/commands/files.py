@@ -1,0 +1,123 @@
+"""Training files: ``list``, ``show`` and ``archive``."""
+
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from trainingfiles.v1 import resources_pb2
+
+from ..exits import Exit
+from ..output import as_dict, size, status_name, table, when
+from ..session import Session, command, file_id_argument, limit_option, page_size
+
+STATUSES = {
+    "processing": resources_pb2.TRAINING_FILE_STATUS_PROCESSING,
+    "active": resources_pb2.TRAINING_FILE_STATUS_ACTIVE,
+    "archived": resources_pb2.TRAINING_FILE_STATUS_ARCHIVED,
+    "failed": resources_pb2.TRAINING_FILE_STATUS_FAILED,
+}
+
+
+@command("list", examples=["list", "list --status active --limit 10", "list --all --json"])
+@click.option("--status", type=click.Choice(sorted(STATUSES)), help="only files in this status")
+@click.option("--all", "include_archived", is_flag=True, help="include archived files")
+@limit_option
+def list_files(
+    session: Session, status: str | None, include_archived: bool, limit: int | None
+) -> int:
+    """List training files, newest first."""
+    chosen = STATUSES[status] if status else resources_pb2.TRAINING_FILE_STATUS_UNSPECIFIED
+    pager = session.client.list_training_files(
+        chosen, include_archived, page_size(limit), **session.options()
+    )
+    files = session.listed(pager, limit, "training_files")
+    if files is None:
+        return Exit.OK
+    rows = table(
+        "ID", "NAME", "STATUS", "CONVS", "PAIRS", "QUALITY", "VER", "CREATED",
+        right=("CONVS", "PAIRS", "QUALITY", "VER"),
+    )  # fmt: skip
+    for f in files:
+        quality = f.quality_summary.avg_quality_score if f.HasField("quality_summary") else None
+        rows.add_row(
+            f.id,
+            f.name,
+            status_name(f.status),
+            str(f.conversation_count),
+            str(f.total_training_pairs),
+            "" if quality is None else f"{quality:.2f}",
+            str(f.version),
+            when(f.created_at),
+        )
+    session.output.listing(rows, len(files), "training file")
+    return Exit.OK
+
+
+@command("show", examples=["show FILE_ID", "show FILE_ID --json"])
+@file_id_argument
+def show(session: Session, file_id: str) -> int:
+    """A training file's metadata, quality and distribution."""
+    f = session.client.get_training_file(file_id, **session.options())
+    if session.output.json:
+        session.output.document(as_dict(f))
+        return Exit.OK
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("id", f.id)
+    grid.add_row("name", escape(f.name))
+    if f.HasField("description"):
+        grid.add_row("description", escape(f.description))
+    grid.add_row("status", f"{status_name(f.status)} (version {f.version})")
+    if f.error_message:
+        grid.add_row("error", escape(f.error_message))
+    grid.add_row("conversations", str(f.conversation_count))
+    grid.add_row("training pairs", str(f.total_training_pairs))
+    if f.json_file_path:
+        grid.add_row("json", f"{f.storage_bucket}/{f.json_file_path} ({size(f.json_file_size)})")
+        grid.add_row("jsonl", f"{f.storage_bucket}/{f.jsonl_file_path} ({size(f.jsonl_file_size)})")
+    by = f" by {f.created_by}" if f.created_by else ""
+    grid.add_row("created", f"{when(f.created_at)}{by}")
+    grid.add_row("updated", when(f.updated_at))
+    if f.HasField("quality_summary"):
+        q = f.quality_summary
+        grid.add_row(
+            "quality",
+            f"avg {q.avg_quality_score:.2f}, min {q.min_quality_score:.2f}, "
+            f"max {q.max_quality_score:.2f}; human reviewed {q.human_reviewed_count}",
+        )
+    session.output.print(grid)
+    if f.HasField("scaffolding_distribution"):
+        session.output.print("")
+        session.output.print(_distribution(f.scaffolding_distribution))
+    return Exit.OK
+
+
+def _distribution(d: resources_pb2.ScaffoldingDistribution) -> Table:
+    rows = table("SCAFFOLDING", "KEY", "CONVERSATIONS", right=("CONVERSATIONS",))
+    for kind, counts in (
+        ("persona", d.personas),
+        ("emotional arc", d.emotional_arcs),
+        ("training topic", d.training_topics),
+    ):
+        for key, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+            rows.add_row(kind, escape(key), str(count))
+            kind = ""
+    return rows
+
+
+@command("archive", examples=["archive FILE_ID"])
+@file_id_argument
+def archive(session: Session, file_id: str) -> int:
+    """Archive a training file (kept and downloadable, no longer listed by default)."""
+    f = session.client.archive_training_file(file_id, **session.options())
+    if session.output.json:
+        session.output.document(as_dict(f))
+    else:
+        session.output.out.print(f"[green]✓[/] archived {escape(f.name)} {f.id}", highlight=False)
+    return Exit.OK
+
+
+COMMANDS = [list_files, show, archive]

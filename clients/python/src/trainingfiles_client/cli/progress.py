@@ -1,0 +1,136 @@
+"""The live view of a Create or Add: one progress line per stage, fed by the stream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+import trainingfiles_client as tfc
+from trainingfiles.v1 import resources_pb2, service_pb2
+
+from .exits import Exit
+from .output import Output, as_dict, stage_name
+from .report import Validate, every_violation, fail, report_error
+
+
+class _CountColumn(ProgressColumn):
+    """``done/total``, blank for stages that are not counted per conversation."""
+
+    def render(self, task: Task) -> Text:
+        if not task.fields.get("counted") or not task.total:
+            return Text("")
+        return Text(f"{int(task.completed)}/{int(task.total)}", style="progress.download")
+
+
+class _RateColumn(ProgressColumn):
+    """Conversations per second over the stage so far (steadier than a moving window)."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed
+        if not task.fields.get("counted") or not elapsed or not task.completed:
+            return Text("")
+        return Text(f"{task.completed / elapsed:,.1f} conv/s", style="progress.data.speed")
+
+
+class StageProgress:
+    """One progress line per stage of a Create or Add, fed by the stream's events."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            SpinnerColumn(finished_text="[green]✓[/]"),
+            TextColumn("{task.description:<12}"),
+            BarColumn(),
+            _CountColumn(),
+            _RateColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._tasks: dict[int, TaskID] = {}
+        self._current: int | None = None
+
+    def __enter__(self) -> StageProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Started by the first event only: a rejected request leaves no empty display.
+        if self._tasks:
+            if exc_info[0] is None:
+                self._finish_current()
+            self.progress.stop()
+
+    def _finish_current(self) -> None:
+        if self._current is not None:
+            task = self._tasks[self._current]
+            total = self.progress.tasks[task].total or 1
+            self.progress.update(task, total=total, completed=total)
+
+    def update(self, event: service_pb2.TrainingFileProgress) -> None:
+        if not self._tasks:
+            self.progress.start()
+        if event.stage != self._current:
+            self._finish_current()
+            self._current = event.stage
+            self._tasks[event.stage] = self.progress.add_task(
+                stage_name(event.stage), total=event.total or None, counted=bool(event.total)
+            )
+        self.progress.update(
+            self._tasks[event.stage], completed=event.done, total=event.total or None
+        )
+        for warning in event.warnings:
+            self.progress.console.print(
+                f"[yellow]warning[/] {escape(warning.code)}: {escape(warning.message)}"
+            )
+
+
+def follow(
+    output: Output,
+    target: str,
+    operation: tfc.TrainingFileOperation,
+    ids: Sequence[str],
+    describe: Callable[[resources_pb2.TrainingFile], str],
+    on_cancel: Callable[[str | None], str],
+    validate: Validate | None = None,
+) -> Exit:
+    """Show a Create/Add stream until its end; Ctrl-C cancels the call on the server.
+
+    When the error's details list only the first violations (the server keeps them
+    under gRPC's metadata limit), `validate` fetches every one to show.
+    """
+    try:
+        try:
+            if output.json:
+                for event in operation:
+                    output.document(as_dict(event))
+            else:
+                with StageProgress(output.err) as view:
+                    for event in operation:
+                        view.update(event)
+            training_file = operation.result()
+        except KeyboardInterrupt:
+            operation.cancel()
+            file_id = operation.training_file_id
+            message = f"interrupted: the call was cancelled on the server; {on_cancel(file_id)}"
+            return fail(
+                output, message, Exit.INTERRUPTED, status="CANCELLED", training_file_id=file_id
+            )
+    except tfc.TrainingFilesError as error:
+        code = report_error(output, error, ids, target, every_violation(error, validate))
+        if operation.training_file_id and not output.json:
+            output.err.print(f"training file: {operation.training_file_id}", highlight=False)
+        return code
+    if not output.json:
+        output.out.print(describe(training_file), highlight=False)
+    return Exit.OK
