@@ -3,6 +3,7 @@
 Path-style addressing and SigV4, as Supabase Storage's S3 endpoint requires. Transient
 errors (throttling, 5xx, connection resets) are retried by botocore's standard retry mode
 with exponential backoff; what still fails is translated into the domain's errors here.
+
 Uploads stream: an `ObjectWriter` sends each part as soon as it is complete, a few at a
 time, while later bytes are still being produced; bytes of a stored object are appended
 by a server-side copy (UploadPartCopy) where the store supports it. A failed multipart
@@ -14,6 +15,27 @@ aiohttp session instead of `get_object`: signing a URL and sending one request c
 parsing, retry and checksum handlers) — at 10,000 documents that was 40 % of a Create's
 CPU (docs/bench.md). Retries follow the client's: the same attempt count, botocore's
 standard backoff.
+
+Every supported store's dialect is spoken here, with botocore's own event hooks
+(`_speak_every_dialect`) and nowhere else (README: "Supported object stores"):
+
+* an XML request body (DeleteObjects, CompleteMultipartUpload, CreateBucket with a
+  configuration) goes with `Content-Type: application/xml`: Supabase Storage parses a body
+  only when its type says XML, and answers DeleteObjects without one with 400;
+* an error body whose `<Error>` root carries a namespace (Supabase Storage writes
+  `<Error xmlns="http://s3.amazonaws.com/doc/2006-03-01/">`) yields its Code and Message,
+  which botocore would otherwise read as empty; a code still missing is judged by the
+  HTTP status;
+* a missing object and a missing bucket are told apart by asking for the bucket when an
+  object is reported missing: Supabase Storage answers NoSuchKey for both;
+* nothing relies on CompleteMultipartUpload honouring the part list: a store may assemble
+  every part uploaded (Supabase Storage does when it cannot read the list), so a writer
+  uploads exactly the parts it lists, numbered in the order of their bytes.
+
+Cleanup calls (DeleteObjects, AbortMultipartUpload, ListMultipartUploads) that the store
+refuses outright — a 4xx that is not about a missing thing, or 501 — are remembered in
+`Storage.rejections`: logged once, clearly, and reported by health (`health.py`), while
+the callers log, keep the work for the sweeper and go on.
 """
 
 from __future__ import annotations
@@ -29,6 +51,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from xml.etree import ElementTree
 
 import aiobotocore.session
 import aiohttp
@@ -56,6 +79,11 @@ _READ_SIZE = 1024 * 1024
 log = logging.getLogger("trainingfiles.storage")
 
 _MISSING = ("NoSuchKey", "404", "NotFound")
+_NO_BUCKET = "NoSuchBucket"
+# Refusals of a cleanup call that mean "not like this, not ever": not a missing thing
+# (404), a conflict (409), a failed precondition (412) or throttling (429). 401 and 403
+# stay `Unavailable` (credentials), like everywhere else.
+_NOT_REJECTIONS = frozenset({401, 403, 404, 408, 409, 412, 429})
 # Presigned document GETs: how long a URL is valid (it is used at once), which answers
 # are retried, and the longest pause between attempts (botocore's standard mode).
 _DOCUMENT_URL_SECONDS = 300
@@ -66,7 +94,23 @@ _IDENTITY = {"Accept-Encoding": "identity"}
 
 
 class ObjectMissing(Exception):
-    """The object does not exist."""
+    """The object does not exist (its bucket does)."""
+
+
+class BucketMissing(Exception):
+    """A bucket the service uses does not exist: a configuration error, never a caller's."""
+
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"object storage bucket {bucket!r} does not exist")
+        self.bucket = bucket
+
+
+class StoreRejected(ServiceError):
+    """The store refused a cleanup call outright (see `Storage.rejections`)."""
+
+    def __init__(self, operation: str, reason: str) -> None:
+        super().__init__(f"object storage refuses {operation}: {reason}")
+        self.operation = operation
 
 
 class ObjectTooLarge(Exception):
@@ -83,20 +127,105 @@ def translate_errors() -> Iterator[None]:
     except (BotoCoreError, OSError, TimeoutError) as exc:
         raise Unavailable("object storage is unavailable; retry later") from exc
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        if error.get("Code") in _MISSING:
-            raise ObjectMissing(error.get("Key", "")) from exc
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code, status = _code(exc), _status(exc)
+        if code == _NO_BUCKET:
+            raise BucketMissing(exc.response.get("Error", {}).get("BucketName", "")) from exc
+        if code in _MISSING:
+            raise ObjectMissing(exc.response.get("Error", {}).get("Key", "")) from exc
         if status >= 500 or status in (401, 403):
             raise Unavailable("object storage is unavailable; retry later") from exc
         raise
 
 
+def _status(exc: ClientError) -> int:
+    status: int = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return status
+
+
+def _code(exc: ClientError) -> str:
+    """The error's code, or its HTTP status where the store sent none (HEAD has no body)."""
+    code: str = exc.response.get("Error", {}).get("Code") or str(_status(exc))
+    return code
+
+
+def _rejection(exc: ClientError) -> str | None:
+    """Why the store refused a call outright, or None if that is not what happened."""
+    status = _status(exc)
+    if status == 501 or (400 <= status < 500 and status not in _NOT_REJECTIONS):
+        message = exc.response.get("Error", {}).get("Message", "")
+        code = _code(exc)
+        named = f"HTTP {status}" + (f" {code}" if code != str(status) else "")
+        return named + (f": {message.strip()}" if message.strip() else "")
+    return None
+
+
 def _copy_unsupported(exc: ClientError) -> bool:
     """The store does not implement UploadPartCopy (S3 answers 501 NotImplemented)."""
-    error = exc.response.get("Error", {})
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return bool(status == 501 or error.get("Code") == "NotImplemented")
+    return _status(exc) == 501 or _code(exc) == "NotImplemented"
+
+
+# ----------------------------------------------------------------- dialects
+
+
+def _xml_body_content_type(model: Any, params: dict[str, Any], **_: Any) -> None:
+    """`before-call.s3`: an XML request body is sent as `application/xml`.
+
+    botocore sends such bodies without a Content-Type; S3 and SeaweedFS do not mind, but
+    Supabase Storage then ignores the body (CompleteMultipartUpload's part list) or
+    refuses the call (DeleteObjects: 400 "must have required property 'Body'"). The
+    operation's model says which bodies are XML: a payload that is a structure.
+    """
+    shape = model.input_shape
+    payload = shape.serialization.get("payload") if shape is not None else None
+    if payload is None or shape.members[payload].type_name != "structure":
+        return
+    headers: dict[str, str] = params["headers"]
+    if params.get("body") and not any(name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = "application/xml"
+
+
+def _namespaced_error(
+    operation_model: Any,
+    response_dict: dict[str, Any],
+    customized_response_dict: dict[str, Any],
+    **_: Any,
+) -> None:
+    """`before-parse.s3`: read an `<Error>` whose root element carries a namespace.
+
+    botocore's parser finds Code and Message only under a bare `<Error>` root and leaves
+    both empty otherwise; what this returns in `customized_response_dict` replaces its
+    `Error`. Like botocore, a 200 answer that is an error (possible for non-streaming
+    operations) is turned into a 500, which the retry mode retries.
+    """
+    status = response_dict["status_code"]
+    body = response_dict.get("body")
+    if not isinstance(body, bytes) or b"<Error" not in body[:512]:
+        return
+    if status < 300 and operation_model.has_streaming_output:
+        return
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return
+    namespace, _brace, name = root.tag.rpartition("}")
+    if not namespace or name != "Error":
+        return
+    error = {
+        child.tag.rpartition("}")[2]: (child.text or "")
+        for child in root
+        if child.tag.rpartition("}")[2] not in ("RequestId", "HostId")
+    }
+    error.setdefault("Code", "")
+    error.setdefault("Message", "")
+    customized_response_dict["Error"] = error
+    if status < 300:
+        response_dict["status_code"] = 500
+
+
+def _speak_every_dialect(client: Any) -> None:
+    """Register the hooks above on the client's events (module docstring)."""
+    client.meta.events.register("before-call.s3", _xml_body_content_type)
+    client.meta.events.register("before-parse.s3", _namespaced_error)
 
 
 class ObjectWriter:
@@ -107,9 +236,15 @@ class ObjectWriter:
     memory. With `hold_first`, the first part (the first chunks written, at least
     `PART_SIZE` bytes) is held back and sent by `close` behind a prefix known only at the
     end (the JSON document's header, whose metrics depend on every conversation): the
-    parts of a multipart upload may be sent in any order. An object of at most one part
-    is stored with one PUT by `close`. Until `close` returns nothing is visible; `abort`
-    (or a failure) leaves nothing behind.
+    parts of a multipart upload may be sent in any order, and every supported store
+    assembles them by part number (the compatibility suite checks it byte for byte). An
+    object of at most one part is stored with one PUT by `close`. Until `close` returns
+    nothing is visible; `abort` (or a failure) leaves nothing behind.
+
+    The part list sent with CompleteMultipartUpload is every part uploaded, so a store
+    that assembles what was uploaded instead of what is listed stores the same bytes: a
+    part number is only used for a part that goes up, and a failed part fails the
+    object.
     """
 
     def __init__(
@@ -309,21 +444,29 @@ class ObjectWriter:
             self._etags[number] = reply["CopyPartResult"]["ETag"]
 
         with translate_errors():
-            try:
-                await asyncio.gather(
-                    *(copy(n, bounds[i], bounds[i + 1]) for i, n in enumerate(numbers))
-                )
-            except _CopyUnsupported:
-                # Nothing was copied (a store either copies or does not): forget the numbers.
-                for number in numbers:
-                    self._etags.pop(number, None)
-                raise
+            # Every copy settles before its outcome is judged, so none is left running.
+            outcomes = await asyncio.gather(
+                *(copy(n, bounds[i], bounds[i + 1]) for i, n in enumerate(numbers)),
+                return_exceptions=True,
+            )
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            if failures and all(isinstance(f, _CopyUnsupported) for f in failures):
+                if any(number in self._etags for number in numbers):
+                    # A part that went up would be assembled by a store that ignores the
+                    # part list, so it cannot be forgotten: fail the object instead.
+                    raise ServiceError("object storage copied some ranges and refused others")
+                # Nothing was copied (a store either copies or does not): the numbers
+                # were never used, and the bytes are streamed instead.
+                raise _CopyUnsupported
+            for failure in failures:
+                if not isinstance(failure, _CopyUnsupported):
+                    raise failure
         self.size += end - start
 
     async def _write_range(self, key: str, start: int, end: int) -> None:
         if end <= start:
             return
-        with translate_errors():
+        async with self._storage.reading(self.bucket):
             response = await self._client.get_object(
                 Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}"
             )
@@ -347,6 +490,18 @@ class _CopyUnsupported(Exception):
     """The store refused a server-side copy as not implemented."""
 
 
+class DeleteFailed(ServiceError):
+    """Some objects were not deleted; `failures` maps each key to the store's reason."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        first = next(iter(failures.items()))
+        super().__init__(
+            f"object storage did not delete {len(failures)} object(s), e.g. {first[0]!r} "
+            f"({first[1]})"
+        )
+        self.failures = failures
+
+
 class Storage:
     """The two buckets the service uses, behind one shared client."""
 
@@ -368,6 +523,8 @@ class Storage:
         self.training_bucket = training_bucket
         # Turned off for the process the first time the store refuses UploadPartCopy.
         self.copy_supported = True
+        # Cleanup calls the store refuses outright, by operation: why (health reports it).
+        self.rejections: dict[str, str] = {}
 
     def writer(
         self,
@@ -384,10 +541,68 @@ class Storage:
         )
 
     async def ping(self) -> None:
-        """Both buckets answer (HEAD bucket)."""
+        """Both buckets answer (HEAD bucket); `BucketMissing` if one does not exist."""
+        for bucket in (self.conversations_bucket, self.training_bucket):
+            if not await self.bucket_exists(bucket):
+                raise BucketMissing(bucket)
+
+    async def bucket_exists(self, bucket: str) -> bool:
+        """HEAD the bucket: False only when the store says it does not exist."""
         with translate_errors():
-            await self.client.head_bucket(Bucket=self.conversations_bucket)
-            await self.client.head_bucket(Bucket=self.training_bucket)
+            try:
+                await self.client.head_bucket(Bucket=bucket)
+            except ClientError as exc:
+                if _status(exc) == 404:
+                    return False
+                raise
+        return True
+
+    @contextlib.asynccontextmanager
+    async def reading(self, bucket: str) -> AsyncIterator[None]:
+        """Like `translate_errors`, for reads from `bucket`: a missing object is
+        `ObjectMissing` only if the bucket exists, `BucketMissing` otherwise.
+
+        Stores differ in what a read from a missing bucket answers: S3 and SeaweedFS say
+        NoSuchBucket, Supabase Storage says NoSuchKey, so the bucket is asked for itself.
+        """
+        try:
+            with translate_errors():
+                yield
+        except ObjectMissing:
+            if not await self.bucket_exists(bucket):
+                raise BucketMissing(bucket) from None
+            raise
+        except BucketMissing as exc:
+            raise BucketMissing(bucket) from exc.__cause__
+
+    @contextlib.contextmanager
+    def _cleanup(self, operation: str, bucket: str) -> Iterator[None]:
+        """A cleanup call on `bucket`: an outright refusal is `StoreRejected`, remembered
+        and logged once; the next success of the operation forgets it (and says so)."""
+        try:
+            with translate_errors():
+                try:
+                    yield
+                except ClientError as exc:
+                    reason = _rejection(exc)
+                    if reason is None:
+                        raise
+                    if self.rejections.get(operation) != reason:
+                        log.error(
+                            "object storage rejects a cleanup call; what it should remove "
+                            "stays until it accepts it",
+                            extra={"fields": {"operation": operation, "reason": reason}},
+                        )
+                    self.rejections[operation] = reason
+                    raise StoreRejected(operation, reason) from exc
+        except BucketMissing as exc:
+            raise BucketMissing(bucket) from exc.__cause__
+        # Reached only when the call succeeded.
+        if self.rejections.pop(operation, None) is not None:
+            log.warning(
+                "object storage accepts a cleanup call again",
+                extra={"fields": {"operation": operation}},
+            )
 
     async def get_document(self, key: str, max_bytes: int) -> bytes:
         """An enriched document; `ObjectTooLarge` is raised before reading the body.
@@ -419,10 +634,11 @@ class Storage:
                             raise ObjectTooLarge(len(data))
                         return data
                     if status == 404:
-                        if b"NoSuchBucket" in await response.read():
-                            raise ServiceError(
-                                f"bucket {self.conversations_bucket!r} does not exist"
-                            )
+                        missing = await response.read()
+                        if b"NoSuchBucket" in missing or not await self.bucket_exists(
+                            self.conversations_bucket
+                        ):
+                            raise BucketMissing(self.conversations_bucket)
                         raise ObjectMissing(key)
                     retryable = status in _RETRYABLE_STATUS
                     if retryable and not final:
@@ -449,7 +665,7 @@ class Storage:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _get_document_with_client(self, key: str, max_bytes: int) -> bytes:
-        with translate_errors():
+        async with self.reading(self.conversations_bucket):
             response = await self.client.get_object(Bucket=self.conversations_bucket, Key=key)
             async with response["Body"] as body:
                 if response["ContentLength"] > max_bytes:
@@ -461,7 +677,7 @@ class Storage:
         self, bucket: str, key: str, chunk_size: int = 1024 * 1024
     ) -> AsyncIterator[bytes]:
         """An object's bytes in chunks, never all of it in memory."""
-        with translate_errors():
+        async with self.reading(bucket):
             response = await self.client.get_object(Bucket=bucket, Key=key)
             async with response["Body"] as body:
                 while chunk := await body.read(chunk_size):
@@ -481,28 +697,40 @@ class Storage:
             raise
 
     async def delete(self, bucket: str, keys: Iterable[str]) -> None:
-        """Delete objects; missing ones are fine (deleting is idempotent)."""
+        """Delete objects; missing ones are fine (deleting is idempotent).
+
+        Raises `DeleteFailed` naming the keys the store did not delete (a DeleteObjects
+        answer lists them one by one) once every batch has been sent, and `StoreRejected`
+        at once if the store refuses the call itself.
+        """
         objects = [{"Key": key} for key in keys]
-        with translate_errors():
-            for start in range(0, len(objects), 1000):
-                await self.client.delete_objects(
+        failed: dict[str, str] = {}
+        for start in range(0, len(objects), 1000):
+            with self._cleanup("DeleteObjects", bucket):
+                reply = await self.client.delete_objects(
                     Bucket=bucket, Delete={"Objects": objects[start : start + 1000], "Quiet": True}
                 )
+            for error in reply.get("Errors", []):
+                if error.get("Code") not in _MISSING:
+                    failed[error.get("Key", "")] = f"{error.get('Code')}: {error.get('Message')}"
+        if failed:
+            raise DeleteFailed(failed)
 
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """Drop a multipart upload and its parts; one that is already gone is fine."""
-        with translate_errors():
+        with self._cleanup("AbortMultipartUpload", bucket):
             try:
                 await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("NoSuchUpload", "404"):
+                # NoSuchUpload, or a bare 404: gone either way.
+                if _status(exc) != 404 and _code(exc) != "NoSuchUpload":
                     raise
 
     async def open_uploads(self, bucket: str) -> list[OpenUpload]:
         """Every multipart upload in `bucket` that was started and not completed or aborted."""
         uploads: list[OpenUpload] = []
         markers: dict[str, str] = {}
-        with translate_errors():
+        with self._cleanup("ListMultipartUploads", bucket):
             while True:
                 page = await self.client.list_multipart_uploads(Bucket=bucket, **markers)
                 uploads.extend(
@@ -517,7 +745,7 @@ class Storage:
                 }
 
     async def size(self, bucket: str, key: str) -> int:
-        with translate_errors():
+        async with self.reading(bucket):
             head = await self.client.head_object(Bucket=bucket, Key=key)
         return int(head["ContentLength"])
 
@@ -569,6 +797,7 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         aws_secret_access_key=secret_key.get_secret_value() if secret_key else None,
         config=client_config(settings),
     ) as client:
+        _speak_every_dialect(client)
         # Verifies TLS with the CA bundle botocore uses (AWS_CA_BUNDLE, else its default);
         # loading it blocks, hence the thread.
         cafile = os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)

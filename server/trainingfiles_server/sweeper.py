@@ -17,6 +17,13 @@ dies half-way loses nothing and the next one simply does the rest; what the libr
 would add is a schema, a worker and cron schedules with one-minute resolution, while a
 crashed build must be repaired well within a minute (lease 30 s + one sweep interval).
 One sweeper at a time: a PostgreSQL advisory lock, tried (never waited for) each round.
+
+No refusal stops a sweep: an upload that cannot be aborted or an object that cannot be
+deleted keeps its intent (the next sweep tries again), is counted in the report and
+logged (once per new reason), and the sweep goes on with the rest. A store that refuses
+a call outright is also reported by health (`Storage.rejections`). Only a store that
+does not answer at all (`Unavailable`, after botocore's retries) ends the sweep early:
+every other call would wait for the same retries; the next round starts over.
 """
 
 from __future__ import annotations
@@ -29,8 +36,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from .db import Connection, Database
-from .errors import Unavailable
-from .storage import Storage
+from .errors import ServiceError, Unavailable
+from .storage import DeleteFailed, Storage
 
 log = logging.getLogger("trainingfiles.sweeper")
 
@@ -46,10 +53,24 @@ class SweepReport:
     failed_builds: list[str] = field(default_factory=list)
     deleted_objects: int = 0
     aborted_uploads: int = 0
+    # Storage calls that failed (kept for the next sweep), and the first reason.
+    failures: int = 0
+    failure: str | None = None
 
     @property
     def acted(self) -> bool:
         return bool(self.failed_builds or self.deleted_objects or self.aborted_uploads)
+
+    def failed(self, count: int, error: BaseException) -> None:
+        self.failures += count
+        if self.failure is None:
+            self.failure = _reason(error)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, ServiceError) and type(error) is not ServiceError:
+        return error.message
+    return f"{type(error).__name__}: {error}"
 
 
 class Sweeper:
@@ -66,6 +87,7 @@ class Sweeper:
         self.interval = interval
         self.orphan_upload_age = timedelta(seconds=orphan_upload_age)
         self.sweeps = 0  # completed sweeps of this process (tests wait on it)
+        self._last_failure: str | None = None  # logged once until it changes
 
     async def sweep(self) -> SweepReport:
         """One sweep, if no other replica is sweeping right now."""
@@ -78,47 +100,95 @@ class Sweeper:
             await self._delete_due(conn, report)
             await self._abort_orphan_uploads(conn, report)
         self.sweeps += 1
-        if report.acted:
-            log.info(
-                "swept",
-                extra={
-                    "fields": {
-                        "failed_builds": report.failed_builds,
-                        "deleted_objects": report.deleted_objects,
-                        "aborted_uploads": report.aborted_uploads,
-                    }
-                },
-            )
+        fields = {
+            "failed_builds": report.failed_builds,
+            "deleted_objects": report.deleted_objects,
+            "aborted_uploads": report.aborted_uploads,
+        }
+        if report.failures:
+            fields |= {"failures": report.failures, "failure": report.failure}
+        if report.acted or report.failures:
+            log.info("swept", extra={"fields": fields})
+        if report.failure != self._last_failure:
+            if report.failure is not None:
+                log.warning(
+                    "the sweep could not remove everything; every sweep tries again",
+                    extra={"fields": {"failures": report.failures, "failure": report.failure}},
+                )
+            else:
+                log.info("the sweep removes everything again")
+            self._last_failure = report.failure
         return report
 
     async def _delete_due(self, conn: Connection, report: SweepReport) -> None:
-        while intents := await self.database.due_intents(conn, _BATCH):
+        """Abort the uploads and delete the objects of due intents, then forget them.
+
+        What fails stays due and is skipped for the rest of this sweep; each round asks
+        for that many more rows, so what fails never hides what comes after it.
+        """
+        failed: set[tuple[str, str]] = set()
+        while True:
+            limit = _BATCH + len(failed)
+            intents = await self.database.due_intents(conn, limit)
+            fresh = [i for i in intents if (i.bucket, i.object_key) not in failed]
             by_bucket: dict[str, list[str]] = {}
-            for intent in intents:
+            for intent in fresh:
                 if intent.upload_id is not None:
-                    await self.storage.abort_upload(
-                        intent.bucket, intent.object_key, intent.upload_id
-                    )
+                    try:
+                        await self.storage.abort_upload(
+                            intent.bucket, intent.object_key, intent.upload_id
+                        )
+                    except Unavailable:
+                        raise
+                    except Exception as error:
+                        report.failed(1, error)
+                        failed.add((intent.bucket, intent.object_key))
+                        continue
                     report.aborted_uploads += 1
                 by_bucket.setdefault(intent.bucket, []).append(intent.object_key)
             for bucket, keys in by_bucket.items():
-                await self.storage.delete(bucket, keys)
-                await self.database.forget_due(conn, bucket, keys)
-                report.deleted_objects += len(keys)
-            if len(intents) < _BATCH:
+                try:
+                    await self.storage.delete(bucket, keys)
+                    deleted = keys
+                except DeleteFailed as error:
+                    report.failed(len(error.failures), error)
+                    failed.update((bucket, key) for key in error.failures)
+                    deleted = [key for key in keys if key not in error.failures]
+                except Unavailable:
+                    raise
+                except Exception as error:
+                    report.failed(len(keys), error)
+                    failed.update((bucket, key) for key in keys)
+                    continue
+                if deleted:
+                    await self.database.forget_due(conn, bucket, deleted)
+                    report.deleted_objects += len(deleted)
+            if len(intents) < limit:
                 return
 
     async def _abort_orphan_uploads(self, conn: Connection, report: SweepReport) -> None:
         bucket = self.storage.training_bucket
         # Listed before the live ones are read: an upload started in between is live.
-        uploads = await self.storage.open_uploads(bucket)
+        try:
+            uploads = await self.storage.open_uploads(bucket)
+        except Unavailable:
+            raise
+        except Exception as error:
+            report.failed(1, error)
+            return
         if not uploads:
             return
         live = await self.database.live_uploads(conn, bucket)
         cutoff = datetime.now(UTC) - self.orphan_upload_age
         for upload in uploads:
             if upload.upload_id not in live and upload.initiated < cutoff:
-                await self.storage.abort_upload(bucket, upload.key, upload.upload_id)
+                try:
+                    await self.storage.abort_upload(bucket, upload.key, upload.upload_id)
+                except Unavailable:
+                    raise
+                except Exception as error:
+                    report.failed(1, error)
+                    continue
                 report.aborted_uploads += 1
 
     async def run(self) -> None:

@@ -71,11 +71,24 @@ def apply_migrations(database_url: str, *, development: bool) -> None:
 
 
 async def ensure_buckets(client: S3Client, *names: str) -> None:
-    """Create each bucket unless it exists (and is ours)."""
+    """Create each bucket unless it exists (and is ours).
+
+    A bucket that exists is answered 409 with BucketAlreadyOwnedByYou (S3, SeaweedFS) or
+    BucketAlreadyExists (Supabase Storage, whose error codes `storage.py` makes readable;
+    on S3 that code means another account owns the name). Either way the bucket must then
+    answer a HEAD with our credentials, or starting fails here, clearly.
+    """
     for name in names:
         try:
             await client.create_bucket(Bucket=name)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists") and status != 409:
+                raise BootstrapError(f"cannot create bucket {name!r}: {exc}") from exc
+            try:
+                await client.head_bucket(Bucket=name)
+            except ClientError as head:
+                raise BootstrapError(
+                    f"bucket {name!r} exists but is not usable with these credentials: {head}"
+                ) from head
