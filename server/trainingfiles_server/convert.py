@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from google.protobuf import timestamp_pb2
 
@@ -50,6 +50,12 @@ def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
 
 def _score(value: Decimal | None) -> float:
     return float(value) if value is not None else 0.0
+
+
+def _quality(value: float) -> float:
+    """A conversation's quality score as the contract gives it: rounded half-up to 2
+    places, like the file's quality summary (the exact mean is kept for the metrics)."""
+    return float(Decimal(repr(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
 def training_file(record: TrainingFileRecord) -> resources_pb2.TrainingFile:
@@ -132,7 +138,7 @@ def file_conversation(row: FileConversation) -> resources_pb2.TrainingFileConver
         added_at=timestamp(row.added_at),
         added_by=str(row.added_by) if row.added_by else "",
         training_pair_count=row.training_pair_count,
-        quality_score=row.quality_score,
+        quality_score=_quality(row.quality_score),
         human_reviewed=row.human_reviewed,
         persona_key=row.persona_key,
         emotional_arc_key=row.emotional_arc_key,
