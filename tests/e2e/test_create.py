@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import urllib.error
+import urllib.parse
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -27,7 +31,9 @@ from tests.e2e.helpers import (
     create,
     create_ok,
     document,
+    download,
     download_url,
+    file_conversations,
     file_row,
     get,
     http_get,
@@ -56,6 +62,7 @@ class Created:
     jsonl_url: service_pb2.GetDownloadUrlResponse
     json: Download
     jsonl: Download
+    members: list[resources_pb2.TrainingFileConversation]
 
     @property
     def file(self) -> resources_pb2.TrainingFile:
@@ -90,6 +97,7 @@ async def created(stub: Stub, dataset: Dataset) -> Created:
         jsonl_url,
         await http_get(json_url.url),
         await http_get(jsonl_url.url),
+        await file_conversations(stub, file_id),
     )
 
 
@@ -272,8 +280,13 @@ def test_scaffolding_distribution_counts_conversations_by_key(
 def test_content_disposition_names_the_file(created: Created) -> None:
     assert created.json_url.file_name == f"{created.name}.json"
     assert created.jsonl_url.file_name == f"{created.name}.jsonl"
-    assert f'filename="{created.name}.json"' in created.json.headers["Content-Disposition"]
-    assert f'filename="{created.name}.jsonl"' in created.jsonl.headers["Content-Disposition"]
+    assert (
+        created.json.headers["Content-Disposition"] == f'attachment; filename="{created.name}.json"'
+    )
+    assert (
+        created.jsonl.headers["Content-Disposition"]
+        == f'attachment; filename="{created.name}.jsonl"'
+    )
 
 
 def test_pairs_are_named_by_conversation_uuid_and_turn_in_request_order(
@@ -392,3 +405,125 @@ async def test_name_may_use_every_allowed_character_class(stub: Stub, dataset: D
 
     assert file.name == name
     assert file.json_file_path.startswith(f"{file.id}/{name}_")
+
+
+# ----------------------------------------------------------------- the stream's counts
+
+
+def test_every_message_counts_within_its_total_and_uncounted_stages_send_zero(
+    created: Created,
+) -> None:
+    messages = created.result.messages
+    count = len(created.ids)
+
+    assert all(0 <= m.done <= m.total for m in messages)
+    assert [m.stage for m in messages].count(VALIDATING) == 1
+    aggregating = [m for m in messages if m.stage == AGGREGATING]
+    assert aggregating and all(m.total == count for m in aggregating)
+    assert aggregating[-1].done == count
+    uncounted = [m for m in messages if m.stage in (UPLOADING, SAVING)]
+    assert {m.stage for m in uncounted} == {UPLOADING, SAVING}
+    assert all((m.done, m.total) == (0, 0) for m in uncounted)
+
+
+# ----------------------------------------------------------------- what the file records
+
+
+def test_each_file_conversation_carries_its_summary(created: Created, dataset: Dataset) -> None:
+    """ListTrainingFileConversations: per conversation, its pairs, quality (mean of its
+    pairs' scores, rounded half-up to 2 places), review flag and scaffolding keys."""
+    by_id = conversations_by_id(dataset.conversations)
+
+    listed = created.members
+
+    assert [m.conversation_id for m in listed] == created.ids
+    for member in listed:
+        source = document(by_id[member.conversation_id])
+        pairs = source["training_pairs"]
+        params = source["input_parameters"]
+        assert member.training_pair_count == len(pairs)
+        assert member.quality_score == _rounded(quality(by_id[member.conversation_id]))
+        assert member.human_reviewed == any(p["training_metadata"]["human_reviewed"] for p in pairs)
+        assert (member.persona_key, member.emotional_arc_key, member.training_topic_key) == (
+            params["persona_key"],
+            params["emotional_arc_key"],
+            params["training_topic_key"],
+        )
+        assert member.added_by == ""  # a service acting for the system
+    # Added together, by the Create's commit.
+    added_at = {m.added_at.ToDatetime(tzinfo=UTC) for m in listed}
+    assert len(added_at) == 1
+    file = created.file
+    assert file.created_at.ToDatetime(tzinfo=UTC) <= added_at.pop()
+
+
+def test_a_file_created_by_a_service_has_no_owner(created: Created) -> None:
+    assert created.file.created_by == ""
+
+
+async def test_a_description_is_unset_when_none_was_given_and_kept_when_empty(
+    stub: Stub, dataset: Dataset
+) -> None:
+    without = await create_ok(stub, unique_name("no-description"), dataset.ids()[10:11])
+    empty = await create_ok(stub, unique_name("empty-description"), dataset.ids()[10:11], "")
+
+    assert not without.HasField("description")
+    assert not (await get(stub, without.id)).HasField("description")
+    assert empty.HasField("description") and empty.description == ""
+    assert (await get(stub, empty.id)).HasField("description")
+
+
+async def test_ids_in_any_spelling_come_back_in_canonical_form(
+    stub: Stub, dataset: Dataset
+) -> None:
+    """UUIDs are answered lower-case and hyphenated, whatever spelling the request used."""
+    ids = dataset.ids()[11:13]
+    spelled = [ids[0].upper(), ids[1].replace("-", "")]
+
+    file = await create_ok(stub, unique_name("spelling"), spelled)
+
+    assert file.id == str(uuid.UUID(file.id))
+    listed = await file_conversations(stub, file.id)
+    assert [m.conversation_id for m in listed] == ids
+    lines = jsonl_records(await download(stub, file.id, JSONL))
+    assert list(dict.fromkeys(line["conversation_id"] for line in lines)) == ids
+    assert (await get(stub, file.id.upper())).id == file.id
+
+
+_KEY = re.compile(
+    r"^(?P<id>[0-9a-f-]{36})/(?P<name>[A-Za-z0-9_.-]+)_"
+    r"(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<micro>\d{6}))?\.(?P<ext>jsonl?)$"
+)
+
+
+def key_moment(key: str) -> tuple[str, str, datetime]:
+    """(file id, name, UTC moment) of an object key `<id>/<name>_<stamp>[-<micro>].json(l)`."""
+    match = _KEY.match(key)
+    assert match is not None, key
+    moment = datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    micro = match["micro"]
+    assert micro != "000000", "a zero microsecond part is left out"
+    return match["id"], match["name"], moment + timedelta(microseconds=int(micro or 0))
+
+
+def test_object_keys_carry_the_utc_moment_the_create_began(created: Created) -> None:
+    file = created.file
+    file_id, name, moment = key_moment(file.json_file_path)
+
+    assert (file_id, name) == (file.id, created.name)
+    assert key_moment(file.jsonl_file_path) == (file_id, name, moment)
+    # Stamped as the Create began: just before its row was written.
+    recorded = file.created_at.ToDatetime(tzinfo=UTC)
+    assert recorded - timedelta(seconds=5) <= moment <= recorded + timedelta(seconds=1)
+
+
+async def test_the_stored_objects_are_private_without_a_signed_url(created: Created) -> None:
+    """The bucket is private: the object's plain URL, without a signature, is refused."""
+    plain = created.jsonl_url.url.split("?")[0]
+    assert plain.endswith(urllib.parse.quote(created.file.jsonl_file_path))
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        await http_get(plain)
+
+    refused.value.close()
+    assert refused.value.code == 403
