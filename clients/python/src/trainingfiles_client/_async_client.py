@@ -7,8 +7,8 @@ from typing import Any
 
 import grpc
 
-from ._base import Async, BaseClient
-from ._calls import Prepared
+from ._base import BaseClient
+from ._calls import Async, Prepared
 from ._exceptions import translated
 from ._operations import AsyncTrainingFileOperation
 from ._pagers import AsyncPager

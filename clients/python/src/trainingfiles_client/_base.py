@@ -3,11 +3,13 @@
 As httpx builds `Client` and `AsyncClient` on one `BaseClient`, both clients of this
 package are faces of the class below. It holds the connection settings and the channels,
 and every rpc's method: its signature (GAPIC's shape: the request's fields, or
-``request=``, then keyword-only ``timeout``, ``metadata`` and ``retry``), its docstring,
-its argument checks and its request building. The faces only send a prepared call: the
-synchronous one returns the response, the asyncio one awaits it (`_client.py`,
-`_async_client.py`). How a method reaches both faces is `_calls.rpc`; each method's
-defaults are a row of the table in `_methods`.
+``request=``, then keyword-only ``timeout``, ``metadata`` and ``retry``) and its
+docstring. Each method is a declaration: its arguments go, by name, into a `Call`
+(``Call.of(locals())``), which `_calls` checks and builds into the request by the fields
+they fill. The faces only send a prepared call: the synchronous one returns the
+response, the asyncio one awaits it (`_client.py`, `_async_client.py`). How a method
+reaches both faces is `_calls.rpc`; each method's defaults are a row of the table in
+`_methods`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import datetime
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, Generic, TypeAlias, TypeVar, Unpack
+from typing import Any, ClassVar, TypeAlias, Unpack
 
 from trainingfiles.v1 import resources_pb2, service_pb2
 from trainingfiles.v1.service_pb2 import (
@@ -33,6 +35,8 @@ from trainingfiles.v1.service_pb2 import (
 from ._calls import (
     Call,
     CallOptions,
+    Faced,
+    FaceT,
     Listed,
     Prepared,
     Streamed,
@@ -44,22 +48,14 @@ from ._calls import (
 from ._config import Connection, channel_options, resolve
 from ._methods import DEFAULT, Kind, Method, Policy, service_config
 
-__all__ = ["Async", "BaseClient", "Sync"]
+__all__ = ["BaseClient"]
 
-FaceT = TypeVar("FaceT")
+
 Status: TypeAlias = resources_pb2.TrainingFileStatus.ValueType
 Format: TypeAlias = resources_pb2.FileFormat.ValueType
 
 
-class Sync:
-    """The face whose methods return their results."""
-
-
-class Async:
-    """The face whose unary methods return awaitables."""
-
-
-class BaseClient(Generic[FaceT]):
+class BaseClient(Faced[FaceT]):
     """What `TrainingFilesClient` and `AsyncTrainingFilesClient` share.
 
     Target, token and TLS come from the arguments, else from ``TRAININGFILES_TARGET``,

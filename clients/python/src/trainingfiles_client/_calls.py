@@ -21,7 +21,6 @@ import types
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import (
-    TYPE_CHECKING,
     Any,
     Concatenate,
     Final,
@@ -40,9 +39,6 @@ from ._methods import METHODS, Kind, Method, Retry, repeated
 from ._operations import AsyncTrainingFileOperation, TrainingFileOperation
 from ._pagers import AsyncPager, Pager
 
-if TYPE_CHECKING:
-    from ._base import Async, BaseClient, Sync
-
 P = ParamSpec("P")
 R = TypeVar("R")
 SyncT = TypeVar("SyncT")
@@ -51,7 +47,21 @@ ResponseT = TypeVar("ResponseT")
 ItemT = TypeVar("ItemT")
 RequestT = TypeVar("RequestT", bound=Message)
 
+FaceT = TypeVar("FaceT")
+
 Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
+
+
+class Sync:
+    """The face whose methods return their results."""
+
+
+class Async:
+    """The face whose unary methods return awaitables."""
+
+
+class Faced(Generic[FaceT]):
+    """A client with a face, `Sync` or `Async`: what its `rpc` methods return."""
 
 
 class CallOptions(TypedDict, Generic[RequestT], total=False):
@@ -203,9 +213,9 @@ class rpc(Generic[P, SyncT, AsyncT]):
     @overload
     def __get__(self, client: None, owner: type[Any]) -> Callable[..., Any]: ...
     @overload
-    def __get__(self, client: BaseClient[Sync], owner: type[Any]) -> Callable[P, SyncT]: ...
+    def __get__(self, client: Faced[Sync], owner: type[Any]) -> Callable[P, SyncT]: ...
     @overload
-    def __get__(self, client: BaseClient[Async], owner: type[Any]) -> Callable[P, AsyncT]: ...
+    def __get__(self, client: Faced[Async], owner: type[Any]) -> Callable[P, AsyncT]: ...
     def __get__(self, client: Any, owner: type[Any]) -> Any:
         face = self._faces[owner.asynchronous]
         return face if client is None else types.MethodType(face, client)

@@ -6,8 +6,8 @@ from typing import Any
 
 import grpc
 
-from ._base import BaseClient, Sync
-from ._calls import Prepared
+from ._base import BaseClient
+from ._calls import Prepared, Sync
 from ._exceptions import translated
 from ._operations import TrainingFileOperation
 from ._pagers import Pager
