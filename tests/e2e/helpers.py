@@ -6,10 +6,12 @@ Everything goes through the real gRPC server, PostgreSQL and SeaweedFS; nothing 
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from typing import Any, TypeVar
 
@@ -340,3 +342,22 @@ async def file_conversations(
         token = page.next_page_token
         if not token:
             return found
+
+
+# ----------------------------------------------------------------- object keys
+
+
+_KEY = re.compile(
+    r"^(?P<id>[0-9a-f-]{36})/(?P<name>[A-Za-z0-9_.-]+)_"
+    r"(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<micro>\d{6}))?\.(?P<ext>jsonl?)$"
+)
+
+
+def key_moment(key: str) -> tuple[str, str, datetime]:
+    """(file id, name, UTC moment) of an object key `<id>/<name>_<stamp>[-<micro>].json(l)`."""
+    match = _KEY.match(key)
+    assert match is not None, key
+    moment = datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    micro = match["micro"]
+    assert micro != "000000", "a zero microsecond part is left out"
+    return match["id"], match["name"], moment + timedelta(microseconds=int(micro or 0))

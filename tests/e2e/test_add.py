@@ -29,6 +29,7 @@ from tests.e2e.helpers import (
     get,
     intent_count,
     jsonl_records,
+    key_moment,
     object_keys,
     precondition_violations,
     snapshot,
@@ -38,7 +39,8 @@ from tests.e2e.helpers import (
 )
 from trainingfiles.v1 import resources_pb2, service_pb2
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.dev.generator import Kind
+from trainingfiles_server.dev.generator import GeneratedConversation, Kind, generate, load
+from trainingfiles_server.storage import Storage
 
 _VOLATILE = re.compile(
     rb'^\{"dataset_metadata":\{"dataset_name":"[^"]*","version":"4\.0\.0",'
@@ -329,3 +331,79 @@ async def test_concurrent_adds_to_one_file_both_succeed_and_lose_nothing(
         final.json_file_path,
         final.jsonl_file_path,
     }
+
+
+def test_an_adds_keys_are_stamped_later_than_the_ones_it_replaces(extended: Extended) -> None:
+    old, new = extended.created, extended.added.training_file
+    file_id, name, replaced = key_moment(old.jsonl_file_path)
+
+    assert key_moment(new.json_file_path) == key_moment(new.jsonl_file_path)
+    new_id, new_name, stamped = key_moment(new.jsonl_file_path)
+    assert (new_id, new_name) == (file_id, name)
+    assert stamped > replaced
+
+
+# ----------------------------------------------------------------- only the new documents are read
+
+OWN_SEED = 1616
+
+
+@pytest.fixture(scope="module")
+async def own(server: RunningServer, storage: Storage) -> list[GeneratedConversation]:
+    """Six eligible conversations of this module's own user."""
+    conversations = list(generate(OWN_SEED, 6, owners=[uuid.uuid4()]))
+    await load(server.database.pool, storage.client, storage.conversations_bucket, conversations)
+    return conversations
+
+
+async def test_an_add_reads_only_the_new_conversations_documents(
+    stub: Stub, storage: Storage, own: list[GeneratedConversation]
+) -> None:
+    """The stored content and summaries are reused: with the enriched documents of the
+    file's conversations gone from storage, an Add still gives exactly a Create's result,
+    and it fetches (and counts) the new conversations only."""
+    first, later = own[:2], own[2:4]
+    a = [str(c.conversation_id) for c in first]
+    b = [str(c.conversation_id) for c in later]
+    created = await create_ok(stub, unique_name("add-reuse"), a)
+    fresh = await create_ok(stub, unique_name("add-reuse-fresh"), a + b)
+    for conversation in first:
+        assert conversation.enriched_file_path is not None
+        await storage.client.delete_object(
+            Bucket=storage.conversations_bucket, Key=conversation.enriched_file_path
+        )
+
+    added = await add(stub, created.id, b)
+
+    assert added.error is None, added.error
+    counted = [m for m in added.messages if m.stage in (VALIDATING, FETCHING)]
+    assert counted and {m.total for m in counted} == {len(b)}
+    file = added.training_file
+    assert (file.version, file.conversation_count) == (2, 4)
+    assert file.quality_summary == fresh.quality_summary
+    assert file.scaffolding_distribution == fresh.scaffolding_distribution
+    assert await download(stub, created.id, JSONL) == await download(stub, fresh.id, JSONL)
+    json_document = await download(stub, created.id, JSON)
+    assert _normalised(json_document) == _normalised(await download(stub, fresh.id, JSON))
+
+
+async def test_two_adds_of_one_conversation_at_once_add_it_once(
+    stub: Stub, own: list[GeneratedConversation]
+) -> None:
+    """The second Add is checked against the file as the first left it."""
+    base, twice = str(own[4].conversation_id), str(own[5].conversation_id)
+    created = await create_ok(stub, unique_name("add-same-twice"), [base])
+
+    one, two = await asyncio.gather(add(stub, created.id, [twice]), add(stub, created.id, [twice]))
+
+    succeeded = [r for r in (one, two) if r.error is None]
+    refused = [r for r in (one, two) if r.error is not None]
+    assert len(succeeded) == len(refused) == 1, (one.error, two.error)
+    error = stream_error(refused[0])
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert precondition_violations(error) == [("CONVERSATION_ALREADY_IN_FILE", twice)]
+    final = await get(stub, created.id)
+    assert (final.version, final.conversation_count) == (2, 2)
+    assert final.jsonl_file_path == succeeded[0].training_file.jsonl_file_path
+    listed = [c.conversation_id for c in await file_conversations(stub, created.id)]
+    assert listed == [base, twice]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import urllib.error
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -38,6 +37,7 @@ from tests.e2e.helpers import (
     get,
     http_get,
     jsonl_records,
+    key_moment,
     object_keys,
     quality,
     unique_name,
@@ -488,22 +488,6 @@ async def test_ids_in_any_spelling_come_back_in_canonical_form(
     lines = jsonl_records(await download(stub, file.id, JSONL))
     assert list(dict.fromkeys(line["conversation_id"] for line in lines)) == ids
     assert (await get(stub, file.id.upper())).id == file.id
-
-
-_KEY = re.compile(
-    r"^(?P<id>[0-9a-f-]{36})/(?P<name>[A-Za-z0-9_.-]+)_"
-    r"(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<micro>\d{6}))?\.(?P<ext>jsonl?)$"
-)
-
-
-def key_moment(key: str) -> tuple[str, str, datetime]:
-    """(file id, name, UTC moment) of an object key `<id>/<name>_<stamp>[-<micro>].json(l)`."""
-    match = _KEY.match(key)
-    assert match is not None, key
-    moment = datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    micro = match["micro"]
-    assert micro != "000000", "a zero microsecond part is left out"
-    return match["id"], match["name"], moment + timedelta(microseconds=int(micro or 0))
 
 
 def test_object_keys_carry_the_utc_moment_the_create_began(created: Created) -> None:
