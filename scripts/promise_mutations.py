@@ -35,6 +35,12 @@ class Mutation:
     old: str
     new: str
     tests: tuple[str, ...]
+    # Further edits applied together with the first: a promise kept by two guards is
+    # only broken when both are (each alone is shown to suffice by its own test).
+    also: tuple[tuple[str, str, str], ...] = ()
+
+    def edits(self) -> list[tuple[str, str, str]]:
+        return [(self.path, self.old, self.new), *self.also]
 
 
 MUTATIONS = (
@@ -79,6 +85,8 @@ MUTATIONS = (
         "  AND status = $16",
         "WHERE id = $1 AND $15::uuid IS NOT NULL AND $16::text IS NOT NULL",
         (CRASH + "::test_a_frozen_build_that_lost_its_lease_can_never_activate",),
+        # The second guard: the commit also claims the build's own intents.
+        also=((S + "db.py", 'if claimed != "DELETE 2":', "if False:"),),
     ),
     Mutation(
         "many-sweepers",
@@ -181,18 +189,23 @@ def pytest(root: Path, tests: Sequence[str], timeout: float) -> int:
 
 def run(root: Path, mutation: Mutation, timeout: float) -> tuple[bool, float, str]:
     """Apply, test, undo. Returns (killed, seconds, note)."""
-    path = root / mutation.path
-    original = path.read_text()
-    if original.count(mutation.old) != 1:
-        return False, 0.0, "the code to mutate is not found exactly once: update this script"
+    originals: dict[Path, str] = {}
+    for relative, old, _ in mutation.edits():
+        path = root / relative
+        originals.setdefault(path, path.read_text())
+        if path.read_text().count(old) != 1:
+            return False, 0.0, "the code to mutate is not found exactly once: update this script"
     started = time.monotonic()
     try:
-        path.write_text(original.replace(mutation.old, mutation.new))
+        for relative, old, new in mutation.edits():
+            path = root / relative
+            path.write_text(path.read_text().replace(old, new))
         code = pytest(root, mutation.tests, timeout)
     except subprocess.TimeoutExpired:
         return True, time.monotonic() - started, "timed out (counted as killed)"
     finally:
-        path.write_text(original)
+        for path, text in originals.items():
+            path.write_text(text)
     took = time.monotonic() - started
     if code in (4, 5):  # usage error, no tests collected
         return False, took, f"pytest could not run the tests (exit {code})"
