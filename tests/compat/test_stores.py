@@ -1,0 +1,477 @@
+"""The compatibility suite: what touches storage, against every supported object store.
+
+Each test runs once per store (`leg`, see `conftest.py`): the embedded SeaweedFS and real
+Supabase Storage. Creates and Adds at multipart sizes (several parts; the JSON's first
+part goes up last), byte for byte; presigned downloads with the attachment name; a
+failed Create with its uploads open; deleted and swept objects; a missing bucket told
+from a missing object; bucket bootstrap and `make run` on a first and a later start; a
+Create → Add → failed Create → killed Creates → restart → sweep that leaves no orphan
+object, no intent and no open upload; and cleanup failures that are never fatal.
+Nothing is mocked: the servers, PostgreSQL and both stores are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import orjson
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.compat.conftest import BIG, CONVERSATIONS, TRAINING, Calls, Leg
+from tests.conftest import TEST_JWT_SECRET, authorized_channel, mint
+from tests.crash.harness import Observer, server_process
+from tests.e2e.helpers import (
+    ACTIVE,
+    FAILED,
+    JSON,
+    JSONL,
+    TIMEOUT,
+    add_ok,
+    create,
+    create_ok,
+    download_url,
+    get,
+    http_get,
+    object_keys,
+    open_uploads,
+    stream_error,
+    unique_name,
+)
+from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles_server import aggregate
+from trainingfiles_server.app import running_server
+from trainingfiles_server.dev.bootstrap import ensure_buckets
+from trainingfiles_server.dev.generator import GeneratedConversation
+from trainingfiles_server.documents import decode_json_object, validate_enriched_document
+from trainingfiles_server.health import CLEANUP
+from trainingfiles_server.storage import (
+    BucketMissing,
+    ObjectMissing,
+    Storage,
+    _xml_body_content_type,
+)
+
+PAIRS_KEY = b',"training_pairs":['
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def expected_jsonl(conversations: Sequence[GeneratedConversation]) -> bytes:
+    """The JSONL of these conversations, in this order, as the aggregation writes it."""
+    lines = []
+    for conversation in conversations:
+        assert conversation.document is not None
+        raw = decode_json_object(conversation.document)
+        document = validate_enriched_document(raw)
+        lines.append(
+            aggregate.transform_conversation(str(conversation.conversation_id), raw, document).lines
+        )
+    return b"".join(lines)
+
+
+def assert_json_holds_the_jsonl(json_document: bytes, jsonl: bytes, conversations: int) -> None:
+    """The JSON's pairs are the JSONL's lines joined by commas, after a valid header."""
+    assert json_document.endswith(PAIRS_KEY + jsonl[:-1].replace(b"\n", b",") + b"]}")
+    metadata = orjson.loads(json_document)["dataset_metadata"]
+    assert metadata["total_conversations"] == conversations
+
+
+async def fetch(stub: service_pb2_grpc.TrainingFileServiceStub, file_id: str, fmt: int) -> bytes:
+    """Download through a presigned URL, which names the attachment after the file."""
+    file = await get(stub, file_id)
+    response = await download_url(stub, file_id, fmt)
+    downloaded = await http_get(response.url)
+    extension = "json" if fmt == JSON else "jsonl"
+    disposition = downloaded.headers["Content-Disposition"]
+    assert disposition == f'attachment; filename="{file.name}.{extension}"', disposition
+    assert len(downloaded.body) == response.size_bytes
+    return downloaded.body
+
+
+async def intents(leg: Leg, file_id: str) -> int:
+    count: int = await leg.server.database.pool.fetchval(
+        "SELECT count(*) FROM storage_intents WHERE training_file_id = $1", uuid.UUID(file_id)
+    )
+    return count
+
+
+async def assert_clean(leg: Leg, file_id: str, keys: set[str]) -> None:
+    """Under the file's prefix: exactly `keys`, no open upload, and no intent left."""
+    assert await object_keys(leg.server, f"{file_id}/") == keys
+    assert await open_uploads(leg.server, f"{file_id}/") == set()
+    assert await intents(leg, file_id) == 0
+
+
+async def health(port: int, service: str = "") -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        status: int = reply.status
+        return status
+
+
+async def wait_for_health(port: int, service: str, status: int) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while await health(port, service) != status:  # noqa: ASYNC110 (polled: no push)
+            await asyncio.sleep(0.05)
+
+
+# ----------------------------------------------------------------- Create and Add
+
+
+async def test_a_create_at_multipart_size_stores_every_byte_in_part_order(leg: Leg) -> None:
+    """Both objects go up in several parts, the JSON's first part last (it waits for the
+    header); the store must assemble them by part number, not in the order they came."""
+    file = await create_ok(leg.stub, unique_name("compat-create"), leg.ids(leg.big))
+
+    for key in (file.json_file_path, file.jsonl_file_path):
+        assert leg.calls("UploadPart", key) >= 3, f"{key} did not go up in several parts"
+        assert leg.calls("CompleteMultipartUpload", key) == 1
+    await assert_clean(leg, file.id, {file.json_file_path, file.jsonl_file_path})
+    jsonl = await fetch(leg.stub, file.id, JSONL)
+    json_document = await fetch(leg.stub, file.id, JSON)
+    assert jsonl == expected_jsonl(leg.big)
+    assert_json_holds_the_jsonl(json_document, jsonl, BIG)
+    assert (file.json_file_size, file.jsonl_file_size) == (len(json_document), len(jsonl))
+
+
+async def test_an_add_at_multipart_size_is_copied_by_the_store_and_equals_a_create(
+    leg: Leg,
+) -> None:
+    """The stored content is copied by the store (UploadPartCopy), the new documents are
+    uploaded behind it, and the objects of version 1 are deleted at once (no download
+    link was handed out for them)."""
+    base, rest = leg.big[:30], leg.big[30:]
+    created = await create_ok(leg.stub, unique_name("compat-add"), leg.ids(base))
+
+    added = await add_ok(leg.stub, created.id, leg.ids(rest))
+
+    assert (added.status, added.version, added.conversation_count) == (ACTIVE, 2, BIG)
+    for key in (added.json_file_path, added.jsonl_file_path):
+        assert leg.calls("UploadPartCopy", key) >= 1, f"{key} was not copied by the store"
+    await assert_clean(leg, created.id, {added.json_file_path, added.jsonl_file_path})
+    jsonl = await fetch(leg.stub, added.id, JSONL)
+    json_document = await fetch(leg.stub, added.id, JSON)
+    assert jsonl == expected_jsonl(leg.big)
+    assert_json_holds_the_jsonl(json_document, jsonl, BIG)
+
+
+async def test_objects_an_add_replaced_are_deleted_by_the_sweeper_once_due(leg: Leg) -> None:
+    """A download link to version 1 keeps its objects (and the link working) after an
+    Add; once the link's time is over the sweeper deletes them on the store."""
+    created = await create_ok(leg.stub, unique_name("compat-due"), leg.ids(leg.small[:2]))
+    link = await download_url(leg.stub, created.id, JSONL)
+    added = await add_ok(leg.stub, created.id, leg.ids(leg.small[2:3]))
+
+    old = {created.json_file_path, created.jsonl_file_path}
+    new = {added.json_file_path, added.jsonl_file_path}
+    assert await object_keys(leg.server, f"{created.id}/") == old | new
+    assert (await http_get(link.url)).body == expected_jsonl(leg.small[:2])
+    assert await intents(leg, created.id) == 2
+    # The link's hour, cut short: its objects are due now.
+    await leg.server.database.pool.execute(
+        "UPDATE storage_intents SET delete_after = now() WHERE training_file_id = $1",
+        uuid.UUID(created.id),
+    )
+
+    report = await leg.server.sweeper.sweep()
+
+    assert report.deleted_objects >= 2 and not report.failures, report
+    await assert_clean(leg, created.id, new)
+
+
+# ----------------------------------------------------------------- failures
+
+
+async def test_a_create_that_fails_with_its_uploads_open_leaves_nothing(leg: Leg) -> None:
+    """The last document is missing from the store (a 404 the service must read as "no
+    such object", also where the store says NoSuchKey for everything). One document at a
+    time is fetched, so the uploads are open, with parts sent, when it is reached."""
+    settings = leg.settings_with(fetch_concurrency=1)
+    async with (
+        running_server(settings) as server,
+        authorized_channel(server.port, mint("service_role")) as channel,
+    ):
+        calls = Calls()
+        calls.attach(server.storage.client)
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        missing = str(leg.missing.conversation_id)
+        result = await create(stub, unique_name("compat-fail"), [*leg.ids(leg.big[:30]), missing])
+
+        error = stream_error(result)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+        assert "missing from storage" in (error.details() or "") and missing in error.details()
+        file_id = result.training_file_id
+        assert calls.under("CreateMultipartUpload", f"{file_id}/") >= 1
+        assert calls.under("UploadPart", f"{file_id}/") >= 1
+        file = await get(stub, file_id)
+    assert file.status == FAILED and missing in file.error_message
+    await assert_clean(leg, file_id, set())
+
+
+async def test_a_missing_bucket_is_told_apart_from_a_missing_object(leg: Leg) -> None:
+    """Through both ways documents are read (presigned GET, client GET), and health's ping."""
+    absent = f"compat-absent-{uuid.uuid4().hex[:12]}"
+    client = leg.storage.client
+    for http in (leg.storage.http, None):
+        present = Storage(client, CONVERSATIONS, TRAINING, http=http)
+        with pytest.raises(ObjectMissing):
+            await present.get_document(f"{uuid.uuid4()}/enriched.json", 1024)
+        nowhere = Storage(client, absent, TRAINING, http=http)
+        with pytest.raises(BucketMissing, match=absent):
+            await nowhere.get_document(f"{uuid.uuid4()}/enriched.json", 1024)
+    with pytest.raises(BucketMissing, match=absent):
+        await Storage(client, absent, TRAINING).ping()
+    with pytest.raises(BucketMissing, match=absent):
+        await leg.storage.size(absent, "anything")
+    with pytest.raises(ObjectMissing):
+        await leg.storage.size(TRAINING, f"{uuid.uuid4()}/nothing.json")
+
+
+async def test_a_delete_that_fails_at_start_up_is_retried_and_never_fatal(
+    leg: Leg, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An intent names an object in a bucket that does not exist, so deleting it fails on
+    every sweep. A server still starts (its first sweep runs then) and serves, the
+    failure is logged once, and the same sweep deletes everything else that is due."""
+    file = await create_ok(leg.stub, unique_name("compat-ghost"), leg.ids(leg.small[:1]))
+    file_id = uuid.UUID(file.id)
+    absent = f"compat-absent-{uuid.uuid4().hex[:12]}"
+    stray = f"{file.id}/stray.json"
+    await leg.storage.client.put_object(Bucket=TRAINING, Key=stray, Body=b"{}")
+    database = leg.server.database
+    await database.condemn(absent, file_id, ["ghost.json"])
+    await database.condemn(TRAINING, file_id, [stray])
+    caplog.set_level(logging.WARNING, logger="trainingfiles")
+    try:
+        async with running_server(leg.settings) as server:
+            async with asyncio.timeout(TIMEOUT):
+                while server.sweeper.sweeps < 1:  # noqa: ASYNC110 (the start-up sweep)
+                    await asyncio.sleep(0.02)
+            assert await health(server.port) == SERVING
+            assert await object_keys(server, f"{file.id}/") == {
+                file.json_file_path,
+                file.jsonl_file_path,
+            }, "the start-up sweep did not delete the due object beside the failing one"
+            report = await server.sweeper.sweep()
+            assert report.failures == 1 and report.failure is not None, report
+            assert absent in report.failure and "does not exist" in report.failure
+            assert await intents(leg, file.id) == 1
+            async with authorized_channel(server.port, mint("service_role")) as channel:
+                stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+                assert (await get(stub, file.id)).status == ACTIVE
+        warnings = [r for r in caplog.records if "could not remove everything" in r.getMessage()]
+        assert len(warnings) == 1, "logged once, not once per sweep"
+    finally:
+        await database.clear_intents(absent, ["ghost.json"])
+
+
+async def test_a_store_that_refuses_deletes_is_reported_once_and_nothing_is_fatal(
+    supabase_leg: Leg, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Supabase Storage refuses DeleteObjects sent as botocore sends it (no XML
+    Content-Type): the storage module's hook is taken off a server's client to see it.
+    The Add still succeeds, its replaced objects wait for the sweeper, every sweep goes
+    on, health's `storage-cleanup` says NOT_SERVING while the service stays SERVING, and
+    the refusal is logged once. With the hook back, the next sweep deletes them.
+
+    Only Supabase Storage refuses the call, so this runs on its leg alone."""
+    leg = supabase_leg
+    caplog.set_level(logging.INFO, logger="trainingfiles")
+    async with (
+        running_server(leg.settings) as server,
+        authorized_channel(server.port, mint("service_role")) as channel,
+    ):
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        events = server.storage.client.meta.events
+        events.unregister("before-call.s3", _xml_body_content_type)
+        try:
+            created = await create_ok(stub, unique_name("compat-refused"), leg.ids(leg.small[:1]))
+            added = await add_ok(stub, created.id, leg.ids(leg.small[1:2]))
+            old = {created.json_file_path, created.jsonl_file_path}
+            new = {added.json_file_path, added.jsonl_file_path}
+            assert await object_keys(server, f"{created.id}/") == old | new
+            assert await intents(leg, created.id) == 2
+
+            first = await server.sweeper.sweep()
+            second = await server.sweeper.sweep()
+
+            for report in (first, second):
+                assert report.swept and report.failures >= 2, report
+                assert report.failure is not None and "refuses DeleteObjects" in report.failure
+                assert "HTTP 400" in report.failure
+            assert server.storage.rejections["DeleteObjects"].startswith("HTTP 400")
+            await wait_for_health(server.port, CLEANUP, NOT_SERVING)
+            assert await health(server.port) == SERVING
+            assert await object_keys(server, f"{created.id}/") == old | new
+            assert (await get(stub, created.id)).version == 2
+        finally:
+            events.register("before-call.s3", _xml_body_content_type)
+
+        report = await server.sweeper.sweep()
+
+        assert report.deleted_objects >= 2 and not report.failures, report
+        assert not server.storage.rejections
+        await wait_for_health(server.port, CLEANUP, SERVING)
+    await assert_clean(leg, created.id, new)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("rejects a cleanup call" in m for m in messages) == 1, messages
+    assert sum("accepts a cleanup call again" in m for m in messages) == 1
+
+
+# ----------------------------------------------------------------- the sweeper across restarts
+
+
+async def _drive(call: object) -> str:
+    """Read a stream to its end; returns the status code's name."""
+    try:
+        async for _ in call:  # type: ignore[attr-defined]
+            pass
+    except grpc.aio.AioRpcError as error:
+        return str(error.code().name)
+    return "OK"
+
+
+async def test_create_add_failed_create_restart_and_sweep_leave_nothing_behind(
+    leg: Leg, tmp_path: Path
+) -> None:
+    """Real server processes, as production runs them: a Create, an Add, a Create that
+    fails; then a Create killed with its uploads open (and recorded), another killed
+    right after starting an upload (not recorded); then a restart. Its sweeps leave no
+    orphan object, no intent and no open multipart upload."""
+    backend, env = leg.backend(), leg.store_env()
+    token = mint("service_role")
+    log = tmp_path / "servers.log"
+    observer = Observer(leg.server.database.pool, leg.storage)
+    async with (
+        server_process(backend, log, extra_env=env) as first,
+        authorized_channel(first.port, token) as channel,
+    ):
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        created = await create_ok(stub, unique_name("compat-life"), leg.ids(leg.big[:10]))
+        added = await add_ok(stub, created.id, leg.ids(leg.big[10:14]))
+        failed = await create(
+            stub,
+            unique_name("compat-life-fail"),
+            [*leg.ids(leg.big[14:30]), str(leg.missing.conversation_id)],
+        )
+        assert stream_error(failed).code() == grpc.StatusCode.FAILED_PRECONDITION
+    killed: list[uuid.UUID] = []
+    for point in ("build.fetched:20", "build.upload_started"):
+        name = unique_name("compat-life-killed")
+        async with server_process(backend, log, failpoint=point, extra_env=env) as dying:
+            async with authorized_channel(dying.port, token) as channel:
+                stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+                request = service_pb2.CreateTrainingFileRequest(
+                    name=name, conversation_ids=leg.ids(leg.big[:30])
+                )
+                assert await _drive(stub.CreateTrainingFile(request, timeout=TIMEOUT)) != "OK"
+            assert await dying.wait_exit() == -signal.SIGKILL
+        found = await observer.file_id_by_name(name)
+        assert found is not None
+        # Left behind (until a sweep): an open upload, recorded or not.
+        assert await open_uploads(leg.server, f"{found}/"), f"no upload open at {point}"
+        killed.append(found)
+    files = [uuid.UUID(created.id), uuid.UUID(failed.training_file_id), *killed]
+
+    async with (
+        server_process(backend, log, extra_env=env) as restarted,
+        authorized_channel(restarted.port, token) as channel,
+    ):
+        for file_id in files:
+            await observer.repaired(file_id)
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        statuses = [(await get(stub, str(file_id))).status for file_id in files]
+    assert statuses == [ACTIVE, FAILED, FAILED, FAILED]
+    await assert_clean(leg, created.id, {added.json_file_path, added.jsonl_file_path})
+    for file_id in files[1:]:
+        await assert_clean(leg, str(file_id), set())
+
+
+# ----------------------------------------------------------------- bucket bootstrap and make run
+
+
+async def test_bucket_bootstrap_creates_the_buckets_then_finds_them(leg: Leg) -> None:
+    """The first start creates the buckets; a later one is answered "already exists"
+    (409, in each store's words) and goes on."""
+    names = [f"compat-boot-{uuid.uuid4().hex[:10]}-{n}" for n in ("a", "b")]
+    for name in names:
+        assert not await leg.storage.bucket_exists(name)
+
+    await ensure_buckets(leg.storage.client, *names)
+    await ensure_buckets(leg.storage.client, *names)
+
+    for name in names:
+        assert await leg.storage.bucket_exists(name)
+
+
+_READY = re.compile(r"ready on (127\.0\.0\.1:\d+)")
+
+
+async def _make_run(env: dict[str, str], cwd: Path) -> None:
+    """`make run` against configured servers: wait until it serves, check health, Ctrl-C."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "trainingfiles_server.dev.run",
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        async with asyncio.timeout(60):
+            while not (ready := _READY.search((await process.stdout.readline()).decode())):
+                assert not process.stdout.at_eof(), (await process.stderr.read()).decode()
+        port = int(ready.group(1).rsplit(":", 1)[1])
+        await wait_for_health(port, "", SERVING)
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            output, errors = await process.communicate()
+        assert process.returncode == 0, errors.decode()
+        assert b"Stopped." in output
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_make_run_against_the_store_starts_twice_in_a_row(leg: Leg, tmp_path: Path) -> None:
+    """With DATABASE_URL and S3_ENDPOINT_URL set, `make run` applies the migrations,
+    creates the buckets (the first time) or finds them (the second) and serves."""
+    suffix = uuid.uuid4().hex[:10]
+    buckets = {
+        "S3_CONVERSATIONS_BUCKET": f"compat-run-{suffix}-conversations",
+        "S3_TRAINING_BUCKET": f"compat-run-{suffix}-training",
+    }
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("S3_", "DATABASE_", "JWT_", "LISTEN_", "TRAININGFILES_"))
+    }
+    env = {
+        **inherited,
+        **leg.store_env(),
+        **buckets,
+        "DATABASE_URL": leg.database_url,
+        "LISTEN_ADDRESS": "127.0.0.1:0",
+        "JWT_SECRET": TEST_JWT_SECRET,
+    }
+    for _ in range(2):
+        await _make_run(env, tmp_path)  # no `.env` there
+    for bucket in buckets.values():
+        assert await leg.storage.bucket_exists(bucket)
