@@ -7,11 +7,13 @@ were: no new `training_files` row and no new object.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from tests.conftest import Stack, authorized_channel, mint, stack_settings
 from tests.e2e.conftest import Dataset
 from tests.e2e.helpers import (
     Stub,
@@ -21,6 +23,7 @@ from tests.e2e.helpers import (
     create_ok,
     detail,
     error_reason,
+    expect_error,
     field_violations,
     get,
     precondition_violations,
@@ -30,7 +33,7 @@ from tests.e2e.helpers import (
     violation_fields,
 )
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
-from trainingfiles_server.app import RunningServer
+from trainingfiles_server.app import RunningServer, running_server
 from trainingfiles_server.dev.generator import Kind
 
 
@@ -329,3 +332,98 @@ async def test_validate_conversations_for_an_add_checks_membership_and_status(
             )
         )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_validate_conversations_reports_an_empty_request_and_never_reads_documents(
+    stub: Stub, server: RunningServer, dataset: Dataset
+) -> None:
+    """No ids is a REQUIRED problem on `conversation_ids`; a conversation whose enriched
+    document is missing passes, since documents are not read (a Create finds it later)."""
+    before = await snapshot(server)
+
+    empty = await stub.ValidateConversations(service_pb2.ValidateConversationsRequest())
+    missing = dataset.ids(Kind.MISSING_OBJECT)[0]
+    unread = await stub.ValidateConversations(
+        service_pb2.ValidateConversationsRequest(conversation_ids=[missing, dataset.ids()[0]])
+    )
+
+    assert [(p.subject, p.reason) for p in empty.problems] == [("conversation_ids", "REQUIRED")]
+    assert empty.valid_count == 0
+    assert list(unread.problems) == []
+    assert unread.valid_count == 2
+    await assert_nothing_written(server, before)
+
+
+async def test_validate_conversations_refuses_bad_arguments_as_create_would(
+    stub: Stub, server: RunningServer, dataset: Dataset
+) -> None:
+    before = await snapshot(server)
+    ids = dataset.ids()[:1]
+    user = [("authorization", f"Bearer {mint('authenticated')}")]
+
+    def validate(**fields: Any) -> Any:
+        return stub.ValidateConversations(
+            service_pb2.ValidateConversationsRequest(**fields), timeout=30
+        )
+
+    bad_file = await expect_error(validate(conversation_ids=ids, training_file_id="nope"))
+    bad_owner = await expect_error(validate(conversation_ids=ids, on_behalf_of="nope"))
+    too_many = await expect_error(
+        validate(conversation_ids=[str(uuid.uuid4()) for _ in range(10_001)])
+    )
+    not_allowed = await expect_error(
+        stub.ValidateConversations(
+            service_pb2.ValidateConversationsRequest(
+                conversation_ids=ids, on_behalf_of=str(uuid.uuid4())
+            ),
+            metadata=user,
+            timeout=30,
+        )
+    )
+
+    assert bad_file.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violation_fields(bad_file) == ["training_file_id"]
+    assert bad_owner.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violation_fields(bad_owner) == ["on_behalf_of"]
+    assert too_many.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    quota = detail(too_many, error_details_pb2.QuotaFailure)
+    assert [v.subject for v in quota.violations] == ["conversation_ids"]
+    assert not_allowed.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(not_allowed) == "ON_BEHALF_OF_NOT_ALLOWED"
+    await assert_nothing_written(server, before)
+
+
+async def test_validate_conversations_for_an_add_ignores_on_behalf_of(
+    stub: Stub, dataset: Dataset
+) -> None:
+    """With `training_file_id`, the file's owner counts, not `on_behalf_of`."""
+    created = await create_ok(stub, unique_name("validate-owner"), dataset.ids()[:1])
+
+    report = await stub.ValidateConversations(
+        service_pb2.ValidateConversationsRequest(
+            conversation_ids=dataset.ids()[1:3],
+            training_file_id=created.id,
+            on_behalf_of=str(uuid.uuid4()),
+        )
+    )
+
+    assert list(report.problems) == []
+    assert report.valid_count == 2
+
+
+async def test_the_id_limit_is_the_servers_setting(stack: Stack, token: str) -> None:
+    """MAX_CONVERSATIONS_PER_REQUEST sets the limit: 3 ids where it is 2 are too many."""
+    settings = stack_settings(stack.postgres, stack.seaweed, max_conversations_per_request=2)
+    async with running_server(settings) as small, authorized_channel(small.port, token) as channel:
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        ids = [str(uuid.uuid4()) for _ in range(3)]
+        result = await create(stub, unique_name("limit-setting"), ids)
+        report = await stub.ValidateConversations(
+            service_pb2.ValidateConversationsRequest(conversation_ids=ids[:2])
+        )
+
+    error = stream_error(result)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    quota = detail(error, error_details_pb2.QuotaFailure)
+    assert "limit of 2" in quota.violations[0].description
+    assert [p.reason for p in report.problems] == ["CONVERSATION_NOT_FOUND"] * 2
