@@ -23,6 +23,7 @@ from tests.e2e.helpers import (
     JSONL,
     TIMEOUT,
     Stub,
+    add,
     conversations_by_id,
     create,
     create_ok,
@@ -656,3 +657,61 @@ async def test_eligible_with_bad_arguments(
     assert error.code() == code
     if field is not None:
         assert violation_fields(error) == [field]
+
+
+async def test_file_conversations_of_an_archived_file_are_still_listed(
+    by_status: ByStatus, stub: Stub, dataset: Dataset
+) -> None:
+    listed = await stub.ListTrainingFileConversations(
+        service_pb2.ListTrainingFileConversationsRequest(training_file_id=by_status.archived.id)
+    )
+
+    assert [c.conversation_id for c in listed.conversations] == dataset.ids()[51:52]
+
+
+# ----------------------------------------------------------------- updated_at
+
+
+async def test_updated_at_moves_with_content_and_status_only(stub: Stub, dataset: Dataset) -> None:
+    """An Add and an Archive change the record; a download link or a refused Add does not."""
+    created = await create_ok(stub, unique_name("touched"), dataset.ids()[53:54])
+    assert created.updated_at.ToDatetime() >= created.created_at.ToDatetime()
+
+    await _url(stub, created.id, JSONL)
+    refused = await add(stub, created.id, dataset.ids()[53:54])  # already in the file
+    assert stream_error(refused).code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert await get(stub, created.id) == created
+
+    added = await add(stub, created.id, dataset.ids()[54:55])
+    extended = added.training_file
+    assert extended.updated_at.ToDatetime() > created.updated_at.ToDatetime()
+
+    archived = await _archive(stub, created.id)
+    assert archived.updated_at.ToDatetime() > extended.updated_at.ToDatetime()
+    assert archived.created_at == created.created_at
+
+
+# ----------------------------------------------------------------- eligible conversations' fields
+
+
+async def test_eligible_fields_are_empty_when_the_conversation_has_none(
+    stub: Stub, server: RunningServer
+) -> None:
+    """A conversation without scaffolding ids or an owner lists them as empty strings."""
+    conversation_id = uuid.uuid4()
+    pool = server.database.pool
+    await pool.execute(
+        "INSERT INTO conversations (conversation_id, enriched_file_path, enrichment_status)"
+        " VALUES ($1, $2, 'completed')",
+        conversation_id,
+        f"nobody/{conversation_id}/enriched.json",
+    )
+    try:
+        listed = {c.conversation_id: c for c in await _eligible_all(stub, page_size=1000)}
+    finally:
+        await pool.execute("DELETE FROM conversations WHERE conversation_id = $1", conversation_id)
+
+    entry = listed[str(conversation_id)]
+    assert (entry.persona_id, entry.emotional_arc_id, entry.training_topic_id) == ("", "", "")
+    assert entry.created_by == ""
+    assert entry.HasField("created_at")
