@@ -511,3 +511,48 @@ async def test_an_anon_token_is_permission_denied_on_every_rpc(
         assert error_reason(error) == "ROLE_NOT_ALLOWED"
     await assert_unchanged(server, before)
     await assert_serving(server.port)
+
+
+async def test_a_files_page_token_does_not_pass_from_one_user_to_another(
+    alice: Party, bob: Party
+) -> None:
+    await _created(alice.stub, alice.user.ids()[11:12])
+    first = await alice.stub.ListTrainingFiles(
+        service_pb2.ListTrainingFilesRequest(page_size=1), timeout=TIMEOUT
+    )
+    assert first.next_page_token
+
+    error = await expect_error(
+        bob.stub.ListTrainingFiles(
+            service_pb2.ListTrainingFilesRequest(page_size=1, page_token=first.next_page_token),
+            timeout=TIMEOUT,
+        )
+    )
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violation_fields(error) == ["page_token"]
+
+
+async def test_a_system_file_takes_anyones_conversations_and_no_user_sees_it(
+    alice: Party, bob: Party, stub: Stub
+) -> None:
+    """A service's file without an owner: built and extended from two users'
+    conversations, recorded with no user, and not found by either user."""
+    file = await _created(stub, alice.user.ids()[12:13])
+    result = await add(stub, file.id, bob.user.ids()[12:13])
+
+    assert result.error is None, result.error
+    extended = result.training_file
+    assert (extended.created_by, extended.conversation_count) == ("", 2)
+    members = await file_conversations(stub, file.id)
+    assert [(m.conversation_id, m.added_by) for m in members] == [
+        (alice.user.ids()[12], ""),
+        (bob.user.ids()[12], ""),
+    ]
+    for party in (alice, bob):
+        error = await expect_error(
+            party.stub.GetTrainingFile(
+                service_pb2.GetTrainingFileRequest(training_file_id=file.id), timeout=TIMEOUT
+            )
+        )
+        assert error.code() == grpc.StatusCode.NOT_FOUND
