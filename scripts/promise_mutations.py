@@ -56,7 +56,7 @@ MUTATIONS = (
     Mutation(
         "build-failure-keeps-uploads",
         "a failed build aborts its multipart uploads itself",
-        S + "operations.py",
+        S + "builds.py",
         "await _shielded(outputs.abort())",
         "pass",
         ("tests/e2e/test_failures.py::test_a_cancelled_create_aborts_its_open_uploads_itself",),
@@ -150,7 +150,7 @@ MUTATIONS = (
     Mutation(
         "adds-out-of-order",
         "concurrent Adds on one file run one at a time in arrival order",
-        S + "operations.py",
+        S + "builds.py",
         "        async with self._queue.turn(file_id):",
         "        async with contextlib.nullcontext():",
         ("tests/e2e/test_concurrency.py",),

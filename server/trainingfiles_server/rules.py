@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Violation
+from .auth import Caller
+from .errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Violation
 from .models import CandidateConversation, TrainingFileRecord
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
@@ -200,3 +201,10 @@ def url_expiry(expires_in: int | None) -> int:
             "OUT_OF_RANGE",
         )
     return seconds
+
+
+def visible(caller: Caller, record: TrainingFileRecord | None, file_id: UUID) -> TrainingFileRecord:
+    """The file if the caller may see it; someone else's file is simply not found."""
+    if record is None or (caller.user_id is not None and record.created_by != caller.user_id):
+        raise NotFound("training_file", str(file_id))
+    return record

@@ -1,0 +1,189 @@
+"""The fetch scheduler: every enriched document fetched, checked and turned into lines.
+
+A bounded pool of workers (`fetch_concurrency`) fetches and parses documents in any
+order; the lines go into the outputs in add order. Workers run a bounded distance ahead
+of the oldest conversation not yet written, so one slow document holds the others back
+rather than letting lines pile up in memory. Progress goes out at least every 5 % of the
+conversations or every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from array import array
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from . import aggregate, failpoints
+from .aggregate import ConsistencyCheck, ConversationSummary
+from .config import Settings
+from .documents import DocumentError, decode_json_object, validate_enriched_document
+from .leases import Lease
+from .models import CandidateConversation, Progress, Stage
+from .outputs import Outputs
+from .rules import bad_document
+from .storage import ObjectMissing, ObjectTooLarge, Storage
+
+# Progress at least every 5 % of the conversations or every second, whichever is sooner.
+PROGRESS_FRACTION = 0.05
+PROGRESS_SECONDS = 1.0
+# How many documents each fetch worker may run ahead of the oldest one not yet written.
+_AHEAD_PER_WORKER = 8
+
+
+class Targets:
+    """The conversations to fetch, in add order, kept small for requests of any size.
+
+    Three allocations in all: the ids (16 bytes each), the enriched paths joined into one
+    string, and where each path starts. The validation's records (~440 bytes per
+    conversation) are then all freed, and no small object of theirs survives to keep
+    the allocator's arenas from going back to the system.
+    """
+
+    def __init__(self, candidates: Sequence[CandidateConversation]) -> None:
+        self._ids = b"".join(c.conversation_id.bytes for c in candidates)
+        paths = [c.enriched_file_path or "" for c in candidates]
+        self._paths = "".join(paths)
+        self._starts = array("q", itertools.accumulate((len(p) for p in paths), initial=0))
+
+    def __len__(self) -> int:
+        return len(self._starts) - 1
+
+    def take(self, index: int) -> tuple[str, str]:
+        """Conversation `index`: its id and its enriched document's key."""
+        conversation_id = UUID(bytes=self._ids[16 * index : 16 * index + 16])
+        return str(conversation_id), self._paths[self._starts[index] : self._starts[index + 1]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    index: int
+    summary: ConversationSummary
+    vertical: str
+    consultant_profile: bytes
+    lines: bytes
+
+
+async def fetch_all(
+    settings: Settings,
+    storage: Storage,
+    file_id: UUID,
+    targets: Targets,
+    outputs: Outputs,
+    consistency: ConsistencyCheck,
+    summaries: aggregate.Summaries,
+    lease: Lease,
+) -> AsyncIterator[Progress]:
+    """Fetch, validate and transform every document with bounded concurrency.
+
+    Results arrive in any order; summaries, the consistency check and the outputs
+    advance in add order, so warnings name conversations deterministically. A worker
+    takes a document only while fewer than `_AHEAD_PER_WORKER` per worker are fetched
+    but not yet written.
+    """
+    total = len(targets)
+    indices = iter(range(total))  # shared by the workers
+    results: list[_Fetched | None] = [None] * total
+    # What the loop below waits for: a result, a worker's failure, or a tick (None).
+    finished: asyncio.Queue[_Fetched | BaseException | None] = asyncio.Queue()
+    max_bytes = settings.max_object_bytes
+    ahead = asyncio.Semaphore(_AHEAD_PER_WORKER * settings.fetch_concurrency)
+
+    async def worker() -> None:
+        try:
+            await fetch()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            finished.put_nowait(exc)  # the loop raises it at once
+
+    async def tick() -> None:
+        while True:  # progress at least every PROGRESS_SECONDS, even when nothing arrives
+            await asyncio.sleep(PROGRESS_SECONDS)
+            finished.put_nowait(None)
+
+    async def fetch() -> None:
+        while True:
+            await ahead.acquire()
+            index = next(indices, None)
+            if index is None:
+                ahead.release()
+                return
+            conversation_id, path = targets.take(index)
+            try:
+                data = await storage.get_document(path, max_bytes)
+                raw = decode_json_object(data)
+                del data
+                document = validate_enriched_document(raw)
+                transformed = aggregate.transform_conversation(conversation_id, raw, document)
+            except ObjectMissing:
+                raise bad_document(
+                    conversation_id,
+                    f"enriched document {path!r} is missing from storage",
+                ) from None
+            except ObjectTooLarge as exc:
+                raise bad_document(
+                    conversation_id,
+                    f"enriched document is {exc.size} bytes, above the limit of {max_bytes}",
+                ) from None
+            except DocumentError as exc:
+                raise bad_document(conversation_id, exc.reason) from None
+            finished.put_nowait(
+                _Fetched(
+                    index,
+                    transformed.summary,
+                    transformed.vertical,
+                    transformed.consultant_profile,
+                    transformed.lines,
+                )
+            )
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(settings.fetch_concurrency, total))]
+    workers.append(asyncio.create_task(tick()))
+    done = 0
+    next_in_order = 0
+    last_sent_done = 0
+    last_sent_at = time.monotonic()
+    step = max(1, int(total * PROGRESS_FRACTION))
+    try:
+        while done < total:
+            # One plain wait per wake-up, then whatever else has arrived meanwhile;
+            # progress is considered after each arrival, so a burst of arrivals
+            # still reports every 5 %.
+            arrived = [await finished.get()]
+            while not finished.empty():
+                arrived.append(finished.get_nowait())
+            for fetched in arrived:
+                if isinstance(fetched, BaseException):
+                    raise fetched
+                if fetched is not None:
+                    results[fetched.index] = fetched
+                    done += 1
+                while next_in_order < total and (item := results[next_in_order]):
+                    consistency.observe(
+                        item.summary.conversation_id, item.vertical, item.consultant_profile
+                    )
+                    summaries.append(item.summary)
+                    results[next_in_order] = None  # keep only the summary
+                    next_in_order += 1
+                    await outputs.write(item.lines)
+                    ahead.release()
+                    await failpoints.reach("build.fetched")
+                lease.check()
+                now = time.monotonic()
+                if (
+                    done - last_sent_done >= step
+                    or now - last_sent_at >= PROGRESS_SECONDS
+                    or done == total
+                ):
+                    yield Progress(
+                        Stage.FETCHING, done, total, file_id, warnings=consistency.drain()
+                    )
+                    last_sent_done, last_sent_at = done, now
+    finally:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)

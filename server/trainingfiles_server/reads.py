@@ -1,0 +1,171 @@
+"""The read side: get, list, download links, archive, and validation without a build."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from .auth import Caller
+from .config import Settings
+from .db import Database
+from .errors import InvalidArgument, Violation
+from .models import (
+    DownloadUrl,
+    EligibleConversation,
+    FileConversation,
+    FileFormat,
+    Status,
+    TrainingFileRecord,
+)
+from .pagination import PageTokens, page_size
+from .rules import (
+    check_count,
+    id_violations,
+    ineligible,
+    not_active,
+    parse_uuid,
+    url_expiry,
+    visible,
+)
+from .storage import Storage
+
+
+class Reads:
+    """Every operation that builds nothing."""
+
+    def __init__(
+        self, settings: Settings, database: Database, storage: Storage, tokens: PageTokens
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.storage = storage
+        self.tokens = tokens
+
+    async def validate(
+        self, caller: Caller, ids: Sequence[str], training_file_id: str, on_behalf_of: str
+    ) -> tuple[list[Violation], int]:
+        """Every problem Create (or Add to `training_file_id`) would report, and the count
+        of conversations without one; changes nothing."""
+        check_count(ids, self.settings.max_conversations_per_request)
+        parsed, problems = id_violations(ids)
+        file_id: UUID | None = None
+        if training_file_id:
+            file_id = parse_uuid(training_file_id, "training_file_id")
+            record = visible(caller, await self.database.get_file(file_id), file_id)
+            owner = record.created_by or caller.user_id
+            if record.status is not Status.ACTIVE:
+                problems.append(
+                    not_active(record, "only active files can be extended").violations[0]
+                )
+        else:
+            owner = caller.owner_for(on_behalf_of)
+        candidates = await self.database.check_conversations(parsed, file_id) if parsed else []
+        unusable = ineligible(candidates, owner)
+        problems.extend(unusable)
+        return problems, len(candidates) - len(unusable)
+
+    async def get(self, caller: Caller, training_file_id: str) -> TrainingFileRecord:
+        file_id = parse_uuid(training_file_id, "training_file_id")
+        return visible(caller, await self.database.get_file(file_id), file_id)
+
+    async def archive(self, caller: Caller, training_file_id: str) -> TrainingFileRecord:
+        record = await self.get(caller, training_file_id)
+        if record.status is Status.ARCHIVED:
+            return record
+        archived = await self.database.archive(record.id)
+        if archived is not None:
+            return archived
+        current = await self.get(caller, training_file_id)
+        if current.status is Status.ARCHIVED:
+            return current
+        raise not_active(current, "only active files can be archived")
+
+    async def list_files(
+        self, caller: Caller, status: Status | None, include_archived: bool, size: int, token: str
+    ) -> tuple[list[TrainingFileRecord], str]:
+        limit = page_size(size)
+        query = (
+            f"files:{status.value if status else ''}:{int(include_archived)}:{caller.user_id or ''}"
+        )
+        position = self.tokens.position(query, token)
+        after = (datetime.fromisoformat(position[0]), UUID(position[1])) if position else None
+        rows = await self.database.list_files(
+            status=status,
+            include_archived=include_archived,
+            after=after,
+            limit=limit + 1,
+            owner=caller.user_id,
+        )
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            next_token = self.tokens.issue(query, [last.created_at.isoformat(), str(last.id)])
+        return rows, next_token
+
+    async def list_file_conversations(
+        self, caller: Caller, training_file_id: str, size: int, token: str
+    ) -> tuple[list[FileConversation], str]:
+        record = await self.get(caller, training_file_id)
+        limit = page_size(size)
+        query = f"members:{record.id}"
+        position = self.tokens.position(query, token)
+        after = int(position[0]) if position else -1
+        rows = await self.database.list_file_conversations(record.id, after, limit + 1)
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_token = self.tokens.issue(query, [rows[-1].position])
+        return rows, next_token
+
+    async def list_eligible(
+        self, caller: Caller, exclude_training_file_id: str, size: int, token: str
+    ) -> tuple[list[EligibleConversation], str]:
+        limit = page_size(size)
+        exclude: UUID | None = None
+        if exclude_training_file_id:
+            # Parsed here so that a malformed id is reported under its own field name.
+            file_id = parse_uuid(exclude_training_file_id, "exclude_training_file_id")
+            exclude = visible(caller, await self.database.get_file(file_id), file_id).id
+        query = f"eligible:{exclude or ''}:{caller.user_id or ''}"
+        position = self.tokens.position(query, token)
+        after = (datetime.fromisoformat(position[0]), UUID(position[1])) if position else None
+        rows = await self.database.list_eligible(
+            exclude_file=exclude, after=after, limit=limit + 1, owner=caller.user_id
+        )
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            next_token = self.tokens.issue(
+                query, [last.created_at.isoformat(), str(last.conversation_id)]
+            )
+        return rows, next_token
+
+    async def download_url(
+        self,
+        caller: Caller,
+        training_file_id: str,
+        file_format: FileFormat | None,
+        expires_in: int | None,
+    ) -> DownloadUrl:
+        if file_format is None:
+            raise InvalidArgument.field(
+                "format", "must be FILE_FORMAT_JSON or FILE_FORMAT_JSONL", "REQUIRED"
+            )
+        seconds = url_expiry(expires_in)
+        file_id = parse_uuid(training_file_id, "training_file_id")
+        expire = datetime.now(UTC) + timedelta(seconds=seconds)
+        # The link's expiry is noted on the file as its keys are read: objects an Add
+        # replaces are kept until then (the sweeper deletes them afterwards).
+        record = await self.database.note_link(file_id, expire, caller.user_id)
+        if record is None:
+            current = visible(caller, await self.database.get_file(file_id), file_id)
+            raise not_active(current, "it has no content to download")
+        key = record.json_file_path if file_format is FileFormat.JSON else record.jsonl_file_path
+        size = record.json_file_size if file_format is FileFormat.JSON else record.jsonl_file_size
+        assert key is not None
+        file_name = f"{record.name}.{file_format.value}"
+        url = await self.storage.presign(record.storage_bucket, key, file_name, seconds)
+        return DownloadUrl(url, expire, file_format, size, file_name)
