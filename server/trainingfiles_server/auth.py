@@ -27,14 +27,14 @@ import contextvars
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 import jwt
 
 from .config import Settings
-from .errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
+from .errors import PermissionDenied, Unauthenticated, Unavailable
+from .models import Caller, Role
 
 # A development secret so that `make run` works out of the box; the server refuses it
 # unless DEVELOPMENT_MODE is on.
@@ -45,7 +45,6 @@ MAX_TOKEN_CHARS = 8192
 SYMMETRIC_ALGORITHMS = ("HS256",)
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 
-Role = Literal["authenticated", "service_role"]
 
 log = logging.getLogger("trainingfiles.auth")
 
@@ -64,38 +63,6 @@ JWKS_FETCH_TIMEOUT_SECONDS = 5.0
 # VERIFIED_TOKEN_SECONDS; at most VERIFIED_TOKENS entries are kept.
 VERIFIED_TOKENS = 1024
 VERIFIED_TOKEN_SECONDS = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """The verified caller. `user_id` is None only for a service acting for the system."""
-
-    role: Role = "service_role"
-    user_id: UUID | None = None
-
-    @property
-    def is_service(self) -> bool:
-        return self.role == "service_role"
-
-    def owner_for(self, on_behalf_of: str) -> UUID | None:
-        """Whom a new file belongs to: the user, or the user a service names."""
-        if not on_behalf_of:
-            return self.user_id
-        try:
-            named = UUID(on_behalf_of)
-        except ValueError:
-            raise InvalidArgument.field(
-                "on_behalf_of", "must be a user id (UUID)", "MALFORMED_ID"
-            ) from None
-        if self.is_service or named == self.user_id:
-            return named
-        raise PermissionDenied(
-            "only service_role callers may act on behalf of another user",
-            reason="ON_BEHALF_OF_NOT_ALLOWED",
-        )
-
-    def sees_everything(self) -> bool:
-        return self.is_service
 
 
 SYSTEM = Caller()

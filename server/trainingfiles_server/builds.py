@@ -31,13 +31,12 @@ from uuid import UUID
 
 from . import aggregate, failpoints
 from .aggregate import ConsistencyCheck, ConversationSummary
-from .auth import Caller
 from .config import Settings
 from .db import Database, LeaseLost
 from .errors import ResourceExhausted, ServiceError
 from .fetching import Targets, fetch_all
 from .leases import FileQueue, Lease, claim_with_retry, lease_lost
-from .models import Progress, Stage, Status, TrainingFileRecord
+from .models import Caller, Progress, Stage, Status, TrainingFileRecord
 from .outputs import Outputs
 from .rules import (
     check_ids,

@@ -6,9 +6,13 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
 from uuid import UUID
 
 from .aggregate import Warning
+from .errors import InvalidArgument, PermissionDenied
+
+Role = Literal["authenticated", "service_role"]
 
 
 class Status(enum.StrEnum):
@@ -117,3 +121,35 @@ class DownloadUrl:
     format: FileFormat
     size_bytes: int
     file_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The verified caller. `user_id` is None only for a service acting for the system."""
+
+    role: Role = "service_role"
+    user_id: UUID | None = None
+
+    @property
+    def is_service(self) -> bool:
+        return self.role == "service_role"
+
+    def owner_for(self, on_behalf_of: str) -> UUID | None:
+        """Whom a new file belongs to: the user, or the user a service names."""
+        if not on_behalf_of:
+            return self.user_id
+        try:
+            named = UUID(on_behalf_of)
+        except ValueError:
+            raise InvalidArgument.field(
+                "on_behalf_of", "must be a user id (UUID)", "MALFORMED_ID"
+            ) from None
+        if self.is_service or named == self.user_id:
+            return named
+        raise PermissionDenied(
+            "only service_role callers may act on behalf of another user",
+            reason="ON_BEHALF_OF_NOT_ALLOWED",
+        )
+
+    def sees_everything(self) -> bool:
+        return self.is_service

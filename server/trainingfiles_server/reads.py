@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from .auth import Caller
 from .config import Settings
 from .db import Database
 from .errors import InvalidArgument, Violation
 from .models import (
+    Caller,
     DownloadUrl,
     EligibleConversation,
     FileConversation,

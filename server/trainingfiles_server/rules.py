@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from .auth import Caller
 from .errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Violation
-from .models import CandidateConversation, TrainingFileRecord
+from .models import Caller, CandidateConversation, TrainingFileRecord
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 MAX_DESCRIPTION = 2000

@@ -13,8 +13,9 @@ from typing import Any
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 
 from . import convert
-from .auth import Caller, current_caller
+from .auth import current_caller
 from .errors import InvalidArgument
+from .models import Caller
 from .operations import Operations
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information

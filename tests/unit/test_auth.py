@@ -16,7 +16,6 @@ from trainingfiles_server.auth import (
     MAX_TOKEN_CHARS,
     MIN_SECRET_BYTES,
     Authenticator,
-    Caller,
     ConfigurationError,
     check_settings,
     mint_token,
@@ -28,6 +27,7 @@ from trainingfiles_server.errors import (
     ServiceError,
     Unauthenticated,
 )
+from trainingfiles_server.models import Caller
 
 USER = uuid.UUID("00000000-0000-4000-8000-00000000a001")
 OTHER = uuid.UUID("00000000-0000-4000-8000-00000000b002")
