@@ -12,7 +12,8 @@ process dies there, starts a fresh process on the same database and store, and w
 * no object under the file's prefix that the row does not reference, other than replaced
   objects kept for a download link still within its lifetime;
 * every object the row references exists, with the size the row says;
-* no open multipart upload under the file's prefix, and no intent of a dead build.
+* no open multipart upload under the file's prefix, and no intent of a dead build;
+* no call answered INTERNAL (the server's log has no "unhandled error").
 
 Then it checks what the caller cares about: a failed Create's name can be used again, an
 Add's file is on a complete version (the previous one, or the new one if the kill came
@@ -289,6 +290,17 @@ class Observer:
         return found
 
 
+def unhandled_errors(log: Path) -> list[str]:
+    """Calls a server answered INTERNAL (an exception the service did not expect): the
+    last line of each traceback. Database and storage failures must never be among them."""
+    found = []
+    for line in log.read_bytes().splitlines():
+        if b'"unhandled error"' in line:
+            record = orjson.loads(line)
+            found.append("INTERNAL: " + str(record.get("exc", "")).strip().splitlines()[-1])
+    return found
+
+
 class InvariantViolation(AssertionError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
@@ -363,8 +375,9 @@ async def run_create(
         try:
             outcome.repair_seconds = await observer.repaired(outcome.file_id) - outcome.exited_at
         except InvariantViolation as violation:
-            outcome.problems = violation.problems
+            outcome.problems = violation.problems + unhandled_errors(log)
             return outcome
+        outcome.problems = unhandled_errors(log)
         async with authorized_channel(restarted.port, token) as channel:
             stub = service_pb2_grpc.TrainingFileServiceStub(channel)
             record = await stub.GetTrainingFile(
@@ -425,8 +438,9 @@ async def run_add(
         try:
             outcome.repair_seconds = await observer.repaired(outcome.file_id) - outcome.exited_at
         except InvariantViolation as violation:
-            outcome.problems = violation.problems
+            outcome.problems = violation.problems + unhandled_errors(log)
             return outcome
+        outcome.problems = unhandled_errors(log)
         async with authorized_channel(restarted.port, token) as channel:
             stub = service_pb2_grpc.TrainingFileServiceStub(channel)
             record = await stub.GetTrainingFile(
