@@ -64,8 +64,9 @@ def training_file(record: TrainingFileRecord) -> resources_pb2.TrainingFile:
         name=record.name,
         status=_STATUS_TO_PROTO[record.status],
         storage_bucket=record.storage_bucket,
-        json_file_path=record.json_file_path or "",
-        jsonl_file_path=record.jsonl_file_path or "",
+        # A file being created already has its keys recorded, but no content yet.
+        json_file_path=(record.json_file_path or "") if record.version > 0 else "",
+        jsonl_file_path=(record.jsonl_file_path or "") if record.version > 0 else "",
         conversation_count=record.conversation_count,
         total_training_pairs=record.total_training_pairs,
         json_file_size=record.json_file_size,
