@@ -6,10 +6,12 @@ Everything goes through the real gRPC server, PostgreSQL and SeaweedFS; nothing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -24,6 +26,7 @@ from grpc_status import rpc_status
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 from trainingfiles_server.app import RunningServer
 from trainingfiles_server.dev.generator import GeneratedConversation
+from trainingfiles_server.logs import JsonFormatter
 
 Stub = service_pb2_grpc.TrainingFileServiceStub
 Progress = service_pb2.TrainingFileProgress
@@ -361,3 +364,41 @@ def key_moment(key: str) -> tuple[str, str, datetime]:
     micro = match["micro"]
     assert micro != "000000", "a zero microsecond part is left out"
     return match["id"], match["name"], moment + timedelta(microseconds=int(micro or 0))
+
+
+# ----------------------------------------------------------------- logs
+
+
+class Records(logging.Handler):
+    """Every log record the server writes while installed (on the root logger)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def lines(self) -> list[str]:
+        formatter = JsonFormatter()
+        return [formatter.format(record) for record in self.records]
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[Records]:
+    handler = Records()
+    logger = logging.getLogger("trainingfiles")
+    root = logging.getLogger()
+    level = logger.level
+    root.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.setLevel(level)
+        root.removeHandler(handler)
+
+
+def logged(records: Records, message: str) -> list[dict[str, Any]]:
+    """The fields of every record logged with `message`, in order."""
+    return [dict(getattr(r, "fields", {})) for r in records.records if r.msg == message]

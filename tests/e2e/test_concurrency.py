@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import logging
 import subprocess
 import tempfile
 import time
@@ -39,6 +38,7 @@ from tests.e2e.helpers import (
     Progress,
     StreamResult,
     Stub,
+    captured_logs,
     collect,
     create_ok,
     download,
@@ -59,7 +59,6 @@ from trainingfiles_server.config import Settings
 from trainingfiles_server.dev.bootstrap import apply_migrations, ensure_buckets
 from trainingfiles_server.dev.embedded import EmbeddedPostgres, EmbeddedSeaweedFS
 from trainingfiles_server.dev.generator import generate, load
-from trainingfiles_server.logs import JsonFormatter
 from trainingfiles_server.storage import Storage, open_storage
 
 pytestmark = pytest.mark.timeout(240)
@@ -329,36 +328,6 @@ def stopped(process: subprocess.Popen[bytes]) -> Iterator[None]:
         for member in reversed(tree):
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.resume()
-
-
-class _Records(logging.Handler):
-    """Every log record the server writes while installed (on the root logger)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def lines(self) -> list[str]:
-        formatter = JsonFormatter()
-        return [formatter.format(record) for record in self.records]
-
-
-@contextlib.contextmanager
-def captured_logs() -> Iterator[_Records]:
-    handler = _Records()
-    logger = logging.getLogger("trainingfiles")
-    root = logging.getLogger()
-    level = logger.level
-    root.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.setLevel(level)
-        root.removeHandler(handler)
 
 
 # ----------------------------------------------------------------- PostgreSQL stalls at commit

@@ -4,14 +4,18 @@ that cancels, and a process that died (start-up repair)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import grpc
 import pytest
 
+from tests.conftest import Stack, authorized_channel, stack_settings
 from tests.crash.harness import padded
 from tests.e2e.conftest import Dataset
+from tests.e2e.forwarder import HoldingForwarder
 from tests.e2e.helpers import (
     ACTIVE,
     FAILED,
@@ -20,6 +24,8 @@ from tests.e2e.helpers import (
     VALIDATING,
     Stub,
     add_ok,
+    captured_logs,
+    collect,
     conversations_by_id,
     create,
     create_ok,
@@ -27,6 +33,7 @@ from tests.e2e.helpers import (
     file_row,
     get,
     intent_count,
+    logged,
     object_keys,
     open_uploads,
     precondition_violations,
@@ -34,9 +41,9 @@ from tests.e2e.helpers import (
     unique_name,
     wait_for_uploads,
 )
-from trainingfiles.v1 import service_pb2
-from trainingfiles_server.app import RunningServer
-from trainingfiles_server.dev.generator import Kind, generate, load
+from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles_server.app import RunningServer, running_server
+from trainingfiles_server.dev.generator import GeneratedConversation, Kind, generate, load
 from trainingfiles_server.storage import Storage
 from trainingfiles_server.sweeper import Sweeper
 
@@ -277,11 +284,16 @@ async def test_a_young_unrecorded_upload_is_left_to_its_build(server: RunningSer
 
 
 @pytest.fixture(scope="module")
-async def big_ids(server: RunningServer, storage: Storage) -> list[str]:
+async def big(server: RunningServer, storage: Storage) -> list[GeneratedConversation]:
     """Padded conversations (~400 KiB each): a file of 30 spans several 5 MiB parts."""
-    conversations = [padded(c) for c in generate(7373, 30, owners=[uuid.uuid4()])]
+    conversations = [padded(c) for c in generate(7373, 32, owners=[uuid.uuid4()])]
     await load(server.database.pool, storage.client, storage.conversations_bucket, conversations)
-    return [str(c.conversation_id) for c in conversations]
+    return conversations
+
+
+@pytest.fixture(scope="module")
+def big_ids(big: list[GeneratedConversation]) -> list[str]:
+    return [str(c.conversation_id) for c in big[:30]]
 
 
 async def _failed_and_clean(server: RunningServer, file_id: str) -> None:
@@ -308,3 +320,141 @@ async def test_a_cancelled_create_aborts_its_open_uploads_itself(
     assert await open_uploads(server, f"{file_id}/") == set()
     assert await object_keys(server, f"{file_id}/") == set()
     assert await intent_count(server, file_id) == 0
+
+
+# ----------------------------------------------------------------- deadlines
+
+# The caller's deadline. The build is held (below) long before it passes: the time that
+# passes is what these tests are about.
+DEADLINE = 15.0
+
+
+@contextlib.asynccontextmanager
+async def held_at(
+    stack: Stack, token: str, conversation: GeneratedConversation
+) -> AsyncIterator[tuple[HoldingForwarder, Stub]]:
+    """A server whose store holds the GET of `conversation`'s document: a build that
+    reaches it cannot finish until the test ends."""
+    assert conversation.enriched_file_path is not None
+    pattern = f"/{conversation.enriched_file_path}".encode()
+    async with HoldingForwarder(stack.seaweed.endpoint_url, pattern) as store:
+        settings = stack_settings(stack.postgres, stack.seaweed, s3_endpoint_url=store.endpoint_url)
+        async with (
+            running_server(settings) as held,
+            authorized_channel(held.port, token) as channel,
+        ):
+            yield store, service_pb2_grpc.TrainingFileServiceStub(channel)
+
+
+async def test_a_create_whose_deadline_passes_fails_and_aborts_its_uploads(
+    stack: Stack, token: str, stub: Stub, server: RunningServer, big: list[GeneratedConversation]
+) -> None:
+    ids = [str(c.conversation_id) for c in big[:30]]
+    async with held_at(stack, token, big[29]) as (store, held):
+        call = held.CreateTrainingFile(
+            service_pb2.CreateTrainingFileRequest(
+                name=unique_name("deadline"), conversation_ids=ids
+            ),
+            timeout=DEADLINE,
+        )
+        file_id = (await call.read()).training_file_id
+        await asyncio.wait_for(store.held.wait(), DEADLINE)
+        assert await wait_for_uploads(server, f"{file_id}/", 1)
+
+        result = await collect(call)
+
+        assert stream_error(result).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        message = await _wait_until_failed_and_clean(stub, server, file_id)
+        assert "deadline" in message
+        assert await open_uploads(server, f"{file_id}/") == set()
+
+
+async def test_an_add_whose_deadline_passes_changes_nothing(
+    stack: Stack, token: str, stub: Stub, server: RunningServer, big: list[GeneratedConversation]
+) -> None:
+    ids = [str(c.conversation_id) for c in big]
+    created = await create_ok(stub, unique_name("deadline-add"), ids[:10])
+    prefix = f"{created.id}/"
+    async with held_at(stack, token, big[29]) as (store, held):
+        call = held.AddConversations(
+            service_pb2.AddConversationsRequest(
+                training_file_id=created.id, conversation_ids=ids[10:30]
+            ),
+            timeout=DEADLINE,
+        )
+        await asyncio.wait_for(store.held.wait(), DEADLINE)
+        assert await wait_for_uploads(server, prefix, 1)
+
+        result = await collect(call)
+
+        assert stream_error(result).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        old_keys = {created.json_file_path, created.jsonl_file_path}
+        async with asyncio.timeout(TIMEOUT):
+            while (  # noqa: ASYNC110 (polled: the cleanup announces nothing)
+                await object_keys(server, prefix) != old_keys
+                or await open_uploads(server, prefix)
+                or await intent_count(server, created.id)
+            ):
+                await asyncio.sleep(0.05)
+    assert await get(stub, created.id) == created
+    assert [c.conversation_id for c in await file_conversations(stub, created.id)] == ids[:10]
+    after = await add_ok(stub, created.id, ids[30:32])
+    assert (after.version, after.conversation_count) == (2, 12)
+
+
+# ----------------------------------------------------------------- what an operator sees
+
+
+async def test_a_failed_build_is_logged_with_its_reason(stub: Stub, dataset: Dataset) -> None:
+    bad = dataset.ids(Kind.MALFORMED_SCHEMA)[0]
+    with captured_logs() as records:
+        result = await create(stub, unique_name("logged-failure"), [dataset.ids()[44], bad])
+    assert stream_error(result).code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    failures = [
+        fields
+        for fields in logged(records, "build failed")
+        if fields.get("training_file_id") == result.training_file_id
+    ]
+
+    assert len(failures) == 1
+    assert bad in failures[0]["reason"]
+
+
+async def test_a_sweep_that_repairs_something_is_logged(server: RunningServer) -> None:
+    """`swept`: the builds it failed, the objects it deleted and the uploads it aborted."""
+    pool = server.database.pool
+    client = server.storage.client
+    bucket = server.storage.training_bucket
+    dead_id, token = uuid.uuid4(), uuid.uuid4()
+    key = f"{dead_id}/dead_x.jsonl"
+    await pool.execute(
+        "INSERT INTO training_files (id, name, status, lease_token, lease_expires_at) "
+        "VALUES ($1, $2, 'processing', $3, now() - interval '1 second')",
+        dead_id,
+        unique_name("logged-sweep"),
+        token,
+    )
+    await client.put_object(Bucket=bucket, Key=key + ".done", Body=b"{}\n")
+    upload = await client.create_multipart_upload(Bucket=bucket, Key=key)
+    await pool.execute(
+        "INSERT INTO storage_intents (bucket, object_key, training_file_id, lease_token, "
+        "upload_id) VALUES ($1, $2, $3, $4, $5), ($1, $6, $3, $4, NULL)",
+        bucket,
+        key,
+        dead_id,
+        token,
+        upload["UploadId"],
+        key + ".done",
+    )
+
+    with captured_logs() as records:
+        report = await server.sweeper.sweep()
+
+    assert str(dead_id) in report.failed_builds
+    (swept,) = logged(records, "swept")
+    assert str(dead_id) in swept["failed_builds"]
+    assert swept["deleted_objects"] >= 1
+    assert swept["aborted_uploads"] >= 1
+    assert await object_keys(server, f"{dead_id}/") == set()
+    assert await open_uploads(server, f"{dead_id}/") == set()

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import types
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -33,11 +34,18 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from tests.conftest import Stack, stack_settings
 from tests.e2e.guards import assert_serving
-from tests.e2e.helpers import error_reason
+from tests.e2e.helpers import captured_logs, error_reason, logged
 from tests.tokens import b64, claims, hand_signed, signed
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles_server import auth
 from trainingfiles_server.app import RunningServer, running_server
-from trainingfiles_server.auth import JWKS_FETCH_TIMEOUT_SECONDS
+from trainingfiles_server.auth import (
+    JWKS_FETCH_TIMEOUT_SECONDS,
+    JWKS_UNKNOWN_KID_REFRESH_SECONDS,
+    VERIFIED_TOKEN_SECONDS,
+    Authenticator,
+)
+from trainingfiles_server.errors import Unauthenticated
 from trainingfiles_server.storage import Storage
 
 pytestmark = pytest.mark.timeout(120)
@@ -551,3 +559,126 @@ async def test_a_jwks_that_never_answers_is_unavailable_after_the_fetch_timeout(
             assert_refused_for(error, "UNAVAILABLE", UNREACHABLE)
             assert jwks.fetches == 1
             assert JWKS_FETCH_TIMEOUT_SECONDS <= elapsed < JWKS_FETCH_TIMEOUT_SECONDS + 5
+
+
+# ----------------------------------------------------------------- more on the cache
+
+
+async def test_an_outage_goes_unnoticed_while_the_cached_jwks_is_fresh(
+    stack: Stack, storage: Storage
+) -> None:
+    key = SigningKey.ec("key")
+    with serving_jwks(key) as jwks:
+        async with jwks_server(stack, jwks.url) as server:  # the default lifetime: 600 s
+            await server.accepts(key.token())
+            jwks.stop()
+            for _ in range(3):
+                await server.accepts(key.token())
+            assert jwks.fetches == 1
+
+
+async def test_a_key_just_published_is_fetched_on_demand_at_most_every_30_seconds(
+    stack: Stack, storage: Storage
+) -> None:
+    """With the default 10-minute lifetime, a token naming a new key makes the server
+    fetch the JWKS again instead of waiting out the cache, but no sooner than 30 s after
+    the last fetch, however many such tokens come: the time passing is what is tested."""
+    old, new = SigningKey.rsa("2026-01"), SigningKey.ec("2026-02")
+    with serving_jwks(old) as jwks:
+        async with jwks_server(stack, jwks.url) as server:
+            await server.accepts(old.token())
+            jwks.publish(old, new)
+            refused = 0
+            deadline = time.monotonic() + JWKS_UNKNOWN_KID_REFRESH_SECONDS + CHANGE_DEADLINE
+            while (error := await server.call(new.token())) is not None:
+                assert error.code() == UNAUTHENTICATED, error.details()
+                assert error_reason(error) == "TOKEN_SIGNATURE"
+                refused += 1
+                assert time.monotonic() < deadline, "the new key was never fetched"
+                await asyncio.sleep(0.5)
+            first, second = jwks.requests
+            assert second - first >= JWKS_UNKNOWN_KID_REFRESH_SECONDS
+            assert refused > 10, "the tokens naming the new key did not keep coming"
+            await server.accepts(old.token())
+            assert jwks.fetches == 2
+
+
+async def test_a_jwks_beside_a_secret_accepts_both_kinds_of_token(
+    stack: Stack, storage: Storage
+) -> None:
+    """During a key rotation both are set: HS256 tokens and the JWKS's tokens pass."""
+    key = SigningKey.rsa("rotating")
+    with serving_jwks(key) as jwks:
+        settings = stack_settings(stack.postgres, stack.seaweed, jwt_jwks_url=jwks.url)
+        assert settings.jwt_secret is not None
+        async with (
+            running_server(settings) as running,
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+        ):
+            server = Server(running, service_pb2_grpc.TrainingFileServiceStub(channel))
+            await server.accepts(signed(claims()))
+            await server.accepts(key.token())
+            error = await server.refuses(signed(claims(), secret="x" * 48), UNAUTHENTICATED)
+            assert error_reason(error) == "TOKEN_SIGNATURE"
+
+
+@pytest.mark.parametrize(
+    ("body", "logged_as"),
+    [(None, "signing keys cannot be fetched"), (b"<html></html>", "signing keys cannot be read")],
+    ids=["closed-port", "not-json"],
+)
+async def test_a_jwks_that_cannot_be_used_is_logged_with_its_cause(
+    stack: Stack, storage: Storage, body: bytes | None, logged_as: str
+) -> None:
+    key = SigningKey.rsa("key")
+    with serving_jwks(key) as jwks:
+        url = jwks.url
+        if body is None:
+            jwks.stop()
+        else:
+            jwks.misbehave(body=body)
+        with captured_logs() as records:
+            async with jwks_server(stack, url) as server:
+                await server.refuses(key.token(), UNAVAILABLE)
+
+    (cause,) = logged(records, logged_as)
+    assert cause["error"]
+
+
+async def test_a_verified_token_is_trusted_for_at_most_a_minute(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key removed from the JWKS stops working once the JWKS is fetched again, except
+    for tokens already verified, which are trusted for one more minute at most. The
+    minute is not waited out: the authenticator's clock is moved past it."""
+    key = SigningKey.rsa("retired")
+    with serving_jwks(key) as jwks:
+        settings = stack_settings(
+            stack.postgres,
+            stack.seaweed,
+            jwt_secret=None,
+            jwt_jwks_url=jwks.url,
+            jwt_jwks_cache_seconds=SHORT_CACHE_SECONDS,
+        )
+        authenticator = Authenticator(settings)
+
+        async def verdict(token: str) -> str:
+            try:
+                await authenticator.authenticate([("authorization", f"Bearer {token}")])
+            except Unauthenticated as refused:
+                return refused.reason
+            return "OK"
+
+        verified = key.token()
+        assert await verdict(verified) == "OK"
+        jwks.publish()  # the key is removed
+        deadline = time.monotonic() + CHANGE_DEADLINE
+        while await verdict(key.token()) == "OK":  # a new token: refused once fetched again
+            assert time.monotonic() < deadline, "the removed key still works"
+            await asyncio.sleep(POLL_INTERVAL)
+        assert await verdict(key.token()) == "TOKEN_SIGNATURE"
+        assert await verdict(verified) == "OK"  # verified before: still trusted
+
+        later = time.time() + VERIFIED_TOKEN_SECONDS + 1
+        monkeypatch.setattr(auth, "time", types.SimpleNamespace(time=lambda: later))
+        assert await verdict(verified) == "TOKEN_SIGNATURE"

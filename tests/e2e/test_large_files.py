@@ -17,7 +17,6 @@ import dataclasses
 import random
 import re
 import time
-import urllib.parse
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,12 +27,14 @@ import orjson
 import pytest
 
 from tests.conftest import Stack, authorized_channel, stack_settings
+from tests.e2e.forwarder import HoldingForwarder
 from tests.e2e.helpers import (
     ACTIVE,
     FAILED,
     FETCHING,
     JSON,
     JSONL,
+    PROCESSING,
     TIMEOUT,
     VALIDATING,
     Progress,
@@ -400,81 +401,6 @@ async def test_a_file_above_max_object_bytes_is_refused_and_leaves_nothing_behin
 # ----------------------------------------------------------------- downloads during an Add
 
 
-class HoldingForwarder:
-    """A TCP forwarder on 127.0.0.1 to the object store that holds one request.
-
-    Bytes go through unchanged (signatures stay valid) until a client sends `pattern`
-    (a document's key in a request line): that connection's request then waits, `held`
-    is set, until `release` is. Every other request passes at once.
-    """
-
-    def __init__(self, target: str, pattern: bytes) -> None:
-        url = urllib.parse.urlsplit(target)
-        assert url.hostname and url.port
-        self._target = (url.hostname, url.port)
-        self._pattern = pattern
-        self.held = asyncio.Event()
-        self.release = asyncio.Event()
-        self._connections: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def __aenter__(self) -> HoldingForwarder:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.release.set()
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self._target)
-            try:
-                await asyncio.gather(
-                    self._pipe(reader, up_writer, hold=True), self._pipe(up_reader, writer)
-                )
-            finally:
-                up_writer.close()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-            self._connections.discard(task)
-
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hold: bool = False
-    ) -> None:
-        """Copy one direction until it ends; closing ends the other direction too."""
-        tail = b""
-        try:
-            while data := await reader.read(64 * 1024):
-                seen = tail + data
-                if hold and self._pattern in seen and not self.release.is_set():
-                    self.held.set()
-                    await self.release.wait()
-                tail = seen[-len(self._pattern) :]
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-
 async def test_the_file_stays_downloadable_with_its_previous_content_during_an_add(
     stack: Stack, token: str, big: BigData, big_create: BigCreate
 ) -> None:
@@ -520,3 +446,91 @@ async def test_the_file_stays_downloadable_with_its_previous_content_during_an_a
             added = await collect_timed(call)
             assert added.training_file.version == 2
             assert await download(stub, created.id, JSONL) == big_create.jsonl
+
+
+# ----------------------------------------------------------------- an Add above the size limit
+
+
+async def test_an_add_above_max_object_bytes_is_refused_and_changes_nothing(
+    stack: Stack, token: str, stub: Stub, server: RunningServer, big: BigData
+) -> None:
+    """The stored file fits the limit, the rebuilt one would not: found before anything
+    is made current, and the file is exactly as it was."""
+    base, rest = big.ids[:BASE], big.ids[BASE:]
+    created = await create_ok(stub, unique_name("large-add-limit"), base)
+    limit = 14 * MIB
+    assert max(created.json_file_size, created.jsonl_file_size) < limit < big.jsonl_size(big.ids)
+    prefix = f"{created.id}/"
+    settings = stack_settings(stack.postgres, stack.seaweed, max_object_bytes=limit)
+    async with (
+        running_server(settings) as small,
+        authorized_channel(small.port, token) as channel,
+    ):
+        small_stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        result = await collect_timed(
+            small_stub.AddConversations(
+                service_pb2.AddConversationsRequest(
+                    training_file_id=created.id, conversation_ids=rest
+                ),
+                timeout=TIMEOUT,
+            )
+        )
+
+    assert result.error is not None, "the Add succeeded"
+    assert result.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, result.error.details()
+    assert error_reason(result.error) == "OBJECT_TOO_LARGE"
+    assert await get(stub, created.id) == created
+    assert await object_keys(server, prefix) == {created.json_file_path, created.jsonl_file_path}
+    assert await open_uploads(server, prefix) == []
+    assert await intent_count(server, created.id) == 0
+    listed = await stub.ListTrainingFileConversations(
+        service_pb2.ListTrainingFileConversationsRequest(training_file_id=created.id, page_size=100)
+    )
+    assert [c.conversation_id for c in listed.conversations] == base
+
+
+# ----------------------------------------------------------------- a file being created
+
+
+async def test_a_file_being_created_is_processing_without_content_and_holds_its_name(
+    stack: Stack, token: str, big: BigData
+) -> None:
+    """While a Create runs (held on its last document), the file is PROCESSING with no
+    content: no paths, version 0, no summaries, nothing to download; its name is taken."""
+    last_key = big.conversations[-1].enriched_file_path
+    assert last_key is not None
+    name = unique_name("large-processing")
+    async with HoldingForwarder(stack.seaweed.endpoint_url, f"/{last_key}".encode()) as store:
+        settings = stack_settings(stack.postgres, stack.seaweed, s3_endpoint_url=store.endpoint_url)
+        async with (
+            running_server(settings) as held_server,
+            authorized_channel(held_server.port, token) as channel,
+        ):
+            stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+            call = stub.CreateTrainingFile(
+                service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=big.ids),
+                timeout=TIMEOUT,
+            )
+            file_id = (await call.read()).training_file_id
+            await asyncio.wait_for(store.held.wait(), TIMEOUT)
+
+            during = await get(stub, file_id)
+            assert during.status == PROCESSING
+            assert (during.json_file_path, during.jsonl_file_path, during.version) == ("", "", 0)
+            assert not during.HasField("quality_summary")
+            assert not during.HasField("scaffolding_distribution")
+            assert during.error_message == ""
+            listed = await stub.ListTrainingFiles(
+                service_pb2.ListTrainingFilesRequest(status=PROCESSING, page_size=1000)
+            )
+            assert file_id in {f.id for f in listed.training_files}
+            with pytest.raises(grpc.aio.AioRpcError) as no_content:
+                await download_url(stub, file_id, JSONL)
+            assert no_content.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert error_reason(no_content.value) == "TRAINING_FILE_NOT_ACTIVE"
+            taken = await create(stub, name, big.ids[:1])
+            assert stream_error(taken).code() == grpc.StatusCode.ALREADY_EXISTS
+
+            store.release.set()
+            finished = await collect_timed(call)
+            assert finished.training_file.status == ACTIVE
