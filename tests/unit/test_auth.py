@@ -149,6 +149,35 @@ async def test_an_expiry_within_the_leeway_is_accepted(authenticator: Authentica
     assert (await authenticator.authenticate(_metadata(f"Bearer {token}"))).user_id == USER
 
 
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"exp": -20}, None),
+        ({"exp": -40}, "TOKEN_EXPIRED"),
+        ({"nbf": 20}, None),
+        ({"nbf": 40}, "TOKEN_NOT_YET_VALID"),
+        ({"iat": 20}, None),
+        ({"iat": 40}, "TOKEN_NOT_YET_VALID"),
+    ],
+    ids=lambda value: repr(value),
+)
+async def test_the_default_clock_skew_is_30_seconds(
+    overrides: dict[str, int], reason: str | None
+) -> None:
+    """`exp`, `nbf` and `iat` are checked 30 s either way by default (JWT_LEEWAY_SECONDS)."""
+    authenticator = Authenticator(settings(jwt_secret=TEST_JWT_SECRET))
+    now = int(time.time())
+    token = signed(claims(USER, **{claim: now + offset for claim, offset in overrides.items()}))
+    metadata = _metadata(f"Bearer {token}")
+
+    if reason is None:
+        assert (await authenticator.authenticate(metadata)).user_id == USER
+    else:
+        with pytest.raises(Unauthenticated) as refused:
+            await authenticator.authenticate(metadata)
+        assert refused.value.reason == reason
+
+
 @pytest.mark.parametrize("case", bad_tokens(USER), ids=lambda case: case.name)
 async def test_every_bad_token_is_refused_with_its_reason(
     authenticator: Authenticator, case: Any

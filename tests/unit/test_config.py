@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from trainingfiles_server.config import Settings
 
@@ -29,3 +30,18 @@ def test_secrets_never_appear_in_the_repr(monkeypatch: pytest.MonkeyPatch) -> No
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert "very-secret-value" not in repr(settings)
     assert "db-password" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "largest"),
+    [("JWT_LEEWAY_SECONDS", 300), ("JWT_JWKS_CACHE_SECONDS", 86_400)],
+)
+def test_identity_timings_have_an_upper_bound(
+    monkeypatch: pytest.MonkeyPatch, name: str, largest: int
+) -> None:
+    """The clock skew is at most 300 s and the JWKS is trusted for at most a day."""
+    monkeypatch.setenv(name, str(largest))
+    assert getattr(Settings(_env_file=None), name.lower()) == largest  # type: ignore[call-arg]
+    monkeypatch.setenv(name, str(largest + 1))
+    with pytest.raises(ValidationError, match=name.lower()):
+        Settings(_env_file=None)  # type: ignore[call-arg]

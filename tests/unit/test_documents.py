@@ -273,6 +273,20 @@ def test_deep_nesting_is_a_document_error_not_a_recursion_error() -> None:
     assert _reason(closed).startswith("not valid JSON: ")
 
 
+def test_nesting_of_1024_levels_is_read_and_one_more_is_refused() -> None:
+    """The limit is 1,024 levels, the document's own object included."""
+
+    def nested(levels: int) -> bytes:
+        arrays = levels - 1  # inside the top-level object
+        return (
+            b'{"x_deep": ' + b"[" * arrays + b"]" * arrays + b", " + orjson.dumps(_document())[1:]
+        )
+
+    document = parse_enriched_document(nested(1024))
+    assert isinstance(document, EnrichedDocument)
+    assert _reason(nested(1025)).startswith("not valid JSON: ")
+
+
 def test_duplicate_keys_keep_the_last_value() -> None:
     valid = orjson.dumps(_document())
     assert b'"quality_score":4.5' in valid

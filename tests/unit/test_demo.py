@@ -1,0 +1,87 @@
+"""The demo data of `make run` is what the README's session and the client guide rely on.
+
+The demo conversations come from a fixed seed, so the ids the README names are the same
+on every machine; each must still be what the text says it is (eligible, not enriched,
+without an enriched file, another user's, with a missing document), and the token
+`make run` prints must be the demo user's.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from uuid import UUID
+
+import jwt
+import pytest
+
+from trainingfiles_server.auth import DEVELOPMENT_JWT_SECRET
+from trainingfiles_server.dev.demo import DEMO_AWKWARD, DEMO_COUNT, DEMO_SEED, DEMO_USERS
+from trainingfiles_server.dev.generator import GeneratedConversation, Kind, generate
+from trainingfiles_server.dev.token import development_token
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "client.md"]
+UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+DEMO_USER, OTHER_USER = DEMO_USERS
+
+# What the README's grpcurl session says of each id it uses.
+README_IDS = {
+    # created from, and added
+    "5795833f-20da-45aa-9b56-d4b07e575bcc": (Kind.ELIGIBLE, DEMO_USER),
+    "9c41aecb-e43a-4af7-9751-862e7009fb08": (Kind.ELIGIBLE, DEMO_USER),
+    "93410a99-edee-4724-ad2b-f536b293601c": (Kind.ELIGIBLE, DEMO_USER),
+    "e84503e0-3170-4096-a8a2-607a2fa003d6": (Kind.ELIGIBLE, DEMO_USER),
+    "168391b5-de40-4120-a198-cba11f065424": (Kind.ELIGIBLE, DEMO_USER),
+    # "not enriched yet, no enriched file, and another user's conversation"
+    "0d396c23-4c76-433d-aaa5-08084be556f9": (Kind.NOT_STARTED, DEMO_USER),
+    "e45c3977-9516-45ab-8e75-4c4e3e7d79ba": (Kind.NULL_PATH, DEMO_USER),
+    "9f8de1bc-3de8-497b-ae73-75ed9cffee17": (Kind.ELIGIBLE, OTHER_USER),
+    # "a missing enriched document is found once work has begun"
+    "0b6fed5b-d661-49f4-956c-842ea48e86cd": (Kind.MISSING_OBJECT, DEMO_USER),
+}
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict[str, GeneratedConversation]:
+    conversations = generate(DEMO_SEED, DEMO_COUNT, owners=DEMO_USERS, awkward=DEMO_AWKWARD)
+    return {str(c.conversation_id): c for c in conversations}
+
+
+@pytest.mark.parametrize("conversation_id", list(README_IDS))
+def test_each_id_of_the_readme_session_is_what_the_readme_says(
+    demo: dict[str, GeneratedConversation], conversation_id: str
+) -> None:
+    kind, owner = README_IDS[conversation_id]
+    conversation = demo[conversation_id]
+
+    assert (conversation.kind, conversation.created_by) == (kind, owner)
+    assert conversation_id in (ROOT / "README.md").read_text()
+
+
+def test_every_id_the_documents_name_is_a_demo_conversation_or_user(
+    demo: dict[str, GeneratedConversation],
+) -> None:
+    known = set(demo) | {str(user) for user in DEMO_USERS}
+    for path in DOCUMENTS:
+        named = set(UUID_PATTERN.findall(path.read_text()))
+        assert named, path
+        assert named <= known, f"{path.name}: {sorted(named - known)}"
+
+
+def test_some_demo_conversations_are_deliberately_not_eligible(
+    demo: dict[str, GeneratedConversation],
+) -> None:
+    kinds = {c.kind for c in demo.values()}
+
+    assert {Kind.NOT_STARTED, Kind.IN_PROGRESS, Kind.NULL_PATH, Kind.MISSING_OBJECT} <= kinds
+    assert sum(c.kind is Kind.ELIGIBLE for c in demo.values()) > DEMO_COUNT // 2
+
+
+def test_the_printed_development_token_is_the_demo_users() -> None:
+    claims = jwt.decode(
+        development_token(), DEVELOPMENT_JWT_SECRET, algorithms=["HS256"], audience="authenticated"
+    )
+
+    assert (UUID(claims["sub"]), claims["role"]) == (DEMO_USER, "authenticated")
+    assert str(DEMO_USER) in (ROOT / "README.md").read_text()
