@@ -108,3 +108,39 @@ async def test_sigterm_drains_a_running_create_then_exits_cleanly(
     assert TEST_JWT_SECRET not in log
     assert token not in log
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_stop_signal_turns_health_not_serving_and_lets_running_calls_finish(
+    server_process: tuple[subprocess.Popen[bytes], int],
+    dataset: Dataset,
+    token: str,
+    stop_signal: signal.Signals,
+) -> None:
+    """Health watchers hear NOT_SERVING at once; a Create under way still completes."""
+    process, port = server_process
+    await _wait_serving(port)
+    async with (
+        authorized_channel(port, token) as channel,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as plain,
+    ):
+        watch = health_pb2_grpc.HealthStub(plain).Watch(
+            health_pb2.HealthCheckRequest(service="trainingfiles.v1.TrainingFileService")
+        )
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        call = stub.CreateTrainingFile(
+            service_pb2.CreateTrainingFileRequest(
+                name=f"signal-{uuid.uuid4().hex[:8]}", conversation_ids=dataset.ids()
+            )
+        )
+        assert (await call.read()).stage == service_pb2.TrainingFileProgress.STAGE_VALIDATING
+        process.send_signal(stop_signal)
+
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        last = None
+        async for message in call:
+            last = message
+        assert last is not None and last.training_file.status == 2  # ACTIVE
+        watch.cancel()
+    assert await asyncio.to_thread(process.wait, 30) == 0
