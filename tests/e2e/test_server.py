@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import uuid
 from pathlib import Path
 
+import asyncpg
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.conftest import Stack, stack_settings
+from tests.conftest import Stack, authorized_channel, stack_settings
+from tests.e2e.helpers import captured_logs
+from trainingfiles.v1 import service_pb2, service_pb2_grpc
 from trainingfiles_server.app import running_server
-from trainingfiles_server.dev.bootstrap import ensure_buckets
+from trainingfiles_server.dev.bootstrap import apply_migrations, ensure_buckets
 from trainingfiles_server.dev.embedded import EmbeddedSeaweedFS
 from trainingfiles_server.storage import open_storage
 
@@ -92,3 +97,46 @@ async def _wait_for_status(channel: grpc.aio.Channel, wanted: int, timeout: floa
             await asyncio.sleep(0.1)
             status = await _health(channel, SERVICE)
     return status
+
+
+async def test_an_unexpected_fault_is_internal_without_a_trace_and_logged(
+    stack: Stack, token: str
+) -> None:
+    """A database whose schema was broken behind the server's back (its table renamed):
+    the call ends INTERNAL with a generic message, the cause is logged with its
+    traceback, the server stays SERVING and answers again once the schema is back."""
+    admin = await asyncpg.connect(stack.postgres.url("postgres"))
+    database = f"broken_{uuid.uuid4().hex[:8]}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    url = stack.postgres.url(database)
+    await asyncio.to_thread(apply_migrations, url, development=True)
+    settings = stack_settings(stack.postgres, stack.seaweed, database_url=url)
+    request = service_pb2.GetTrainingFileRequest(training_file_id=str(uuid.uuid4()))
+    conn = await asyncpg.connect(url)
+    try:
+        async with (
+            running_server(settings) as running,
+            authorized_channel(running.port, token) as channel,
+        ):
+            stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+            await conn.execute("ALTER TABLE training_files RENAME TO training_files_moved")
+            with captured_logs() as records, pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub.GetTrainingFile(request, timeout=30)
+
+            error = failed.value
+            assert error.code() == grpc.StatusCode.INTERNAL
+            assert error.details() == "internal error; it has been logged"
+            (logged_error,) = [r for r in records.records if r.msg == "unhandled error"]
+            assert logged_error.exc_info is not None
+            assert "training_files" in str(logged_error.exc_info[1])
+            assert await _health(channel, SERVICE) == SERVING
+
+            await conn.execute("ALTER TABLE training_files_moved RENAME TO training_files")
+            with pytest.raises(grpc.aio.AioRpcError) as answered:
+                await stub.GetTrainingFile(request, timeout=30)
+            assert answered.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await conn.close()
