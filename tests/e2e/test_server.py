@@ -104,7 +104,7 @@ async def test_an_unexpected_fault_is_internal_without_a_trace_and_logged(
 ) -> None:
     """A database whose schema was broken behind the server's back (its table renamed):
     the call ends INTERNAL with a generic message, the cause is logged with its
-    traceback, the server stays SERVING and answers again once the schema is back."""
+    traceback, and the server answers again once the schema is back."""
     admin = await asyncpg.connect(stack.postgres.url("postgres"))
     database = f"broken_{uuid.uuid4().hex[:8]}"
     try:
@@ -132,7 +132,6 @@ async def test_an_unexpected_fault_is_internal_without_a_trace_and_logged(
             (logged_error,) = [r for r in records.records if r.msg == "unhandled error"]
             assert logged_error.exc_info is not None
             assert "training_files" in str(logged_error.exc_info[1])
-            assert await _health(channel, SERVICE) == SERVING
 
             await conn.execute("ALTER TABLE training_files_moved RENAME TO training_files")
             with pytest.raises(grpc.aio.AioRpcError) as answered:
