@@ -43,16 +43,9 @@ from trainingfiles.v1 import service_pb2, service_pb2_grpc
 from trainingfiles_server.dev.bootstrap import apply_migrations, ensure_buckets
 from trainingfiles_server.dev.embedded import running
 from trainingfiles_server.dev.generator import generate, load
+from trainingfiles_server.failpoints import POINTS
 from trainingfiles_server.storage import open_storage
 
-POINTS = (
-    "build.leased",
-    "build.upload_started",
-    "build.upload_recorded",
-    "build.fetched",
-    "build.uploaded",
-    "build.committed",
-)
 STALLS = (None, None, "postgres", "storage")
 CONVERSATIONS = 200
 OWNER = uuid.UUID("00000000-0000-4000-8000-0000000c4a05")

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -355,50 +355,27 @@ async def run_create(
     outcome = Outcome("create", fault + (f" + {stall} stall" if stall else ""))
     name = f"crash-{uuid.uuid4().hex[:12]}"
     log = workdir / f"{name}.log"
-    async with server_process(backend, log, failpoint=fault) as dying:
-        async with authorized_channel(dying.port, token) as channel:
-            stub = service_pb2_grpc.TrainingFileServiceStub(channel)
-            call = stub.CreateTrainingFile(
-                service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=list(ids)),
-                timeout=60,
-            )
-            async with _stalled(backend, stall):
-                _, outcome.call_code = await _drive(stub, call)
-        if dying.process.poll() is None:
-            dying.process.kill()
-        outcome.died = await dying.wait_exit() == -signal.SIGKILL
-        outcome.exited_at = time.monotonic()
+    request = service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=list(ids))
+    await _until_it_dies(
+        backend,
+        log,
+        fault,
+        stall,
+        token,
+        outcome,
+        lambda stub: stub.CreateTrainingFile(request, timeout=60),
+    )
     outcome.file_id = await observer.file_id_by_name(name)
-    async with server_process(backend, log) as restarted:
-        if outcome.file_id is None:
-            return outcome  # killed before the row was written: nothing to repair
-        try:
-            outcome.repair_seconds = await observer.repaired(outcome.file_id) - outcome.exited_at
-        except InvariantViolation as violation:
-            outcome.problems = violation.problems + unhandled_errors(log)
-            return outcome
-        outcome.problems = unhandled_errors(log)
-        async with authorized_channel(restarted.port, token) as channel:
-            stub = service_pb2_grpc.TrainingFileServiceStub(channel)
-            record = await stub.GetTrainingFile(
-                service_pb2.GetTrainingFileRequest(training_file_id=str(outcome.file_id))
-            )
-            outcome.final_status = resources_pb2.TrainingFileStatus.Name(record.status)
-            outcome.version = record.version
-            outcome.problems += await _content_problems(stub, record)
-            if record.status != resources_pb2.TRAINING_FILE_STATUS_ACTIVE:
-                # The name is free again: a Create with it succeeds.
-                _, code = await _drive(
-                    stub,
-                    stub.CreateTrainingFile(
-                        service_pb2.CreateTrainingFileRequest(
-                            name=name, conversation_ids=list(ids[:1])
-                        ),
-                        timeout=60,
-                    ),
-                )
-                if code != "OK":
-                    outcome.problems.append(f"the name is not reusable: {code}")
+    if outcome.file_id is None:
+        return outcome  # killed before the row was written: nothing to repair
+    async with _restarted(backend, observer, log, token, outcome) as found:
+        if found is not None and found[1].status != resources_pb2.TRAINING_FILE_STATUS_ACTIVE:
+            # The name is free again: a Create with it succeeds.
+            stub = found[0]
+            again = service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=ids[:1])
+            _, code = await _drive(stub, stub.CreateTrainingFile(again, timeout=60))
+            if code != "OK":
+                outcome.problems.append(f"the name is not reusable: {code}")
     return outcome
 
 
@@ -419,38 +396,23 @@ async def run_add(
         "SELECT version FROM training_files WHERE id = $1", outcome.file_id
     )
     log = workdir / f"add-{base_file_id}.log"
-    async with server_process(backend, log, failpoint=fault) as dying:
-        async with authorized_channel(dying.port, token) as channel:
-            stub = service_pb2_grpc.TrainingFileServiceStub(channel)
-            call = stub.AddConversations(
-                service_pb2.AddConversationsRequest(
-                    training_file_id=base_file_id, conversation_ids=list(ids)
-                ),
-                timeout=60,
-            )
-            async with _stalled(backend, stall):
-                _, outcome.call_code = await _drive(stub, call)
-        if dying.process.poll() is None:
-            dying.process.kill()
-        outcome.died = await dying.wait_exit() == -signal.SIGKILL
-        outcome.exited_at = time.monotonic()
-    async with server_process(backend, log) as restarted:
-        try:
-            outcome.repair_seconds = await observer.repaired(outcome.file_id) - outcome.exited_at
-        except InvariantViolation as violation:
-            outcome.problems = violation.problems + unhandled_errors(log)
-            return outcome
-        outcome.problems = unhandled_errors(log)
-        async with authorized_channel(restarted.port, token) as channel:
-            stub = service_pb2_grpc.TrainingFileServiceStub(channel)
-            record = await stub.GetTrainingFile(
-                service_pb2.GetTrainingFileRequest(training_file_id=base_file_id)
-            )
-            outcome.final_status = resources_pb2.TrainingFileStatus.Name(record.status)
-            outcome.version = record.version
+    request = service_pb2.AddConversationsRequest(
+        training_file_id=base_file_id, conversation_ids=list(ids)
+    )
+    await _until_it_dies(
+        backend,
+        log,
+        fault,
+        stall,
+        token,
+        outcome,
+        lambda stub: stub.AddConversations(request, timeout=60),
+    )
+    async with _restarted(backend, observer, log, token, outcome) as found:
+        if found is not None:
+            stub, record = found
             if record.version not in (before, before + 1):
                 outcome.problems.append(f"version {record.version}, expected {before}(+1)")
-            outcome.problems += await _content_problems(stub, record)
             # The file is free for the next Add (the dead one's lease does not block it).
             members = await stub.ListTrainingFileConversations(
                 service_pb2.ListTrainingFileConversationsRequest(
@@ -460,6 +422,54 @@ async def run_add(
             if len(members.conversations) != record.conversation_count:
                 outcome.problems.append("membership and conversation_count disagree")
     return outcome
+
+
+async def _until_it_dies(
+    backend: Backend,
+    log: Path,
+    fault: str,
+    stall: str | None,
+    token: str,
+    outcome: Outcome,
+    start: Callable[[Any], Any],
+) -> None:
+    """Run the call `start(stub)` on a server armed with `fault` until it ends; the
+    server is then dead (by the failpoint) or killed."""
+    async with server_process(backend, log, failpoint=fault) as dying:
+        async with authorized_channel(dying.port, token) as channel:
+            stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+            async with _stalled(backend, stall):
+                _, outcome.call_code = await _drive(stub, start(stub))
+        if dying.process.poll() is None:
+            dying.process.kill()
+        outcome.died = await dying.wait_exit() == -signal.SIGKILL
+        outcome.exited_at = time.monotonic()
+
+
+@contextlib.asynccontextmanager
+async def _restarted(
+    backend: Backend, observer: Observer, log: Path, token: str, outcome: Outcome
+) -> AsyncIterator[tuple[Any, Any] | None]:
+    """A fresh server; once the invariants hold, a stub and the file as it sees it
+    (None if they never held: `outcome.problems` says why)."""
+    assert outcome.file_id is not None
+    async with server_process(backend, log) as restarted:
+        try:
+            outcome.repair_seconds = await observer.repaired(outcome.file_id) - outcome.exited_at
+        except InvariantViolation as violation:
+            outcome.problems = violation.problems + unhandled_errors(log)
+            yield None
+            return
+        outcome.problems = unhandled_errors(log)
+        async with authorized_channel(restarted.port, token) as channel:
+            stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+            record = await stub.GetTrainingFile(
+                service_pb2.GetTrainingFileRequest(training_file_id=str(outcome.file_id))
+            )
+            outcome.final_status = resources_pb2.TrainingFileStatus.Name(record.status)
+            outcome.version = record.version
+            outcome.problems += await _content_problems(stub, record)
+            yield stub, record
 
 
 async def _content_problems(stub: Any, record: Any) -> list[str]:
