@@ -31,7 +31,7 @@ from tests.crash.harness import (
     run_create,
     server_process,
 )
-from tests.e2e.helpers import create_ok, unique_name
+from tests.e2e.helpers import create_ok, error_reason, unique_name
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 from trainingfiles_server.app import RunningServer
 from trainingfiles_server.db import SWEEPER_LOCK_KEY
@@ -178,11 +178,118 @@ async def test_a_frozen_build_that_lost_its_lease_can_never_activate(
             await _drain(call)
         assert refused.value.code() == grpc.StatusCode.ABORTED
         assert "lease" in (refused.value.details() or "")
+        assert error_reason(refused.value) == "LEASE_LOST"
         status = await observer.pool.fetchval(
             "SELECT status FROM training_files WHERE id = $1", file_id
         )
         assert status == "failed"
         await observer.repaired(file_id)
+
+
+async def test_a_frozen_add_that_lost_its_lease_changes_nothing(
+    backend: Backend,
+    observer: Observer,
+    workdir: Path,
+    token: str,
+    stub: service_pb2_grpc.TrainingFileServiceStub,
+    crash_ids: list[str],
+) -> None:
+    """Replica A freezes an Add between upload and commit; replica B's sweeper frees the
+    file; A resumes: its commit is refused (ABORTED, LEASE_LOST) and the file stays on
+    its previous version, free for the next Add."""
+    base = await create_ok(stub, unique_name("frozen-add"), crash_ids[:10])
+    async with (
+        server_process(backend, workdir / "b.log"),
+        server_process(backend, workdir / "a.log", failpoint="build.uploaded=stop") as a,
+        authorized_channel(a.port, token) as channel,
+    ):
+        call = service_pb2_grpc.TrainingFileServiceStub(channel).AddConversations(
+            service_pb2.AddConversationsRequest(
+                training_file_id=base.id, conversation_ids=crash_ids[10:25]
+            ),
+            timeout=60,
+        )
+        file_id = uuid.UUID(base.id)
+
+        async def frozen() -> bool:
+            return a.frozen()
+
+        await _wait(frozen)
+
+        async def freed() -> bool:
+            lease = await observer.pool.fetchval(
+                "SELECT lease_token FROM training_files WHERE id = $1", file_id
+            )
+            return lease is None and not await observer.problems(file_id)
+
+        await _wait(freed, LEASE_SECONDS + 10)
+        a.process.send_signal(signal.SIGCONT)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _drain(call)
+        assert refused.value.code() == grpc.StatusCode.ABORTED
+        assert error_reason(refused.value) == "LEASE_LOST"
+    await observer.repaired(file_id)
+    after = await stub.GetTrainingFile(service_pb2.GetTrainingFileRequest(training_file_id=base.id))
+    assert (after.version, after.jsonl_file_path) == (base.version, base.jsonl_file_path)
+    assert (await _add(stub, base.id, crash_ids[25:26])).version == base.version + 1
+
+
+async def test_a_build_that_outlived_its_lease_logs_lease_lost(
+    backend: Backend, observer: Observer, workdir: Path, token: str, crash_ids: list[str]
+) -> None:
+    """A build stalled on its own is alive and renews its lease; frozen past the lease
+    while replica B fails it, it finds the lease gone when it wakes and says so."""
+    log = workdir / "a.log"
+    async with (
+        server_process(backend, workdir / "b.log"),
+        server_process(backend, log, failpoint="build.fetched:5=stall") as a,
+        authorized_channel(a.port, token) as channel,
+    ):
+        call = service_pb2_grpc.TrainingFileServiceStub(channel).CreateTrainingFile(
+            service_pb2.CreateTrainingFileRequest(
+                name=unique_name("outlived"), conversation_ids=crash_ids[:10]
+            ),
+            timeout=60,
+        )
+        file_id = uuid.UUID((await call.read()).training_file_id)
+
+        async def stalled() -> bool:
+            recorded = await observer.pool.fetchval(
+                "SELECT count(*) FROM storage_intents WHERE training_file_id = $1", file_id
+            )
+            return bool(recorded)
+
+        await _wait(stalled)
+        a.process.send_signal(signal.SIGSTOP)
+
+        async def failed() -> bool:
+            status = await observer.pool.fetchval(
+                "SELECT status FROM training_files WHERE id = $1", file_id
+            )
+            return bool(status == "failed")
+
+        try:
+            await _wait(failed, LEASE_SECONDS + 10)
+        finally:
+            a.process.send_signal(signal.SIGCONT)
+
+        def lost() -> list[dict[str, Any]]:
+            lines = [
+                orjson.loads(line) for line in log.read_bytes().splitlines() if line[:1] == b"{"
+            ]
+            return [
+                line
+                for line in lines
+                if line["msg"] == "lease lost" and line.get("training_file_id") == str(file_id)
+            ]
+
+        async def logged() -> bool:
+            return bool(lost())
+
+        await _wait(logged)
+        assert lost()[0]["level"] == "warning"
+        call.cancel()
+    await observer.repaired(file_id)
 
 
 async def test_sigterm_past_the_grace_cleans_up_before_the_pool_closes(
