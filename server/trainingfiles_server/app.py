@@ -53,9 +53,12 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         # by the server's event loop: a client at the limit then gets RST_STREAM
         # REFUSED_STREAM (UNAVAILABLE) — thousands of times a minute under sustained load.
         ("grpc.http.overload_protection", 0),
-        # Ping idle clients every 60 s and drop them if they do not answer in 20 s.
+        # Ping idle clients every 60 s and drop them if they do not answer in 20 s. gRPC
+        # waits `ping_timeout_ms` (60 s by default) for a ping's answer: without it, a
+        # client that never answered was dropped after 60 s, not 20 s.
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.ping_timeout_ms", 20_000),
         # Accept client keepalive pings at most every 10 s, also without calls in flight.
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
