@@ -8,6 +8,8 @@ its connection, which gRPC clients report as UNAVAILABLE.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -56,3 +58,56 @@ async def test_a_client_pinging_every_ten_seconds_keeps_its_connection(
         await asyncio.sleep(21)
         assert channel.get_state() == grpc.ChannelConnectivity.READY
         assert await _check(channel) == grpc.StatusCode.OK
+
+
+# HTTP/2 framing, just enough to be a client that never answers a ping (RFC 9113).
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+SETTINGS, PING, GOAWAY = 0x4, 0x6, 0x7
+ACK = 0x1
+KEEPALIVE_SECONDS, KEEPALIVE_TIMEOUT_SECONDS = 60.0, 20.0
+
+
+def _frame(kind: int, flags: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + (0).to_bytes(4, "big") + payload
+
+
+async def test_an_idle_client_is_pinged_every_minute_and_dropped_when_it_does_not_answer(
+    server: RunningServer,
+) -> None:
+    """A connection with no calls gets the server's keepalive ping after 60 s; unanswered,
+    the connection is closed 20 s later. The minute and a third passing is the test."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(PREFACE + _frame(SETTINGS, 0))
+        await writer.drain()
+        opened = time.monotonic()
+        pinged: float | None = None
+        goaway = False
+        async with asyncio.timeout(KEEPALIVE_SECONDS + KEEPALIVE_TIMEOUT_SECONDS + 20):
+            while True:
+                try:
+                    header = await reader.readexactly(9)
+                    payload = await reader.readexactly(int.from_bytes(header[:3], "big"))
+                except (asyncio.IncompleteReadError, ConnectionResetError):
+                    break  # the server closed the connection
+                kind, flags = header[3], header[4]
+                if kind == SETTINGS and not flags & ACK:
+                    writer.write(_frame(SETTINGS, ACK))
+                    await writer.drain()
+                elif kind == PING and not flags & ACK and pinged is None:
+                    pinged = time.monotonic()  # and never answered
+                elif kind == GOAWAY:
+                    goaway = True
+                del payload
+        closed = time.monotonic()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+    assert pinged is not None, "no keepalive ping came"
+    assert KEEPALIVE_SECONDS - 1 <= pinged - opened <= KEEPALIVE_SECONDS + 5, pinged - opened
+    assert KEEPALIVE_TIMEOUT_SECONDS - 1 <= closed - pinged <= KEEPALIVE_TIMEOUT_SECONDS + 5, (
+        closed - pinged
+    )
+    assert goaway or closed > pinged
