@@ -153,7 +153,9 @@ class TrainingFile(_message.Message):
     """The object-storage bucket that holds both objects (`training-files`)."""
     json_file_path: _builtins.str
     """Object key of the aggregated JSON document within `storage_bucket`, of the form
-    `<id>/<sanitized name>_<YYYYMMDDTHHMMSSZ>.json`. Empty while the file has no content
+    `<id>/<name>_<YYYYMMDDTHHMMSSZ>-<microseconds>.json`: the UTC time at which the
+    Create or Add of this version began, to the second, then its microseconds as six
+    digits (left out when they are zero). Empty while the file has no content
     (PROCESSING or FAILED).
     """
     jsonl_file_path: _builtins.str

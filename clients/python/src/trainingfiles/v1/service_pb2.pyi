@@ -4,15 +4,16 @@ isort:skip_file
 Training File Service, v1: the rpcs. The resources are described in resources.proto.
 
 Authentication. Every call carries `authorization: Bearer <JWT>` metadata: a
-Supabase-style HS256 token whose `sub` is the user id and whose `role` is
+Supabase-style token (HS256, or RS256 / ES256 when the server is given the project's
+JWKS) whose `sub` is the user id and whose `role` is
 `authenticated` (a user, who sees and changes only their own files and adds only
 conversations they own) or `service_role` (acts for the system, sees everything).
 
 Errors. Every rpc can end with these, besides the codes listed on it:
   UNAUTHENTICATED    the token is missing, malformed, expired or wrongly signed.
   PERMISSION_DENIED  the token's role is neither `authenticated` nor `service_role`.
-  UNAVAILABLE        the database or object storage cannot be reached; retry with
-                     backoff (see Retries).
+  UNAVAILABLE        the database, object storage or the JWKS that signs tokens
+                     cannot be reached; retry with backoff (see Retries).
   INTERNAL           an unexpected server fault. Messages never carry stack traces,
                      and no rpc ever returns UNKNOWN.
 A training file owned by another user is reported exactly like a missing one
@@ -190,8 +191,8 @@ class TrainingFileProgress(_message.Message):
         """
         STAGE_FETCHING: TrainingFileProgress._Stage.ValueType  # 2
         """Downloading the enriched documents, concurrently; `done` of `total` conversations
-        fetched. For AddConversations `total` also counts the conversations already in the
-        file when they are read again to rebuild it.
+        fetched. For AddConversations `total` counts the conversations being added: the
+        file's stored content is reused, its documents are not fetched again.
         """
         STAGE_AGGREGATING: TrainingFileProgress._Stage.ValueType  # 3
         """Combining the documents into the JSON document and the JSONL file; `done` of
@@ -218,8 +219,8 @@ class TrainingFileProgress(_message.Message):
     """
     STAGE_FETCHING: TrainingFileProgress.Stage.ValueType  # 2
     """Downloading the enriched documents, concurrently; `done` of `total` conversations
-    fetched. For AddConversations `total` also counts the conversations already in the
-    file when they are read again to rebuild it.
+    fetched. For AddConversations `total` counts the conversations being added: the
+    file's stored content is reused, its documents are not fetched again.
     """
     STAGE_AGGREGATING: TrainingFileProgress.Stage.ValueType  # 3
     """Combining the documents into the JSON document and the JSONL file; `done` of
@@ -522,8 +523,7 @@ class GetDownloadUrlResponse(_message.Message):
     """Size in bytes of the object the URL serves."""
     file_name: _builtins.str
     """The name to save the download under: the training file's name with `.json` or
-    `.jsonl` appended, characters unsafe in file names (path separators, control
-    characters) replaced by `_`.
+    `.jsonl` appended (a name holds only `[A-Za-z0-9_.-]`, so it is a safe file name).
     """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:

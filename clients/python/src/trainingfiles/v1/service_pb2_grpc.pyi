@@ -4,15 +4,16 @@ isort:skip_file
 Training File Service, v1: the rpcs. The resources are described in resources.proto.
 
 Authentication. Every call carries `authorization: Bearer <JWT>` metadata: a
-Supabase-style HS256 token whose `sub` is the user id and whose `role` is
+Supabase-style token (HS256, or RS256 / ES256 when the server is given the project's
+JWKS) whose `sub` is the user id and whose `role` is
 `authenticated` (a user, who sees and changes only their own files and adds only
 conversations they own) or `service_role` (acts for the system, sees everything).
 
 Errors. Every rpc can end with these, besides the codes listed on it:
   UNAUTHENTICATED    the token is missing, malformed, expired or wrongly signed.
   PERMISSION_DENIED  the token's role is neither `authenticated` nor `service_role`.
-  UNAVAILABLE        the database or object storage cannot be reached; retry with
-                     backoff (see Retries).
+  UNAVAILABLE        the database, object storage or the JWKS that signs tokens
+                     cannot be reached; retry with backoff (see Retries).
   INTERNAL           an unexpected server fault. Messages never carry stack traces,
                      and no rpc ever returns UNKNOWN.
 A training file owned by another user is reported exactly like a missing one
