@@ -872,3 +872,34 @@ async def test_duplicate_keys_are_accepted_and_the_last_one_wins(
     )
     lines = jsonl_records(await download(documents.stub, file.id, JSONL))
     assert [line["training_metadata"]["quality_score"] for line in lines] == scores
+
+
+async def test_the_message_limit_is_the_servers_setting(
+    stack: Stack, token: str, server: RunningServer
+) -> None:
+    """MAX_MESSAGE_BYTES at 64 KiB: a request of ~115 KB is refused by gRPC before any
+    handler runs (no details), where the default 4 MiB lets it reach validation."""
+    request = service_pb2.CreateTrainingFileRequest(
+        name=unique_name("message-limit"), conversation_ids=[str(uuid.uuid4()) for _ in range(3000)]
+    )
+    assert 64 * 1024 < request.ByteSize() < server_max_message_bytes()
+    settings = stack_settings(stack.postgres, stack.seaweed, max_message_bytes=64 * 1024)
+    before = await state(server)
+    async with running_server(settings) as small, authorized_channel(small.port, token) as channel:
+        refused = await collect(
+            service_pb2_grpc.TrainingFileServiceStub(channel).CreateTrainingFile(
+                request, timeout=TIMEOUT
+            )
+        )
+    async with authorized_channel(server.port, token) as channel:
+        checked = await collect(
+            service_pb2_grpc.TrainingFileServiceStub(channel).CreateTrainingFile(
+                request, timeout=TIMEOUT
+            )
+        )
+
+    error = stream_error(refused)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+    assert all(key != "grpc-status-details-bin" for key, _ in error.trailing_metadata() or ())
+    assert stream_error(checked).code() == grpc.StatusCode.FAILED_PRECONDITION
+    await assert_unchanged(server, before)
