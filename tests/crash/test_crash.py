@@ -132,6 +132,17 @@ async def _wait(condition: Any, timeout: float = 30) -> None:
             await asyncio.sleep(0.05)
 
 
+async def _start_create(
+    channel: grpc.aio.Channel, name: str, ids: list[str]
+) -> tuple[Any, uuid.UUID]:
+    """A Create under way: its call, and the file's id from its first message."""
+    stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+    call = stub.CreateTrainingFile(
+        service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=ids), timeout=60
+    )
+    return call, uuid.UUID((await call.read()).training_file_id)
+
+
 async def _drain(call: Any) -> None:
     while await call.read() is not grpc.aio.EOF:
         pass
@@ -149,13 +160,7 @@ async def test_a_frozen_build_that_lost_its_lease_can_never_activate(
         server_process(backend, workdir / "a.log", failpoint="build.uploaded=stop") as a,
         authorized_channel(a.port, token) as channel,
     ):
-        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
-        call = stub.CreateTrainingFile(
-            service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=crash_ids[:30]),
-            timeout=60,
-        )
-        first = await call.read()
-        file_id = uuid.UUID(first.training_file_id)
+        call, file_id = await _start_create(channel, name, crash_ids[:30])
 
         async def frozen() -> bool:
             return a.frozen()
@@ -304,12 +309,7 @@ async def test_sigterm_past_the_grace_cleans_up_before_the_pool_closes(
     try:
         await server.wait_serving()
         async with authorized_channel(server.port, token) as channel:
-            stub = service_pb2_grpc.TrainingFileServiceStub(channel)
-            call = stub.CreateTrainingFile(
-                service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=crash_ids[:30]),
-                timeout=60,
-            )
-            file_id = uuid.UUID((await call.read()).training_file_id)
+            call, file_id = await _start_create(channel, name, crash_ids[:30])
 
             async def uploads_open() -> bool:
                 uploads = await observer.storage.open_uploads(observer.storage.training_bucket)
@@ -348,12 +348,7 @@ async def test_a_sweeper_never_touches_the_live_build_of_another_replica(
         server_process(backend, workdir / "a.log", failpoint="build.fetched:28=stall") as a,
         authorized_channel(a.port, token) as channel,
     ):
-        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
-        call = stub.CreateTrainingFile(
-            service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=crash_ids[:30]),
-            timeout=60,
-        )
-        file_id = uuid.UUID((await call.read()).training_file_id)
+        call, file_id = await _start_create(channel, name, crash_ids[:30])
 
         async def uploads_open() -> bool:
             uploads = await observer.storage.open_uploads(observer.storage.training_bucket)
@@ -461,12 +456,7 @@ async def test_start_up_sweeps_at_once(
         server_process(backend, workdir / "a.log", failpoint="build.fetched:15") as dying,
         authorized_channel(dying.port, token) as channel,
     ):
-        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
-        call = stub.CreateTrainingFile(
-            service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=crash_ids[:30]),
-            timeout=60,
-        )
-        file_id = uuid.UUID((await call.read()).training_file_id)
+        _, file_id = await _start_create(channel, name, crash_ids[:30])
         assert await dying.wait_exit() == -signal.SIGKILL
 
     async def lease_expired() -> bool:
