@@ -35,6 +35,17 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 TIMEOUT = 60.0
 
 
+# Runs the command that follows with SIGINT's default disposition, as in a terminal: a
+# test run started as a background job (`make test &`) ignores SIGINT, and the commands
+# it starts would inherit that and never see the Ctrl-C.
+WITH_DEFAULT_SIGINT = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
 def command() -> list[str]:
     """The installed console script next to this interpreter, else the module."""
     script = Path(sys.executable).parent / "trainingfiles"
@@ -287,8 +298,9 @@ async def test_ctrl_c_cancels_the_create_on_the_server(
     ids = dataset.usable()[:100]
 
     def interrupt_after_first_event() -> tuple[dict[str, Any], int, str]:
+        args = [*command(), "--json", "create", unique("interrupted"), "--ids", *ids]
         process = subprocess.Popen(
-            [*command(), "--json", "create", unique("interrupted"), "--ids", *ids],
+            [*WITH_DEFAULT_SIGINT, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
