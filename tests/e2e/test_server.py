@@ -15,11 +15,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.conftest import Stack, authorized_channel, stack_settings
 from tests.e2e.helpers import captured_logs
+from tests.e2e.test_concurrency import own_postgres, stopped
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
 from trainingfiles_server.app import running_server
 from trainingfiles_server.dev.bootstrap import apply_migrations, ensure_buckets
 from trainingfiles_server.dev.embedded import EmbeddedSeaweedFS
-from trainingfiles_server.storage import open_storage
+from trainingfiles_server.storage import Storage, open_storage
 
 SERVICE = "trainingfiles.v1.TrainingFileService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -139,3 +140,22 @@ async def test_an_unexpected_fault_is_internal_without_a_trace_and_logged(
             assert answered.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await conn.close()
+
+
+async def test_health_reports_not_serving_while_postgres_is_stopped(
+    stack: Stack, storage: Storage
+) -> None:
+    """A server on its own PostgreSQL: freeze the database, health flips; let it go on,
+    it recovers."""
+    async with own_postgres() as postgres:
+        settings = stack_settings(postgres, stack.seaweed)
+        async with (
+            running_server(settings) as running,
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+        ):
+            assert await _health(channel, SERVICE) == SERVING
+            with stopped(postgres.process):
+                # Within a few probes (0.2 s apart, 1 s each), not the 30 s command timeout.
+                assert await _wait_for_status(channel, NOT_SERVING, timeout=5) == NOT_SERVING
+                assert await _health(channel) == NOT_SERVING
+            assert await _wait_for_status(channel, SERVING) == SERVING

@@ -45,3 +45,17 @@ def test_identity_timings_have_an_upper_bound(
     monkeypatch.setenv(name, str(largest + 1))
     with pytest.raises(ValidationError, match=name.lower()):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_a_dot_env_file_in_the_working_directory_is_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The environment wins over `.env`, which wins over the defaults."""
+    (tmp_path / ".env").write_text("LOG_LEVEL=DEBUG\nFETCH_CONCURRENCY=3\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
+    monkeypatch.setenv("FETCH_CONCURRENCY", "5")
+
+    settings = Settings()
+
+    assert (settings.log_level, settings.fetch_concurrency) == ("DEBUG", 5)
