@@ -243,12 +243,15 @@ async def test_a_build_that_outlived_its_lease_logs_lease_lost(
     backend: Backend, observer: Observer, workdir: Path, token: str, crash_ids: list[str]
 ) -> None:
     """A build stalled on its own is alive and renews its lease; frozen past the lease
-    while replica B fails it, it finds the lease gone when it wakes and says so."""
+    while replica B fails it, it finds the lease gone when it wakes and says so. The
+    caller, its stream stuck on A, looks the file up on B by the id of the first
+    message."""
     log = workdir / "a.log"
     async with (
-        server_process(backend, workdir / "b.log"),
+        server_process(backend, workdir / "b.log") as b,
         server_process(backend, log, failpoint="build.fetched:5=stall") as a,
         authorized_channel(a.port, token) as channel,
+        authorized_channel(b.port, token) as other,
     ):
         call = service_pb2_grpc.TrainingFileServiceStub(channel).CreateTrainingFile(
             service_pb2.CreateTrainingFileRequest(
@@ -275,6 +278,11 @@ async def test_a_build_that_outlived_its_lease_logs_lease_lost(
 
         try:
             await _wait(failed, LEASE_SECONDS + 10)
+            looked_up = await service_pb2_grpc.TrainingFileServiceStub(other).GetTrainingFile(
+                service_pb2.GetTrainingFileRequest(training_file_id=str(file_id)), timeout=30
+            )
+            assert looked_up.status == resources_pb2.TRAINING_FILE_STATUS_FAILED
+            assert "interrupted" in looked_up.error_message
         finally:
             a.process.send_signal(signal.SIGCONT)
 

@@ -182,6 +182,7 @@ def _requests(file_id: str, ids: list[str]) -> dict[str, Any]:
         "GetDownloadUrl": service_pb2.GetDownloadUrlRequest(training_file_id=file_id, format=JSON),
         "ArchiveTrainingFile": service_pb2.ArchiveTrainingFileRequest(training_file_id=file_id),
         "ListEligibleConversations": service_pb2.ListEligibleConversationsRequest(),
+        "ValidateConversations": service_pb2.ValidateConversationsRequest(conversation_ids=ids),
     }
 
 
