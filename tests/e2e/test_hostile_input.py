@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
 from tests.conftest import Stack, authorized_channel, mint, stack_settings
+from tests.e2e.conftest import Dataset
 from tests.e2e.guards import (
     SERVING,
     State,
@@ -903,3 +904,24 @@ async def test_the_message_limit_is_the_servers_setting(
     assert all(key != "grpc-status-details-bin" for key, _ in error.trailing_metadata() or ())
     assert stream_error(checked).code() == grpc.StatusCode.FAILED_PRECONDITION
     await assert_unchanged(server, before)
+
+
+async def test_a_response_above_the_message_limit_is_not_sent(
+    stack: Stack, token: str, dataset: Dataset
+) -> None:
+    """The limit holds for responses too: with MAX_MESSAGE_BYTES at 8 KiB, a page of a
+    hundred eligible conversations is refused, a page of five is answered."""
+    settings = stack_settings(stack.postgres, stack.seaweed, max_message_bytes=8 * 1024)
+    async with running_server(settings) as small, authorized_channel(small.port, token) as channel:
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        few = await stub.ListEligibleConversations(
+            service_pb2.ListEligibleConversationsRequest(page_size=5), timeout=TIMEOUT
+        )
+        error = await expect_error(
+            stub.ListEligibleConversations(
+                service_pb2.ListEligibleConversationsRequest(page_size=100), timeout=TIMEOUT
+            )
+        )
+
+    assert len(few.conversations) == 5
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
