@@ -272,6 +272,7 @@ class ObjectWriter:
         self._pending: list[bytes] = []  # the part being filled
         self._pending_size = 0
         self._upload_id: str | None = None
+        self._creating: asyncio.Future[Any] | None = None
         self._next_part = 2 if hold_first else 1
         self._etags: dict[int, str] = {}
         self._slots = asyncio.Semaphore(PARTS_IN_FLIGHT)
@@ -353,6 +354,9 @@ class ObjectWriter:
         for task in self._sending:
             task.cancel()
         await asyncio.gather(*self._sending, return_exceptions=True)
+        if self._upload_id is None and self._creating is not None:
+            with contextlib.suppress(Exception):
+                self._upload_id = (await self._creating)["UploadId"]
         if self._upload_id is not None:
             with contextlib.suppress(Exception):
                 await self._client.abort_multipart_upload(
@@ -375,10 +379,16 @@ class ObjectWriter:
         """The multipart upload, created (and announced to `on_upload`) on first use."""
         self._raise_failure()
         if self._upload_id is None:
-            with translate_errors():
-                created = await self._client.create_multipart_upload(
+            # Shielded: a build cancelled while the store creates the upload must still
+            # learn its id, so that `abort` drops it (else it stays open until the
+            # sweeper's orphan pass, a lease later).
+            self._creating = asyncio.ensure_future(
+                self._client.create_multipart_upload(
                     Bucket=self.bucket, Key=self.key, ContentType=self._content_type
                 )
+            )
+            with translate_errors():
+                created = await asyncio.shield(self._creating)
             upload_id: str = created["UploadId"]
             self._upload_id = upload_id
             if self._on_upload is not None:
