@@ -1,8 +1,9 @@
-"""A TCP forwarder to the object store that holds one request until it is released.
+"""A TCP forwarder to the object store that holds a request (or its answer) until released.
 
 The tests that need a build to be under way and unable to finish (a download during an
-Add, a deadline that passes with uploads open) point a server's `S3_ENDPOINT_URL` at it.
-Bytes pass unchanged, so signatures stay valid; nothing is mocked.
+Add, a deadline that passes with uploads open, a store that has done something the
+server has not heard of yet) point a server's `S3_ENDPOINT_URL` at it. Bytes pass
+unchanged, so signatures stay valid; nothing is mocked.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ class HoldingForwarder:
 
     Bytes go through unchanged (signatures stay valid) until a client sends `pattern`
     (a document's key in a request line): that connection's request then waits, `held`
-    is set, until `release` is. Every other request passes at once.
+    is set, until `release` is. Every other request passes at once. With
+    `answers=True` the pattern is looked for in what the store answers instead: the
+    store has acted, and the answer waits.
     """
 
-    def __init__(self, target: str, pattern: bytes) -> None:
+    def __init__(self, target: str, pattern: bytes, *, answers: bool = False) -> None:
         url = urllib.parse.urlsplit(target)
         assert url.hostname and url.port
         self._target = (url.hostname, url.port)
         self._pattern = pattern
+        self._answers = answers
         self.held = asyncio.Event()
         self.release = asyncio.Event()
         self._connections: set[asyncio.Task[None]] = set()
@@ -56,7 +60,8 @@ class HoldingForwarder:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
             try:
                 await asyncio.gather(
-                    self._pipe(reader, up_writer, hold=True), self._pipe(up_reader, writer)
+                    self._pipe(reader, up_writer, hold=not self._answers),
+                    self._pipe(up_reader, writer, hold=self._answers),
                 )
             finally:
                 up_writer.close()

@@ -458,3 +458,41 @@ async def test_a_sweep_that_repairs_something_is_logged(server: RunningServer) -
     assert swept["aborted_uploads"] >= 1
     assert await object_keys(server, f"{dead_id}/") == set()
     assert await open_uploads(server, f"{dead_id}/") == set()
+
+
+async def test_a_create_cancelled_while_the_store_creates_its_upload_aborts_it(
+    stack: Stack, token: str, server: RunningServer, big: list[GeneratedConversation]
+) -> None:
+    """The store has created the JSONL's multipart upload and its answer is on the way
+    when the caller cancels: the build must still abort that upload itself (no sweep
+    runs here), not leave it for the sweeper's orphan pass a lease later."""
+    ids = [str(c.conversation_id) for c in big[:30]]
+    answer = b"<InitiateMultipartUploadResult"
+    async with HoldingForwarder(stack.seaweed.endpoint_url, answer, answers=True) as store:
+        settings = stack_settings(stack.postgres, stack.seaweed, s3_endpoint_url=store.endpoint_url)
+        async with (
+            running_server(settings) as held,
+            authorized_channel(held.port, token) as channel,
+        ):
+            call = service_pb2_grpc.TrainingFileServiceStub(channel).CreateTrainingFile(
+                service_pb2.CreateTrainingFileRequest(
+                    name=unique_name("cancel-creating"), conversation_ids=ids
+                ),
+                timeout=TIMEOUT,
+            )
+            file_id = (await call.read()).training_file_id
+            await asyncio.wait_for(store.held.wait(), TIMEOUT)
+            assert await wait_for_uploads(server, f"{file_id}/", 1)  # the store has it
+
+            call.cancel()
+            # A build that drops the upload fails its file at once; one that waits for
+            # the upload's id to abort it waits for the answer. Bounded either way.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    while (await file_row(server, file_id))["status"] != "failed":  # noqa: ASYNC110
+                        await asyncio.sleep(0.02)
+            store.release.set()
+            await _failed_and_clean(server, file_id)
+
+    assert await open_uploads(server, f"{file_id}/") == set()
+    assert await object_keys(server, f"{file_id}/") == set()
