@@ -30,6 +30,7 @@ from tests.e2e.conftest import Dataset
 from trainingfiles.v1 import resources_pb2
 from trainingfiles_server.app import RunningServer
 from trainingfiles_server.dev.generator import Kind
+from trainingfiles_server.storage import Storage
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIMEOUT = 60.0
@@ -214,6 +215,31 @@ async def test_download_matches_the_stored_object(
     assert len(document["training_pairs"]) == created.total_training_pairs
 
 
+async def test_a_download_that_differs_from_the_stored_object_exits_12(
+    cli: Cli,
+    dataset: Dataset,
+    aclient: tfc.AsyncTrainingFilesClient,
+    storage: Storage,
+    tmp_path: Path,
+) -> None:
+    name = unique("short")
+    created = await aclient.create_training_file(name, dataset.ids()[20:22]).result()
+    # The stored object no longer has the size the service records for it.
+    await storage.client.put_object(
+        Bucket=created.storage_bucket, Key=created.jsonl_file_path, Body=b"{}\n"
+    )
+
+    run = await cli("download", created.id, "--format", "jsonl", "-o", f"{tmp_path}/")
+    assert run.code == 12, run.stderr
+    assert f"received 3 bytes, but the stored object has {created.jsonl_file_size}" in run.stderr
+    assert names(tmp_path) == []  # neither the file nor its .part is kept
+
+    as_json = await cli("--json", "download", created.id, "--format", "jsonl", "-o", f"{tmp_path}/")
+    assert as_json.code == 12 and as_json.stdout == ""
+    assert json.loads(as_json.stderr)["error"]["exit_code"] == 12
+    assert names(tmp_path) == []
+
+
 async def test_validation_failure_prints_every_offender(cli: Cli, dataset: Dataset) -> None:
     offenders = {
         dataset.ids(Kind.NOT_STARTED)[0]: "CONVERSATION_NOT_ENRICHED",
@@ -280,6 +306,34 @@ async def test_exit_codes(cli: Cli, dataset: Dataset) -> None:
         cli("list", TRAININGFILES_TLS="maybe"),
     )
     assert [run.code for run in usage_errors] == [2] * 5, [run.stderr for run in usage_errors]
+
+
+async def test_timeout_bounds_every_call_and_exits_11(cli: Cli, dataset: Dataset) -> None:
+    """A server that accepts the connection and never answers: only --timeout ends the
+    calls (create has no deadline of its own, a read's own is 30 s)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        target = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        read, create = await asyncio.gather(
+            cli("list", "--timeout", "0.5", "--target", target),
+            cli(
+                "create",
+                unique("t"),
+                "--ids",
+                dataset.ids()[0],
+                "--timeout",
+                "0.5",
+                "--target",
+                target,
+            ),
+        )
+        elapsed = time.monotonic() - started
+    for run in (read, create):
+        assert run.code == 11, run.stderr
+        assert "DEADLINE_EXCEEDED" in run.stderr and "--timeout" in run.stderr
+    assert elapsed < 15  # not the reads' own 30 s
 
 
 async def test_archived_files_cannot_be_extended(cli: Cli, dataset: Dataset) -> None:
