@@ -56,7 +56,9 @@ SWEEP_INTERVAL_SECONDS = 0.5
 # Conversations are padded to ~400 KiB, so a Create of 30 writes ~12 MiB per object:
 # several 5 MiB parts, with multipart uploads open for most of the build.
 PADDING_PER_CONVERSATION = 400 * 1024
-REPAIR_DEADLINE = LEASE_SECONDS + 10 * SWEEP_INTERVAL_SECONDS + 5
+# Generous for a loaded machine: repairs take a few seconds (docs/chaos.md); the promise
+# is within a minute.
+REPAIR_DEADLINE = 30.0
 PAGE_TOKEN_SECRET = "crash-suite-page-token-secret-0123456789abcdef"
 
 CREATE_POINTS = (
@@ -136,7 +138,7 @@ class ServerProcess:
             stderr=self._log,
         )
 
-    async def wait_serving(self, timeout: float = 30) -> ServerProcess:
+    async def wait_serving(self, timeout: float = 60) -> ServerProcess:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             async with asyncio.timeout(timeout):
@@ -149,7 +151,7 @@ class ServerProcess:
                             return self
                     await asyncio.sleep(0.05)
 
-    async def wait_exit(self, timeout: float = 30) -> int:
+    async def wait_exit(self, timeout: float = 60) -> int:
         return await asyncio.to_thread(self.process.wait, timeout)
 
     def stop(self) -> None:

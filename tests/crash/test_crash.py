@@ -87,7 +87,7 @@ async def test_a_create_killed_at_any_stage_is_repaired_after_a_restart(
     else:
         assert outcome.final_status == "TRAINING_FILE_STATUS_FAILED"
     # Repaired within the lease, a restart and a few sweeps, not 15 minutes.
-    assert outcome.repair_seconds < LEASE_SECONDS + 10
+    assert outcome.repair_seconds < 60
 
 
 @pytest.mark.parametrize("fault", ADD_POINTS)
@@ -125,7 +125,7 @@ async def _add(
     return finished
 
 
-async def _wait(condition: Any, timeout: float = 30) -> None:
+async def _wait(condition: Any, timeout: float = 60) -> None:
     """Poll `condition` (bounded): the processes and the store announce nothing."""
     async with asyncio.timeout(timeout):
         while not await condition():  # noqa: ASYNC110
@@ -177,7 +177,7 @@ async def test_a_frozen_build_that_lost_its_lease_can_never_activate(
             )
             return bool(status == "failed") and not await observer.problems(file_id)
 
-        await _wait(failed, LEASE_SECONDS + 10)
+        await _wait(failed, LEASE_SECONDS + 30)
         a.process.send_signal(signal.SIGCONT)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await _drain(call)
@@ -277,7 +277,7 @@ async def test_a_build_that_outlived_its_lease_logs_lease_lost(
             return bool(status == "failed")
 
         try:
-            await _wait(failed, LEASE_SECONDS + 10)
+            await _wait(failed, LEASE_SECONDS + 30)
             looked_up = await service_pb2_grpc.TrainingFileServiceStub(other).GetTrainingFile(
                 service_pb2.GetTrainingFileRequest(training_file_id=str(file_id)), timeout=30
             )
@@ -338,7 +338,8 @@ async def test_sigterm_past_the_grace_cleans_up_before_the_pool_closes(
         "SELECT status FROM training_files WHERE id = $1", file_id
     )
     assert status == "failed"
-    assert took < 1 + 10, f"the process took {took:.1f} s to exit"
+    # The grace (1 s), the cleanup bound (10 s), and closing the pool and the client.
+    assert took < 1 + 10 + 5, f"the process took {took:.1f} s to exit"
     lines = [orjson.loads(line) for line in log.read_bytes().splitlines() if line[:1] == b"{"]
     assert "Traceback" not in log.read_text()
     assert [line["msg"] for line in lines][-1] == "stopped"
@@ -400,7 +401,7 @@ async def test_one_sweeper_at_a_time_across_replicas(
                 )
                 assert status == "processing"
                 await conn.execute("SELECT pg_advisory_unlock($1)", SWEEPER_LOCK_KEY)
-                await observer.repaired(file_id, deadline=5)
+                await observer.repaired(file_id, deadline=15)
         finally:
             await conn.execute("SELECT pg_advisory_unlock_all()")
 
@@ -478,4 +479,4 @@ async def test_start_up_sweeps_at_once(
     async with server_process(
         backend, workdir / "b.log", extra_env={"SWEEP_INTERVAL_SECONDS": "3600"}
     ):
-        await observer.repaired(file_id, deadline=5)
+        await observer.repaired(file_id, deadline=15)
