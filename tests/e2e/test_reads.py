@@ -299,6 +299,13 @@ def _tampered(token: str) -> str:
     return f"{forged}.{mac}"
 
 
+@pytest.fixture(scope="module")
+async def two_active(stub: Stub, dataset: Dataset) -> None:
+    """Two active files, so a page of one has a next page whichever test runs first."""
+    for index in (52, 53):
+        await create_ok(stub, unique_name("reads-paged"), dataset.ids()[index : index + 1])
+
+
 async def _files_token(stub: Stub, status: int = UNSPECIFIED) -> str:
     token = (await _list_page(stub, status=status, page_size=1)).next_page_token
     assert token
@@ -323,6 +330,7 @@ async def test_garbage_page_tokens_are_invalid_argument(stub: Stub, page_token: 
     assert violation_fields(error) == ["page_token"]
 
 
+@pytest.mark.usefixtures("two_active")
 async def test_a_tampered_page_token_is_invalid_argument(stub: Stub) -> None:
     token = await _files_token(stub)
 
@@ -332,6 +340,7 @@ async def test_a_tampered_page_token_is_invalid_argument(stub: Stub) -> None:
     assert violation_fields(error) == ["page_token"]
 
 
+@pytest.mark.usefixtures("two_active")
 async def test_a_page_token_from_another_filter_is_invalid_argument(stub: Stub) -> None:
     token = await _files_token(stub, status=ACTIVE)
 
