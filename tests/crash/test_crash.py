@@ -227,7 +227,7 @@ async def test_a_frozen_add_that_lost_its_lease_changes_nothing(
             )
             return lease is None and not await observer.problems(file_id)
 
-        await _wait(freed, LEASE_SECONDS + 10)
+        await _wait(freed, LEASE_SECONDS + 30)
         a.process.send_signal(signal.SIGCONT)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await _drain(call)
