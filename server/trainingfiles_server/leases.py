@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 from uuid import UUID
 
-from .db import Database, LeaseLost
+from .db import Database
 from .errors import Aborted, Unavailable
 
 log = logging.getLogger("trainingfiles.leases")
@@ -114,6 +114,3 @@ async def claim_with_retry(claim: Callable[[], Awaitable[_T | None]]) -> _T:
         await asyncio.sleep(pause * (0.5 + random.random()))
         pause = min(_MAX_PAUSE, pause * 2)
     return claimed
-
-
-__all__ = ["FileQueue", "Lease", "LeaseLost", "claim_with_retry", "lease_lost"]

@@ -34,7 +34,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import TEST_JWT_SECRET, authorized_channel
+from tests.e2e.helpers import http_get
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 from trainingfiles_server.dev.embedded import free_port
 from trainingfiles_server.dev.generator import GeneratedConversation
@@ -483,22 +483,13 @@ async def _content_problems(stub: Any, record: Any) -> list[str]:
             training_file_id=record.id, format=resources_pb2.FILE_FORMAT_JSONL
         )
     )
-    body = await asyncio.to_thread(_fetch, reply.url)
+    body = (await http_get(reply.url)).body
     problems = []
     if len(body) != record.jsonl_file_size:
         problems.append(f"JSONL is {len(body)} bytes, the row says {record.jsonl_file_size}")
     if body.count(b"\n") != record.total_training_pairs:
         problems.append("JSONL lines and total_training_pairs disagree")
     return problems
-
-
-def _fetch(url: str) -> bytes:
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=30) as response:
-        body: bytes = response.read()
-    return body
 
 
 @contextlib.asynccontextmanager
@@ -526,7 +517,3 @@ async def _stalled(backend: Backend, stall: str | None) -> AsyncIterator[None]:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
