@@ -174,7 +174,7 @@ class Builds:
         # holds no database connection. Across replicas the lease is the lock.
         async with self._queue.turn(file_id):
             token = uuid.uuid4()
-            build = await claim_with_retry(lambda: self._claim(caller, file_id, token))
+            build = await claim_with_retry(lambda: self._claim(caller, record, token))
             with self._tracked():
                 async with build.lease.kept():
                     try:
@@ -202,11 +202,16 @@ class Builds:
         assert build.result is not None
         yield Progress(Stage.SAVING, 0, 0, file_id, training_file=build.result)
 
-    async def _claim(self, caller: Caller, file_id: UUID, token: UUID) -> _Build | None:
-        """The Add's build if it got the file's lease; None while another build holds it."""
+    async def _claim(
+        self, caller: Caller, record: TrainingFileRecord, token: UUID
+    ) -> _Build | None:
+        """The Add's build if it got the file's lease; None while another build holds it.
+
+        `record` (as read before queueing) gives the name and bucket, which never change;
+        the claim itself returns the version the build extends.
+        """
+        file_id = record.id
         moment = datetime.now(UTC)
-        record = await self.database.get_file(file_id)
-        record = visible(caller, record, file_id)
         json_key, jsonl_key = object_keys(file_id, record.name, moment)
         bucket = record.storage_bucket
         claimed = await self.database.claim_file(
