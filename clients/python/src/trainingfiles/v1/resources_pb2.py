@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n trainingfiles/v1/resources.proto\x12\x10trainingfiles.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x04\n\x0cTrainingFile\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x34\n\x06status\x18\x04 \x01(\x0e\x32$.trainingfiles.v1.TrainingFileStatus\x12\x16\n\x0estorage_bucket\x18\x05 \x01(\t\x12\x16\n\x0ejson_file_path\x18\x06 \x01(\t\x12\x17\n\x0fjsonl_file_path\x18\x07 \x01(\t\x12\x1a\n\x12\x63onversation_count\x18\x08 \x01(\x05\x12\x1c\n\x14total_training_pairs\x18\t \x01(\x05\x12\x16\n\x0ejson_file_size\x18\n \x01(\x03\x12\x17\n\x0fjsonl_file_size\x18\x0b \x01(\x03\x12\x39\n\x0fquality_summary\x18\x0c \x01(\x0b\x32 .trainingfiles.v1.QualitySummary\x12K\n\x18scaffolding_distribution\x18\r \x01(\x0b\x32).trainingfiles.v1.ScaffoldingDistribution\x12\x12\n\ncreated_by\x18\x0e \x01(\t\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rerror_message\x18\x11 \x01(\t\x12\x0f\n\x07version\x18\x12 \x01(\x03\x42\x0e\n\x0c_description\"\x7f\n\x0eQualitySummary\x12\x19\n\x11\x61vg_quality_score\x18\x01 \x01(\x01\x12\x19\n\x11min_quality_score\x18\x02 \x01(\x01\x12\x19\n\x11max_quality_score\x18\x03 \x01(\x01\x12\x1c\n\x14human_reviewed_count\x18\x04 \x01(\x05\"\xb0\x03\n\x17ScaffoldingDistribution\x12I\n\x08personas\x18\x01 \x03(\x0b\x32\x37.trainingfiles.v1.ScaffoldingDistribution.PersonasEntry\x12T\n\x0e\x65motional_arcs\x18\x02 \x03(\x0b\x32<.trainingfiles.v1.ScaffoldingDistribution.EmotionalArcsEntry\x12V\n\x0ftraining_topics\x18\x03 \x03(\x0b\x32=.trainingfiles.v1.ScaffoldingDistribution.TrainingTopicsEntry\x1a/\n\rPersonasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x34\n\x12\x45motionalArcsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x35\n\x13TrainingTopicsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x8b\x02\n\x18TrainingFileConversation\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12,\n\x08\x61\x64\x64\x65\x64_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x64\x64\x65\x64_by\x18\x03 \x01(\t\x12\x1b\n\x13training_pair_count\x18\x04 \x01(\x05\x12\x15\n\rquality_score\x18\x05 \x01(\x01\x12\x16\n\x0ehuman_reviewed\x18\x06 \x01(\x08\x12\x13\n\x0bpersona_key\x18\x07 \x01(\t\x12\x19\n\x11\x65motional_arc_key\x18\x08 \x01(\t\x12\x1a\n\x12training_topic_key\x18\t \x01(\t\"\xbc\x01\n\x14\x45ligibleConversation\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\npersona_id\x18\x02 \x01(\t\x12\x18\n\x10\x65motional_arc_id\x18\x03 \x01(\t\x12\x19\n\x11training_topic_id\x18\x04 \x01(\t\x12\x12\n\ncreated_by\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xc4\x01\n\x12TrainingFileStatus\x12$\n TRAINING_FILE_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fTRAINING_FILE_STATUS_PROCESSING\x10\x01\x12\x1f\n\x1bTRAINING_FILE_STATUS_ACTIVE\x10\x02\x12!\n\x1dTRAINING_FILE_STATUS_ARCHIVED\x10\x03\x12\x1f\n\x1bTRAINING_FILE_STATUS_FAILED\x10\x04*V\n\nFileFormat\x12\x1b\n\x17\x46ILE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46ILE_FORMAT_JSON\x10\x01\x12\x15\n\x11\x46ILE_FORMAT_JSONL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n trainingfiles/v1/resources.proto\x12\x10trainingfiles.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x06\n\x0cTrainingFile\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x34\n\x06status\x18\x04 \x01(\x0e\x32$.trainingfiles.v1.TrainingFileStatus\x12\x16\n\x0estorage_bucket\x18\x05 \x01(\t\x12\x16\n\x0ejson_file_path\x18\x06 \x01(\t\x12\x17\n\x0fjsonl_file_path\x18\x07 \x01(\t\x12\x1a\n\x12\x63onversation_count\x18\x08 \x01(\x05\x12\x1c\n\x14total_training_pairs\x18\t \x01(\x05\x12\x16\n\x0ejson_file_size\x18\n \x01(\x03\x12\x17\n\x0fjsonl_file_size\x18\x0b \x01(\x03\x12\x39\n\x0fquality_summary\x18\x0c \x01(\x0b\x32 .trainingfiles.v1.QualitySummary\x12K\n\x18scaffolding_distribution\x18\r \x01(\x0b\x32).trainingfiles.v1.ScaffoldingDistribution\x12\x12\n\ncreated_by\x18\x0e \x01(\t\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rerror_message\x18\x11 \x01(\t\x12\x0f\n\x07version\x18\x12 \x01(\x03\x12\x35\n\x07outputs\x18\x13 \x03(\x0b\x32$.trainingfiles.v1.TrainingFileOutput\x12-\n\x05split\x18\x14 \x01(\x0b\x32\x1e.trainingfiles.v1.SplitOptions\x12\x1c\n\x14\x64uplicate_pair_count\x18\x15 \x01(\x05\x12\x1a\n\x12\x64uplicates_dropped\x18\x16 \x01(\x08\x12\x1e\n\x16untrainable_pair_count\x18\x17 \x01(\x05\x42\x0e\n\x0c_description\"\x7f\n\x0eQualitySummary\x12\x19\n\x11\x61vg_quality_score\x18\x01 \x01(\x01\x12\x19\n\x11min_quality_score\x18\x02 \x01(\x01\x12\x19\n\x11max_quality_score\x18\x03 \x01(\x01\x12\x1c\n\x14human_reviewed_count\x18\x04 \x01(\x05\"\xb0\x03\n\x17ScaffoldingDistribution\x12I\n\x08personas\x18\x01 \x03(\x0b\x32\x37.trainingfiles.v1.ScaffoldingDistribution.PersonasEntry\x12T\n\x0e\x65motional_arcs\x18\x02 \x03(\x0b\x32<.trainingfiles.v1.ScaffoldingDistribution.EmotionalArcsEntry\x12V\n\x0ftraining_topics\x18\x03 \x03(\x0b\x32=.trainingfiles.v1.ScaffoldingDistribution.TrainingTopicsEntry\x1a/\n\rPersonasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x34\n\x12\x45motionalArcsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x35\n\x13TrainingTopicsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x8b\x02\n\x18TrainingFileConversation\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12,\n\x08\x61\x64\x64\x65\x64_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x64\x64\x65\x64_by\x18\x03 \x01(\t\x12\x1b\n\x13training_pair_count\x18\x04 \x01(\x05\x12\x15\n\rquality_score\x18\x05 \x01(\x01\x12\x16\n\x0ehuman_reviewed\x18\x06 \x01(\x08\x12\x13\n\x0bpersona_key\x18\x07 \x01(\t\x12\x19\n\x11\x65motional_arc_key\x18\x08 \x01(\t\x12\x1a\n\x12training_topic_key\x18\t \x01(\t\"\xbc\x01\n\x14\x45ligibleConversation\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\npersona_id\x18\x02 \x01(\t\x12\x18\n\x10\x65motional_arc_id\x18\x03 \x01(\t\x12\x19\n\x11training_topic_id\x18\x04 \x01(\t\x12\x12\n\ncreated_by\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf3\x01\n\x0cSplitOptions\x12\x1d\n\x13validation_fraction\x18\x01 \x01(\x01H\x00\x12\x1a\n\x10validation_count\x18\x02 \x01(\x05H\x00\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x39\n\x08stratify\x18\x04 \x01(\x0e\x32\'.trainingfiles.v1.SplitOptions.Stratify\"W\n\x08Stratify\x12\x18\n\x14STRATIFY_UNSPECIFIED\x10\x00\x12\x14\n\x10STRATIFY_PERSONA\x10\x01\x12\x1b\n\x17STRATIFY_TRAINING_TOPIC\x10\x02\x42\x06\n\x04size\"\xe1\x01\n\x12TrainingFileOutput\x12,\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1c.trainingfiles.v1.FileFormat\x12&\n\x05split\x18\x02 \x01(\x0e\x32\x17.trainingfiles.v1.Split\x12\x12\n\nobject_key\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x14\n\x0crecord_count\x18\x05 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x11\n\tfile_name\x18\x08 \x01(\t*\xc4\x01\n\x12TrainingFileStatus\x12$\n TRAINING_FILE_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fTRAINING_FILE_STATUS_PROCESSING\x10\x01\x12\x1f\n\x1bTRAINING_FILE_STATUS_ACTIVE\x10\x02\x12!\n\x1dTRAINING_FILE_STATUS_ARCHIVED\x10\x03\x12\x1f\n\x1bTRAINING_FILE_STATUS_FAILED\x10\x04*\x9e\x02\n\nFileFormat\x12\x1b\n\x17\x46ILE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46ILE_FORMAT_JSON\x10\x01\x12\x15\n\x11\x46ILE_FORMAT_JSONL\x10\x02\x12\x1b\n\x17\x46ILE_FORMAT_OPENAI_CHAT\x10\x03\x12\x1d\n\x19\x46ILE_FORMAT_CHAT_MESSAGES\x10\x04\x12!\n\x1d\x46ILE_FORMAT_PROMPT_COMPLETION\x10\x05\x12\x18\n\x14\x46ILE_FORMAT_SHAREGPT\x10\x06\x12\x16\n\x12\x46ILE_FORMAT_ALPACA\x10\x07\x12\x17\n\x13\x46ILE_FORMAT_PARQUET\x10\x08\x12\x1c\n\x18\x46ILE_FORMAT_DATASET_CARD\x10\t*T\n\x05Split\x12\x15\n\x11SPLIT_UNSPECIFIED\x10\x00\x12\r\n\tSPLIT_ALL\x10\x01\x12\x0f\n\x0bSPLIT_TRAIN\x10\x02\x12\x14\n\x10SPLIT_VALIDATION\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,24 +38,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCAFFOLDINGDISTRIBUTION_EMOTIONALARCSENTRY']._serialized_options = b'8\001'
   _globals['_SCAFFOLDINGDISTRIBUTION_TRAININGTOPICSENTRY']._loaded_options = None
   _globals['_SCAFFOLDINGDISTRIBUTION_TRAININGTOPICSENTRY']._serialized_options = b'8\001'
-  _globals['_TRAININGFILESTATUS']._serialized_start=1724
-  _globals['_TRAININGFILESTATUS']._serialized_end=1920
-  _globals['_FILEFORMAT']._serialized_start=1922
-  _globals['_FILEFORMAT']._serialized_end=2008
+  _globals['_TRAININGFILESTATUS']._serialized_start=2390
+  _globals['_TRAININGFILESTATUS']._serialized_end=2586
+  _globals['_FILEFORMAT']._serialized_start=2589
+  _globals['_FILEFORMAT']._serialized_end=2875
+  _globals['_SPLIT']._serialized_start=2877
+  _globals['_SPLIT']._serialized_end=2961
   _globals['_TRAININGFILE']._serialized_start=88
-  _globals['_TRAININGFILE']._serialized_end=696
-  _globals['_QUALITYSUMMARY']._serialized_start=698
-  _globals['_QUALITYSUMMARY']._serialized_end=825
-  _globals['_SCAFFOLDINGDISTRIBUTION']._serialized_start=828
-  _globals['_SCAFFOLDINGDISTRIBUTION']._serialized_end=1260
-  _globals['_SCAFFOLDINGDISTRIBUTION_PERSONASENTRY']._serialized_start=1104
-  _globals['_SCAFFOLDINGDISTRIBUTION_PERSONASENTRY']._serialized_end=1151
-  _globals['_SCAFFOLDINGDISTRIBUTION_EMOTIONALARCSENTRY']._serialized_start=1153
-  _globals['_SCAFFOLDINGDISTRIBUTION_EMOTIONALARCSENTRY']._serialized_end=1205
-  _globals['_SCAFFOLDINGDISTRIBUTION_TRAININGTOPICSENTRY']._serialized_start=1207
-  _globals['_SCAFFOLDINGDISTRIBUTION_TRAININGTOPICSENTRY']._serialized_end=1260
-  _globals['_TRAININGFILECONVERSATION']._serialized_start=1263
-  _globals['_TRAININGFILECONVERSATION']._serialized_end=1530
-  _globals['_ELIGIBLECONVERSATION']._serialized_start=1533
-  _globals['_ELIGIBLECONVERSATION']._serialized_end=1721
+  _globals['_TRAININGFILE']._serialized_end=888
+  _globals['_QUALITYSUMMARY']._serialized_start=890
+  _globals['_QUALITYSUMMARY']._serialized_end=1017
+  _globals['_SCAFFOLDINGDISTRIBUTION']._serialized_start=1020
+  _globals['_SCAFFOLDINGDISTRIBUTION']._serialized_end=1452
+  _globals['_SCAFFOLDINGDISTRIBUTION_PERSONASENTRY']._serialized_start=1296
+  _globals['_SCAFFOLDINGDISTRIBUTION_PERSONASENTRY']._serialized_end=1343
+  _globals['_SCAFFOLDINGDISTRIBUTION_EMOTIONALARCSENTRY']._serialized_start=1345
+  _globals['_SCAFFOLDINGDISTRIBUTION_EMOTIONALARCSENTRY']._serialized_end=1397
+  _globals['_SCAFFOLDINGDISTRIBUTION_TRAININGTOPICSENTRY']._serialized_start=1399
+  _globals['_SCAFFOLDINGDISTRIBUTION_TRAININGTOPICSENTRY']._serialized_end=1452
+  _globals['_TRAININGFILECONVERSATION']._serialized_start=1455
+  _globals['_TRAININGFILECONVERSATION']._serialized_end=1722
+  _globals['_ELIGIBLECONVERSATION']._serialized_start=1725
+  _globals['_ELIGIBLECONVERSATION']._serialized_end=1913
+  _globals['_SPLITOPTIONS']._serialized_start=1916
+  _globals['_SPLITOPTIONS']._serialized_end=2159
+  _globals['_SPLITOPTIONS_STRATIFY']._serialized_start=2064
+  _globals['_SPLITOPTIONS_STRATIFY']._serialized_end=2151
+  _globals['_TRAININGFILEOUTPUT']._serialized_start=2162
+  _globals['_TRAININGFILEOUTPUT']._serialized_end=2387
 # @@protoc_insertion_point(module_scope)

@@ -100,20 +100,95 @@ class _FileFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FileFormat
     FILE_FORMAT_UNSPECIFIED: _FileFormat.ValueType  # 0
     """Not a format; rejected where a format is required."""
     FILE_FORMAT_JSON: _FileFormat.ValueType  # 1
-    """The aggregated JSON document."""
+    """`v4_json`: the aggregated v4.0.0 JSON document."""
     FILE_FORMAT_JSONL: _FileFormat.ValueType  # 2
-    """The JSONL file: one training pair per line."""
+    """`v4_jsonl`: the v4.0.0 training pairs, one per line."""
+    FILE_FORMAT_OPENAI_CHAT: _FileFormat.ValueType  # 3
+    """`openai_chat`: OpenAI chat fine-tuning JSONL (`messages`; history turns weighted 0)."""
+    FILE_FORMAT_CHAT_MESSAGES: _FileFormat.ValueType  # 4
+    """`chat_messages`: the conversational `messages` JSONL of TRL's SFTTrainer and
+    Axolotl's `chat_template`.
+    """
+    FILE_FORMAT_PROMPT_COMPLETION: _FileFormat.ValueType  # 5
+    """`prompt_completion`: TRL's conversational prompt-completion JSONL."""
+    FILE_FORMAT_SHAREGPT: _FileFormat.ValueType  # 6
+    """`sharegpt`: `conversations` of `from`/`value`, as Axolotl and LLaMA-Factory read it."""
+    FILE_FORMAT_ALPACA: _FileFormat.ValueType  # 7
+    """`alpaca`: `instruction`/`input`/`output`, the history folded into `input`."""
+    FILE_FORMAT_PARQUET: _FileFormat.ValueType  # 8
+    """`parquet`: one row per pair, chat and scaffolding columns (the Hugging Face Hub's
+    native format).
+    """
+    FILE_FORMAT_DATASET_CARD: _FileFormat.ValueType  # 9
+    """`dataset_card`: the version's README.md in the Hugging Face dataset card format.
+    Always produced; never requested.
+    """
 
 class FileFormat(_FileFormat, metaclass=_FileFormatEnumTypeWrapper):
-    """The two stored representations of a training file."""
+    """The formats a training file's outputs are stored in. docs/formats.md shows a record of
+    each. A version always has the two v4.0 outputs (JSON and JSONL) and a dataset card; the
+    trainer formats are produced when a build or an export asks for them.
+    """
 
 FILE_FORMAT_UNSPECIFIED: FileFormat.ValueType  # 0
 """Not a format; rejected where a format is required."""
 FILE_FORMAT_JSON: FileFormat.ValueType  # 1
-"""The aggregated JSON document."""
+"""`v4_json`: the aggregated v4.0.0 JSON document."""
 FILE_FORMAT_JSONL: FileFormat.ValueType  # 2
-"""The JSONL file: one training pair per line."""
+"""`v4_jsonl`: the v4.0.0 training pairs, one per line."""
+FILE_FORMAT_OPENAI_CHAT: FileFormat.ValueType  # 3
+"""`openai_chat`: OpenAI chat fine-tuning JSONL (`messages`; history turns weighted 0)."""
+FILE_FORMAT_CHAT_MESSAGES: FileFormat.ValueType  # 4
+"""`chat_messages`: the conversational `messages` JSONL of TRL's SFTTrainer and
+Axolotl's `chat_template`.
+"""
+FILE_FORMAT_PROMPT_COMPLETION: FileFormat.ValueType  # 5
+"""`prompt_completion`: TRL's conversational prompt-completion JSONL."""
+FILE_FORMAT_SHAREGPT: FileFormat.ValueType  # 6
+"""`sharegpt`: `conversations` of `from`/`value`, as Axolotl and LLaMA-Factory read it."""
+FILE_FORMAT_ALPACA: FileFormat.ValueType  # 7
+"""`alpaca`: `instruction`/`input`/`output`, the history folded into `input`."""
+FILE_FORMAT_PARQUET: FileFormat.ValueType  # 8
+"""`parquet`: one row per pair, chat and scaffolding columns (the Hugging Face Hub's
+native format).
+"""
+FILE_FORMAT_DATASET_CARD: FileFormat.ValueType  # 9
+"""`dataset_card`: the version's README.md in the Hugging Face dataset card format.
+Always produced; never requested.
+"""
 Global___FileFormat: _TypeAlias = FileFormat  # noqa: Y015
+
+class _Split:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SplitEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Split.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SPLIT_UNSPECIFIED: _Split.ValueType  # 0
+    """Not a split: where a split is optional, the whole file (SPLIT_ALL)."""
+    SPLIT_ALL: _Split.ValueType  # 1
+    """The whole file: every v4 output and the card, and trainer formats of a build without
+    a train/validation split.
+    """
+    SPLIT_TRAIN: _Split.ValueType  # 2
+    """The training side of a train/validation split."""
+    SPLIT_VALIDATION: _Split.ValueType  # 3
+    """The validation side of a train/validation split."""
+
+class Split(_Split, metaclass=_SplitEnumTypeWrapper):
+    """Which part of a file an output holds."""
+
+SPLIT_UNSPECIFIED: Split.ValueType  # 0
+"""Not a split: where a split is optional, the whole file (SPLIT_ALL)."""
+SPLIT_ALL: Split.ValueType  # 1
+"""The whole file: every v4 output and the card, and trainer formats of a build without
+a train/validation split.
+"""
+SPLIT_TRAIN: Split.ValueType  # 2
+"""The training side of a train/validation split."""
+SPLIT_VALIDATION: Split.ValueType  # 3
+"""The validation side of a train/validation split."""
+Global___Split: _TypeAlias = Split  # noqa: Y015
 
 @_typing.final
 class TrainingFile(_message.Message):
@@ -139,6 +214,11 @@ class TrainingFile(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    DUPLICATE_PAIR_COUNT_FIELD_NUMBER: _builtins.int
+    DUPLICATES_DROPPED_FIELD_NUMBER: _builtins.int
+    UNTRAINABLE_PAIR_COUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The file's id (UUID), assigned by the server."""
     name: _builtins.str
@@ -184,6 +264,19 @@ class TrainingFile(_message.Message):
     it unchanged. Two reads with the same `id` and `version` describe the same stored
     content.
     """
+    duplicate_pair_count: _builtins.int
+    """Pairs whose normalised content (system prompt, history, input, target) repeats an
+    earlier pair of the file. Reported, and dropped from the trainer formats only when
+    `duplicates_dropped`.
+    """
+    duplicates_dropped: _builtins.bool
+    """Whether duplicate pairs are left out of the trainer formats (the v4 outputs always
+    hold every pair).
+    """
+    untrainable_pair_count: _builtins.int
+    """Pairs without a target response: kept in the v4 outputs, left out of the trainer
+    formats (there is nothing to learn).
+    """
     @_builtins.property
     def quality_summary(self) -> Global___QualitySummary:
         """Quality figures over the file's conversations; unset while the file has no content."""
@@ -199,6 +292,16 @@ class TrainingFile(_message.Message):
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the file's record last changed (content, status or metadata)."""
+
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainingFileOutput]:
+        """The stored objects of the current version: every format produced, per split, and
+        the dataset card. Empty while the file has no content.
+        """
+
+    @_builtins.property
+    def split(self) -> Global___SplitOptions:
+        """The version's split; unset when its trainer formats hold the whole file."""
 
     def __init__(
         self,
@@ -221,10 +324,15 @@ class TrainingFile(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         error_message: _builtins.str = ...,
         version: _builtins.int = ...,
+        outputs: _abc.Iterable[Global___TrainingFileOutput] | None = ...,
+        split: Global___SplitOptions | None = ...,
+        duplicate_pair_count: _builtins.int = ...,
+        duplicates_dropped: _builtins.bool = ...,
+        untrainable_pair_count: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "created_at", b"created_at", "description", b"description", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "created_at", b"created_at", "description", b"description", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "conversation_count", b"conversation_count", "created_at", b"created_at", "created_by", b"created_by", "description", b"description", "error_message", b"error_message", "id", b"id", "json_file_path", b"json_file_path", "json_file_size", b"json_file_size", "jsonl_file_path", b"jsonl_file_path", "jsonl_file_size", b"jsonl_file_size", "name", b"name", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "status", b"status", "storage_bucket", b"storage_bucket", "total_training_pairs", b"total_training_pairs", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "conversation_count", b"conversation_count", "created_at", b"created_at", "created_by", b"created_by", "description", b"description", "duplicate_pair_count", b"duplicate_pair_count", "duplicates_dropped", b"duplicates_dropped", "error_message", b"error_message", "id", b"id", "json_file_path", b"json_file_path", "json_file_size", b"json_file_size", "jsonl_file_path", b"jsonl_file_path", "jsonl_file_size", b"jsonl_file_size", "name", b"name", "outputs", b"outputs", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "status", b"status", "storage_bucket", b"storage_bucket", "total_training_pairs", b"total_training_pairs", "untrainable_pair_count", b"untrainable_pair_count", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -471,3 +579,120 @@ class EligibleConversation(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EligibleConversation: _TypeAlias = EligibleConversation  # noqa: Y015
+
+@_typing.final
+class SplitOptions(_message.Message):
+    """A train/validation split of a build, by conversation: all pairs of a conversation are on
+    one side. Deterministic: a conversation's rank is a hash of `seed` and its id, and the
+    validation side takes the lowest ranks (in each stratum, apportioned by size, when
+    stratified). The build is refused (INVALID_ARGUMENT) when a side would be empty.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Stratify:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StratifyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[SplitOptions._Stratify.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STRATIFY_UNSPECIFIED: SplitOptions._Stratify.ValueType  # 0
+        """No stratification."""
+        STRATIFY_PERSONA: SplitOptions._Stratify.ValueType  # 1
+        """By the conversations' persona (`persona_id`)."""
+        STRATIFY_TRAINING_TOPIC: SplitOptions._Stratify.ValueType  # 2
+        """By the conversations' training topic (`training_topic_id`)."""
+
+    class Stratify(_Stratify, metaclass=_StratifyEnumTypeWrapper):
+        """Stratification of a split."""
+
+    STRATIFY_UNSPECIFIED: SplitOptions.Stratify.ValueType  # 0
+    """No stratification."""
+    STRATIFY_PERSONA: SplitOptions.Stratify.ValueType  # 1
+    """By the conversations' persona (`persona_id`)."""
+    STRATIFY_TRAINING_TOPIC: SplitOptions.Stratify.ValueType  # 2
+    """By the conversations' training topic (`training_topic_id`)."""
+
+    VALIDATION_FRACTION_FIELD_NUMBER: _builtins.int
+    VALIDATION_COUNT_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    STRATIFY_FIELD_NUMBER: _builtins.int
+    validation_fraction: _builtins.float
+    """A fraction of the conversations, in (0, 1), rounded half up."""
+    validation_count: _builtins.int
+    """An exact number of conversations, at least 1 and fewer than the file has."""
+    seed: _builtins.int
+    """The seed of the ranking; the same seed and conversations give the same split."""
+    stratify: Global___SplitOptions.Stratify.ValueType
+    """What to keep in proportion on both sides."""
+    def __init__(
+        self,
+        *,
+        validation_fraction: _builtins.float = ...,
+        validation_count: _builtins.int = ...,
+        seed: _builtins.int = ...,
+        stratify: Global___SplitOptions.Stratify.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["size", b"size", "validation_count", b"validation_count", "validation_fraction", b"validation_fraction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seed", b"seed", "size", b"size", "stratify", b"stratify", "validation_count", b"validation_count", "validation_fraction", b"validation_fraction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_size: _TypeAlias = _typing.Literal["validation_fraction", "validation_count"]  # noqa: Y015
+    _WhichOneofArgType_size: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_size) -> _WhichOneofReturnType_size | None: ...
+
+Global___SplitOptions: _TypeAlias = SplitOptions  # noqa: Y015
+
+@_typing.final
+class TrainingFileOutput(_message.Message):
+    """One stored object of a training file's current version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    OBJECT_KEY_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    RECORD_COUNT_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    format: Global___FileFormat.ValueType
+    """The object's format."""
+    split: Global___Split.ValueType
+    """The part of the file it holds."""
+    object_key: _builtins.str
+    """The object's key in `storage_bucket`."""
+    size_bytes: _builtins.int
+    """Size in bytes of the stored object."""
+    record_count: _builtins.int
+    """Records in it: lines of a JSONL format, rows of Parquet, pairs of the JSON document;
+    0 for the card.
+    """
+    content_type: _builtins.str
+    """The object's content type."""
+    sha256: _builtins.str
+    """Lower-case hex SHA-256 of the stored bytes; empty for outputs stored before
+    checksums were kept.
+    """
+    file_name: _builtins.str
+    """The name to save it under (a safe file name; `README.md` for the card)."""
+    def __init__(
+        self,
+        *,
+        format: Global___FileFormat.ValueType = ...,
+        split: Global___Split.ValueType = ...,
+        object_key: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        record_count: _builtins.int = ...,
+        content_type: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "file_name", b"file_name", "format", b"format", "object_key", b"object_key", "record_count", b"record_count", "sha256", b"sha256", "size_bytes", b"size_bytes", "split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainingFileOutput: _TypeAlias = TrainingFileOutput  # noqa: Y015

@@ -95,6 +95,9 @@ class CreateTrainingFileRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     CONVERSATION_IDS_FIELD_NUMBER: _builtins.int
     ON_BEHALF_OF_FIELD_NUMBER: _builtins.int
+    FORMATS_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    DROP_DUPLICATES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. The file's name: 1 to 128 characters of `[A-Za-z0-9_.-]`, not starting
     with `.` (so it is safe in object keys and file names). Must differ from the names
@@ -111,12 +114,30 @@ class CreateTrainingFileRequest(_message.Message):
     PERMISSION_DENIED for any other value. Empty: the file is the caller's (the system's
     for `service_role`).
     """
+    drop_duplicates: _builtins.bool
+    """Optional. Leave pairs that repeat an earlier pair (see
+    `TrainingFile.duplicate_pair_count`) out of the trainer formats. Duplicates are
+    always counted and reported; they are dropped only when asked.
+    """
     @_builtins.property
     def conversation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Required. The conversations to include, in the order they should appear in the file:
         1 to 10000 (the server's configurable limit) distinct conversation ids (UUIDs), each
         eligible (see
         ListEligibleConversations).
+        """
+
+    @_builtins.property
+    def formats(self) -> _containers.RepeatedScalarFieldContainer[_resources_pb2.FileFormat.ValueType]:
+        """Optional. The formats to produce besides the two v4.0 outputs, which every version
+        has (listing them changes nothing). Empty: the v4.0 outputs only. Any format can
+        also be produced later with ExportTrainingFile.
+        """
+
+    @_builtins.property
+    def split(self) -> _resources_pb2.SplitOptions:
+        """Optional. Split the trainer formats into train and validation outputs. Unset: each
+        trainer format holds the whole file.
         """
 
     def __init__(
@@ -126,10 +147,13 @@ class CreateTrainingFileRequest(_message.Message):
         description: _builtins.str | None = ...,
         conversation_ids: _abc.Iterable[_builtins.str] | None = ...,
         on_behalf_of: _builtins.str = ...,
+        formats: _abc.Iterable[_resources_pb2.FileFormat.ValueType] | None = ...,
+        split: _resources_pb2.SplitOptions | None = ...,
+        drop_duplicates: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description", "split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "conversation_ids", b"conversation_ids", "description", b"description", "name", b"name", "on_behalf_of", b"on_behalf_of"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "conversation_ids", b"conversation_ids", "description", b"description", "drop_duplicates", b"drop_duplicates", "formats", b"formats", "name", b"name", "on_behalf_of", b"on_behalf_of", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -145,6 +169,7 @@ class AddConversationsRequest(_message.Message):
 
     TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
     CONVERSATION_IDS_FIELD_NUMBER: _builtins.int
+    FORMATS_FIELD_NUMBER: _builtins.int
     training_file_id: _builtins.str
     """Required. The id (UUID) of the ACTIVE training file to extend."""
     @_builtins.property
@@ -154,15 +179,23 @@ class AddConversationsRequest(_message.Message):
         and not yet in the file.
         """
 
+    @_builtins.property
+    def formats(self) -> _containers.RepeatedScalarFieldContainer[_resources_pb2.FileFormat.ValueType]:
+        """Optional. Formats to produce besides those the file's current version has. The new
+        version keeps every format of the current one, its split settings and its
+        duplicate handling.
+        """
+
     def __init__(
         self,
         *,
         training_file_id: _builtins.str = ...,
         conversation_ids: _abc.Iterable[_builtins.str] | None = ...,
+        formats: _abc.Iterable[_resources_pb2.FileFormat.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_ids", b"conversation_ids", "training_file_id", b"training_file_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_ids", b"conversation_ids", "formats", b"formats", "training_file_id", b"training_file_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -207,6 +240,10 @@ class TrainingFileProgress(_message.Message):
         conversation (`done` = `total` = 0). The last message, which carries
         `training_file`, is in this stage.
         """
+        STAGE_RENDERING: TrainingFileProgress._Stage.ValueType  # 6
+        """ExportTrainingFile: rendering the requested formats from the stored v4.0 JSONL;
+        `done` of `total` training pairs.
+        """
 
     class Stage(_Stage, metaclass=_StageEnumTypeWrapper):
         """A step of building a training file."""
@@ -234,6 +271,10 @@ class TrainingFileProgress(_message.Message):
     """Recording the metadata and making the new content current; not counted per
     conversation (`done` = `total` = 0). The last message, which carries
     `training_file`, is in this stage.
+    """
+    STAGE_RENDERING: TrainingFileProgress.Stage.ValueType  # 6
+    """ExportTrainingFile: rendering the requested formats from the stored v4.0 JSONL;
+    `done` of `total` training pairs.
     """
 
     STAGE_FIELD_NUMBER: _builtins.int
@@ -301,6 +342,12 @@ class ProgressWarning(_message.Message):
                                    differ; the file uses the first conversation's.
       CONSULTANT_PROFILE_MISMATCH  the documents' `consultant_profile` objects differ; the
                                    file uses the first conversation's.
+      DUPLICATE_PAIRS              pairs repeat earlier pairs of the file (sent once, at
+                                   the end of the fetch, with the first few pairs' ids
+                                   in the message); dropped from the trainer formats
+                                   only with `drop_duplicates`.
+      PAIRS_WITHOUT_TARGET         pairs have no target response; they are left out of
+                                   the trainer formats (sent once, like duplicates).
     More codes may be added; treat unknown ones as generic warnings.
     """
     message: _builtins.str
@@ -479,10 +526,17 @@ class GetDownloadUrlRequest(_message.Message):
     TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     EXPIRES_IN_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
     training_file_id: _builtins.str
     """Required. The training file's id (UUID)."""
     format: _resources_pb2.FileFormat.ValueType
-    """Required. Which of the two files to download."""
+    """Required. The format of the output to download: any the file's current version has
+    (see `TrainingFile.outputs`).
+    """
+    split: _resources_pb2.Split.ValueType
+    """The split of the output. UNSPECIFIED: SPLIT_ALL, or SPLIT_TRAIN for a trainer
+    format of a split version.
+    """
     @_builtins.property
     def expires_in(self) -> _duration_pb2.Duration:
         """How long the URL stays valid: whole seconds from 60 s to 604800 s (7 days); unset
@@ -495,10 +549,11 @@ class GetDownloadUrlRequest(_message.Message):
         training_file_id: _builtins.str = ...,
         format: _resources_pb2.FileFormat.ValueType = ...,
         expires_in: _duration_pb2.Duration | None = ...,
+        split: _resources_pb2.Split.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_in", b"expires_in"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_in", b"expires_in", "format", b"format", "training_file_id", b"training_file_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_in", b"expires_in", "format", b"format", "split", b"split", "training_file_id", b"training_file_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -515,6 +570,8 @@ class GetDownloadUrlResponse(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     FILE_NAME_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """The presigned HTTPS GET URL. Treat it as a secret until it expires."""
     format: _resources_pb2.FileFormat.ValueType
@@ -522,8 +579,17 @@ class GetDownloadUrlResponse(_message.Message):
     size_bytes: _builtins.int
     """Size in bytes of the object the URL serves."""
     file_name: _builtins.str
-    """The name to save the download under: the training file's name with `.json` or
-    `.jsonl` appended (a name holds only `[A-Za-z0-9_.-]`, so it is a safe file name).
+    """The name to save the download under (a name holds only `[A-Za-z0-9_.-]`, so it is
+    a safe file name): `<name>.json` and `<name>.jsonl` for the v4.0 outputs,
+    `<name>.<format>[.<split>].<extension>` for a trainer format, `README.md` for the
+    card. A folder of every output of a version, under these names, loads with
+    Hugging Face `datasets.load_dataset(<folder>)`.
+    """
+    split: _resources_pb2.Split.ValueType
+    """The split of the output the URL serves."""
+    sha256: _builtins.str
+    """Lower-case hex SHA-256 of the object the URL serves (empty for outputs stored
+    before checksums were kept).
     """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
@@ -537,14 +603,47 @@ class GetDownloadUrlResponse(_message.Message):
         format: _resources_pb2.FileFormat.ValueType = ...,
         size_bytes: _builtins.int = ...,
         file_name: _builtins.str = ...,
+        split: _resources_pb2.Split.ValueType = ...,
+        sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file_name", b"file_name", "format", b"format", "size_bytes", b"size_bytes", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file_name", b"file_name", "format", b"format", "sha256", b"sha256", "size_bytes", b"size_bytes", "split", b"split", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDownloadUrlResponse: _TypeAlias = GetDownloadUrlResponse  # noqa: Y015
+
+@_typing.final
+class ExportTrainingFileRequest(_message.Message):
+    """Request of ExportTrainingFile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
+    FORMATS_FIELD_NUMBER: _builtins.int
+    training_file_id: _builtins.str
+    """Required. The id (UUID) of the ACTIVE training file to export."""
+    @_builtins.property
+    def formats(self) -> _containers.RepeatedScalarFieldContainer[_resources_pb2.FileFormat.ValueType]:
+        """Required. The formats to render (at least one; the card cannot be asked for, it is
+        always rewritten). Each is rendered with the version's split settings and duplicate
+        handling; a format the version has already is rendered again.
+        """
+
+    def __init__(
+        self,
+        *,
+        training_file_id: _builtins.str = ...,
+        formats: _abc.Iterable[_resources_pb2.FileFormat.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["formats", b"formats", "training_file_id", b"training_file_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportTrainingFileRequest: _TypeAlias = ExportTrainingFileRequest  # noqa: Y015
 
 @_typing.final
 class ArchiveTrainingFileRequest(_message.Message):

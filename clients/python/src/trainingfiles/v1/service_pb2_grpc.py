@@ -82,6 +82,11 @@ class TrainingFileServiceStub:
                 request_serializer=trainingfiles_dot_v1_dot_service__pb2.ValidateConversationsRequest.SerializeToString,
                 response_deserializer=trainingfiles_dot_v1_dot_service__pb2.ValidateConversationsResponse.FromString,
                 _registered_method=True)
+        self.ExportTrainingFile = channel.unary_stream(
+                '/trainingfiles.v1.TrainingFileService/ExportTrainingFile',
+                request_serializer=trainingfiles_dot_v1_dot_service__pb2.ExportTrainingFileRequest.SerializeToString,
+                response_deserializer=trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.FromString,
+                _registered_method=True)
 
 
 class TrainingFileServiceServicer:
@@ -104,7 +109,11 @@ class TrainingFileServiceServicer:
         INVALID_ARGUMENT    (BadRequest) `name` not 1 to 128 characters of
         `[A-Za-z0-9_.-]` or starting with `.`; `description` longer
         than 2000 characters or containing NUL; `conversation_ids` empty, or with
-        malformed or repeated ids; `on_behalf_of` malformed.
+        malformed or repeated ids; `on_behalf_of` malformed;
+        `formats` with an unspecified, unknown or repeated format, or
+        the card; `split` with no size, a fraction outside (0, 1), a
+        count below 1, or a side that would be empty
+        (`split.validation_fraction` / `split.validation_count`).
         RESOURCE_EXHAUSTED  (QuotaFailure) more `conversation_ids` than the server's
         per-request limit (10000 by default).
         PERMISSION_DENIED   `on_behalf_of` set by a caller that is not `service_role` to an
@@ -147,7 +156,8 @@ class TrainingFileServiceServicer:
 
         Errors:
         INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `conversation_ids`
-        empty, or with malformed or repeated ids.
+        empty, or with malformed or repeated ids; `formats` as for
+        CreateTrainingFile.
         NOT_FOUND           no such training file (or another user's).
         FAILED_PRECONDITION (PreconditionFailure) the file is not ACTIVE
         (TRAINING_FILE_NOT_ACTIVE); a conversation is not found, not
@@ -206,8 +216,8 @@ class TrainingFileServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDownloadUrl(self, request, context):
-        """Returns a presigned HTTPS GET URL for the JSON or JSONL file of an ACTIVE or ARCHIVED
-        training file. The URL needs no other credentials and works until `expire_time`. It
+        """Returns a presigned HTTPS GET URL for one output (format and split) of an ACTIVE or
+        ARCHIVED training file's current version. The URL needs no other credentials and works until `expire_time`. It
         serves the objects current when it was issued, also after a later AddConversations
         replaced them: replaced objects are kept until the last URL handed out for them has
         expired. Request a new URL after a `version` change for the new content.
@@ -218,7 +228,9 @@ class TrainingFileServiceServicer:
         604800 s (7 days), or not a whole number of seconds.
         NOT_FOUND           no such training file (or another user's).
         FAILED_PRECONDITION (PreconditionFailure, TRAINING_FILE_NOT_ACTIVE) the file is
-        PROCESSING or FAILED and has no content.
+        PROCESSING or FAILED and has no content; (OUTPUT_NOT_PRODUCED,
+        subject `<format>/<split>`) the version has no such output:
+        produce it with ExportTrainingFile, or ask for a split it has.
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -278,6 +290,29 @@ class TrainingFileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportTrainingFile(self, request, context):
+        """Renders formats of an ACTIVE training file's current version from its stored v4.0
+        JSONL, without fetching any document again, and streams the progress: VALIDATING,
+        RENDERING (`done` of `total` training pairs), UPLOADING, then SAVING with the
+        updated `training_file`, whose `outputs` now include the formats (and a rewritten
+        dataset card). `version` does not change: the content is the same. Serialised with
+        AddConversations on the same file, as Adds are with each other. On any failure the
+        file keeps the outputs it had.
+
+        Errors:
+        INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `formats` empty, or
+        with an unspecified, unknown or repeated format, or the card.
+        NOT_FOUND           no such training file (or another user's).
+        FAILED_PRECONDITION (PreconditionFailure, TRAINING_FILE_NOT_ACTIVE) the file is not
+        ACTIVE.
+        RESOURCE_EXHAUSTED  an output would exceed the per-object size limit.
+        CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingFileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -325,6 +360,11 @@ def add_TrainingFileServiceServicer_to_server(servicer, server):
                     servicer.ValidateConversations,
                     request_deserializer=trainingfiles_dot_v1_dot_service__pb2.ValidateConversationsRequest.FromString,
                     response_serializer=trainingfiles_dot_v1_dot_service__pb2.ValidateConversationsResponse.SerializeToString,
+            ),
+            'ExportTrainingFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportTrainingFile,
+                    request_deserializer=trainingfiles_dot_v1_dot_service__pb2.ExportTrainingFileRequest.FromString,
+                    response_serializer=trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -572,6 +612,33 @@ class TrainingFileService:
             '/trainingfiles.v1.TrainingFileService/ValidateConversations',
             trainingfiles_dot_v1_dot_service__pb2.ValidateConversationsRequest.SerializeToString,
             trainingfiles_dot_v1_dot_service__pb2.ValidateConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportTrainingFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainingfiles.v1.TrainingFileService/ExportTrainingFile',
+            trainingfiles_dot_v1_dot_service__pb2.ExportTrainingFileRequest.SerializeToString,
+            trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -97,7 +97,11 @@ class TrainingFileServiceStub:
       INVALID_ARGUMENT    (BadRequest) `name` not 1 to 128 characters of
                           `[A-Za-z0-9_.-]` or starting with `.`; `description` longer
                           than 2000 characters or containing NUL; `conversation_ids` empty, or with
-                          malformed or repeated ids; `on_behalf_of` malformed.
+                          malformed or repeated ids; `on_behalf_of` malformed;
+                          `formats` with an unspecified, unknown or repeated format, or
+                          the card; `split` with no size, a fraction outside (0, 1), a
+                          count below 1, or a side that would be empty
+                          (`split.validation_fraction` / `split.validation_count`).
       RESOURCE_EXHAUSTED  (QuotaFailure) more `conversation_ids` than the server's
                           per-request limit (10000 by default).
       PERMISSION_DENIED   `on_behalf_of` set by a caller that is not `service_role` to an
@@ -136,7 +140,8 @@ class TrainingFileServiceStub:
 
     Errors:
       INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `conversation_ids`
-                          empty, or with malformed or repeated ids.
+                          empty, or with malformed or repeated ids; `formats` as for
+                          CreateTrainingFile.
       NOT_FOUND           no such training file (or another user's).
       FAILED_PRECONDITION (PreconditionFailure) the file is not ACTIVE
                           (TRAINING_FILE_NOT_ACTIVE); a conversation is not found, not
@@ -179,8 +184,8 @@ class TrainingFileServiceStub:
       UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
     """
     GetDownloadUrl: _aio.UnaryUnaryMultiCallable[_service_pb2.GetDownloadUrlRequest, _service_pb2.GetDownloadUrlResponse]
-    """Returns a presigned HTTPS GET URL for the JSON or JSONL file of an ACTIVE or ARCHIVED
-    training file. The URL needs no other credentials and works until `expire_time`. It
+    """Returns a presigned HTTPS GET URL for one output (format and split) of an ACTIVE or
+    ARCHIVED training file's current version. The URL needs no other credentials and works until `expire_time`. It
     serves the objects current when it was issued, also after a later AddConversations
     replaced them: replaced objects are kept until the last URL handed out for them has
     expired. Request a new URL after a `version` change for the new content.
@@ -191,7 +196,9 @@ class TrainingFileServiceStub:
                           604800 s (7 days), or not a whole number of seconds.
       NOT_FOUND           no such training file (or another user's).
       FAILED_PRECONDITION (PreconditionFailure, TRAINING_FILE_NOT_ACTIVE) the file is
-                          PROCESSING or FAILED and has no content.
+                          PROCESSING or FAILED and has no content; (OUTPUT_NOT_PRODUCED,
+                          subject `<format>/<split>`) the version has no such output:
+                          produce it with ExportTrainingFile, or ask for a split it has.
       UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
     """
     ArchiveTrainingFile: _aio.UnaryUnaryMultiCallable[_service_pb2.ArchiveTrainingFileRequest, _resources_pb2.TrainingFile]
@@ -235,6 +242,25 @@ class TrainingFileServiceStub:
       NOT_FOUND           `training_file_id` names no training file (or another user's).
       UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
     """
+    ExportTrainingFile: _aio.UnaryStreamMultiCallable[_service_pb2.ExportTrainingFileRequest, _service_pb2.TrainingFileProgress]
+    """Renders formats of an ACTIVE training file's current version from its stored v4.0
+    JSONL, without fetching any document again, and streams the progress: VALIDATING,
+    RENDERING (`done` of `total` training pairs), UPLOADING, then SAVING with the
+    updated `training_file`, whose `outputs` now include the formats (and a rewritten
+    dataset card). `version` does not change: the content is the same. Serialised with
+    AddConversations on the same file, as Adds are with each other. On any failure the
+    file keeps the outputs it had.
+
+    Errors:
+      INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `formats` empty, or
+                          with an unspecified, unknown or repeated format, or the card.
+      NOT_FOUND           no such training file (or another user's).
+      FAILED_PRECONDITION (PreconditionFailure, TRAINING_FILE_NOT_ACTIVE) the file is not
+                          ACTIVE.
+      RESOURCE_EXHAUSTED  an output would exceed the per-object size limit.
+      CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
+      UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+    """
 
 class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
     """Builds LoRA training files from enriched conversations, stores them, and hands out
@@ -261,7 +287,11 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
           INVALID_ARGUMENT    (BadRequest) `name` not 1 to 128 characters of
                               `[A-Za-z0-9_.-]` or starting with `.`; `description` longer
                               than 2000 characters or containing NUL; `conversation_ids` empty, or with
-                              malformed or repeated ids; `on_behalf_of` malformed.
+                              malformed or repeated ids; `on_behalf_of` malformed;
+                              `formats` with an unspecified, unknown or repeated format, or
+                              the card; `split` with no size, a fraction outside (0, 1), a
+                              count below 1, or a side that would be empty
+                              (`split.validation_fraction` / `split.validation_count`).
           RESOURCE_EXHAUSTED  (QuotaFailure) more `conversation_ids` than the server's
                               per-request limit (10000 by default).
           PERMISSION_DENIED   `on_behalf_of` set by a caller that is not `service_role` to an
@@ -306,7 +336,8 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors:
           INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `conversation_ids`
-                              empty, or with malformed or repeated ids.
+                              empty, or with malformed or repeated ids; `formats` as for
+                              CreateTrainingFile.
           NOT_FOUND           no such training file (or another user's).
           FAILED_PRECONDITION (PreconditionFailure) the file is not ACTIVE
                               (TRAINING_FILE_NOT_ACTIVE); a conversation is not found, not
@@ -373,8 +404,8 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _service_pb2.GetDownloadUrlRequest,
         context: _aio.ServicerContext[_service_pb2.GetDownloadUrlRequest, _abc.Awaitable[_service_pb2.GetDownloadUrlResponse]],
     ) -> _abc.Awaitable[_service_pb2.GetDownloadUrlResponse]:
-        """Returns a presigned HTTPS GET URL for the JSON or JSONL file of an ACTIVE or ARCHIVED
-        training file. The URL needs no other credentials and works until `expire_time`. It
+        """Returns a presigned HTTPS GET URL for one output (format and split) of an ACTIVE or
+        ARCHIVED training file's current version. The URL needs no other credentials and works until `expire_time`. It
         serves the objects current when it was issued, also after a later AddConversations
         replaced them: replaced objects are kept until the last URL handed out for them has
         expired. Request a new URL after a `version` change for the new content.
@@ -385,7 +416,9 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
                               604800 s (7 days), or not a whole number of seconds.
           NOT_FOUND           no such training file (or another user's).
           FAILED_PRECONDITION (PreconditionFailure, TRAINING_FILE_NOT_ACTIVE) the file is
-                              PROCESSING or FAILED and has no content.
+                              PROCESSING or FAILED and has no content; (OUTPUT_NOT_PRODUCED,
+                              subject `<format>/<split>`) the version has no such output:
+                              produce it with ExportTrainingFile, or ask for a split it has.
           UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
         """
 
@@ -445,6 +478,31 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
                               limit (10000 by default).
           PERMISSION_DENIED   `on_behalf_of` not allowed, as for CreateTrainingFile.
           NOT_FOUND           `training_file_id` names no training file (or another user's).
+          UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportTrainingFile(
+        self,
+        request: _service_pb2.ExportTrainingFileRequest,
+        context: _aio.ServicerContext[_service_pb2.ExportTrainingFileRequest, _abc.AsyncIterator[_service_pb2.TrainingFileProgress]],
+    ) -> _abc.AsyncIterator[_service_pb2.TrainingFileProgress]:
+        """Renders formats of an ACTIVE training file's current version from its stored v4.0
+        JSONL, without fetching any document again, and streams the progress: VALIDATING,
+        RENDERING (`done` of `total` training pairs), UPLOADING, then SAVING with the
+        updated `training_file`, whose `outputs` now include the formats (and a rewritten
+        dataset card). `version` does not change: the content is the same. Serialised with
+        AddConversations on the same file, as Adds are with each other. On any failure the
+        file keeps the outputs it had.
+
+        Errors:
+          INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `formats` empty, or
+                              with an unspecified, unknown or repeated format, or the card.
+          NOT_FOUND           no such training file (or another user's).
+          FAILED_PRECONDITION (PreconditionFailure, TRAINING_FILE_NOT_ACTIVE) the file is not
+                              ACTIVE.
+          RESOURCE_EXHAUSTED  an output would exceed the per-object size limit.
+          CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
           UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
         """
 
