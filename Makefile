@@ -35,7 +35,7 @@ lock: $(STAMP) ## re-resolve requirements.lock from pyproject.toml
 
 .PHONY: run
 run: $(STAMP) ## serve on 127.0.0.1:50051 with embedded PostgreSQL and SeaweedFS (or the configured ones)
-	$(BIN)/python -m trainingfiles_server.dev.run
+	$(BIN)/python -m trainingfiles_dev.run
 
 .PHONY: generate
 generate: $(STAMP) ## regenerate the protobuf/gRPC code from protos/
@@ -45,7 +45,7 @@ generate: $(STAMP) ## regenerate the protobuf/gRPC code from protos/
 check: $(STAMP) ## format check, lint, mypy strict, buf lint, generated code up to date
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy server clients/python/src tests scripts bench
+	$(BIN)/mypy server devtools clients/python/src tests scripts bench
 	cd protos && ../$(BIN)/buf format --exit-code -d
 	cd protos && ../$(BIN)/buf lint
 	$(BIN)/python scripts/generate.py --check
@@ -65,7 +65,7 @@ clean: ## remove the virtual environment and local data
 
 .PHONY: token
 token: $(STAMP) ## print a development token: make -s token [USER_ID=<uuid>] [ROLE=service_role] [DAYS=1]
-	@$(BIN)/python -m trainingfiles_server.dev.token $(if $(USER_ID),--user $(USER_ID)) $(if $(ROLE),--role $(ROLE)) $(if $(DAYS),--days $(DAYS))
+	@$(BIN)/python -m trainingfiles_dev.token $(if $(USER_ID),--user $(USER_ID)) $(if $(ROLE),--role $(ROLE)) $(if $(DAYS),--days $(DAYS))
 
 .PHONY: chaos
 chaos: $(STAMP) ## kill and stall servers at 100+ points, check the invariants: make chaos [N=100]

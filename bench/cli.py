@@ -20,8 +20,8 @@ from typing import Any
 import asyncpg
 
 from trainingfiles.v1 import service_pb2
+from trainingfiles_dev.bootstrap import PROJECT_ROOT, ensure_buckets
 from trainingfiles_server.config import Settings
-from trainingfiles_server.dev.bootstrap import PROJECT_ROOT, ensure_buckets
 
 from . import report, workload
 from .dataset import Dataset, ensure_loaded

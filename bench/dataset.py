@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from trainingfiles_server.dev.generator import GeneratedConversation, Kind, generate_one, load
+from trainingfiles_dev.generator import GeneratedConversation, Kind, generate_one, load
 
 from .stack import CONVERSATIONS_BUCKET, Stack, s3_client
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from trainingfiles_dev.embedded import free_port
 from trainingfiles_server.auth import mint_token
 from trainingfiles_server.config import Settings
-from trainingfiles_server.dev.embedded import free_port
 
 from .stack import Stack
 

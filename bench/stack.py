@@ -17,8 +17,8 @@ import aiobotocore.session
 from aiobotocore.config import AioConfig
 from types_aiobotocore_s3 import S3Client
 
-from trainingfiles_server.dev.bootstrap import PROJECT_ROOT, apply_migrations
-from trainingfiles_server.dev.embedded import running
+from trainingfiles_dev.bootstrap import PROJECT_ROOT, apply_migrations
+from trainingfiles_dev.embedded import running
 
 BENCH_DIR = PROJECT_ROOT / ".bench"
 CONVERSATIONS_BUCKET = "conversation-files"

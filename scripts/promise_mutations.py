@@ -171,7 +171,7 @@ def pytest(root: Path, tests: Sequence[str], timeout: float) -> int:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
-            [str(root / "server"), str(root / "clients/python/src"), str(root)]
+            [str(root / path) for path in ("server", "devtools", "clients/python/src", ".")]
         ),
     }
     options = ["-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]

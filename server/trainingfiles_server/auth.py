@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Sequence
@@ -36,9 +38,8 @@ from .config import Settings
 from .errors import PermissionDenied, Unauthenticated, Unavailable
 from .models import Caller, Role
 
-# A development secret so that `make run` works out of the box; the server refuses it
-# unless DEVELOPMENT_MODE is on.
-DEVELOPMENT_JWT_SECRET = "trainingfiles-development-secret-never-use-in-production"
+# Only the development secret's SHA-256: the secret itself stays in the dev tooling, not shipped.
+DEVELOPMENT_JWT_SECRET_SHA256 = "315422da5515583982c34d656b6dbc51a016a04e450a0e3b05f2e745d7ab3c4c"
 MIN_SECRET_BYTES = 32
 # Supabase tokens are well under 2 KiB; anything near this size is not a token.
 MAX_TOKEN_CHARS = 8192
@@ -81,7 +82,9 @@ def check_settings(settings: Settings) -> None:
     if secret is not None:
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise ConfigurationError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
-        if secret == DEVELOPMENT_JWT_SECRET and not settings.development_mode:
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        development = hmac.compare_digest(digest, DEVELOPMENT_JWT_SECRET_SHA256)
+        if development and not settings.development_mode:
             raise ConfigurationError(
                 "JWT_SECRET is the development secret; set a real one, or DEVELOPMENT_MODE=1"
             )

@@ -32,10 +32,10 @@ from tests.conftest import Stack, authorized_channel, mint, stack_settings
 from tests.crash.harness import Backend, padded
 from tests.e2e.helpers import Stub
 from trainingfiles.v1 import service_pb2_grpc
+from trainingfiles_dev.bootstrap import apply_migrations, ensure_buckets
+from trainingfiles_dev.generator import GeneratedConversation, Kind, generate_one, load
 from trainingfiles_server.app import RunningServer, running_server
 from trainingfiles_server.config import Settings
-from trainingfiles_server.dev.bootstrap import apply_migrations, ensure_buckets
-from trainingfiles_server.dev.generator import GeneratedConversation, Kind, generate_one, load
 from trainingfiles_server.storage import Storage, open_storage
 
 from . import supabase

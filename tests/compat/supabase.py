@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from trainingfiles_server.dev.bootstrap import PROJECT_ROOT
-from trainingfiles_server.dev.embedded import _die_with_parent, _stop, free_port
+from trainingfiles_dev.bootstrap import PROJECT_ROOT
+from trainingfiles_dev.embedded import _die_with_parent, _stop, free_port
 
 SOURCE_VARIABLE = "SUPABASE_STORAGE_SRC"
 DEFAULT_SOURCE = PROJECT_ROOT.parent / "shared" / "supabase-storage"

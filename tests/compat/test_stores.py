@@ -48,10 +48,10 @@ from tests.e2e.helpers import (
     unique_name,
 )
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles_dev.bootstrap import ensure_buckets
+from trainingfiles_dev.generator import GeneratedConversation
 from trainingfiles_server import aggregate
 from trainingfiles_server.app import running_server
-from trainingfiles_server.dev.bootstrap import ensure_buckets
-from trainingfiles_server.dev.generator import GeneratedConversation
 from trainingfiles_server.documents import decode_json_object, validate_enriched_document
 from trainingfiles_server.health import CLEANUP
 from trainingfiles_server.storage import (
@@ -426,7 +426,7 @@ async def _make_run(env: dict[str, str], cwd: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "trainingfiles_server.dev.run",
+        "trainingfiles_dev.run",
         cwd=cwd,
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -40,9 +40,9 @@ from tests.crash.harness import (
     server_process,
 )
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
-from trainingfiles_server.dev.bootstrap import apply_migrations, ensure_buckets
-from trainingfiles_server.dev.embedded import running
-from trainingfiles_server.dev.generator import generate, load
+from trainingfiles_dev.bootstrap import apply_migrations, ensure_buckets
+from trainingfiles_dev.embedded import running
+from trainingfiles_dev.generator import generate, load
 from trainingfiles_server.failpoints import POINTS
 from trainingfiles_server.storage import open_storage
 

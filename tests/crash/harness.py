@@ -46,8 +46,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.conftest import TEST_JWT_SECRET, authorized_channel
 from tests.e2e.helpers import http_get
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
-from trainingfiles_server.dev.embedded import free_port
-from trainingfiles_server.dev.generator import GeneratedConversation
+from trainingfiles_dev.embedded import free_port
+from trainingfiles_dev.generator import GeneratedConversation
 from trainingfiles_server.storage import Storage
 
 # Short leases and frequent sweeps, so a scenario is repaired in seconds.

@@ -33,9 +33,9 @@ from tests.crash.harness import (
 )
 from tests.e2e.helpers import create_ok, error_reason, unique_name
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles_dev.generator import generate, load
 from trainingfiles_server.app import RunningServer
 from trainingfiles_server.db import SWEEPER_LOCK_KEY
-from trainingfiles_server.dev.generator import generate, load
 from trainingfiles_server.storage import Storage
 
 OWNER = uuid.UUID("00000000-0000-4000-8000-00000000c4a5")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from trainingfiles_dev.generator import Awkward, GeneratedConversation, Kind, generate, load
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.dev.generator import Awkward, GeneratedConversation, Kind, generate, load
 from trainingfiles_server.storage import Storage
 
 OWNER = uuid.UUID("00000000-0000-4000-8000-00000000e2e1")

@@ -19,8 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import mint
 from tests.e2e.helpers import object_keys
+from trainingfiles_dev.generator import Awkward, GeneratedConversation, generate, load
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.dev.generator import Awkward, GeneratedConversation, generate, load
 from trainingfiles_server.storage import Storage
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

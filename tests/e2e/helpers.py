@@ -24,8 +24,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles_dev.generator import GeneratedConversation
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.dev.generator import GeneratedConversation
 from trainingfiles_server.logs import JsonFormatter
 
 Stub = service_pb2_grpc.TrainingFileServiceStub

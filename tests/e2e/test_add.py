@@ -38,8 +38,8 @@ from tests.e2e.helpers import (
     violation_fields,
 )
 from trainingfiles.v1 import resources_pb2, service_pb2
+from trainingfiles_dev.generator import GeneratedConversation, Kind, generate, load
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.dev.generator import GeneratedConversation, Kind, generate, load
 from trainingfiles_server.storage import Storage
 
 _VOLATILE = re.compile(

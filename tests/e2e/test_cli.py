@@ -28,8 +28,8 @@ import pytest
 import trainingfiles_client as tfc
 from tests.e2e.conftest import Dataset
 from trainingfiles.v1 import resources_pb2
+from trainingfiles_dev.generator import Kind
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.dev.generator import Kind
 from trainingfiles_server.storage import Storage
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -34,8 +34,8 @@ from tests.conftest import Stack, mint, stack_settings
 from tests.e2e.conftest import Dataset
 from tests.e2e.helpers import ACTIVE, ARCHIVED, FAILED, JSON, JSONL, TIMEOUT
 from trainingfiles.v1 import resources_pb2, service_pb2
+from trainingfiles_dev.generator import Kind
 from trainingfiles_server.app import RunningServer, running_server
-from trainingfiles_server.dev.generator import Kind
 
 Stage = service_pb2.TrainingFileProgress
 STAGES = [

@@ -54,11 +54,11 @@ from tests.e2e.helpers import (
     unique_name,
 )
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles_dev.bootstrap import apply_migrations, ensure_buckets
+from trainingfiles_dev.embedded import EmbeddedPostgres, EmbeddedSeaweedFS
+from trainingfiles_dev.generator import generate, load
 from trainingfiles_server.app import RunningServer, running_server
 from trainingfiles_server.config import Settings
-from trainingfiles_server.dev.bootstrap import apply_migrations, ensure_buckets
-from trainingfiles_server.dev.embedded import EmbeddedPostgres, EmbeddedSeaweedFS
-from trainingfiles_server.dev.generator import generate, load
 from trainingfiles_server.storage import Storage, open_storage
 
 pytestmark = pytest.mark.timeout(240)

@@ -43,14 +43,14 @@ from tests.e2e.helpers import (
     unique_name,
 )
 from trainingfiles.v1 import resources_pb2, service_pb2
-from trainingfiles_server.app import RunningServer
-from trainingfiles_server.dev.generator import (
+from trainingfiles_dev.generator import (
     EXTRA_METADATA_FIELD,
     EXTRA_PAIR_FIELD,
     VERTICAL,
     Kind,
     consultant_profile,
 )
+from trainingfiles_server.app import RunningServer
 
 
 @dataclass(frozen=True)

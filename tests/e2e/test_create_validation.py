@@ -33,8 +33,8 @@ from tests.e2e.helpers import (
     violation_fields,
 )
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles_dev.generator import Kind
 from trainingfiles_server.app import RunningServer, running_server
-from trainingfiles_server.dev.generator import Kind
 
 
 @pytest.mark.parametrize(

@@ -42,8 +42,8 @@ from tests.e2e.helpers import (
     wait_for_uploads,
 )
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles_dev.generator import GeneratedConversation, Kind, generate, load
 from trainingfiles_server.app import RunningServer, running_server
-from trainingfiles_server.dev.generator import GeneratedConversation, Kind, generate, load
 from trainingfiles_server.storage import Storage
 from trainingfiles_server.sweeper import Sweeper
 

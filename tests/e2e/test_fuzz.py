@@ -44,8 +44,8 @@ from tests.e2e.guards import BROKEN, User, assert_serving, ids_of, make_user, st
 from tests.e2e.helpers import TIMEOUT, collect, unique_name
 from tests.tokens import OTHER_SECRET, claims, signed
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles_dev.generator import Awkward
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.dev.generator import Awkward
 from trainingfiles_server.storage import Storage
 
 ALICE_SEED, BOB_SEED = 6301, 6302

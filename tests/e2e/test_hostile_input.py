@@ -58,8 +58,8 @@ from tests.e2e.helpers import (
     unique_name,
 )
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles_dev.generator import Awkward, generate_one
 from trainingfiles_server.app import RunningServer, running_server
-from trainingfiles_server.dev.generator import Awkward, generate_one
 from trainingfiles_server.pagination import PageTokens
 from trainingfiles_server.storage import Storage
 

@@ -49,8 +49,8 @@ from tests.e2e.helpers import (
 )
 from tests.tokens import BadToken, bad_tokens
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles_dev.generator import Awkward
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.dev.generator import Awkward
 from trainingfiles_server.storage import Storage
 
 ALICE = uuid.UUID("00000000-0000-4000-8000-0000000a11ce")

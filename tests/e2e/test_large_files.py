@@ -54,8 +54,8 @@ from tests.e2e.helpers import (
     unique_name,
 )
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles_dev.generator import GeneratedConversation, generate, load
 from trainingfiles_server.app import RunningServer, running_server
-from trainingfiles_server.dev.generator import GeneratedConversation, generate, load
 from trainingfiles_server.storage import Storage
 
 MIB = 1024 * 1024

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.conftest import TEST_JWT_SECRET, Stack, authorized_channel
 from tests.e2e.conftest import Dataset
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
-from trainingfiles_server.dev.embedded import free_port
+from trainingfiles_dev.embedded import free_port
 
 
 @pytest.fixture

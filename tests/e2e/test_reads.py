@@ -37,8 +37,8 @@ from tests.e2e.helpers import (
     violation_fields,
 )
 from trainingfiles.v1 import resources_pb2, service_pb2
+from trainingfiles_dev.generator import Kind
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.dev.generator import Kind
 
 UNSPECIFIED = resources_pb2.TRAINING_FILE_STATUS_UNSPECIFIED
 

@@ -28,9 +28,9 @@ from tests.e2e.guards import make_user
 from tests.e2e.helpers import JSON, TIMEOUT, collect, unique_name
 from tests.tokens import OTHER_SECRET, claims, signed, unsigned
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles_dev.embedded import free_port
+from trainingfiles_dev.token import DEVELOPMENT_JWT_SECRET
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.auth import DEVELOPMENT_JWT_SECRET
-from trainingfiles_server.dev.embedded import free_port
 from trainingfiles_server.storage import Storage
 
 SEED = 6401

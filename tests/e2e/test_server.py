@@ -17,9 +17,9 @@ from tests.conftest import Stack, authorized_channel, stack_settings
 from tests.e2e.helpers import captured_logs
 from tests.e2e.test_concurrency import own_postgres, stopped
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles_dev.bootstrap import apply_migrations, ensure_buckets
+from trainingfiles_dev.embedded import EmbeddedSeaweedFS
 from trainingfiles_server.app import running_server
-from trainingfiles_server.dev.bootstrap import apply_migrations, ensure_buckets
-from trainingfiles_server.dev.embedded import EmbeddedSeaweedFS
 from trainingfiles_server.storage import Storage, open_storage
 
 SERVICE = "trainingfiles.v1.TrainingFileService"

@@ -14,10 +14,10 @@ import pytest
 from tests.conftest import Stack, authorized_channel, stack_settings
 from tests.e2e.helpers import open_uploads, wait_for_uploads
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles_dev.bootstrap import ensure_buckets
+from trainingfiles_dev.embedded import EmbeddedSeaweedFS
+from trainingfiles_dev.generator import generate, load
 from trainingfiles_server.app import running_server
-from trainingfiles_server.dev.bootstrap import ensure_buckets
-from trainingfiles_server.dev.embedded import EmbeddedSeaweedFS
-from trainingfiles_server.dev.generator import generate, load
 from trainingfiles_server.storage import open_storage
 
 

@@ -13,8 +13,8 @@ import socket
 import tempfile
 from pathlib import Path
 
-from trainingfiles_server.dev.embedded import EmbeddedPostgres, free_port_pair, port_free
-from trainingfiles_server.dev.run import _reusable_port
+from trainingfiles_dev.embedded import EmbeddedPostgres, free_port_pair, port_free
+from trainingfiles_dev.run import _reusable_port
 
 TIMEOUT = 30.0
 

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import Stack
-from trainingfiles_server.dev.bootstrap import apply_migrations
+from trainingfiles_dev.bootstrap import apply_migrations
 
 Conn: TypeAlias = "asyncpg.Connection[Any]"
 

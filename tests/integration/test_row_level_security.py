@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import Stack
-from trainingfiles_server.dev.bootstrap import apply_migrations
+from trainingfiles_dev.bootstrap import apply_migrations
 
 
 async def test_users_cannot_touch_storage_intents_on_supabase(stack: Stack) -> None:

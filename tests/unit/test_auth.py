@@ -10,9 +10,9 @@ import pytest
 
 from tests.conftest import TEST_JWT_SECRET
 from tests.tokens import bad_tokens, claims, signed
+from trainingfiles_dev.token import DEVELOPMENT_JWT_SECRET
 from trainingfiles_server.app import running_server
 from trainingfiles_server.auth import (
-    DEVELOPMENT_JWT_SECRET,
     MAX_TOKEN_CHARS,
     MIN_SECRET_BYTES,
     Authenticator,

@@ -15,10 +15,9 @@ from uuid import UUID
 import jwt
 import pytest
 
-from trainingfiles_server.auth import DEVELOPMENT_JWT_SECRET
-from trainingfiles_server.dev.demo import DEMO_AWKWARD, DEMO_COUNT, DEMO_SEED, DEMO_USERS
-from trainingfiles_server.dev.generator import GeneratedConversation, Kind, generate
-from trainingfiles_server.dev.token import development_token
+from trainingfiles_dev.demo import DEMO_AWKWARD, DEMO_COUNT, DEMO_SEED, DEMO_USERS
+from trainingfiles_dev.generator import GeneratedConversation, Kind, generate
+from trainingfiles_dev.token import DEVELOPMENT_JWT_SECRET, development_token
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "client.md"]

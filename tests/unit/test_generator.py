@@ -11,7 +11,7 @@ from functools import cache
 import orjson
 import pytest
 
-from trainingfiles_server.dev.generator import (
+from trainingfiles_dev.generator import (
     EMOTIONAL_ARCS,
     EXTRA_METADATA_FIELD,
     EXTRA_PAIR_FIELD,

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from botocore.exceptions import ClientError
 from types_aiobotocore_s3 import S3Client
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = PROJECT_ROOT / "migrations"
 DEV_MIGRATIONS = MIGRATIONS / "dev"
 

@@ -13,9 +13,13 @@ import argparse
 import os
 import uuid
 
-from ..auth import DEVELOPMENT_JWT_SECRET, mint_token
+from trainingfiles_server.auth import mint_token
+
 from .demo import DEMO_USERS
 
+# A development secret so that `make run` works out of the box; the server refuses it
+# unless DEVELOPMENT_MODE is on (auth.py keeps only its SHA-256 digest, to recognise it).
+DEVELOPMENT_JWT_SECRET = "trainingfiles-development-secret-never-use-in-production"
 DEVELOPMENT_TOKEN_DAYS = 365
 
 

@@ -18,16 +18,17 @@ import sys
 import orjson
 from pydantic import SecretStr
 
-from .. import logs
-from ..app import serve
-from ..auth import DEVELOPMENT_JWT_SECRET, ConfigurationError
-from ..config import Settings
-from ..db import open_database
-from ..storage import open_storage
+from trainingfiles_server import logs
+from trainingfiles_server.app import serve
+from trainingfiles_server.auth import ConfigurationError
+from trainingfiles_server.config import Settings
+from trainingfiles_server.db import open_database
+from trainingfiles_server.storage import open_storage
+
 from .bootstrap import PROJECT_ROOT, BootstrapError, apply_migrations, ensure_buckets
 from .demo import DEMO_USERS, load_once
 from .embedded import EmbeddedError, EmbeddedPostgres, EmbeddedSeaweedFS, port_free
-from .token import development_token
+from .token import DEVELOPMENT_JWT_SECRET, development_token
 
 DATA_DIR = PROJECT_ROOT / ".data"
 STATE_FILE = DATA_DIR / "embedded.json"

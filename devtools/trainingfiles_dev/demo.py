@@ -11,7 +11,8 @@ from typing import Any
 
 import asyncpg
 
-from ..storage import Storage
+from trainingfiles_server.storage import Storage
+
 from .generator import Awkward, generate, load
 
 DEMO_SEED = 20261127
