@@ -1,0 +1,90 @@
+"""A training pair as a chat: the one place that reads `conversation_history`.
+
+Every trainer format is built from `dialogue(pair)`: the history, then the current user
+input, as ``(role, content)`` turns whose role is ``"user"`` or ``"assistant"``. The
+system prompt and the target response are added by each format, as its convention wants.
+
+History items are dicts such as ``{"turn": 2, "role": "assistant", "content": "…"}``
+(the enrichment pipeline also adds ``emotional_state`` to the client's turns; any other
+key is ignored). The rules, applied in order:
+
+1. An item that is not a dict, or whose ``content`` is not a non-empty string, is left
+   out: it has nothing to say, and OpenAI rejects empty messages.
+2. ``role`` (compared exactly) ``"assistant"``, ``"consultant"``, ``"advisor"``,
+   ``"gpt"``, ``"bot"`` or ``"model"`` is the assistant; any other value, or none, is the
+   user: whoever is not the consultant is talking to it.
+3. The current user input follows the history as a user turn (left out when empty).
+4. Consecutive turns of one role are joined into one, separated by a blank line, so the
+   roles alternate: LLaMA-Factory skips examples that do not, and several chat templates
+   raise. (A history that lost a reply, then the current input, becomes one user turn.)
+
+For the pipeline's histories (user, assistant, user, assistant, …) this is the identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import orjson
+
+from .base import Pair
+
+USER: Final = "user"
+ASSISTANT: Final = "assistant"
+
+_ASSISTANT_ROLES: Final = frozenset({"assistant", "consultant", "advisor", "gpt", "bot", "model"})
+_OPTIONS: Final = orjson.OPT_APPEND_NEWLINE
+
+Turn = tuple[str, str]  # (USER or ASSISTANT, non-empty content)
+Record = dict[str, Any]
+
+
+def dialogue(pair: Pair) -> list[Turn]:
+    """The history and the current user input as alternating turns (see the module doc)."""
+    turns: list[Turn] = []
+    history = pair.get("conversation_history")
+    if isinstance(history, list):
+        for item in history:
+            if not isinstance(item, dict):
+                continue
+            content = item.get("content")
+            if not isinstance(content, str) or not content:
+                continue
+            _append(turns, ASSISTANT if item.get("role") in _ASSISTANT_ROLES else USER, content)
+    current = pair.get("current_user_input")
+    if isinstance(current, str) and current:
+        _append(turns, USER, current)
+    return turns
+
+
+def _append(turns: list[Turn], role: str, content: str) -> None:
+    if turns and turns[-1][0] == role:
+        turns[-1] = (role, f"{turns[-1][1]}\n\n{content}")
+    else:
+        turns.append((role, content))
+
+
+def system_prompt(pair: Pair) -> str:
+    """The system prompt, or "" when there is none (formats then leave the message out)."""
+    prompt = pair.get("system_prompt")
+    return prompt if isinstance(prompt, str) else ""
+
+
+class JsonLines:
+    """A renderer writing one orjson line per pair: ``record(pair)`` plus a newline.
+
+    The build feeds only `trainable` pairs, so ``pair["target_response"]`` is a non-empty
+    string here.
+    """
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: Callable[[Pair], Record]) -> None:
+        self._record = record
+
+    def feed(self, pair: Pair) -> bytes:
+        return orjson.dumps(self._record(pair), option=_OPTIONS)
+
+    def close(self) -> bytes:
+        return b""
