@@ -116,6 +116,8 @@ class TransformedConversation:
     lines: bytes
     vertical: str
     consultant_profile: bytes
+    # The same pairs as `lines`, decoded, for the other output formats.
+    pairs: list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,7 @@ def transform_conversation(
     )
     raw_pairs = raw["training_pairs"]
     lines = bytearray()
+    pairs = []
     scores = 0.0
     human_reviewed = False
     for index in order:
@@ -181,6 +184,7 @@ def transform_conversation(
         out["conversation_metadata"] = {**pair["conversation_metadata"], **keys}
         out["input_parameters"] = input_parameters
         lines += orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
+        pairs.append(out)
         scores += model.training_metadata.quality_score
         human_reviewed = human_reviewed or model.training_metadata.human_reviewed
     count = len(order)
@@ -196,6 +200,7 @@ def transform_conversation(
         lines=bytes(lines),
         vertical=document.dataset_metadata.vertical,
         consultant_profile=orjson.dumps(raw["consultant_profile"]),
+        pairs=pairs,
     )
 
 

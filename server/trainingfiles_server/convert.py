@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -9,17 +10,22 @@ from google.protobuf import timestamp_pb2
 
 from trainingfiles.v1 import resources_pb2, service_pb2
 
+from . import formats
 from .errors import InvalidArgument, Violation
+from .formats import Format
 from .models import (
     DownloadUrl,
     EligibleConversation,
     FileConversation,
-    FileFormat,
+    OutputRecord,
     Progress,
+    Split,
     Stage,
     Status,
     TrainingFileRecord,
 )
+from .plans import split_from_json
+from .splits import SplitError, SplitSpec, Stratify
 
 _STATUS_TO_PROTO = {
     Status.PROCESSING: resources_pb2.TRAINING_FILE_STATUS_PROCESSING,
@@ -34,12 +40,20 @@ _STAGE_TO_PROTO = {
     Stage.AGGREGATING: service_pb2.TrainingFileProgress.STAGE_AGGREGATING,
     Stage.UPLOADING: service_pb2.TrainingFileProgress.STAGE_UPLOADING,
     Stage.SAVING: service_pb2.TrainingFileProgress.STAGE_SAVING,
+    Stage.RENDERING: service_pb2.TrainingFileProgress.STAGE_RENDERING,
 }
-_FORMAT_TO_PROTO = {
-    FileFormat.JSON: resources_pb2.FILE_FORMAT_JSON,
-    FileFormat.JSONL: resources_pb2.FILE_FORMAT_JSONL,
+_SPLIT_TO_PROTO = {
+    Split.ALL: resources_pb2.SPLIT_ALL,
+    Split.TRAIN: resources_pb2.SPLIT_TRAIN,
+    Split.VALIDATION: resources_pb2.SPLIT_VALIDATION,
 }
-_FORMAT_FROM_PROTO: dict[int, FileFormat] = {int(v): k for k, v in _FORMAT_TO_PROTO.items()}
+_SPLIT_FROM_PROTO: dict[int, Split] = {int(v): k for k, v in _SPLIT_TO_PROTO.items()}
+_STRATIFY_TO_PROTO = {
+    Stratify.NONE: resources_pb2.SplitOptions.STRATIFY_UNSPECIFIED,
+    Stratify.PERSONA: resources_pb2.SplitOptions.STRATIFY_PERSONA,
+    Stratify.TRAINING_TOPIC: resources_pb2.SplitOptions.STRATIFY_TRAINING_TOPIC,
+}
+_STRATIFY_FROM_PROTO: dict[int, Stratify] = {int(v): k for k, v in _STRATIFY_TO_PROTO.items()}
 
 
 def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
@@ -76,7 +90,14 @@ def training_file(record: TrainingFileRecord) -> resources_pb2.TrainingFile:
         updated_at=timestamp(record.updated_at),
         error_message=record.error_message or "",
         version=record.version,
+        outputs=[output(o, record.name) for o in _in_registry_order(record.outputs)],
+        duplicate_pair_count=record.duplicate_pair_count,
+        duplicates_dropped=record.drop_duplicates,
+        untrainable_pair_count=record.untrainable_pair_count,
     )
+    spec = split_from_json(record.split_spec)
+    if spec is not None:
+        message.split.CopyFrom(split_options(spec))
     if record.description is not None:
         message.description = record.description
     if record.version > 0:
@@ -125,12 +146,113 @@ def status_filter(value: int) -> Status | None:
     return _STATUS_FROM_PROTO[value]
 
 
-def file_format(value: int) -> FileFormat | None:
+def file_format(value: int) -> Format | None:
     if value == resources_pb2.FILE_FORMAT_UNSPECIFIED:
         return None
-    if value not in _FORMAT_FROM_PROTO:
+    fmt = formats.by_proto(value)
+    if fmt is None:
         raise InvalidArgument.field("format", f"unknown format value {value}", "UNKNOWN_ENUM_VALUE")
-    return _FORMAT_FROM_PROTO[value]
+    return fmt
+
+
+def split(value: int) -> Split | None:
+    if value == resources_pb2.SPLIT_UNSPECIFIED:
+        return None
+    if value not in _SPLIT_FROM_PROTO:
+        raise InvalidArgument.field("split", f"unknown split value {value}", "UNKNOWN_ENUM_VALUE")
+    return _SPLIT_FROM_PROTO[value]
+
+
+def requested_formats(values: Sequence[int], *, required: bool = False) -> list[Format]:
+    """The formats a build or export asks for; every problem is reported at once."""
+    if required and not values:
+        raise InvalidArgument.field("formats", "name at least one format", "REQUIRED")
+    chosen: list[Format] = []
+    violations = []
+    first: dict[int, int] = {}
+    for index, value in enumerate(values):
+        where = f"formats[{index}]"
+        fmt = formats.by_proto(value)
+        if value in first:
+            violations.append(
+                Violation(where, "DUPLICATE_FORMAT", f"duplicate of formats[{first[value]}]")
+            )
+        elif fmt is None:
+            reason = "REQUIRED" if value == 0 else "UNKNOWN_ENUM_VALUE"
+            violations.append(Violation(where, reason, f"not a format one can ask for: {value}"))
+        elif fmt is formats.CARD:
+            violations.append(
+                Violation(where, "NOT_REQUESTABLE", "the dataset card is always produced")
+            )
+        else:
+            chosen.append(fmt)
+        first.setdefault(value, index)
+    if violations:
+        raise InvalidArgument(
+            f"{len(violations)} problem(s) with formats: "
+            + "; ".join(f"{v.subject}: {v.description}" for v in violations[:5]),
+            violations,
+        )
+    return chosen
+
+
+def split_spec(options: resources_pb2.SplitOptions | None) -> SplitSpec | None:
+    """A requested split, checked (INVALID_ARGUMENT names the field at fault)."""
+    if options is None:
+        return None
+    size = options.WhichOneof("size")
+    if size is None:
+        raise InvalidArgument.field(
+            "split.validation_fraction",
+            "a split needs validation_fraction or validation_count",
+            "REQUIRED",
+        )
+    stratify = _STRATIFY_FROM_PROTO.get(options.stratify)
+    if stratify is None:
+        raise InvalidArgument.field(
+            "split.stratify", f"unknown value {options.stratify}", "UNKNOWN_ENUM_VALUE"
+        )
+    try:
+        return SplitSpec(
+            validation_fraction=options.validation_fraction
+            if size == "validation_fraction"
+            else None,
+            validation_count=options.validation_count if size == "validation_count" else None,
+            seed=options.seed,
+            stratify=stratify,
+        )
+    except SplitError as exc:
+        raise InvalidArgument.field(exc.field, str(exc), "INVALID_SPLIT") from None
+
+
+def split_options(spec: SplitSpec) -> resources_pb2.SplitOptions:
+    message = resources_pb2.SplitOptions(seed=spec.seed, stratify=_STRATIFY_TO_PROTO[spec.stratify])
+    if spec.validation_fraction is not None:
+        message.validation_fraction = spec.validation_fraction
+    if spec.validation_count is not None:
+        message.validation_count = spec.validation_count
+    return message
+
+
+def _in_registry_order(outputs: Sequence[OutputRecord]) -> list[OutputRecord]:
+    order = {name: i for i, name in enumerate([*formats.FORMATS, formats.CARD.name])}
+    sides = list(Split)
+    return sorted(outputs, key=lambda o: (order.get(o.format, len(order)), sides.index(o.split)))
+
+
+def output(record: OutputRecord, name: str) -> resources_pb2.TrainingFileOutput:
+    fmt = formats.by_name(record.format)
+    assert fmt is not None
+    return resources_pb2.TrainingFileOutput(
+        format=fmt.proto_value,  # type: ignore[arg-type]
+        split=_SPLIT_TO_PROTO[record.split],
+        object_key=record.object_key,
+        size_bytes=record.size_bytes,
+        record_count=record.record_count,
+        content_type=record.content_type,
+        sha256=record.sha256 or "",
+        file_name=formats.file_name(name, fmt, record.split.value),
+    )
 
 
 def file_conversation(row: FileConversation) -> resources_pb2.TrainingFileConversation:
@@ -166,10 +288,18 @@ def download_url(url: DownloadUrl) -> service_pb2.GetDownloadUrlResponse:
     return service_pb2.GetDownloadUrlResponse(
         url=url.url,
         expire_time=timestamp(url.expire_time),
-        format=_FORMAT_TO_PROTO[url.format],
+        format=_format_proto(url.format),
         size_bytes=url.size_bytes,
         file_name=url.file_name,
+        split=_SPLIT_TO_PROTO[url.split],
+        sha256=url.sha256 or "",
     )
+
+
+def _format_proto(name: str) -> resources_pb2.FileFormat.ValueType:
+    fmt = formats.by_name(name)
+    assert fmt is not None
+    return resources_pb2.FileFormat.ValueType(fmt.proto_value)
 
 
 def conversation_problem(violation: Violation) -> service_pb2.ConversationProblem:

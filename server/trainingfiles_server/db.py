@@ -23,6 +23,8 @@ from .models import (
     CandidateConversation,
     EligibleConversation,
     FileConversation,
+    OutputRecord,
+    Split,
     Status,
     TrainingFileRecord,
 )
@@ -35,12 +37,18 @@ PING = "SELECT 1"
 _CANCEL_GRACE = 1.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# The file's outputs come with it, as one jsonb array (one round trip for a page of files).
 TRAINING_FILE_COLUMNS = """
     id, name, description, status, storage_bucket, json_file_path, jsonl_file_path,
     conversation_count, total_training_pairs, json_file_size, jsonl_file_size,
     avg_quality_score, min_quality_score, max_quality_score, human_reviewed_count,
     scaffolding_distribution, vertical, consultant_profile, error_message, version,
-    created_by, created_at, updated_at
+    created_by, created_at, updated_at, output_formats, split_spec, drop_duplicates,
+    duplicate_pair_count, untrainable_pair_count,
+    (SELECT coalesce(jsonb_agg(jsonb_build_array(o.format, o.split, o.object_key,
+                                                 o.size_bytes, o.record_count,
+                                                 o.content_type, o.sha256)), '[]')
+     FROM training_file_outputs o WHERE o.training_file_id = training_files.id) AS outputs
 """
 
 # One round trip answers every eligibility question about every requested id, in
@@ -51,7 +59,9 @@ SELECT r.id AS conversation_id,
        c.enrichment_status,
        c.enriched_file_path,
        c.created_by,
-       m.conversation_id IS NOT NULL AS in_file
+       m.conversation_id IS NOT NULL AS in_file,
+       c.persona_id,
+       c.training_topic_id
 FROM unnest($1::uuid[]) WITH ORDINALITY AS r (id, ord)
 LEFT JOIN conversations c ON c.conversation_id = r.id
 LEFT JOIN training_file_conversations m
@@ -59,13 +69,14 @@ LEFT JOIN training_file_conversations m
 ORDER BY r.ord
 """
 
-# A new file, 'processing' under the Create's lease ($8 token, $9 seconds).
+# A new file, 'processing' under the Create's lease ($8 token, $9 seconds), with the
+# build settings every version keeps ($10 formats, $11 split, $12 drop duplicates).
 INSERT_PROCESSING_FILE = f"""
 INSERT INTO training_files
     (id, name, description, status, storage_bucket, json_file_path, jsonl_file_path,
-     created_by, lease_token, lease_expires_at)
+     created_by, lease_token, lease_expires_at, output_formats, split_spec, drop_duplicates)
 VALUES ($1, $2, $3, 'processing', $4, $5, $6, $7, $8,
-        clock_timestamp() + make_interval(secs => $9))
+        clock_timestamp() + make_interval(secs => $9), $10, $11, $12)
 RETURNING {TRAINING_FILE_COLUMNS}
 """
 
@@ -116,7 +127,7 @@ WHERE id = $1 AND lease_token = $2
 
 # Make a build's content live, only while it still holds its lease ($15) and the file is
 # still in the status the build started from ($16): metrics, paths, sizes, version.
-ACTIVATE_FILE = f"""
+ACTIVATE_FILE = """
 UPDATE training_files
 SET status = 'active', json_file_path = $2, jsonl_file_path = $3,
     json_file_size = $4, jsonl_file_size = $5,
@@ -124,10 +135,40 @@ SET status = 'active', json_file_path = $2, jsonl_file_path = $3,
     avg_quality_score = $8, min_quality_score = $9, max_quality_score = $10,
     human_reviewed_count = $11, scaffolding_distribution = $12,
     vertical = $13, consultant_profile = $14, version = version + 1,
-    lease_token = NULL, lease_expires_at = NULL
+    lease_token = NULL, lease_expires_at = NULL,
+    output_formats = $17, duplicate_pair_count = $18, untrainable_pair_count = $19
 WHERE id = $1 AND lease_token = $15 AND lease_expires_at > clock_timestamp()
   AND status = $16
-RETURNING {TRAINING_FILE_COLUMNS}
+RETURNING id
+"""
+
+# An export's outputs join the version, only while the build holds its lease.
+RECORD_EXPORT = """
+UPDATE training_files
+SET output_formats = $3, lease_token = NULL, lease_expires_at = NULL
+WHERE id = $1 AND lease_token = $2 AND lease_expires_at > clock_timestamp()
+  AND status = 'active'
+RETURNING id
+"""
+
+# The outputs a build replaces: their rows go, their keys are returned to be retired.
+DROP_OUTPUTS = """
+DELETE FROM training_file_outputs o
+USING unnest($2::text[], $3::text[]) AS r (format, split)
+WHERE o.training_file_id = $1 AND o.format = r.format AND o.split = r.split
+RETURNING o.object_key
+"""
+
+DROP_ALL_OUTPUTS = """
+DELETE FROM training_file_outputs WHERE training_file_id = $1 RETURNING object_key
+"""
+
+INSERT_OUTPUTS = """
+INSERT INTO training_file_outputs
+    (training_file_id, format, split, object_key, size_bytes, record_count, content_type,
+     sha256)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                         $7::text[], $8::text[])
 """
 
 # The build's own intents for the objects it made live; fewer than expected means the
@@ -161,12 +202,14 @@ RETURNING {TRAINING_FILE_COLUMNS}
 INSERT_FILE_CONVERSATIONS = """
 INSERT INTO training_file_conversations
     (training_file_id, conversation_id, position, added_by, training_pair_count,
-     quality_score, human_reviewed, persona_key, emotional_arc_key, training_topic_key)
+     quality_score, human_reviewed, persona_key, emotional_arc_key, training_topic_key,
+     pair_digests)
 SELECT $1, c.conversation_id, $2 + c.ord - 1, $3, c.pairs, c.quality, c.reviewed,
-       c.persona, c.arc, c.topic
+       c.persona, c.arc, c.topic, c.digests
 FROM unnest($4::uuid[], $5::int[], $6::float8[], $7::bool[], $8::text[], $9::text[],
-            $10::text[])
-     WITH ORDINALITY AS c (conversation_id, pairs, quality, reviewed, persona, arc, topic, ord)
+            $10::text[], $11::bytea[])
+     WITH ORDINALITY AS c (conversation_id, pairs, quality, reviewed, persona, arc, topic,
+                           digests, ord)
 """
 
 MARK_FAILED = """
@@ -179,11 +222,13 @@ WHERE id = $1 AND status = 'processing' AND lease_token = $3
 GET_FILE = f"SELECT {TRAINING_FILE_COLUMNS} FROM training_files WHERE id = $1"
 
 FILE_SUMMARIES = """
-SELECT conversation_id, training_pair_count, quality_score, human_reviewed,
-       persona_key, emotional_arc_key, training_topic_key
-FROM training_file_conversations
-WHERE training_file_id = $1
-ORDER BY position
+SELECT m.conversation_id, m.training_pair_count, m.quality_score, m.human_reviewed,
+       m.persona_key, m.emotional_arc_key, m.training_topic_key, m.pair_digests,
+       c.persona_id, c.training_topic_id
+FROM training_file_conversations m
+JOIN conversations c ON c.conversation_id = m.conversation_id
+WHERE m.training_file_id = $1
+ORDER BY m.position
 """
 
 ARCHIVE_FILE = f"""
@@ -328,7 +373,21 @@ async def _keep_session(conn: Connection) -> None:
 def _file(row: asyncpg.Record) -> TrainingFileRecord:
     values = dict(row.items())
     values["status"] = Status(values["status"])
+    values["outputs"] = tuple(
+        OutputRecord(fmt, Split(split), key, size, records, content_type, sha256)
+        for fmt, split, key, size, records, content_type, sha256 in values["outputs"]
+    )
     return TrainingFileRecord(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConversation:
+    """A conversation of a file as an Add or an export needs it: no document is read."""
+
+    summary: ConversationSummary
+    digests: bytes | None  # its pairs' duplicate digests; None if added before they were kept
+    persona_id: UUID | None
+    training_topic_id: UUID | None
 
 
 def _summary(row: asyncpg.Record) -> ConversationSummary:
@@ -341,6 +400,10 @@ def _summary(row: asyncpg.Record) -> ConversationSummary:
         emotional_arc_key=row["emotional_arc_key"],
         training_topic_key=row["training_topic_key"],
     )
+
+
+def _only(outputs: Sequence[OutputRecord], format_name: str) -> OutputRecord:
+    return next(o for o in outputs if o.format == format_name)
 
 
 class LeaseLost(Exception):
@@ -428,9 +491,13 @@ class Database:
         bucket: str,
         json_key: str,
         jsonl_key: str,
+        keys: Sequence[str],
         created_by: UUID | None,
         lease_token: UUID,
         lease_seconds: float,
+        output_formats: Sequence[str],
+        split_spec: dict[str, Any] | None,
+        drop_duplicates: bool,
     ) -> TrainingFileRecord:
         """Take the name, the lease and record the keys to clean up, in one transaction."""
         async with self.transaction() as conn:
@@ -446,12 +513,15 @@ class Database:
                     created_by,
                     lease_token,
                     lease_seconds,
+                    list(output_formats),
+                    split_spec,
+                    drop_duplicates,
                 )
             except asyncpg.exceptions.UniqueViolationError:
                 raise AlreadyExists(
                     "training_file", name, f"a training file named {name!r} already exists"
                 ) from None
-            await conn.execute(INSERT_INTENTS, bucket, file_id, [json_key, jsonl_key], lease_token)
+            await conn.execute(INSERT_INTENTS, bucket, file_id, list(keys), lease_token)
         assert row is not None
         return _file(row)
 
@@ -502,33 +572,35 @@ class Database:
         lease_token: UUID,
         from_status: Status,
         bucket: str,
-        json_key: str,
-        jsonl_key: str,
-        json_size: int,
-        jsonl_size: int,
+        outputs: Sequence[OutputRecord],
         metrics: FileMetrics,
         vertical: str,
         consultant_profile: bytes,
         new_conversations: Sequence[ConversationSummary],
+        new_digests: Sequence[bytes],
         first_position: int,
         added_by: UUID | None,
-        replaced_keys: Sequence[str] = (),
-    ) -> tuple[TrainingFileRecord, bool]:
-        """One transaction: new content live, members added, the build's intents cleared.
+        output_formats: Sequence[str],
+        duplicate_pair_count: int,
+        untrainable_pair_count: int,
+    ) -> tuple[TrainingFileRecord, list[str], bool]:
+        """One transaction: the new version live, members added, the build's intents cleared.
 
         Only while the build holds its lease and the file is still `from_status`:
         otherwise nothing changes and `LeaseLost` is raised (the caller finds out which).
-        The replaced objects become the sweeper's, kept while a link to them may be
-        valid; the flag says whether they may be deleted at once.
+        The previous version's outputs become the sweeper's, kept while a link to them
+        may be valid; returned with whether they may be deleted at once.
         """
+        json_output = _only(outputs, "v4_json")
+        jsonl_output = _only(outputs, "v4_jsonl")
         async with self.transaction() as conn:
             row = await conn.fetchrow(
                 ACTIVATE_FILE,
                 file_id,
-                json_key,
-                jsonl_key,
-                json_size,
-                jsonl_size,
+                json_output.object_key,
+                jsonl_output.object_key,
+                json_output.size_bytes,
+                jsonl_output.size_bytes,
                 metrics.conversation_count,
                 metrics.total_training_pairs,
                 metrics.avg_quality_score,
@@ -541,14 +613,13 @@ class Database:
                 consultant_profile.decode(),
                 lease_token,
                 from_status.value,
+                list(output_formats),
+                duplicate_pair_count,
+                untrainable_pair_count,
             )
             if row is None:
                 raise LeaseLost(str(file_id))
-            claimed = await conn.execute(
-                CLAIM_BUILD_INTENTS, bucket, [json_key, jsonl_key], lease_token
-            )
-            if claimed != "DELETE 2":
-                raise LeaseLost(str(file_id))  # rolls the activation back
+            await self._claim_intents(conn, bucket, outputs, lease_token, file_id)
             await conn.execute(
                 INSERT_FILE_CONVERSATIONS,
                 file_id,
@@ -561,12 +632,80 @@ class Database:
                 [s.persona_key for s in new_conversations],
                 [s.emotional_arc_key for s in new_conversations],
                 [s.training_topic_key for s in new_conversations],
+                list(new_digests),
             )
-            due = True
-            if replaced_keys:
-                flags = await conn.fetch(RETIRE_OBJECTS, bucket, file_id, list(replaced_keys))
-                due = all(flag["due"] for flag in flags)
-        return _file(row), due
+            replaced = [r["object_key"] for r in await conn.fetch(DROP_ALL_OUTPUTS, file_id)]
+            due = await self._retire(conn, bucket, file_id, replaced)
+            await self._insert_outputs(conn, file_id, outputs)
+            record = await conn.fetchrow(GET_FILE, file_id)
+        assert record is not None
+        return _file(record), replaced, due
+
+    async def record_export(
+        self,
+        *,
+        file_id: UUID,
+        lease_token: UUID,
+        bucket: str,
+        outputs: Sequence[OutputRecord],
+        output_formats: Sequence[str],
+    ) -> tuple[TrainingFileRecord, list[str], bool]:
+        """One transaction: an export's outputs join the version, replacing the same ones."""
+        async with self.transaction() as conn:
+            if (
+                await conn.fetchrow(RECORD_EXPORT, file_id, lease_token, list(output_formats))
+                is None
+            ):
+                raise LeaseLost(str(file_id))
+            await self._claim_intents(conn, bucket, outputs, lease_token, file_id)
+            rows = await conn.fetch(
+                DROP_OUTPUTS,
+                file_id,
+                [o.format for o in outputs],
+                [o.split.value for o in outputs],
+            )
+            replaced = [r["object_key"] for r in rows]
+            due = await self._retire(conn, bucket, file_id, replaced)
+            await self._insert_outputs(conn, file_id, outputs)
+            record = await conn.fetchrow(GET_FILE, file_id)
+        assert record is not None
+        return _file(record), replaced, due
+
+    @staticmethod
+    async def _claim_intents(
+        conn: Connection,
+        bucket: str,
+        outputs: Sequence[OutputRecord],
+        lease_token: UUID,
+        file_id: UUID,
+    ) -> None:
+        keys = [o.object_key for o in outputs]
+        claimed = await conn.execute(CLAIM_BUILD_INTENTS, bucket, keys, lease_token)
+        if claimed != f"DELETE {len(keys)}":
+            raise LeaseLost(str(file_id))  # rolls the transaction back
+
+    @staticmethod
+    async def _retire(conn: Connection, bucket: str, file_id: UUID, keys: list[str]) -> bool:
+        if not keys:
+            return True
+        flags = await conn.fetch(RETIRE_OBJECTS, bucket, file_id, keys)
+        return all(flag["due"] for flag in flags)
+
+    @staticmethod
+    async def _insert_outputs(
+        conn: Connection, file_id: UUID, outputs: Sequence[OutputRecord]
+    ) -> None:
+        await conn.execute(
+            INSERT_OUTPUTS,
+            file_id,
+            [o.format for o in outputs],
+            [o.split.value for o in outputs],
+            [o.object_key for o in outputs],
+            [o.size_bytes for o in outputs],
+            [o.record_count for o in outputs],
+            [o.content_type for o in outputs],
+            [o.sha256 for o in outputs],
+        )
 
     async def mark_failed(self, file_id: UUID, lease_token: UUID, reason: str) -> None:
         async with self.connection() as conn:
@@ -585,10 +724,16 @@ class Database:
             row = await conn.fetchrow(NOTE_LINK, file_id, valid_until, owner)
         return _file(row) if row is not None else None
 
-    async def file_summaries(self, file_id: UUID) -> list[ConversationSummary]:
+    async def stored_conversations(self, file_id: UUID) -> list[StoredConversation]:
+        """The file's conversations in add order, with what a rebuild needs of each."""
         async with self.connection() as conn:
             rows = await conn.fetch(FILE_SUMMARIES, file_id)
-        return [_summary(row) for row in rows]
+        return [
+            StoredConversation(
+                _summary(row), row["pair_digests"], row["persona_id"], row["training_topic_id"]
+            )
+            for row in rows
+        ]
 
     async def archive(self, file_id: UUID) -> TrainingFileRecord | None:
         async with self.connection() as conn:

@@ -15,6 +15,7 @@ import time
 from array import array
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from . import aggregate, failpoints
@@ -23,7 +24,7 @@ from .config import Settings
 from .documents import DocumentError, decode_json_object, validate_enriched_document
 from .leases import Lease
 from .models import CandidateConversation, Progress, Stage
-from .outputs import Outputs
+from .outputs import OutputSet
 from .rules import bad_document
 from .storage import ObjectMissing, ObjectTooLarge, Storage
 
@@ -65,6 +66,7 @@ class _Fetched:
     vertical: str
     consultant_profile: bytes
     lines: bytes
+    pairs: list[dict[str, Any]]
 
 
 async def fetch_all(
@@ -72,7 +74,7 @@ async def fetch_all(
     storage: Storage,
     file_id: UUID,
     targets: Targets,
-    outputs: Outputs,
+    outputs: OutputSet,
     consistency: ConsistencyCheck,
     summaries: aggregate.Summaries,
     lease: Lease,
@@ -138,6 +140,7 @@ async def fetch_all(
                     transformed.vertical,
                     transformed.consultant_profile,
                     transformed.lines,
+                    transformed.pairs,
                 )
             )
 
@@ -169,7 +172,7 @@ async def fetch_all(
                     summaries.append(item.summary)
                     results[next_in_order] = None  # keep only the summary
                     next_in_order += 1
-                    await outputs.write(item.lines)
+                    await outputs.write_conversation(item.lines, item.pairs)
                     ahead.release()
                     await failpoints.reach("build.fetched")
                 lease.check()

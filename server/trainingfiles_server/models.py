@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from .aggregate import Warning
@@ -28,11 +28,28 @@ class Stage(enum.Enum):
     AGGREGATING = enum.auto()
     UPLOADING = enum.auto()
     SAVING = enum.auto()
+    RENDERING = enum.auto()
 
 
-class FileFormat(enum.Enum):
-    JSON = "json"
-    JSONL = "jsonl"
+class Split(enum.StrEnum):
+    """The part of a file an output holds."""
+
+    ALL = "all"
+    TRAIN = "train"
+    VALIDATION = "validation"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    """One `training_file_outputs` row: a stored object of the file's current version."""
+
+    format: str  # a registry name (formats.FORMATS, or the card)
+    split: Split
+    object_key: str
+    size_bytes: int
+    record_count: int
+    content_type: str
+    sha256: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +79,16 @@ class TrainingFileRecord:
     created_by: UUID | None
     created_at: datetime
     updated_at: datetime
+    # The build settings every version keeps, and what the current version's build found.
+    output_formats: list[str]
+    split_spec: dict[str, Any] | None
+    drop_duplicates: bool
+    duplicate_pair_count: int
+    untrainable_pair_count: int
+    outputs: tuple[OutputRecord, ...] = ()
+
+    def output(self, format_name: str, split: Split) -> OutputRecord | None:
+        return next((o for o in self.outputs if o.format == format_name and o.split is split), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +101,8 @@ class CandidateConversation:
     enriched_file_path: str | None
     created_by: UUID | None
     in_file: bool
+    persona_id: UUID | None = None
+    training_topic_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +147,11 @@ class Progress:
 class DownloadUrl:
     url: str
     expire_time: datetime
-    format: FileFormat
+    format: str  # a registry name
+    split: Split
     size_bytes: int
     file_name: str
+    sha256: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,12 @@
 and one object store.
 
     rules.py      what a valid request is, which conversations may be used (pure)
-    builds.py     Create and Add: one pipeline, leases, cleanup, the shutdown drain
+    plans.py      what a build writes: formats, split, duplicates, object keys (pure)
+    builds.py     Create, Add and export: one pipeline, leases, cleanup, the shutdown drain
     fetching.py   the fetch scheduler: bounded workers, lines in add order, progress
-    outputs.py    the JSON and the JSONL of a version, written in one pass
+    outputs.py    every output of a version, written in one pass as pairs arrive
+    formats/      one module per output format, behind one registry (pure)
+    splits.py, duplicates.py, card.py   the split, duplicate digests, the card (pure)
     reads.py      get, list, download links, archive, validation without a build
 """
 

@@ -1,31 +1,55 @@
-"""The outputs of one version of a file: its JSON and its JSONL, written as lines arrive.
+"""The outputs of one build, written in one pass as the pairs arrive in file order.
 
-Both objects are written in one pass (each line goes to both), each through a streaming
-`storage.ObjectWriter`; an Add starts them with the file's stored pairs, copied by the
-store itself.
+A build writes the v4.0 JSON and JSONL (`V4Outputs`), and each requested trainer format
+once per side of the split (`FormatOutput`), each through its own streaming
+`storage.ObjectWriter`; `OutputSet` routes every pair to them, counts duplicates and
+untrainable pairs, and stores the dataset card last. An Add starts from the stored
+version: the store copies its v4 pairs (UploadPartCopy) while the stored JSONL is
+streamed once through the service, to checksum it and to render the trainer formats
+again (a conversation's side of the split may change when conversations are added).
+An export is the same pass over the stored JSONL, with no v4 outputs and no new documents.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from typing import TypeVar
+from uuid import UUID
 
-from . import aggregate
+import orjson
+
+from . import aggregate, formats
 from .aggregate import JsonlToJsonPairs
+from .duplicates import DuplicateCounter, iter_digests, pair_digest
 from .errors import ResourceExhausted
-from .storage import Storage, UploadHook
+from .formats import Format, Pair
+from .models import OutputRecord, Split
+from .storage import ObjectWriter, Storage, UploadHook
 
 _T = TypeVar("_T")
+# How often (in pairs) a replay of the stored JSONL reports its progress.
+REPLAY_REPORT_EVERY = 2000
 
 
-class Outputs:
+def too_large(max_bytes: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"an output of the training file would exceed the per-object limit of {max_bytes} bytes",
+        "max_object_bytes",
+        reason="OBJECT_TOO_LARGE",
+    )
+
+
+class V4Outputs:
     """The JSON and the JSONL of one version of a file, written as lines arrive in order.
 
     Each line goes to both objects at once (the JSON's copy with its newline turned into
     a comma), so both uploads proceed while documents are still being fetched. The JSON's
     first part waits for the header, which needs every conversation's metrics: `close`
     sends it last. Nothing is visible in the bucket before `close`; `abort` drops it all.
+    The JSONL is checksummed as it is written (an Add's stored pairs by the replay); the
+    JSON, whose header comes last, by reading it back once stored.
     """
 
     def __init__(
@@ -37,62 +61,288 @@ class Outputs:
         max_bytes: int,
         on_upload: UploadHook | None = None,
     ) -> None:
+        self._storage = storage
+        self._bucket = bucket
         self.json = storage.writer(
             bucket, json_key, "application/json", hold_first=True, on_upload=on_upload
         )
         self.jsonl = storage.writer(bucket, jsonl_key, "application/x-ndjson", on_upload=on_upload)
+        self.jsonl_sha256 = hashlib.sha256()
         self._pairs = JsonlToJsonPairs()
         self._max_bytes = max_bytes
-        self._stored: asyncio.Future[list[None]] | None = None
 
     @property
     def jsonl_size(self) -> int:
         return self.jsonl.size
 
-    def append_stored(self, json_key: str, json_size: int, jsonl_key: str, jsonl_size: int) -> None:
-        """Start appending a file's stored pairs; new lines wait until they are in place.
+    def copy_stored(
+        self, json_key: str, json_size: int, jsonl_key: str, jsonl_size: int
+    ) -> Awaitable[list[None]]:
+        """Have the store append a version's stored pairs; new lines must wait for it.
 
         The JSON holds the JSONL's lines joined by commas between its header and
-        `JSON_FOOTER`, so the pairs are a byte range of each stored object, which the
-        store copies itself where it can.
+        `JSON_FOOTER`, so the pairs are a byte range of each stored object.
         """
         pairs = jsonl_size - 1
         start = json_size - len(aggregate.JSON_FOOTER) - pairs
-        self._stored = asyncio.ensure_future(
-            together(
-                self.jsonl.append_object(jsonl_key, 0, jsonl_size),
-                self.json.append_object(json_key, start, start + pairs),
-            )
-        )
         self._pairs.feed(b"\n")  # the stored pairs ended a line: the next pair follows a comma
+        return together(
+            self.jsonl.append_object(jsonl_key, 0, jsonl_size),
+            self.json.append_object(json_key, start, start + pairs),
+        )
 
     async def write(self, lines: bytes) -> None:
-        if self._stored is not None:
-            await self._stored
         if self.jsonl.size + len(lines) > self._max_bytes:
-            raise ResourceExhausted(
-                f"the training file would exceed the per-object limit of {self._max_bytes} bytes",
-                "max_object_bytes",
-                reason="OBJECT_TOO_LARGE",
-            )
+            raise too_large(self._max_bytes)
+        self.jsonl_sha256.update(lines)
         await self.jsonl.write(lines)
         body = self._pairs.feed(lines)
         if body:
             await self.json.write(body)
 
-    async def close(self, header: bytes) -> tuple[int, int]:
-        """Store both objects; returns their sizes, JSON and JSONL."""
-        if self._stored is not None:
-            await self._stored
+    async def close(self, header: bytes, pair_count: int) -> list[OutputRecord]:
+        """Store both objects; their records, with checksums of what was stored."""
         await self.json.write(self._pairs.close())
         json_size, jsonl_size = await together(self.json.close(header), self.jsonl.close())
-        return json_size, jsonl_size
+        json_sha256 = await self._storage.sha256(self._bucket, self.json.key)
+        return [
+            _record(
+                formats.FORMATS["v4_json"],
+                Split.ALL,
+                self.json.key,
+                json_size,
+                pair_count,
+                json_sha256,
+            ),
+            _record(
+                formats.FORMATS["v4_jsonl"],
+                Split.ALL,
+                self.jsonl.key,
+                jsonl_size,
+                pair_count,
+                self.jsonl_sha256.hexdigest(),
+            ),
+        ]
+
+    async def abort(self) -> None:
+        await asyncio.gather(self.json.abort(), self.jsonl.abort())
+
+
+class FormatOutput:
+    """One trainer format on one side of the split: a renderer feeding one object."""
+
+    def __init__(
+        self,
+        writer: ObjectWriter,
+        fmt: Format,
+        split: Split,
+        max_bytes: int,
+    ) -> None:
+        assert fmt.new_renderer is not None
+        self.format = fmt
+        self.split = split
+        self._writer = writer
+        self._renderer = fmt.new_renderer()
+        self._sha256 = hashlib.sha256()
+        self._max_bytes = max_bytes
+        self.records = 0
+
+    async def write(self, pair: Pair) -> None:
+        self.records += 1
+        await self._put(self._renderer.feed(pair))
+
+    async def _put(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._writer.size + len(data) > self._max_bytes:
+            raise too_large(self._max_bytes)
+        self._sha256.update(data)
+        await self._writer.write(data)
+
+    async def close(self) -> OutputRecord:
+        await self._put(self._renderer.close())
+        size = await self._writer.close()
+        return _record(
+            self.format, self.split, self._writer.key, size, self.records, self._sha256.hexdigest()
+        )
+
+    async def abort(self) -> None:
+        await self._writer.abort()
+
+
+class OutputSet:
+    """Every output of one build, fed pairs in file order; see the module docstring.
+
+    `validation` is the split's validation side (conversation ids), None without a
+    split. Duplicates are counted over the whole version, in file order: the first of
+    identical pairs is the original, the others are duplicates.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        bucket: str,
+        keys: dict[tuple[str, Split], str],
+        trainer_formats: Sequence[Format],
+        validation: frozenset[UUID] | None,
+        drop_duplicates: bool,
+        max_bytes: int,
+        v4: V4Outputs | None = None,
+        on_upload: UploadHook | None = None,
+    ) -> None:
+        self._storage = storage
+        self._bucket = bucket
+        self._keys = keys
+        self._on_upload = on_upload
+        self.v4 = v4
+        self._validation = validation
+        self.drops_duplicates = drop_duplicates
+        self._max_bytes = max_bytes
+        sides = (Split.TRAIN, Split.VALIDATION) if validation is not None else (Split.ALL,)
+        self._by_side: dict[Split, list[FormatOutput]] = {
+            side: [
+                FormatOutput(
+                    storage.writer(
+                        bucket, keys[(f.name, side)], f.content_type, on_upload=on_upload
+                    ),
+                    f,
+                    side,
+                    max_bytes,
+                )
+                for f in trainer_formats
+            ]
+            for side in sides
+        }
+        self.trainers = [o for side in sides for o in self._by_side[side]]
+        self.duplicates = DuplicateCounter()
+        self.untrainable = 0
+        # New conversations' pair digests, in add order (stored with their summaries).
+        self.new_digests: list[bytes] = []
+        self._stored: asyncio.Future[None] | None = None
+        self._last_conversation: tuple[str, Split] = ("", Split.ALL)
+        self.card: OutputRecord | None = None
+
+    # ---------------------------------------------------------------- the stored version
+
+    def start_from_stored(
+        self,
+        jsonl_key: str,
+        json_key: str,
+        json_size: int,
+        jsonl_size: int,
+        stored_digests: Iterable[bytes | None],
+        stored_untrainable: int,
+    ) -> None:
+        """An Add: the stored version's pairs come first; new pairs wait until they are in.
+
+        Without trainer outputs the stored pairs are not decoded: the duplicates are
+        counted from their stored digests and the untrainable ones are as counted before.
+        """
+        assert self.v4 is not None
+        copies = self.v4.copy_stored(json_key, json_size, jsonl_key, jsonl_size)
+        if not self.trainers:
+            for blob in stored_digests:
+                for digest in iter_digests(blob or b""):
+                    self.duplicates.seen(digest)
+            self.untrainable = stored_untrainable
+
+        async def stored() -> None:
+            async def replay() -> None:
+                async for _ in self.replay(jsonl_key):
+                    pass
+
+            await together(copies, replay())
+
+        self._stored = asyncio.ensure_future(stored())
+
+    async def replay(self, jsonl_key: str) -> AsyncIterator[int]:
+        """Stream a stored v4 JSONL through the outputs; yields the pairs done so far.
+
+        The bytes go to the new JSONL's checksum (an Add's store-side copy never passes
+        through here); each line is decoded only when a trainer format needs it.
+        """
+        decode = bool(self.trainers)
+        rest = b""
+        done = 0
+        async for chunk in self._storage.stream(self._bucket, jsonl_key):
+            if self.v4 is not None:
+                self.v4.jsonl_sha256.update(chunk)
+            if not decode:
+                continue
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                await self._pair(orjson.loads(line))
+                done += 1
+                if done % REPLAY_REPORT_EVERY == 0:
+                    yield done
+        if rest:
+            raise ValueError(f"stored JSONL {jsonl_key!r} does not end with a newline")
+        yield done
+
+    # ---------------------------------------------------------------------- the pass
+
+    async def write_conversation(self, lines: bytes, pairs: Sequence[Pair]) -> None:
+        """A new conversation's JSONL lines and the same pairs decoded, in turn order."""
+        if self._stored is not None:
+            await self._stored
+        if self.v4 is not None:
+            await self.v4.write(lines)
+        digests = [await self._pair(pair) for pair in pairs]
+        self.new_digests.append(b"".join(digests))
+
+    async def _pair(self, pair: Pair) -> bytes:
+        digest = pair_digest(pair)
+        duplicate = self.duplicates.seen(digest, str(pair.get("id", "")))
+        if not formats.trainable(pair):
+            self.untrainable += 1
+            return digest
+        if not self.trainers or (duplicate and self.drops_duplicates):
+            return digest
+        for output in self._by_side[self._side(pair)]:
+            await output.write(pair)
+        return digest
+
+    def _side(self, pair: Pair) -> Split:
+        if self._validation is None:
+            return Split.ALL
+        conversation_id = pair["conversation_id"]
+        if self._last_conversation[0] != conversation_id:  # pairs come by conversation
+            side = Split.VALIDATION if UUID(conversation_id) in self._validation else Split.TRAIN
+            self._last_conversation = (conversation_id, side)
+        return self._last_conversation[1]
+
+    # -------------------------------------------------------------------------- close
+
+    async def close_trainers(self) -> list[OutputRecord]:
+        if self._stored is not None:
+            await self._stored
+        return await together(*(output.close() for output in self.trainers))
+
+    async def store_card(self, text: bytes) -> OutputRecord:
+        key = self._keys[(formats.CARD.name, Split.ALL)]
+        size = await self._storage.upload(self._bucket, key, _one(text), formats.CARD.content_type)
+        self.card = _record(formats.CARD, Split.ALL, key, size, 0, hashlib.sha256(text).hexdigest())
+        return self.card
 
     async def abort(self) -> None:
         if self._stored is not None:
             self._stored.cancel()
             await asyncio.gather(self._stored, return_exceptions=True)
-        await asyncio.gather(self.json.abort(), self.jsonl.abort())
+        aborts = [output.abort() for output in self.trainers]
+        if self.v4 is not None:
+            aborts.append(self.v4.abort())
+        await asyncio.gather(*aborts)
+
+
+def _record(
+    fmt: Format, split: Split, key: str, size: int, records: int, sha256: str
+) -> OutputRecord:
+    return OutputRecord(fmt.name, split, key, size, records, fmt.content_type, sha256)
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def together(*calls: Awaitable[_T]) -> list[_T]:

@@ -6,15 +6,18 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+from . import formats
 from .config import Settings
 from .db import Database
-from .errors import InvalidArgument, Violation
+from .errors import FailedPrecondition, InvalidArgument, Violation
+from .formats import Format
 from .models import (
     Caller,
     DownloadUrl,
     EligibleConversation,
     FileConversation,
-    FileFormat,
+    OutputRecord,
+    Split,
     Status,
     TrainingFileRecord,
 )
@@ -147,13 +150,12 @@ class Reads:
         self,
         caller: Caller,
         training_file_id: str,
-        file_format: FileFormat | None,
+        file_format: Format | None,
+        split: Split | None,
         expires_in: int | None,
     ) -> DownloadUrl:
         if file_format is None:
-            raise InvalidArgument.field(
-                "format", "must be FILE_FORMAT_JSON or FILE_FORMAT_JSONL", "REQUIRED"
-            )
+            raise InvalidArgument.field("format", "name the output's format", "REQUIRED")
         seconds = url_expiry(expires_in)
         file_id = parse_uuid(training_file_id, "training_file_id")
         expire = datetime.now(UTC) + timedelta(seconds=seconds)
@@ -163,9 +165,28 @@ class Reads:
         if record is None:
             current = visible(caller, await self.database.get_file(file_id), file_id)
             raise not_active(current, "it has no content to download")
-        key = record.json_file_path if file_format is FileFormat.JSON else record.jsonl_file_path
-        size = record.json_file_size if file_format is FileFormat.JSON else record.jsonl_file_size
-        assert key is not None
-        file_name = f"{record.name}.{file_format.value}"
-        url = await self.storage.presign(record.storage_bucket, key, file_name, seconds)
-        return DownloadUrl(url, expire, file_format, size, file_name)
+        output = _pick_output(record, file_format, split)
+        file_name = formats.file_name(record.name, file_format, output.split.value)
+        url = await self.storage.presign(
+            record.storage_bucket, output.object_key, file_name, seconds
+        )
+        return DownloadUrl(
+            url, expire, output.format, output.split, output.size_bytes, file_name, output.sha256
+        )
+
+
+def _pick_output(record: TrainingFileRecord, fmt: Format, split: Split | None) -> OutputRecord:
+    """The output asked for; an unset split means the whole file, or the train side."""
+    candidates = [split] if split is not None else [Split.ALL, Split.TRAIN]
+    for side in candidates:
+        found = record.output(fmt.name, side)
+        if found is not None:
+            return found
+    wanted = (split or Split.ALL).value
+    have = ", ".join(f"{o.format}/{o.split.value}" for o in record.outputs)
+    raise FailedPrecondition(
+        f"training file {record.id} has no {fmt.name} output for split {wanted!r} (it has: "
+        f"{have}); render it with ExportTrainingFile",
+        [Violation(f"{fmt.name}/{wanted}", "OUTPUT_NOT_PRODUCED", f"outputs: {have}")],
+        reason="OUTPUT_NOT_PRODUCED",
+    )

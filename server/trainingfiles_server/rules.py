@@ -160,8 +160,8 @@ def reject_ineligible(violations: list[Violation]) -> None:
         )
 
 
-def object_keys(file_id: UUID, name: str, moment: datetime) -> tuple[str, str]:
-    """`<id>/<name>_<YYYYMMDDTHHMMSSZ>.json(l)`; the validated name cannot leave the prefix.
+def key_base(file_id: UUID, name: str, moment: datetime) -> str:
+    """`<id>/<name>_<YYYYMMDDTHHMMSSZ>`: the validated name cannot leave the file's prefix.
 
     A microsecond suffix keeps two versions written within one second apart.
     """
@@ -169,6 +169,12 @@ def object_keys(file_id: UUID, name: str, moment: datetime) -> tuple[str, str]:
     base = f"{file_id}/{name}_{stamp}"
     if moment.microsecond:
         base += f"-{moment.microsecond:06d}"
+    return base
+
+
+def object_keys(file_id: UUID, name: str, moment: datetime) -> tuple[str, str]:
+    """The v4 outputs' keys: `<key_base>.json` and `<key_base>.jsonl`."""
+    base = key_base(file_id, name, moment)
     return f"{base}.json", f"{base}.jsonl"
 
 

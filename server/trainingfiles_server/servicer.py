@@ -51,6 +51,9 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             description,
             list(request.conversation_ids),
             request.on_behalf_of,
+            convert.requested_formats(request.formats),
+            convert.split_spec(request.split if request.HasField("split") else None),
+            request.drop_duplicates,
         )
         # Closed at once when the call ends early, so the build's cleanup runs now.
         async with contextlib.aclosing(events):
@@ -61,7 +64,22 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
         self, request: service_pb2.AddConversationsRequest, context: Context
     ) -> AsyncIterator[service_pb2.TrainingFileProgress]:
         events = self.operations.add(
-            _caller(context), request.training_file_id, list(request.conversation_ids)
+            _caller(context),
+            request.training_file_id,
+            list(request.conversation_ids),
+            convert.requested_formats(request.formats),
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield convert.progress(event)
+
+    async def ExportTrainingFile(
+        self, request: service_pb2.ExportTrainingFileRequest, context: Context
+    ) -> AsyncIterator[service_pb2.TrainingFileProgress]:
+        events = self.operations.export(
+            _caller(context),
+            request.training_file_id,
+            convert.requested_formats(request.formats, required=True),
         )
         async with contextlib.aclosing(events):
             async for event in events:
@@ -104,6 +122,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             _caller(context),
             request.training_file_id,
             convert.file_format(request.format),
+            convert.split(request.split),
             _expires_in(request),
         )
         return convert.download_url(url)

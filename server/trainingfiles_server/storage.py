@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import random
@@ -692,6 +693,13 @@ class Storage:
             async with response["Body"] as body:
                 while chunk := await body.read(chunk_size):
                     yield chunk
+
+    async def sha256(self, bucket: str, key: str) -> str:
+        """Hex SHA-256 of an object as stored, read in chunks."""
+        digest = hashlib.sha256()
+        async for chunk in self.stream(bucket, key):
+            digest.update(chunk)
+        return digest.hexdigest()
 
     async def upload(
         self, bucket: str, key: str, chunks: AsyncIterator[bytes], content_type: str
