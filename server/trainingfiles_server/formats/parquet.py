@@ -1,14 +1,203 @@
-"""Placeholder: being written."""
+"""Parquet: the Hugging Face Hub's native format, one row per trainable pair.
+
+The row is the chat (`messages`: the system prompt, the history and the user input as
+`messages.dialogue` gives them, the target response as the last assistant turn: the
+conversational shape TRL's `SFTTrainer` reads) plus the pair's ids, quality and
+scaffolding keys as typed columns, so a trainer can filter or stratify without parsing
+JSON. Everything else of a pair (emotional context, quality criteria, unknown fields)
+stays in the v4 outputs, the file of record.
+
+Rows are buffered into row groups: a group is written when it has `row_group_rows` rows
+or about `row_group_bytes` of text, whichever comes first, so memory holds one row group
+and no Arrow string array nears its 2 GiB offset limit. The writer's sink is drained
+after each group; the concatenation of everything `feed` and `close` return is the file
+(magic, row groups, footer).
+"""
 
 from __future__ import annotations
 
-from .base import Format
+import io
+from collections.abc import Mapping
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .base import Format, Pair
+from .messages import ASSISTANT, dialogue, system_prompt
+
+# Row-group bounds: the row count matches what `datasets` writes; the text budget keeps
+# a group of long conversations (a system prompt and a growing history in every pair)
+# from holding hundreds of MiB.
+ROW_GROUP_ROWS: Final = 1000
+ROW_GROUP_BYTES: Final = 32 << 20
+
+MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
+
+# Every column is nullable in Parquet terms, but only the last three ever hold a null
+# (a key or difficulty a pair does not carry; a pair always has a quality score and a
+# review flag, the validator requires them).
+SCHEMA: Final = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("conversation_id", pa.string()),
+        pa.field("turn_number", pa.int64()),
+        pa.field("messages", pa.list_(MESSAGE)),
+        pa.field("quality_score", pa.float64()),
+        pa.field("human_reviewed", pa.bool_()),
+        pa.field("persona_key", pa.string()),
+        pa.field("emotional_arc_key", pa.string()),
+        pa.field("training_topic_key", pa.string()),
+        pa.field("difficulty_level", pa.string()),
+    ]
+)
+
+# The same schema as Hugging Face `datasets` features (the YAML list form of the card's
+# `dataset_info`). Spelled out because `datasets` is not a runtime dependency; a test
+# checks it against `datasets.Features.from_arrow_schema(SCHEMA)`.
+FEATURES: Final[list[dict[str, Any]]] = [
+    {"name": "id", "dtype": "string"},
+    {"name": "conversation_id", "dtype": "string"},
+    {"name": "turn_number", "dtype": "int64"},
+    {
+        "name": "messages",
+        "list": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}],
+    },
+    {"name": "quality_score", "dtype": "float64"},
+    {"name": "human_reviewed", "dtype": "bool"},
+    {"name": "persona_key", "dtype": "string"},
+    {"name": "emotional_arc_key", "dtype": "string"},
+    {"name": "training_topic_key", "dtype": "string"},
+    {"name": "difficulty_level", "dtype": "string"},
+]
+
+_SCAFFOLDING_KEYS: Final = ("persona_key", "emotional_arc_key", "training_topic_key")
+
+
+class _Sink(io.RawIOBase):
+    """A write-only stream that keeps what was written until drained.
+
+    `pa.BufferOutputStream` cannot be emptied without closing it; the writer only needs
+    `write` and a `tell` that counts every byte ever written (the footer's offsets).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = bytearray()
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._pending += view
+        self._position += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self._position
+
+    def drain(self) -> bytes:
+        out = bytes(self._pending)
+        self._pending.clear()
+        return out
+
+
+def _messages(pair: Pair) -> list[dict[str, str]]:
+    """The chat every trainer format shares: system prompt, dialogue, target response."""
+    out = [{"role": role, "content": content} for role, content in dialogue(pair)]
+    system = system_prompt(pair)
+    if system:
+        out.insert(0, {"role": "system", "content": system})
+    out.append({"role": ASSISTANT, "content": pair["target_response"]})
+    return out
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class ParquetRenderer:
+    """Buffers rows as Python column lists; one `pa.Table` per row group."""
+
+    def __init__(
+        self, *, row_group_rows: int = ROW_GROUP_ROWS, row_group_bytes: int = ROW_GROUP_BYTES
+    ) -> None:
+        self._max_rows = row_group_rows
+        self._max_bytes = row_group_bytes
+        self._sink = _Sink()
+        # zstd: the system prompt repeats in every row and compresses to almost nothing.
+        # Page index and content-defined chunking as the Hub recommends: the viewer reads
+        # pages, and Xet storage deduplicates the pages a new version shares with the last.
+        self._writer = pq.ParquetWriter(
+            self._sink,
+            SCHEMA,
+            compression="zstd",
+            write_page_index=True,
+            use_content_defined_chunking=True,
+        )
+        self._columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+        self._rows = 0
+        self._bytes = 0
+
+    def feed(self, pair: Pair) -> bytes:
+        columns = self._columns
+        messages = _messages(pair)
+        metadata = pair.get("training_metadata")
+        metadata = metadata if isinstance(metadata, Mapping) else {}
+        # The keys as the distribution counts them (input_parameters), else as the
+        # conversation metadata repeats them.
+        params = pair.get("input_parameters")
+        params = params if isinstance(params, Mapping) else {}
+        conversation = pair.get("conversation_metadata")
+        conversation = conversation if isinstance(conversation, Mapping) else {}
+        score = metadata.get("quality_score")
+        reviewed = metadata.get("human_reviewed")
+
+        columns["id"].append(_text(pair.get("id")))
+        columns["conversation_id"].append(_text(pair.get("conversation_id")))
+        columns["turn_number"].append(pair.get("turn_number"))
+        columns["messages"].append(messages)
+        columns["quality_score"].append(
+            float(score) if isinstance(score, int | float) and not isinstance(score, bool) else None
+        )
+        columns["human_reviewed"].append(reviewed if isinstance(reviewed, bool) else None)
+        for key in _SCAFFOLDING_KEYS:
+            columns[key].append(_text(params.get(key)) or _text(conversation.get(key)))
+        columns["difficulty_level"].append(_text(metadata.get("difficulty_level")))
+
+        self._rows += 1
+        # Characters, not UTF-8 bytes: an estimate is enough for a budget.
+        self._bytes += sum(len(m["content"]) for m in messages)
+        if self._rows >= self._max_rows or self._bytes >= self._max_bytes:
+            self._flush()
+            return self._sink.drain()
+        return b""
+
+    def close(self) -> bytes:
+        self._flush()
+        self._writer.close()  # the footer
+        return self._sink.drain()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        table = pa.Table.from_pydict(self._columns, schema=SCHEMA)
+        self._writer.write_table(table, row_group_size=self._rows)
+        for values in self._columns.values():
+            values.clear()
+        self._rows = 0
+        self._bytes = 0
+
 
 PARQUET = Format(
     name="parquet",
     proto_value=8,
     extension="parquet",
-    content_type="application/x-ndjson",
-    summary="",
-    new_renderer=None,
+    content_type="application/vnd.apache.parquet",
+    summary="Apache Parquet for the Hugging Face Hub: a `messages` chat column plus the "
+    "pair's ids, quality and scaffolding keys as typed columns",
+    new_renderer=ParquetRenderer,
+    features=FEATURES,
 )
