@@ -583,3 +583,18 @@ def test_card_refuses_an_unknown_format() -> None:
     base = card_info("c", conversations(1), [CardOutput("csv", "all", "c.csv", 1, 1)])
     with pytest.raises(ValueError, match="unknown output format 'csv'"):
         render_card(base)
+
+
+# --- docs/formats.md ----------------------------------------------------------------------
+
+
+def _json_block_after(doc: str, heading: str) -> Any:
+    after = doc.split(f"\n{heading}\n", 1)[1]
+    return orjson.loads(after.split("```json\n", 1)[1].split("\n```", 1)[0])
+
+
+def test_the_documented_parquet_row_is_what_the_renderer_writes() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "formats.md").read_text(encoding="utf-8")
+    pair = _json_block_after(doc, "### The example pair")
+    shown = _json_block_after(doc, "## parquet")
+    assert pq.read_table(io.BytesIO(render(PARQUET, [pair]))).to_pylist() == [shown]
