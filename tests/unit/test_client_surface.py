@@ -27,11 +27,11 @@ from trainingfiles_client.cli.exits import Exit, UsageError
 # fmt: off
 PUBLIC = [
     "Aborted", "AlreadyExists", "AsyncPager", "AsyncTrainingFileOperation",
-    "AsyncTrainingFilesClient", "Cancelled", "DataLoss", "DeadlineExceeded",
-    "FailedPrecondition", "Internal", "InvalidArgument", "NotFound", "OutOfRange", "Pager",
-    "PermissionDenied", "ResourceExhausted", "Retry", "TrainingFileOperation",
-    "TrainingFilesClient", "TrainingFilesError", "Unauthenticated", "Unavailable",
-    "Unimplemented", "Unknown", "Violation",
+    "AsyncTrainingFilesClient", "Cancelled", "DataLoss", "DeadlineExceeded", "DownloadError",
+    "Downloaded", "FailedPrecondition", "Format", "Internal", "InvalidArgument", "NotFound",
+    "OutOfRange", "Pager", "PermissionDenied", "ResourceExhausted", "Retry", "Split",
+    "SplitOptions", "TrainingFileOperation", "TrainingFilesClient", "TrainingFilesError",
+    "Unauthenticated", "Unavailable", "Unimplemented", "Unknown", "Violation", "download",
 ]
 # fmt: on
 
@@ -45,7 +45,11 @@ RPC_METHODS = {
     "ArchiveTrainingFile": "archive_training_file",
     "ListEligibleConversations": "list_eligible_conversations",
     "ValidateConversations": "validate_conversations",
+    "ExportTrainingFile": "export_training_file",
 }
+# Methods of both faces made of several calls (`_calls.helper`), not one rpc.
+HELPERS = ["download_outputs"]
+BUILDS = {"CreateTrainingFile", "AddConversations", "ExportTrainingFile"}
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["TrainingFileService"]
 
 
@@ -121,18 +125,21 @@ def test_the_cli_is_small_modules() -> None:
 JSONL = resources_pb2.FILE_FORMAT_JSONL
 FACES = [tfc.TrainingFilesClient, tfc.AsyncTrainingFilesClient]
 OPTIONS = ["request", "timeout", "metadata", "retry"]
-WRITES = {"CreateTrainingFile", "AddConversations", "ArchiveTrainingFile"}
+WRITES = {*BUILDS, "ArchiveTrainingFile"}
 
 
 def test_one_method_per_rpc_on_both_faces() -> None:
     assert set(RPC_METHODS) == {method.name for method in SERVICE.methods}
     for cls in FACES:
-        assert set(public_methods(cls)) == {*RPC_METHODS.values(), "close"}, cls
+        assert set(public_methods(cls)) == {*RPC_METHODS.values(), *HELPERS, "close"}, cls
 
 
 def test_both_faces_have_the_same_methods_with_the_same_signatures() -> None:
     sync, asynchronous = (public_methods(cls) for cls in FACES)
     assert set(sync) == set(asynchronous)
+    for name in HELPERS:
+        assert inspect.signature(sync[name]) == inspect.signature(asynchronous[name])
+        assert sync[name].__wrapped__ is asynchronous[name].__wrapped__
     for name in RPC_METHODS.values():
         parameters = inspect.signature(sync[name]).parameters.values()
         assert list(parameters) == list(inspect.signature(asynchronous[name]).parameters.values())
@@ -163,8 +170,9 @@ def test_defaults_come_from_the_one_table(rpc: str) -> None:
         assert method.retry is None
     else:
         assert method.retry == _methods.READ and method.timeout
-    if rpc in ("CreateTrainingFile", "AddConversations"):
+    if rpc in BUILDS:
         assert method.timeout is None  # a build streams for as long as it runs
+        assert method.kind is _methods.Kind.STREAMING
 
 
 def test_the_table_has_a_row_per_rpc_of_the_contract() -> None:
@@ -179,9 +187,11 @@ def test_unary_methods_are_coroutines_and_lists_are_not() -> None:
     for name in ("get_training_file", "get_download_url", "archive_training_file", "close"):
         assert inspect.iscoroutinefunction(getattr(client, name)), name
     assert inspect.iscoroutinefunction(client.validate_conversations)
-    for name in ("create_training_file", "add_conversations", "list_training_files"):
+    assert inspect.iscoroutinefunction(client.download_outputs)
+    for name in ("create_training_file", "add_conversations", "export_training_file"):
         assert not inspect.iscoroutinefunction(getattr(client, name)), name
-    for name in RPC_METHODS.values():
+    assert not inspect.iscoroutinefunction(client.list_training_files)
+    for name in [*RPC_METHODS.values(), *HELPERS]:
         assert not inspect.iscoroutinefunction(getattr(tfc.TrainingFilesClient, name))
 
 
@@ -196,6 +206,8 @@ def test_unary_methods_are_coroutines_and_lists_are_not() -> None:
         tfc.AsyncPager,
         tfc.TrainingFilesError,
         tfc.Retry,
+        tfc.SplitOptions,
+        tfc.DownloadError,
     ],
 )
 def test_every_public_method_has_a_docstring_with_an_example(cls: type) -> None:

@@ -2,9 +2,11 @@
 
 A small public surface over private modules: the sync and asyncio clients (two faces of
 one base), the operations their streaming calls return, the pagers their list calls
-return, the retry policy a call may override, and one error hierarchy mirroring the gRPC
-status codes. Requests and replies are the generated messages of ``trainingfiles.v1``
-(``resources_pb2``, ``service_pb2``).
+return, the retry policy a call may override, one error hierarchy mirroring the gRPC
+status codes, the names of the outputs' formats and splits (`Format`, `Split`) and a
+build's split (`SplitOptions`), and the checked download of an output (`download`,
+`Downloaded`, `DownloadError`). Requests and replies are the generated messages of
+``trainingfiles.v1`` (``resources_pb2``, ``service_pb2``).
 
 Example:
     >>> from trainingfiles_client import TrainingFilesClient
@@ -17,6 +19,7 @@ built on exactly this surface.
 
 from ._async_client import AsyncTrainingFilesClient
 from ._client import TrainingFilesClient
+from ._downloads import Downloaded, DownloadError, download
 from ._exceptions import (
     Aborted,
     AlreadyExists,
@@ -39,6 +42,7 @@ from ._exceptions import (
 )
 from ._methods import Retry
 from ._operations import AsyncTrainingFileOperation, TrainingFileOperation
+from ._outputs import Format, Split, SplitOptions
 from ._pagers import AsyncPager, Pager
 
 __all__ = [
@@ -50,7 +54,10 @@ __all__ = [
     "Cancelled",
     "DataLoss",
     "DeadlineExceeded",
+    "DownloadError",
+    "Downloaded",
     "FailedPrecondition",
+    "Format",
     "Internal",
     "InvalidArgument",
     "NotFound",
@@ -59,6 +66,8 @@ __all__ = [
     "PermissionDenied",
     "ResourceExhausted",
     "Retry",
+    "Split",
+    "SplitOptions",
     "TrainingFileOperation",
     "TrainingFilesClient",
     "TrainingFilesError",
@@ -67,6 +76,7 @@ __all__ = [
     "Unimplemented",
     "Unknown",
     "Violation",
+    "download",
 ]
 
 # Report the public names as living here, not in the private modules (httpx does the same).

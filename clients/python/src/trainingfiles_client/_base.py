@@ -15,8 +15,11 @@ reaches both faces is `_calls.rpc`; each method's defaults are a row of the tabl
 from __future__ import annotations
 
 import datetime
+import functools
+import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, TypeAlias, Unpack
 
 from trainingfiles.v1 import resources_pb2, service_pb2
@@ -24,6 +27,7 @@ from trainingfiles.v1.service_pb2 import (
     AddConversationsRequest,
     ArchiveTrainingFileRequest,
     CreateTrainingFileRequest,
+    ExportTrainingFileRequest,
     GetDownloadUrlRequest,
     GetTrainingFileRequest,
     ListEligibleConversationsRequest,
@@ -33,26 +37,30 @@ from trainingfiles.v1.service_pb2 import (
 )
 
 from ._calls import (
+    Blocking,
     Call,
     CallOptions,
     Faced,
     FaceT,
     Listed,
     Prepared,
+    Steps,
     Streamed,
     Unary,
+    helper,
     options,
     request,
     rpc,
 )
 from ._config import Connection, channel_options, resolve
+from ._downloads import Downloaded, DownloadError, download, safe_name
 from ._methods import DEFAULT, Kind, Method, Policy, service_config
+from ._outputs import Format, FormatLike, Split, SplitLike, SplitOptions
 
 __all__ = ["BaseClient"]
 
 
 Status: TypeAlias = resources_pb2.TrainingFileStatus.ValueType
-Format: TypeAlias = resources_pb2.FileFormat.ValueType
 
 
 class BaseClient(Faced[FaceT]):
@@ -158,6 +166,9 @@ class BaseClient(Faced[FaceT]):
         conversation_ids: Iterable[str] | None = None,
         description: str | None = None,
         on_behalf_of: str | None = None,
+        formats: Iterable[FormatLike] | None = None,
+        split: SplitOptions | resources_pb2.SplitOptions | None = None,
+        drop_duplicates: bool | None = None,
         **options: Unpack[CallOptions[CreateTrainingFileRequest]],
     ) -> Streamed:
         """Create a training file from conversations; returns the running operation.
@@ -168,6 +179,11 @@ class BaseClient(Faced[FaceT]):
         after a failure, look the file up by the operation's `training_file_id` before
         calling again.
 
+        `formats` (names such as ``"openai_chat"``, `Format` members or `FileFormat`
+        values) are produced besides the two v4 outputs every version has; `split`
+        divides the trainer formats into train and validation outputs; with
+        `drop_duplicates`, repeated pairs are left out of them.
+
         Example:
             >>> operation = client.create_training_file("advisors-q3", ids, "Q3 set")
             >>> for event in operation:  # asyncio client: async for
@@ -175,6 +191,10 @@ class BaseClient(Faced[FaceT]):
             >>> operation.result().total_training_pairs  # asyncio: await ….result()
             412
             >>> client.create_training_file(request={"name": "q4", "conversation_ids": ids})
+            >>> client.create_training_file(
+            ...     "q4", ids, formats=["openai_chat", "parquet"],
+            ...     split=SplitOptions(validation_fraction=0.1, seed=7), drop_duplicates=True,
+            ... ).result().outputs
         """
         return Call.of(locals())
 
@@ -183,18 +203,46 @@ class BaseClient(Faced[FaceT]):
         self,
         training_file_id: str | None = None,
         conversation_ids: Iterable[str] | None = None,
+        formats: Iterable[FormatLike] | None = None,
         **options: Unpack[CallOptions[AddConversationsRequest]],
     ) -> Streamed:
         """Add conversations to an ACTIVE file; returns the running operation.
 
         The file keeps its previous content until the rebuilt one is swapped in at the
-        end (`version` + 1); on any failure nothing changes. Never retried by default.
+        end (`version` + 1); on any failure nothing changes. The new version keeps the
+        formats, split and duplicate handling of the current one, plus any `formats`
+        named here. Never retried by default.
 
         Example:
             >>> updated = client.add_conversations(file_id, more_ids).result()
             >>> updated = await aclient.add_conversations(file_id, more_ids).result()
             >>> updated.version
             2
+            >>> client.add_conversations(file_id, more_ids, formats=["sharegpt"]).result()
+        """
+        return Call.of(locals())
+
+    @rpc
+    def export_training_file(
+        self,
+        training_file_id: str | None = None,
+        formats: Iterable[FormatLike] | None = None,
+        **options: Unpack[CallOptions[ExportTrainingFileRequest]],
+    ) -> Streamed:
+        """Render formats of an ACTIVE file's current version; returns the running
+        operation, as Create and Add do.
+
+        The server renders from the stored v4 JSONL (stage RENDERING counts pairs), with
+        the version's split and duplicate handling; `result()` is the file with the new
+        `outputs`, `version` unchanged. On failure the file keeps the outputs it had.
+        No deadline and not retried by default, like the other builds; calling it again
+        after a failure is safe (it renders the same content again).
+
+        Example:
+            >>> operation = client.export_training_file(file_id, ["alpaca", "parquet"])
+            >>> for event in operation:  # asyncio client: async for
+            ...     print(event.stage, f"{event.done}/{event.total}")
+            >>> [o.file_name for o in operation.result().outputs]
         """
         return Call.of(locals())
 
@@ -259,22 +307,25 @@ class BaseClient(Faced[FaceT]):
     def get_download_url(
         self,
         training_file_id: str | None = None,
-        format: Format | None = None,
+        format: FormatLike | None = None,
         expires_in: datetime.timedelta | float | None = None,
+        split: SplitLike | None = None,
         **options: Unpack[CallOptions[GetDownloadUrlRequest]],
     ) -> Unary[service_pb2.GetDownloadUrlResponse]:
-        """A presigned HTTPS GET URL for the file's JSON or JSONL object.
+        """A presigned HTTPS GET URL for one output (format and split) of the file.
 
-        `expires_in` is seconds or a timedelta; None means the server's default (the
-        contract says which range it accepts). The response also carries the object's
-        `size_bytes` and a safe `file_name`.
+        `format` and `split` are names (``"parquet"``, ``"validation"``), `Format` /
+        `Split` members or the enums' values; without `split`, the whole file (or, for a
+        trainer format of a split version, its train side). `expires_in` is seconds or a
+        timedelta; None means the server's default (the contract says which range it
+        accepts). The response also carries the object's `size_bytes`, `sha256`, `split`
+        and a safe `file_name`. An output the version lacks is FAILED_PRECONDITION
+        (`OUTPUT_NOT_PRODUCED`): produce it with `export_training_file`.
 
         Example:
-            >>> link = client.get_download_url(
-            ...     file_id, resources_pb2.FILE_FORMAT_JSONL, expires_in=600
-            ... )
-            >>> link = await aclient.get_download_url(file_id, resources_pb2.FILE_FORMAT_JSON)
-            >>> link.size_bytes, link.expire_time.ToDatetime()
+            >>> link = client.get_download_url(file_id, "v4_jsonl", expires_in=600)
+            >>> link = await aclient.get_download_url(file_id, "parquet", split="validation")
+            >>> link.size_bytes, link.sha256, link.expire_time.ToDatetime()
         """
         return Call.of(locals())
 
@@ -336,3 +387,79 @@ class BaseClient(Faced[FaceT]):
             [('conversation_ids[1]', 'MALFORMED_ID')]
         """
         return Call.of(locals())
+
+    # ------------------------------------------------------------------ helpers
+
+    @helper
+    def download_outputs(
+        self,
+        training_file_id: str,
+        directory: str | os.PathLike[str],
+        *,
+        expires_in: datetime.timedelta | float | None = None,
+        timeout: float | None = None,
+        on_saved: Callable[[Downloaded], object] | None = None,
+    ) -> Steps[list[Downloaded]]:
+        """Download every output of the file's current version, the card included, into
+        `directory` (created if missing) under their `file_name`s.
+
+        A folder so filled loads with Hugging Face ``datasets.load_dataset(directory)``.
+        Each object streams to ``NAME.part`` and is renamed once its size and SHA-256
+        match the stored ones; files of the same names are replaced. The first failure
+        raises (a `TrainingFilesError` of a call, or `DownloadError`); the files saved
+        before it stay. `timeout` bounds each call and each wait for the object store;
+        `on_saved` is called with each file as it is saved. Returns them in order.
+
+        Example:
+            >>> for saved in client.download_outputs(file_id, "advisors-q3/"):
+            ...     print(saved.path, saved.size, saved.format, saved.split)
+            >>> saved = await aclient.download_outputs(file_id, "advisors-q3/")
+            >>> datasets.load_dataset("advisors-q3")["validation"].num_rows
+        """
+        folder = Path(directory)
+        options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        face: Any = self  # its calls return results, or awaitables: the face's driver's
+        training_file: resources_pb2.TrainingFile = yield face.get_training_file(
+            training_file_id, **options
+        )
+        # A file without outputs has no content (the server says why), or comes from a
+        # server older than outputs: it has the two v4 ones.
+        outputs = list(training_file.outputs) or [
+            resources_pb2.TrainingFileOutput(format=f, split=resources_pb2.SPLIT_ALL)
+            for f in (resources_pb2.FILE_FORMAT_JSON, resources_pb2.FILE_FORMAT_JSONL)
+        ]
+        # Every URL first: a folder of one state of the version, or none.
+        planned = []
+        for output in outputs:
+            link: service_pb2.GetDownloadUrlResponse = yield face.get_download_url(
+                training_file_id, output.format, expires_in, output.split, **options
+            )
+            if output.object_key and (
+                link.size_bytes != output.size_bytes
+                or (output.sha256 and link.sha256 and link.sha256 != output.sha256)
+            ):
+                raise DownloadError(
+                    f"{output.file_name} changed while its URL was issued (an Add or an "
+                    "Export ran): download again"
+                )
+            planned.append((_known(Format, output.format), _known(Split, output.split), link))
+        yield Blocking(functools.partial(folder.mkdir, parents=True, exist_ok=True))
+        saved = []
+        for file_format, split, link in planned:
+            path = folder / safe_name(link.file_name)
+            fetched: Downloaded = yield Blocking(
+                functools.partial(download, link, path, timeout=timeout)
+            )
+            done = Downloaded(path, fetched.size, fetched.sha256, file_format, split)
+            saved.append(done)
+            if on_saved is not None:
+                on_saved(done)
+        return saved
+
+
+def _known(kind: type[Format] | type[Split], value: int) -> Any:
+    """The member for an enum value, or None for one newer than this client."""
+    try:
+        return kind.of(value)
+    except ValueError:
+        return None

@@ -10,15 +10,22 @@ only way that differs: awaited or not.
 For the type checker, `Call`'s two parameters say what the call returns on each face:
 `Unary` (the response, or an awaitable of it), `Listed` (a `Pager` or an `AsyncPager`),
 `Streamed` (an operation of either kind).
+
+A method that is more than one rpc (`download_outputs`) is written once too, as a
+generator decorated with `helper`: each ``yield`` hands the face a call of the client's
+own methods (a result on the synchronous face, an awaitable on the asyncio one) or a
+`Blocking` step (HTTP, files: run as is, or in a worker thread), and gets its outcome
+back. The faces only drive it (`_drive`, `_adrive`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import functools
 import inspect
 import types
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import (
     Any,
@@ -37,6 +44,7 @@ from google.protobuf.message import Message
 
 from ._methods import METHODS, Kind, Method, Retry, repeated
 from ._operations import AsyncTrainingFileOperation, TrainingFileOperation
+from ._outputs import CONVERTERS
 from ._pagers import AsyncPager, Pager
 
 P = ParamSpec("P")
@@ -173,13 +181,18 @@ def request(method: Method, call: Call[Any, Any]) -> Message:
 
 def _value(field: Any, name: str, value: Any) -> Any:
     """A field's value as the message takes it: a list for a repeated field (never a lone
-    string, which would be a list of characters), a Duration from seconds or a timedelta."""
+    string, which would be a list of characters), a Duration from seconds or a timedelta,
+    a format or split from its name, a SplitOptions message from `SplitOptions`."""
     if field is None:
         return value  # the message's constructor names the unknown field
+    kind = field.enum_type or field.message_type
+    convert = CONVERTERS.get(kind.full_name) if kind is not None else None
     if repeated(field):
         if isinstance(value, str | bytes):
             raise TypeError(f"{name} must be a list, not a single string")
-        return list(value)
+        return [convert(item) for item in value] if convert else list(value)
+    if convert is not None:
+        return convert(value)
     if field.message_type is _DURATION and isinstance(value, int | float | datetime.timedelta):
         duration = duration_pb2.Duration()
         if isinstance(value, datetime.timedelta):
@@ -264,3 +277,88 @@ def _signature(method: Method, build: Callable[..., Any], asynchronous: bool) ->
     else:
         returns = method.response
     return inspect.Signature(parameters, return_annotation=returns)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+class Blocking(Generic[R]):
+    """A step of a helper that blocks (HTTP, files): run as is on the synchronous face,
+    in a worker thread on the asyncio one."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: Callable[[], R]) -> None:
+        self.run = run
+
+
+Steps: TypeAlias = Generator[Any, Any, R]
+"""A helper's body: yields calls of the client and `Blocking` steps, returns its result."""
+
+
+class helper(Generic[P, R]):
+    """Decorate a generator method of `BaseClient` to make it a method of both clients:
+    its result on the synchronous face, a coroutine of it on the asyncio one."""
+
+    def __init__(self, build: Callable[Concatenate[Any, P], Steps[R]]) -> None:
+        signature = inspect.signature(build)
+        returns = _text(signature.return_annotation)
+        if isinstance(returns, str) and returns.startswith("Steps["):
+            signature = signature.replace(return_annotation=returns[len("Steps[") : -1])
+        self._faces: dict[bool, Callable[..., Any]] = {}
+        for asynchronous, drive in ((False, _drive), (True, _adrive)):
+            face = functools.update_wrapper(drive(build), build)
+            face.__signature__ = signature  # type: ignore[attr-defined]
+            self._faces[asynchronous] = face
+
+    @overload
+    def __get__(self, client: None, owner: type[Any]) -> Callable[..., Any]: ...
+    @overload
+    def __get__(self, client: Faced[Sync], owner: type[Any]) -> Callable[P, R]: ...
+    @overload
+    def __get__(
+        self, client: Faced[Async], owner: type[Any]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    def __get__(self, client: Any, owner: type[Any]) -> Any:
+        face = self._faces[owner.asynchronous]
+        return face if client is None else types.MethodType(face, client)
+
+
+def _drive(build: Callable[..., Steps[Any]]) -> Callable[..., Any]:
+    def face(client: Any, *args: Any, **kwargs: Any) -> Any:
+        steps = build(client, *args, **kwargs)
+        value: Any = None
+        failed = False
+        while True:
+            try:
+                step = steps.throw(value) if failed else steps.send(value)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value, failed = (step.run() if isinstance(step, Blocking) else step), False
+            except BaseException as error:  # into the helper, which may clean up
+                value, failed = error, True
+
+    return face
+
+
+def _adrive(build: Callable[..., Steps[Any]]) -> Callable[..., Any]:
+    async def face(client: Any, *args: Any, **kwargs: Any) -> Any:
+        steps = build(client, *args, **kwargs)
+        value: Any = None
+        failed = False
+        while True:
+            try:
+                step = steps.throw(value) if failed else steps.send(value)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                if isinstance(step, Blocking):
+                    value = await asyncio.to_thread(step.run)
+                else:
+                    value = await step
+                failed = False
+            except BaseException as error:  # into the helper, which may clean up
+                value, failed = error, True
+
+    return face

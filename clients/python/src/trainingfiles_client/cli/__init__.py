@@ -9,9 +9,10 @@ for tables and progress bars; installed with the ``cli`` extra. One module per c
 ``exits``          exit codes, and the errors that are not the server's
 ``output``         stdout/stderr, JSON, tables, formatting
 ``report``         errors with every violation (ValidateConversations if cut)
-``progress``       the live view of a Create or Add
+``progress``       the live view of a Create, Add or Export
 ``ids``            conversation ids from flags, files and standard input
-``download``       streaming an object, checked before it is kept
+``outputs``        format and split options; a file's outputs as shown
+``download``       saving an object with a progress bar
 ``commands/``      one module per group of commands
 =================  ==========================================================
 """

@@ -38,7 +38,8 @@ MEANINGS: dict[Exit, str] = {
     Exit.UNAVAILABLE: "UNAVAILABLE: server (or its database or storage) unreachable",
     Exit.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED: --timeout passed",
     Exit.DOWNLOAD_FAILED: "download failed, or its size or SHA-256 differs from the stored one",
-    Exit.INTERRUPTED: "interrupted (Ctrl-C); a running create/add was cancelled on the server",
+    Exit.INTERRUPTED: "interrupted (Ctrl-C); a running create/add/export was cancelled on "
+    "the server",
 }
 
 _BY_ERROR: tuple[tuple[type[tfc.TrainingFilesError], Exit], ...] = (
@@ -81,5 +82,5 @@ class UsageError(Exception):
     """A problem with the command line that the parser cannot see (ids, files)."""
 
 
-class DownloadError(Exception):
-    """The object could not be fetched completely, or is not the stored one."""
+# The object could not be fetched completely, or is not the stored one (the client's).
+DownloadError = tfc.DownloadError

@@ -17,6 +17,7 @@ EXAMPLES = (
     "create demo --ids 5795833f-20da-45aa-9b56-d4b07e575bcc 9c41aecb-e43a-4af7-9751-862e7009fb08",
     "eligible --limit 20 --ids-only | trainingfiles create twenty --ids -",
     "download FILE_ID --format jsonl -o demo.jsonl",
+    "download FILE_ID --all dataset/",
     "completion bash > ~/.local/share/bash-completion/completions/trainingfiles",
 )
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -1,4 +1,5 @@
-"""The live view of a Create or Add: one progress line per stage, fed by the stream."""
+"""The live view of a Create, Add or Export: one progress line per stage, fed by the
+stream."""
 
 from __future__ import annotations
 
@@ -36,17 +37,23 @@ class _CountColumn(ProgressColumn):
 
 
 class _RateColumn(ProgressColumn):
-    """Conversations per second over the stage so far (steadier than a moving window)."""
+    """Conversations (pairs, when rendering) per second over the stage so far (steadier
+    than a moving window)."""
 
     def render(self, task: Task) -> Text:
         elapsed = task.elapsed
         if not task.fields.get("counted") or not elapsed or not task.completed:
             return Text("")
-        return Text(f"{task.completed / elapsed:,.1f} conv/s", style="progress.data.speed")
+        unit = task.fields.get("unit", "conv")
+        return Text(f"{task.completed / elapsed:,.1f} {unit}/s", style="progress.data.speed")
+
+
+# The stage whose `done` of `total` counts training pairs, not conversations.
+_RENDERING = service_pb2.TrainingFileProgress.STAGE_RENDERING
 
 
 class StageProgress:
-    """One progress line per stage of a Create or Add, fed by the stream's events."""
+    """One progress line per stage of a Create, Add or Export, fed by the stream's events."""
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
@@ -84,7 +91,10 @@ class StageProgress:
             self._finish_current()
             self._current = event.stage
             self._tasks[event.stage] = self.progress.add_task(
-                stage_name(event.stage), total=event.total or None, counted=bool(event.total)
+                stage_name(event.stage),
+                total=event.total or None,
+                counted=bool(event.total),
+                unit="pair" if event.stage == _RENDERING else "conv",
             )
         self.progress.update(
             self._tasks[event.stage], completed=event.done, total=event.total or None
@@ -104,7 +114,7 @@ def follow(
     on_cancel: Callable[[str | None], str],
     validate: Validate | None = None,
 ) -> Exit:
-    """Show a Create/Add stream until its end; Ctrl-C cancels the call on the server.
+    """Show a Create/Add/Export stream until its end; Ctrl-C cancels the call on the server.
 
     When the error's details list only the first violations (the server keeps them
     under gRPC's metadata limit), `validate` fetches every one to show.

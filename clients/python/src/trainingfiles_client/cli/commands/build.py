@@ -1,4 +1,4 @@
-"""Building training files: ``create`` and ``add``, with live progress."""
+"""Building training files: ``create``, ``add`` and ``export``, with live progress."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ from trainingfiles.v1 import resources_pb2
 
 from ..ids import options as ids_options
 from ..ids import read_ids
+from ..outputs import format_name, formats_option, split_of, split_options
 from ..progress import follow
 from ..session import Session, command, file_id_argument
 
 
 def _summary(training_file: resources_pb2.TrainingFile) -> str:
+    formats = dict.fromkeys(format_name(o.format) for o in training_file.outputs)
+    formats.pop("dataset_card", None)
+    listed = f"; {', '.join(formats)}" if formats else ""
     return (
         f"{training_file.conversation_count} conversations, "
         f"{training_file.total_training_pairs} training pairs, "
-        f"version {training_file.version}"
+        f"version {training_file.version}{listed}"
     )
 
 
@@ -28,26 +32,46 @@ def _summary(training_file: resources_pb2.TrainingFile) -> str:
         "9c41aecb-e43a-4af7-9751-862e7009fb08",
         "create twenty --ids-file ids.txt --description 'first try'",
         "eligible --limit 20 --ids-only | trainingfiles create twenty --ids -",
+        "create tuned --ids-file ids.txt --format openai_chat --format parquet "
+        "--validation-fraction 0.1 --seed 7 --stratify persona --drop-duplicates",
     ],
 )
 @click.argument("name")
 @click.option("--description", help="free text kept with the file")
 @ids_options
+@formats_option("a format to produce besides v4_json and v4_jsonl")
+@split_options
 def create(
     session: Session,
     name: str,
     description: str | None,
     ids: tuple[str, ...],
     ids_file: tuple[str, ...],
+    formats: tuple[str, ...],
+    validation_fraction: float | None,
+    validation_count: int | None,
+    seed: int | None,
+    stratify: str | None,
+    drop_duplicates: bool,
 ) -> int:
     """Create a training file, with live progress.
 
     NAME is the new file's name; the server says what it accepts. Every offending id is
-    listed with its reason; Ctrl-C cancels the build on the server.
+    listed with its reason; Ctrl-C cancels the build on the server. A split (by
+    conversation) divides the trainer formats into train and validation outputs.
     """
+    split = split_of(validation_fraction, validation_count, seed, stratify)
     chosen = read_ids(ids, ids_file)
     client = session.client
-    operation = client.create_training_file(name, chosen, description, **session.options())
+    operation = client.create_training_file(
+        name,
+        chosen,
+        description,
+        formats=formats or None,
+        split=split,
+        drop_duplicates=drop_duplicates or None,
+        **session.options(),
+    )
     return follow(
         session.output,
         client.target,
@@ -67,19 +91,30 @@ def create(
         "add FILE_ID --ids e84503e0-3170-4096-a8a2-607a2fa003d6,"
         "168391b5-de40-4120-a198-cba11f065424",
         "eligible --exclude FILE_ID --limit 3 --ids-only | trainingfiles add FILE_ID --ids -",
+        "add FILE_ID --ids-file more.txt --format sharegpt",
     ],
 )
 @file_id_argument
 @ids_options
-def add(session: Session, file_id: str, ids: tuple[str, ...], ids_file: tuple[str, ...]) -> int:
+@formats_option("a format to produce besides those the file has")
+def add(
+    session: Session,
+    file_id: str,
+    ids: tuple[str, ...],
+    ids_file: tuple[str, ...],
+    formats: tuple[str, ...],
+) -> int:
     """Add conversations to an active training file, with live progress.
 
     The file keeps its content until the rebuilt one replaces it (version + 1); on any
-    failure, or Ctrl-C, it stays as it was.
+    failure, or Ctrl-C, it stays as it was. The new version keeps the file's formats,
+    split and duplicate handling.
     """
     chosen = read_ids(ids, ids_file)
     client = session.client
-    operation = client.add_conversations(file_id, chosen, **session.options())
+    operation = client.add_conversations(
+        file_id, chosen, formats=formats or None, **session.options()
+    )
     return follow(
         session.output,
         client.target,
@@ -91,4 +126,33 @@ def add(session: Session, file_id: str, ids: tuple[str, ...], ids_file: tuple[st
     )
 
 
-COMMANDS = [create, add]
+@command(
+    "export",
+    examples=[
+        "export FILE_ID --format openai_chat",
+        "export FILE_ID --format alpaca --format parquet --json",
+    ],
+)
+@file_id_argument
+@formats_option("a format to render", required=True)
+def export(session: Session, file_id: str, formats: tuple[str, ...]) -> int:
+    """Render formats of an active training file, with live progress.
+
+    Rendered from the stored v4 JSONL with the version's split and duplicate handling;
+    the version does not change. On any failure, or Ctrl-C, the file keeps its outputs.
+    """
+    client = session.client
+    operation = client.export_training_file(file_id, formats, **session.options())
+    return follow(
+        session.output,
+        client.target,
+        operation,
+        (),
+        lambda f: (
+            f"[green]✓[/] exported {', '.join(formats)} of {escape(f.name)} {f.id}: {_summary(f)}"
+        ),
+        lambda _: f"training file {file_id} keeps its outputs",
+    )
+
+
+COMMANDS = [create, add, export]

@@ -10,6 +10,7 @@ from trainingfiles.v1 import resources_pb2
 
 from ..exits import Exit
 from ..output import as_dict, size, status_name, table, when
+from ..outputs import outputs_table, quality_rows
 from ..session import Session, command, file_id_argument, limit_option, page_size
 
 STATUSES = {
@@ -58,7 +59,7 @@ def list_files(
 @command("show", examples=["show FILE_ID", "show FILE_ID --json"])
 @file_id_argument
 def show(session: Session, file_id: str) -> int:
-    """A training file's metadata, quality and distribution."""
+    """A training file's metadata, outputs, quality and distribution."""
     f = session.client.get_training_file(file_id, **session.options())
     if session.output.json:
         session.output.document(as_dict(f))
@@ -78,6 +79,9 @@ def show(session: Session, file_id: str) -> int:
     if f.json_file_path:
         grid.add_row("json", f"{f.storage_bucket}/{f.json_file_path} ({size(f.json_file_size)})")
         grid.add_row("jsonl", f"{f.storage_bucket}/{f.jsonl_file_path} ({size(f.jsonl_file_size)})")
+    if f.outputs:
+        for label, value in quality_rows(f):
+            grid.add_row(label, value)
     by = f" by {f.created_by}" if f.created_by else ""
     grid.add_row("created", f"{when(f.created_at)}{by}")
     grid.add_row("updated", when(f.updated_at))
@@ -89,6 +93,9 @@ def show(session: Session, file_id: str) -> int:
             f"max {q.max_quality_score:.2f}; human reviewed {q.human_reviewed_count}",
         )
     session.output.print(grid)
+    if f.outputs:
+        session.output.print("")
+        session.output.print(outputs_table(f))
     if f.HasField("scaffolding_distribution"):
         session.output.print("")
         session.output.print(_distribution(f.scaffolding_distribution))

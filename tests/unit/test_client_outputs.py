@@ -1,0 +1,591 @@
+"""The client's and the command's outputs surface: formats and splits by name, a build's
+split, ExportTrainingFile, downloading every output into a folder, and the options of
+`create`, `add`, `export`, `url`, `download` and `show`.
+
+Pure tests: nothing connects to a server. The downloads read ``file://`` URLs, and the
+commands run against a stand-in client (click's CliRunner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import trainingfiles_client as tfc
+from trainingfiles.v1 import resources_pb2, service_pb2
+from trainingfiles_client import _calls, _methods
+from trainingfiles_client.cli.main import cli, main
+from trainingfiles_client.cli.session import Session
+
+Request = service_pb2.CreateTrainingFileRequest
+PARQUET = resources_pb2.FILE_FORMAT_PARQUET
+OPENAI = resources_pb2.FILE_FORMAT_OPENAI_CHAT
+NAMES = [
+    "v4_json",
+    "v4_jsonl",
+    "openai_chat",
+    "chat_messages",
+    "prompt_completion",
+    "sharegpt",
+    "alpaca",
+    "parquet",
+    "dataset_card",
+]
+
+
+@pytest.fixture
+def client() -> Iterator[tfc.TrainingFilesClient]:
+    with tfc.TrainingFilesClient("127.0.0.1:1", token="t") as client:
+        yield client
+
+
+def prepared(client: Any, name: str, *args: Any, **kwargs: Any) -> _calls.Prepared:
+    """What a method of `client` would send, built without sending it."""
+    build = getattr(type(client), name).__wrapped__
+    method = _methods.METHODS[_calls.rpc_name(name)]
+    result: _calls.Prepared = client._prepare(method, build(client, *args, **kwargs))
+    return result
+
+
+# ----------------------------------------------------------------- names
+
+
+def test_every_format_of_the_contract_has_one_name() -> None:
+    assert [f.value for f in tfc.Format] == NAMES
+    values = [v.number for v in resources_pb2.FileFormat.DESCRIPTOR.values if v.number]
+    assert sorted(f.proto for f in tfc.Format) == sorted(values)
+    assert tfc.Format.V4_JSON.proto == resources_pb2.FILE_FORMAT_JSON
+    assert tfc.Format.V4_JSONL.proto == resources_pb2.FILE_FORMAT_JSONL
+    assert tfc.Format.DATASET_CARD not in tfc.Format.requestable()
+    for member in tfc.Format:
+        assert tfc.Format.of(member.proto) is tfc.Format.of(member.value) is member
+        assert tfc.Format.of(resources_pb2.FileFormat.Name(member.proto)) is member  # type: ignore[arg-type]
+
+
+def test_old_spellings_and_unknown_names() -> None:
+    assert tfc.Format.of("json") is tfc.Format.V4_JSON
+    assert tfc.Format.of("JSONL") is tfc.Format.V4_JSONL
+    assert tfc.Format.of("parquet") == "parquet"  # a str, too
+    for wrong in ("csv", 0, 99, True, None):
+        with pytest.raises(ValueError, match="one of v4_json, v4_jsonl, openai_chat") as raised:
+            tfc.Format.of(wrong)
+        assert "dataset_card" in str(raised.value)
+
+
+def test_every_split_of_the_contract_has_one_name() -> None:
+    assert [s.value for s in tfc.Split] == ["all", "train", "validation"]
+    assert tfc.Split.of("validation").proto == resources_pb2.SPLIT_VALIDATION
+    assert tfc.Split.of(resources_pb2.SPLIT_TRAIN) is tfc.Split.TRAIN
+    assert tfc.Split.of("SPLIT_ALL") is tfc.Split.ALL
+    with pytest.raises(ValueError, match="unknown split 'test': one of all, train, validation"):
+        tfc.Split.of("test")
+    assert "Example:" in (tfc.Format.__doc__ or "") and "Example:" in (tfc.Split.__doc__ or "")
+
+
+def test_split_options_are_the_contracts_message() -> None:
+    split = tfc.SplitOptions(validation_fraction=0.1, seed=7, stratify="persona")
+    assert split.proto() == resources_pb2.SplitOptions(
+        validation_fraction=0.1, seed=7, stratify=resources_pb2.SplitOptions.STRATIFY_PERSONA
+    )
+    counted = tfc.SplitOptions(validation_count=3, stratify="training_topic")
+    assert counted.proto().WhichOneof("size") == "validation_count"
+    for each in (split, counted):
+        assert tfc.SplitOptions.of(each.proto()) == each
+    assert tfc.SplitOptions.of(resources_pb2.SplitOptions()) is None
+    with pytest.raises(ValueError, match="one of validation_fraction and validation_count"):
+        tfc.SplitOptions()
+    with pytest.raises(ValueError, match="one of validation_fraction and validation_count"):
+        tfc.SplitOptions(validation_fraction=0.1, validation_count=3)
+    with pytest.raises(ValueError, match="unknown stratify 'age'"):
+        tfc.SplitOptions(validation_count=3, stratify="age")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------- requests
+
+
+def test_create_takes_formats_a_split_and_drop_duplicates(client: tfc.TrainingFilesClient) -> None:
+    split = tfc.SplitOptions(validation_fraction=0.1, seed=7, stratify="training_topic")
+    built = prepared(
+        client,
+        "create_training_file",
+        "n",
+        ["c"],
+        formats=["openai_chat", tfc.Format.PARQUET, resources_pb2.FILE_FORMAT_ALPACA, "jsonl"],
+        split=split,
+        drop_duplicates=True,
+    )
+    expected = Request(
+        name="n",
+        conversation_ids=["c"],
+        formats=[
+            OPENAI,
+            PARQUET,
+            resources_pb2.FILE_FORMAT_ALPACA,
+            resources_pb2.FILE_FORMAT_JSONL,
+        ],
+        split=split.proto(),
+        drop_duplicates=True,
+    )
+    assert built.request == expected
+    # The whole request as a dict takes the same names; a message goes as it is.
+    as_dict: dict[str, Any] = {"name": "n", "conversation_ids": ["c"], "formats": ["parquet"]}
+    as_dict |= {"split": {"validation_count": 2}}
+    by_dict = prepared(client, "create_training_file", request=as_dict).request
+    assert by_dict == Request(
+        name="n",
+        conversation_ids=["c"],
+        formats=[PARQUET],
+        split=resources_pb2.SplitOptions(validation_count=2),
+    )
+    plain = prepared(client, "create_training_file", "n", ["c"]).request
+    assert not plain.HasField("split") and not plain.formats  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="formats must be a list"):
+        client.create_training_file("n", ["c"], formats="parquet")
+    with pytest.raises(ValueError, match="unknown format 'csv'"):
+        client.create_training_file("n", ["c"], formats=["csv"])
+
+
+def test_add_and_export_take_formats(client: tfc.TrainingFilesClient) -> None:
+    add = prepared(client, "add_conversations", "f", ["c"], formats=["sharegpt"]).request
+    assert add == service_pb2.AddConversationsRequest(
+        training_file_id="f", conversation_ids=["c"], formats=[resources_pb2.FILE_FORMAT_SHAREGPT]
+    )
+    export = prepared(client, "export_training_file", "f", ["openai_chat", PARQUET])
+    assert export.request == service_pb2.ExportTrainingFileRequest(
+        training_file_id="f", formats=[OPENAI, PARQUET]
+    )
+    # A build: streamed, no deadline, no retries, like Create and Add.
+    assert export.timeout is None
+    method = _methods.METHODS["ExportTrainingFile"]
+    assert (method.kind, method.timeout, method.retry) == (_methods.Kind.STREAMING, None, None)
+    by_dict = prepared(
+        client, "export_training_file", request={"training_file_id": "f", "formats": ["alpaca"]}
+    ).request
+    assert list(by_dict.formats) == [resources_pb2.FILE_FORMAT_ALPACA]  # type: ignore[attr-defined]
+
+
+def test_download_urls_take_a_format_and_a_split_by_name(client: tfc.TrainingFilesClient) -> None:
+    link = prepared(client, "get_download_url", "f", "parquet", 600, "validation").request
+    expected = service_pb2.GetDownloadUrlRequest(
+        training_file_id="f", format=PARQUET, split=resources_pb2.SPLIT_VALIDATION
+    )
+    expected.expires_in.seconds = 600
+    assert link == expected
+    old = prepared(client, "get_download_url", "f", "json").request
+    assert old == service_pb2.GetDownloadUrlRequest(
+        training_file_id="f", format=resources_pb2.FILE_FORMAT_JSON
+    )
+    card = prepared(client, "get_download_url", "f", tfc.Format.DATASET_CARD, split=tfc.Split.ALL)
+    assert card.request == service_pb2.GetDownloadUrlRequest(
+        training_file_id="f",
+        format=resources_pb2.FILE_FORMAT_DATASET_CARD,
+        split=resources_pb2.SPLIT_ALL,
+    )
+
+
+# ----------------------------------------------------------------- every output into a folder
+
+
+def stored(tmp_path: Path, name: str, body: bytes) -> tuple[str, str]:
+    """An object in the stand-in store: its file:// URL and SHA-256."""
+    store = tmp_path / "store"
+    store.mkdir(exist_ok=True)
+    (store / name).write_bytes(body)
+    return (store / name).as_uri(), hashlib.sha256(body).hexdigest()
+
+
+class Service:
+    """The two rpcs `download_outputs` calls, answered from `outputs` and `links`."""
+
+    def __init__(self, tmp_path: Path, objects: Mapping[tuple[Any, Any, str], bytes]) -> None:
+        self.training_file = resources_pb2.TrainingFile(id="f", name="demo")
+        self.links: dict[tuple[Any, Any], service_pb2.GetDownloadUrlResponse] = {}
+        for (file_format, split, name), body in objects.items():
+            url, digest = stored(tmp_path, name, body)
+            self.training_file.outputs.add(
+                format=file_format,
+                split=split,
+                object_key=f"k/{name}",
+                size_bytes=len(body),
+                record_count=body.count(b"\n"),
+                sha256=digest,
+                file_name=name,
+            )
+            self.links[(file_format, split)] = service_pb2.GetDownloadUrlResponse(
+                url=url,
+                size_bytes=len(body),
+                file_name=name,
+                split=split,
+                sha256=digest,
+            )
+        self.asked: list[tuple[int, int]] = []
+
+    def get_training_file(self, training_file_id: str, **options: Any) -> Any:
+        assert training_file_id == "f"
+        return self.training_file
+
+    def get_download_url(
+        self, training_file_id: str, file_format: int, expires: Any, split: int, **options: Any
+    ) -> Any:
+        self.asked.append((file_format, split))
+        return self.links[(file_format, split)]
+
+    def install(self, client: Any, asynchronous: bool = False) -> None:
+        """Answer the client's calls (awaitably for the asyncio face)."""
+        for name in ("get_training_file", "get_download_url"):
+            method = getattr(self, name)
+            if asynchronous:
+
+                async def answer(*args: Any, _method: Any = method, **kwargs: Any) -> Any:
+                    return _method(*args, **kwargs)
+
+                setattr(client, name, answer)
+            else:
+                setattr(client, name, method)
+
+
+TRAIN, VALIDATION = resources_pb2.SPLIT_TRAIN, resources_pb2.SPLIT_VALIDATION
+ALL = resources_pb2.SPLIT_ALL
+OBJECTS = {
+    (resources_pb2.FILE_FORMAT_JSONL, ALL, "demo.jsonl"): b'{"a": 1}\n{"a": 2}\n',
+    (OPENAI, TRAIN, "demo.openai_chat.train.jsonl"): b'{"messages": []}\n' * 9,
+    (OPENAI, VALIDATION, "demo.openai_chat.validation.jsonl"): b'{"messages": []}\n',
+    (resources_pb2.FILE_FORMAT_DATASET_CARD, ALL, "README.md"): b"---\nconfigs: []\n---\n",
+}
+
+
+def test_every_output_is_saved_under_its_name(
+    client: tfc.TrainingFilesClient, tmp_path: Path
+) -> None:
+    service = Service(tmp_path, OBJECTS)
+    service.install(client)
+    folder = tmp_path / "out" / "demo"
+    seen: list[tfc.Downloaded] = []
+    saved = client.download_outputs("f", folder, on_saved=seen.append)
+    assert saved == seen
+    assert [(d.path.name if d.path else "", d.format, d.split) for d in saved] == [
+        ("demo.jsonl", tfc.Format.V4_JSONL, tfc.Split.ALL),
+        ("demo.openai_chat.train.jsonl", tfc.Format.OPENAI_CHAT, tfc.Split.TRAIN),
+        ("demo.openai_chat.validation.jsonl", tfc.Format.OPENAI_CHAT, tfc.Split.VALIDATION),
+        ("README.md", tfc.Format.DATASET_CARD, tfc.Split.ALL),
+    ]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(name for *_, name in OBJECTS)
+    for (_, _, name), body in OBJECTS.items():
+        assert (folder / name).read_bytes() == body
+    card = saved[-1]
+    assert card.sha256 == hashlib.sha256(b"---\nconfigs: []\n---\n").hexdigest()
+    assert service.asked == [key[:2] for key in OBJECTS]
+
+
+def test_the_asyncio_face_downloads_the_same(tmp_path: Path) -> None:
+    async def scenario() -> list[tfc.Downloaded]:
+        async with tfc.AsyncTrainingFilesClient("127.0.0.1:1") as aclient:
+            Service(tmp_path, OBJECTS).install(aclient, asynchronous=True)
+            return await aclient.download_outputs("f", str(tmp_path / "out"))
+
+    saved = asyncio.run(scenario())
+    assert [d.size for d in saved] == [len(body) for body in OBJECTS.values()]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(n for *_, n in OBJECTS)
+
+
+def test_a_corrupt_object_stops_the_download_and_leaves_no_part(
+    client: tfc.TrainingFilesClient, tmp_path: Path
+) -> None:
+    service = Service(tmp_path, OBJECTS)
+    service.install(client)
+    # The third object's bytes are not the stored ones (same size, other content).
+    (tmp_path / "store" / "demo.openai_chat.validation.jsonl").write_bytes(b'{"messages": {}}\n')
+    with pytest.raises(tfc.DownloadError, match="SHA-256 is"):
+        client.download_outputs("f", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "demo.jsonl",
+        "demo.openai_chat.train.jsonl",
+    ]
+
+
+def test_a_short_object_and_a_changed_version_are_refused(
+    client: tfc.TrainingFilesClient, tmp_path: Path
+) -> None:
+    service = Service(tmp_path, OBJECTS)
+    service.install(client)
+    (tmp_path / "store" / "README.md").write_bytes(b"---\n")
+    with pytest.raises(tfc.DownloadError, match="received 4 bytes, but the stored object has"):
+        client.download_outputs("f", tmp_path / "short")
+    assert not (tmp_path / "short" / "README.md").exists()
+    assert not list((tmp_path / "short").glob("*.part"))
+
+    # A URL that serves another object than the output listed (an Add ran between).
+    service.links[(OPENAI, TRAIN)].size_bytes += 1
+    with pytest.raises(tfc.DownloadError, match="changed while its URL was issued"):
+        client.download_outputs("f", tmp_path / "changed")
+    assert not (tmp_path / "changed").exists()  # nothing fetched before every URL
+
+
+def test_only_plain_file_names_are_written(client: tfc.TrainingFilesClient, tmp_path: Path) -> None:
+    service = Service(tmp_path, {(OPENAI, ALL, "x.jsonl"): b"{}\n"})
+    service.links[(OPENAI, ALL)].file_name = "../escape.jsonl"
+    service.install(client)
+    with pytest.raises(tfc.DownloadError, match="not a plain file name"):
+        client.download_outputs("f", tmp_path / "out")
+    assert not (tmp_path / "escape.jsonl").exists()
+
+
+def test_a_file_without_outputs_asks_for_the_v4_ones(
+    client: tfc.TrainingFilesClient, tmp_path: Path
+) -> None:
+    service = Service(
+        tmp_path,
+        {
+            (resources_pb2.FILE_FORMAT_JSON, ALL, "old.json"): b"{}",
+            (resources_pb2.FILE_FORMAT_JSONL, ALL, "old.jsonl"): b"{}\n",
+        },
+    )
+    del service.training_file.outputs[:]
+    service.install(client)
+    saved = client.download_outputs("f", tmp_path / "out")
+    assert [d.path.name for d in saved if d.path] == ["old.json", "old.jsonl"]
+
+
+def test_a_download_to_a_file_object(tmp_path: Path) -> None:
+    url, digest = stored(tmp_path, "x", b"hello")
+    link = service_pb2.GetDownloadUrlResponse(url=url, size_bytes=5, sha256=digest.upper())
+    with (tmp_path / "sink").open("wb") as sink:
+        done = tfc.download(link, sink)
+    assert (done.path, done.size, done.sha256) == (None, 5, digest)
+    assert (tmp_path / "sink").read_bytes() == b"hello"
+
+
+# ----------------------------------------------------------------- the command line
+
+
+class Operation:
+    """A finished build: no events, then `training_file`."""
+
+    def __init__(self, training_file: resources_pb2.TrainingFile) -> None:
+        self.training_file = training_file
+        self.training_file_id = training_file.id
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def result(self) -> resources_pb2.TrainingFile:
+        return self.training_file
+
+
+class Recorder:
+    """A stand-in client that records the calls the commands make."""
+
+    target = "127.0.0.1:1"
+
+    def __init__(self, training_file: resources_pb2.TrainingFile) -> None:
+        self.training_file = training_file
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, args, kwargs))
+            if name in ("create_training_file", "add_conversations", "export_training_file"):
+                return Operation(self.training_file)
+            if name == "get_download_url":
+                return service_pb2.GetDownloadUrlResponse(url="https://x/y", file_name="y")
+            return self.training_file
+
+        return call
+
+    def download_outputs(self, file_id: str, folder: str, **kwargs: Any) -> list[tfc.Downloaded]:
+        self.calls.append(("download_outputs", (file_id, folder), kwargs))
+        saved = []
+        for name, size, split in (("a.train.jsonl", 2048, "train"), ("README.md", 10, "all")):
+            done = tfc.Downloaded(
+                Path(folder) / name, size, "0" * 64, tfc.Format.OPENAI_CHAT, tfc.Split(split)
+            )
+            kwargs["on_saved"](done)
+            saved.append(done)
+            if self.fail:
+                raise tfc.DownloadError("the SHA-256 is 1…, the stored one 0…")
+        return saved
+
+    fail = False
+
+    def close(self) -> None:
+        pass
+
+
+def a_file() -> resources_pb2.TrainingFile:
+    f = resources_pb2.TrainingFile(id="f", name="demo", conversation_count=20, version=1)
+    f.total_training_pairs = 40
+    f.duplicate_pair_count, f.duplicates_dropped, f.untrainable_pair_count = 3, True, 2
+    f.split.CopyFrom(tfc.SplitOptions(validation_fraction=0.1, seed=7, stratify="persona").proto())
+    f.outputs.add(
+        format=OPENAI,
+        split=VALIDATION,
+        size_bytes=2048,
+        record_count=4,
+        sha256="ab" * 32,
+        file_name="demo.openai_chat.validation.jsonl",
+    )
+    return f
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    recorder = Recorder(a_file())
+    monkeypatch.setattr(Session, "client", property(lambda self: recorder))
+    return recorder
+
+
+def run(*args: str) -> Any:
+    """The command through click's runner (usage errors: exit code 2 and their message)."""
+    return CliRunner().invoke(cli, [*args, "--target", "127.0.0.1:1"])
+
+
+@dataclass(frozen=True)
+class Ran:
+    exit_code: int
+    output: str
+
+
+@pytest.fixture
+def trainingfiles(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """The command through its entry point, which turns a handler's result into the exit
+    code (click's runner keeps only usage errors' codes)."""
+
+    def call(*args: str) -> Ran:
+        code = main([*args, "--target", "127.0.0.1:1"])
+        captured = capsys.readouterr()
+        return Ran(code, captured.out + captured.err)
+
+    return call
+
+
+def test_create_passes_formats_the_split_and_duplicates(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    result = trainingfiles(
+        "create", "demo", "--ids", "a", "b", "--format", "openai_chat", "--format", "parquet",
+        "--validation-fraction", "0.1", "--seed", "7", "--stratify", "persona",
+        "--drop-duplicates",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    name, args, kwargs = recorder.calls[0]
+    assert (name, args[:2]) == ("create_training_file", ("demo", ["a", "b"]))
+    assert kwargs["formats"] == ("openai_chat", "parquet")
+    assert kwargs["split"] == tfc.SplitOptions(validation_fraction=0.1, seed=7, stratify="persona")
+    assert kwargs["drop_duplicates"] is True
+    assert "created demo f" in result.output and "openai_chat" in result.output
+
+    plain = trainingfiles("create", "demo", "--ids", "a", "--validation-count", "3")
+    assert plain.exit_code == 0, plain.output
+    kwargs = recorder.calls[1][2]
+    assert kwargs["split"] == tfc.SplitOptions(validation_count=3)
+    assert (kwargs["formats"], kwargs["drop_duplicates"]) == (None, None)
+
+
+def test_add_and_export_pass_their_formats(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    assert trainingfiles("add", "f", "--ids", "a", "--format", "sharegpt").exit_code == 0
+    assert recorder.calls[-1][2]["formats"] == ("sharegpt",)
+    exported = trainingfiles("export", "f", "--format", "alpaca", "--format", "parquet")
+    assert exported.exit_code == 0, exported.output
+    assert recorder.calls[-1][:2] == ("export_training_file", ("f", ("alpaca", "parquet")))
+    assert "exported alpaca, parquet of demo f" in exported.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["create", "x", "--ids", "a", "--format", "csv"], "'csv' is not one of 'v4_json'"),
+        (["add", "f", "--ids", "a", "--format", "dataset_card"], "is not one of 'v4_json'"),
+        (["export", "f", "--format", "nope"], "'parquet'"),
+        (["export", "f"], "Missing option '--format'"),
+        (["url", "f", "--format", "csv"], "'dataset_card'"),
+        (["download", "f", "--split", "test"], "'all', 'train', 'validation'"),
+        (
+            [
+                "create",
+                "x",
+                "--ids",
+                "a",
+                "--validation-fraction",
+                "0.1",
+                "--validation-count",
+                "3",
+            ],
+            "--validation-fraction and --validation-count exclude each other",
+        ),
+        (["create", "x", "--ids", "a", "--seed", "3"], "need --validation-fraction"),
+        (["create", "x", "--ids", "a", "--stratify", "age"], "'persona', 'training_topic'"),
+        (["download", "f", "--all", "d", "--format", "parquet"], "--all takes every output"),
+    ],
+)
+def test_argument_errors_exit_2_and_say_what_is_valid(
+    recorder: Recorder, args: list[str], message: str
+) -> None:
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not recorder.calls  # refused before any call
+
+
+def test_url_and_download_take_any_format_and_a_split(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    def asked(*args: str) -> tuple[Any, ...]:
+        assert trainingfiles("url", "f", *args).exit_code == 0
+        return recorder.calls[-1][1]
+
+    assert asked("--format", "dataset_card") == ("f", "dataset_card", None, None)
+    assert asked("--format", "json", "--split", "all", "--expires", "60") == (
+        "f",
+        "json",
+        60,
+        "all",
+    )
+    assert asked() == ("f", "v4_jsonl", None, None)
+
+
+def test_show_lists_the_outputs_split_and_duplicates(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    result = trainingfiles("show", "f")
+    assert result.exit_code == 0, result.output
+    text = result.output
+    for expected in (
+        "FORMAT",
+        "openai_chat",
+        "validation",
+        "2.0 KiB",
+        "abababababab",
+        "demo.openai_chat.validation.jsonl",
+        "3 (dropped from the trainer formats)",
+        "2 pairs without a target",
+        "10 % of the conversations for validation, seed 7, stratified by persona",
+    ):
+        assert expected in text, expected
+    assert "ab" * 32 not in text  # a prefix of the digest only
+
+
+def test_download_all_prints_each_file_and_fails_with_12(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    result = trainingfiles("download", "f", "--all", "out")
+    assert result.exit_code == 0, result.output
+    assert (
+        "out/a.train.jsonl (2.0 KiB)" in result.output and "out/README.md (10 B)" in result.output
+    )
+    assert recorder.calls[-1][:2] == ("download_outputs", ("f", "out"))
+    listed = trainingfiles("--json", "download", "f", "--all", "out")
+    assert listed.exit_code == 0, listed.output
+    assert '"split": "train"' in listed.output and '"format": "openai_chat"' in listed.output
+    recorder.fail = True
+    failed = trainingfiles("download", "f", "--all", "out")
+    assert failed.exit_code == 12
+    assert "out/a.train.jsonl" in failed.output and "SHA-256" in failed.output
