@@ -44,6 +44,7 @@ from tests.e2e.helpers import (
     http_get,
     object_keys,
     open_uploads,
+    output_keys,
     stream_error,
     unique_name,
 )
@@ -140,7 +141,7 @@ async def test_a_create_at_multipart_size_stores_every_byte_in_part_order(leg: L
     for key in (file.json_file_path, file.jsonl_file_path):
         assert leg.calls("UploadPart", key) >= 3, f"{key} did not go up in several parts"
         assert leg.calls("CompleteMultipartUpload", key) == 1
-    await assert_clean(leg, file.id, {file.json_file_path, file.jsonl_file_path})
+    await assert_clean(leg, file.id, output_keys(file))
     jsonl = await fetch(leg.stub, file.id, JSONL)
     json_document = await fetch(leg.stub, file.id, JSON)
     assert jsonl == expected_jsonl(leg.big)
@@ -162,7 +163,7 @@ async def test_an_add_at_multipart_size_is_copied_by_the_store_and_equals_a_crea
     assert (added.status, added.version, added.conversation_count) == (ACTIVE, 2, BIG)
     for key in (added.json_file_path, added.jsonl_file_path):
         assert leg.calls("UploadPartCopy", key) >= 1, f"{key} was not copied by the store"
-    await assert_clean(leg, created.id, {added.json_file_path, added.jsonl_file_path})
+    await assert_clean(leg, created.id, output_keys(added))
     jsonl = await fetch(leg.stub, added.id, JSONL)
     json_document = await fetch(leg.stub, added.id, JSON)
     assert jsonl == expected_jsonl(leg.big)
@@ -176,8 +177,8 @@ async def test_objects_an_add_replaced_are_deleted_by_the_sweeper_once_due(leg: 
     link = await download_url(leg.stub, created.id, JSONL)
     added = await add_ok(leg.stub, created.id, leg.ids(leg.small[2:3]))
 
-    old = {created.json_file_path, created.jsonl_file_path}
-    new = {added.json_file_path, added.jsonl_file_path}
+    old = output_keys(created)
+    new = output_keys(added)
     assert await object_keys(leg.server, f"{created.id}/") == old | new
     assert (await http_get(link.url)).body == expected_jsonl(leg.small[:2])
     assert await intents(leg, created.id) == 2
@@ -262,10 +263,9 @@ async def test_a_delete_that_fails_at_start_up_is_retried_and_never_fatal(
                 while server.sweeper.sweeps < 1:  # noqa: ASYNC110 (the start-up sweep)
                     await asyncio.sleep(0.02)
             assert await health(server.port) == SERVING
-            assert await object_keys(server, f"{file.id}/") == {
-                file.json_file_path,
-                file.jsonl_file_path,
-            }, "the start-up sweep did not delete the due object beside the failing one"
+            assert await object_keys(server, f"{file.id}/") == output_keys(file), (
+                "the start-up sweep did not delete the due object beside the failing one"
+            )
             report = await server.sweeper.sweep()
             assert report.failures == 1 and report.failure is not None, report
             assert absent in report.failure and "does not exist" in report.failure
@@ -301,8 +301,8 @@ async def test_a_store_that_refuses_deletes_is_reported_once_and_nothing_is_fata
         try:
             created = await create_ok(stub, unique_name("compat-refused"), leg.ids(leg.small[:1]))
             added = await add_ok(stub, created.id, leg.ids(leg.small[1:2]))
-            old = {created.json_file_path, created.jsonl_file_path}
-            new = {added.json_file_path, added.jsonl_file_path}
+            old = output_keys(created)
+            new = output_keys(added)
             assert await object_keys(server, f"{created.id}/") == old | new
             assert await intents(leg, created.id) == 2
 
@@ -396,7 +396,7 @@ async def test_create_add_failed_create_restart_and_sweep_leave_nothing_behind(
         stub = service_pb2_grpc.TrainingFileServiceStub(channel)
         statuses = [(await get(stub, str(file_id))).status for file_id in files]
     assert statuses == [ACTIVE, FAILED, FAILED, FAILED]
-    await assert_clean(leg, created.id, {added.json_file_path, added.jsonl_file_path})
+    await assert_clean(leg, created.id, output_keys(added))
     for file_id in files[1:]:
         await assert_clean(leg, str(file_id), set())
 

@@ -239,11 +239,22 @@ class Observer:
         listed = await self.storage.client.list_objects_v2(Bucket=bucket, Prefix=f"{file_id}/")
         sizes = {item["Key"]: item["Size"] for item in listed.get("Contents", [])}
         referenced: dict[str, int] = {}
+        checksums: dict[str, str] = {}
         if row["status"] in ("active", "archived"):
-            referenced = {
-                row["json_file_path"]: row["json_file_size"],
-                row["jsonl_file_path"]: row["jsonl_file_size"],
-            }
+            outputs = await self.pool.fetch(
+                "SELECT format, object_key, size_bytes, sha256 FROM training_file_outputs "
+                "WHERE training_file_id = $1",
+                file_id,
+            )
+            referenced = {o["object_key"]: o["size_bytes"] for o in outputs}
+            checksums = {o["object_key"]: o["sha256"] for o in outputs}
+            v4 = {o["format"]: (o["object_key"], o["size_bytes"]) for o in outputs}
+            if v4.get("v4_json") != (row["json_file_path"], row["json_file_size"]) or v4.get(
+                "v4_jsonl"
+            ) != (row["jsonl_file_path"], row["jsonl_file_size"]):
+                found.append("the file's v4 columns and its v4 output rows disagree")
+            if "dataset_card" not in v4:
+                found.append("the version has no dataset card")
         retained = {
             r["object_key"]
             for r in await self.pool.fetch(
@@ -259,6 +270,8 @@ class Observer:
                 found.append(f"the row points at missing object {key}")
             elif sizes[key] != size:
                 found.append(f"object {key} is {sizes[key]} bytes, the row says {size}")
+            elif checksums[key] != await self.storage.sha256(bucket, key):
+                found.append(f"object {key} does not have the checksum its row says")
         uploads = [
             u for u in await self.storage.open_uploads(bucket) if u.key.startswith(f"{file_id}/")
         ]

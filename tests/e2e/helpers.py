@@ -84,6 +84,10 @@ class StreamResult:
     def warnings(self) -> list[service_pb2.ProgressWarning]:
         return [w for m in self.messages for w in m.warnings]
 
+    def mismatch_warnings(self) -> list[service_pb2.ProgressWarning]:
+        """The warnings about documents that disagree (not about the pairs' content)."""
+        return [w for w in self.warnings() if w.code.endswith("_MISMATCH")]
+
 
 async def collect(call: Any) -> StreamResult:
     """Read a server stream to its end; an error status is recorded, not raised."""
@@ -402,3 +406,8 @@ def captured_logs() -> Iterator[Records]:
 def logged(records: Records, message: str) -> list[dict[str, Any]]:
     """The fields of every record logged with `message`, in order."""
     return [dict(getattr(r, "fields", {})) for r in records.records if r.msg == message]
+
+
+def output_keys(file: resources_pb2.TrainingFile) -> set[str]:
+    """The object keys of every output of a file's current version (card included)."""
+    return {output.object_key for output in file.outputs}

@@ -31,6 +31,7 @@ from tests.e2e.helpers import (
     jsonl_records,
     key_moment,
     object_keys,
+    output_keys,
     precondition_violations,
     snapshot,
     stream_error,
@@ -141,10 +142,8 @@ async def test_add_replaces_the_objects_and_deletes_the_old_ones(
 ) -> None:
     old, new = extended.created, extended.added.training_file
 
-    assert {new.json_file_path, new.jsonl_file_path}.isdisjoint(
-        {old.json_file_path, old.jsonl_file_path}
-    )
-    assert await object_keys(server, f"{old.id}/") == {new.json_file_path, new.jsonl_file_path}
+    assert output_keys(new).isdisjoint(output_keys(old))
+    assert await object_keys(server, f"{old.id}/") == output_keys(new)
     assert await intent_count(server, old.id) == 0
 
 
@@ -157,8 +156,10 @@ async def test_file_conversations_list_a_then_b_in_order(extended: Extended, stu
     assert added_at[0] == added_at[1] < added_at[2] == added_at[3] == added_at[4]
 
 
-async def test_add_of_consistent_conversations_sends_no_warning(extended: Extended) -> None:
-    assert extended.added.warnings() == []
+async def test_add_of_consistent_conversations_sends_no_mismatch_warning(
+    extended: Extended,
+) -> None:
+    assert extended.added.mismatch_warnings() == []
 
 
 async def test_add_warns_about_a_conversation_with_another_profile(
@@ -170,7 +171,7 @@ async def test_add_warns_about_a_conversation_with_another_profile(
     result = await add(stub, created.id, [dataset.ids()[24], other_profile])
 
     assert result.error is None, result.error
-    assert [(w.code, list(w.conversation_ids)) for w in result.warnings()] == [
+    assert [(w.code, list(w.conversation_ids)) for w in result.mismatch_warnings()] == [
         ("CONSULTANT_PROFILE_MISMATCH", [other_profile])
     ]
 
@@ -294,10 +295,7 @@ async def test_a_bad_document_during_add_leaves_the_previous_content_intact(
     assert precondition_violations(error) == [("ENRICHED_DOCUMENT_INVALID", bad)]
     assert result.training_file_id == created.id
     assert await get(stub, created.id) == created
-    assert await object_keys(server, f"{created.id}/") == {
-        created.json_file_path,
-        created.jsonl_file_path,
-    }
+    assert await object_keys(server, f"{created.id}/") == output_keys(created)
     assert await intent_count(server, created.id) == 0
     assert await download(stub, created.id, JSON) == json_before
     assert await download(stub, created.id, JSONL) == jsonl_before
@@ -327,10 +325,7 @@ async def test_concurrent_adds_to_one_file_both_succeed_and_lose_nothing(
     lines = jsonl_records(await download(stub, created.id, JSONL))
     assert len(lines) == final.total_training_pairs
     assert list(dict.fromkeys(line["conversation_id"] for line in lines)) == listed
-    assert await object_keys(server, f"{created.id}/") == {
-        final.json_file_path,
-        final.jsonl_file_path,
-    }
+    assert await object_keys(server, f"{created.id}/") == output_keys(final)
 
 
 def test_an_adds_keys_are_stamped_later_than_the_ones_it_replaces(extended: Extended) -> None:

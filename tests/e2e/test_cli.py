@@ -476,7 +476,7 @@ async def test_shell_completion(
     commands = await asyncio.to_thread(complete, "c")
     assert commands == {"create", "conversations", "completion"}
     formats = await asyncio.to_thread(complete, "download", "x", "--format", "")
-    assert formats == {"json", "jsonl"}
+    assert formats == {*(f.value for f in tfc.Format), "json", "jsonl"}
     options = await asyncio.to_thread(complete, "list", "--st")
     assert options == {"--status"}
 

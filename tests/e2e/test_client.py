@@ -195,6 +195,13 @@ async def test_every_method_through_both_faces(
     )
     assert got == added
 
+    export = {"training_file_id": created.id, "formats": ["openai_chat"]}
+    _, exported, _ = await driver.operation(
+        "export_training_file", way(style, (created.id, ["openai_chat"]), export)
+    )
+    assert (exported.version, exported.conversation_count) == (2, 7)
+    assert "openai_chat" in {tfc.Format.of(o.format).value for o in exported.outputs}
+
     listing = {"status": ACTIVE, "page_size": 1000}
     listed = await driver.items("list_training_files", way(style, (ACTIVE, None, 1000), listing))
     assert created.id in {f.id for f in listed}

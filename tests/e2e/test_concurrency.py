@@ -51,6 +51,7 @@ from tests.e2e.helpers import (
     jsonl_records,
     object_keys,
     open_uploads,
+    output_keys,
     unique_name,
 )
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
@@ -192,10 +193,7 @@ async def test_50_concurrent_adds_on_one_file_all_succeed_in_arrival_order(
     assert len(lines) == final.total_training_pairs == fresh.total_training_pairs
     assert list(dict.fromkeys(line["conversation_id"] for line in lines)) == base + added
     # No link was handed out while the Adds ran: every replaced object is gone.
-    assert await object_keys(server, f"{created.id}/") == {
-        final.json_file_path,
-        final.jsonl_file_path,
-    }
+    assert await object_keys(server, f"{created.id}/") == output_keys(final)
     assert await intent_count(server, created.id) == 0
     # Reads kept answering throughout.
     assert len(latencies) >= 20, f"only {len(latencies)} reads ran during the Adds"
@@ -485,7 +483,7 @@ async def test_download_links_survive_an_add_until_they_expire(
 
     # The replaced objects are the sweeper's, due once the last link has expired.
     expiry = max(link.expire_time.ToDatetime(tzinfo=UTC) for link in links.values())
-    replaced = {created.json_file_path, created.jsonl_file_path}
+    replaced = output_keys(created)
     rows = await _intents(server, created.id)
     assert {row["object_key"] for row in rows} == replaced
     assert all(row["lease_token"] is None for row in rows)
@@ -493,11 +491,8 @@ async def test_download_links_survive_an_add_until_they_expire(
 
     # A sweep leaves them alone: the links are still valid.
     await _swept(server)
-    assert await object_keys(server, f"{created.id}/") == replaced | {
-        new.json_file_path,
-        new.jsonl_file_path,
-    }
-    assert len(await _intents(server, created.id)) == 2
+    assert await object_keys(server, f"{created.id}/") == replaced | output_keys(new)
+    assert len(await _intents(server, created.id)) == len(replaced)
     for fmt, link in links.items():
         assert (await http_get(link.url)).body == before[fmt]
 
@@ -507,10 +502,7 @@ async def test_download_links_survive_an_add_until_they_expire(
         uuid.UUID(created.id),
     )
     await _swept(server)
-    assert await object_keys(server, f"{created.id}/") == {
-        new.json_file_path,
-        new.jsonl_file_path,
-    }
+    assert await object_keys(server, f"{created.id}/") == output_keys(new)
     assert await intent_count(server, created.id) == 0
 
 
@@ -525,10 +517,7 @@ async def test_an_add_to_a_file_without_links_deletes_the_replaced_objects_at_on
 
     assert added.error is None, added.error
     new = added.training_file
-    assert await object_keys(server, f"{created.id}/") == {
-        new.json_file_path,
-        new.jsonl_file_path,
-    }
+    assert await object_keys(server, f"{created.id}/") == output_keys(new)
     assert await intent_count(server, created.id) == 0
 
 
@@ -616,10 +605,7 @@ async def test_archive_during_an_add_wins_and_the_add_leaves_nothing_behind(
         assert (file.version, file.conversation_count) == (1, 4)
         for fmt in (JSON, JSONL):
             assert await download(own, created.id, fmt) == before[fmt]
-        assert await object_keys(running, prefix) == {
-            created.json_file_path,
-            created.jsonl_file_path,
-        }
+        assert await object_keys(running, prefix) == output_keys(created)
         assert await open_uploads(running, prefix) == set()
         assert await intent_count(running, created.id) == 0
         listed = [c.conversation_id for c in await file_conversations(own, created.id)]

@@ -39,6 +39,7 @@ from tests.e2e.helpers import (
     jsonl_records,
     key_moment,
     object_keys,
+    output_keys,
     quality,
     unique_name,
 )
@@ -177,10 +178,7 @@ async def test_object_keys_are_under_the_file_id_and_named_after_the_file(
 
     assert file.json_file_path.startswith(stem) and file.json_file_path.endswith(".json")
     assert file.jsonl_file_path == file.json_file_path + "l"
-    assert await object_keys(server, f"{file.id}/") == {
-        file.json_file_path,
-        file.jsonl_file_path,
-    }
+    assert await object_keys(server, f"{file.id}/") == output_keys(file)
 
 
 # ----------------------------------------------------------------- the stored files
@@ -353,7 +351,7 @@ async def test_other_vertical_and_profile_are_warned_about_naming_the_conversati
     result = await create(stub, unique_name("create-warn"), ids)
 
     assert result.error is None, result.error
-    warnings = [(w.code, list(w.conversation_ids)) for w in result.warnings()]
+    warnings = [(w.code, list(w.conversation_ids)) for w in result.mismatch_warnings()]
     assert sorted(warnings) == [
         ("CONSULTANT_PROFILE_MISMATCH", [other_profile]),
         ("VERTICAL_MISMATCH", [other_vertical]),
@@ -376,11 +374,13 @@ async def test_the_file_keeps_the_first_conversations_vertical_and_profile(
     assert body["consultant_profile"] == consultant_profile()
 
 
-async def test_consistent_conversations_produce_no_warning(stub: Stub, dataset: Dataset) -> None:
+async def test_consistent_conversations_produce_no_mismatch_warning(
+    stub: Stub, dataset: Dataset
+) -> None:
     result = await create(stub, unique_name("create-no-warn"), dataset.ids(Kind.ELIGIBLE)[5:8])
 
     assert result.error is None, result.error
-    assert result.warnings() == []
+    assert result.mismatch_warnings() == []
 
 
 # ----------------------------------------------------------------- boundaries

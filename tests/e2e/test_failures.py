@@ -36,6 +36,7 @@ from tests.e2e.helpers import (
     logged,
     object_keys,
     open_uploads,
+    output_keys,
     precondition_violations,
     stream_error,
     unique_name,
@@ -174,7 +175,7 @@ async def test_cancelling_an_add_changes_nothing(
     call.cancel()
 
     # The aborted Add removes what it uploaded and releases the file: a later Add runs.
-    old_keys = {created.json_file_path, created.jsonl_file_path}
+    old_keys = output_keys(created)
     async with asyncio.timeout(TIMEOUT):
         while True:
             keys = await object_keys(server, f"{created.id}/")
@@ -388,7 +389,7 @@ async def test_an_add_whose_deadline_passes_changes_nothing(
         result = await collect(call)
 
         assert stream_error(result).code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        old_keys = {created.json_file_path, created.jsonl_file_path}
+        old_keys = output_keys(created)
         async with asyncio.timeout(TIMEOUT):
             while (  # noqa: ASYNC110 (polled: the cleanup announces nothing)
                 await object_keys(server, prefix) != old_keys

@@ -41,7 +41,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.conftest import mint
 from tests.e2e.guards import BROKEN, User, assert_serving, ids_of, make_user, state
-from tests.e2e.helpers import TIMEOUT, collect, unique_name
+from tests.e2e.helpers import TIMEOUT, collect, output_keys, unique_name
 from tests.tokens import OTHER_SECRET, claims, signed
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
 from trainingfiles_dev.generator import Awkward
@@ -338,7 +338,7 @@ async def _one_call(
         assert after.intents == before.intents
         assert after.training_files == before.training_files + 1
         assert after.file_conversations == before.file_conversations + file.conversation_count
-        assert after.objects - before.objects == {file.json_file_path, file.jsonl_file_path}
+        assert after.objects - before.objects == output_keys(file)
         owner = {str(world.alice.id): "alice", str(world.bob.id): "bob"}.get(file.created_by)
         world.files.setdefault(owner or "service", []).append(file.id)
     elif rpc == "AddConversations":
@@ -347,7 +347,7 @@ async def _one_call(
         assert after.training_files == before.training_files
         assert after.file_conversations == before.file_conversations + added
         # The new version's two objects appeared; only that file's old ones went.
-        assert after.objects - before.objects == {file.json_file_path, file.jsonl_file_path}
+        assert after.objects - before.objects == output_keys(file)
         gone = before.objects - after.objects
         assert all(key.startswith(f"{file.id}/") for key in gone)
         # The old version's two objects go at once or, while a download link handed out

@@ -50,6 +50,7 @@ from tests.e2e.helpers import (
     jsonl_records,
     object_keys,
     open_uploads,
+    output_keys,
     stream_error,
     unique_name,
 )
@@ -473,7 +474,7 @@ async def test_an_add_above_max_object_bytes_is_refused_and_changes_nothing(
     assert result.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, result.error.details()
     assert error_reason(result.error) == "OBJECT_TOO_LARGE"
     assert await get(stub, created.id) == created
-    assert await object_keys(server, prefix) == {created.json_file_path, created.jsonl_file_path}
+    assert await object_keys(server, prefix) == output_keys(created)
     assert await open_uploads(server, prefix) == set()
     assert await intent_count(server, created.id) == 0
     listed = await stub.ListTrainingFileConversations(

@@ -468,7 +468,7 @@ async def test_download_url_with_an_expiry_out_of_bounds_is_invalid_argument(
     assert violation_fields(error) == ["expires_in"]
 
 
-@pytest.mark.parametrize("file_format", [resources_pb2.FILE_FORMAT_UNSPECIFIED, 9])
+@pytest.mark.parametrize("file_format", [resources_pb2.FILE_FORMAT_UNSPECIFIED, 99])
 async def test_download_url_without_a_known_format_is_invalid_argument(
     by_status: ByStatus, stub: Stub, file_format: int
 ) -> None:

@@ -427,6 +427,11 @@ def _record(status: Status) -> TrainingFileRecord:
         created_by=None,
         created_at=moment,
         updated_at=moment,
+        output_formats=[],
+        split_spec=None,
+        drop_duplicates=False,
+        duplicate_pair_count=0,
+        untrainable_pair_count=0,
     )
 
 
