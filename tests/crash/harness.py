@@ -77,6 +77,8 @@ ADD_POINTS = (
     "build.uploaded",
     "build.committed",
 )
+# An export fetches no document: it renders the stored JSONL, then uploads and commits.
+EXPORT_POINTS = ("build.leased", "build.uploaded", "build.committed")
 
 
 @dataclass(frozen=True)
@@ -365,12 +367,17 @@ async def run_create(
     ids: Sequence[str],
     fault: str,
     stall: str | None = None,
+    formats: Sequence[int] = (),
 ) -> Outcome:
     """A Create killed (or frozen, stalled) at `fault`, then a restart and the checks."""
     outcome = Outcome("create", fault + (f" + {stall} stall" if stall else ""))
     name = f"crash-{uuid.uuid4().hex[:12]}"
     log = workdir / f"{name}.log"
-    request = service_pb2.CreateTrainingFileRequest(name=name, conversation_ids=list(ids))
+    request = service_pb2.CreateTrainingFileRequest(
+        name=name,
+        conversation_ids=list(ids),
+        formats=list(formats),  # type: ignore[arg-type]
+    )
     await _until_it_dies(
         backend,
         log,
@@ -404,7 +411,8 @@ async def run_add(
     fault: str,
     stall: str | None = None,
 ) -> Outcome:
-    """An Add killed at `fault`: afterwards the file is on a complete version."""
+    """An Add killed at `fault`: afterwards the file is on a complete version (and the
+    Add renders the file's trainer formats again, if it has any)."""
     outcome = Outcome("add", fault + (f" + {stall} stall" if stall else ""))
     outcome.file_id = uuid.UUID(base_file_id)
     before = await observer.pool.fetchval(
@@ -439,6 +447,42 @@ async def run_add(
     return outcome
 
 
+async def run_export(
+    backend: Backend,
+    observer: Observer,
+    workdir: Path,
+    token: str,
+    base_file_id: str,
+    formats: Sequence[int],
+    fault: str,
+) -> Outcome:
+    """An export killed at `fault`: afterwards the file has its outputs of before, or
+    those and the exported ones, each complete; its version never changes."""
+    outcome = Outcome("export", fault)
+    outcome.file_id = uuid.UUID(base_file_id)
+    before = await observer.pool.fetchval(
+        "SELECT version FROM training_files WHERE id = $1", outcome.file_id
+    )
+    log = workdir / f"export-{base_file_id}.log"
+    request = service_pb2.ExportTrainingFileRequest(
+        training_file_id=base_file_id,
+        formats=list(formats),  # type: ignore[arg-type]
+    )
+    await _until_it_dies(
+        backend,
+        log,
+        fault,
+        None,
+        token,
+        outcome,
+        lambda stub: stub.ExportTrainingFile(request, timeout=60),
+    )
+    async with _restarted(backend, observer, log, token, outcome) as found:
+        if found is not None and found[1].version != before:
+            outcome.problems.append(f"version {found[1].version}, expected {before}")
+    return outcome
+
+
 async def _until_it_dies(
     backend: Backend,
     log: Path,
@@ -455,9 +499,12 @@ async def _until_it_dies(
             stub = service_pb2_grpc.TrainingFileServiceStub(channel)
             async with _stalled(backend, stall):
                 _, outcome.call_code = await _drive(stub, start(stub))
+        # A call that ended OK on a live server never reached its failpoint: the kill
+        # below is the harness's, and the scenario did not happen.
+        reached = not (dying.process.poll() is None and outcome.call_code == "OK")
         if dying.process.poll() is None:
             dying.process.kill()
-        outcome.died = await dying.wait_exit() == -signal.SIGKILL
+        outcome.died = await dying.wait_exit() == -signal.SIGKILL and reached
         outcome.exited_at = time.monotonic()
 
 

@@ -22,6 +22,7 @@ from tests.conftest import Stack, authorized_channel
 from tests.crash.harness import (
     ADD_POINTS,
     CREATE_POINTS,
+    EXPORT_POINTS,
     LEASE_SECONDS,
     Backend,
     Observer,
@@ -29,6 +30,7 @@ from tests.crash.harness import (
     padded,
     run_add,
     run_create,
+    run_export,
     server_process,
 )
 from tests.e2e.helpers import create_ok, error_reason, unique_name
@@ -109,6 +111,79 @@ async def test_an_add_killed_at_any_stage_leaves_a_complete_version(
     # And the next Add works: the dead build's lease does not hold the file.
     again = await _add(stub, base.id, crash_ids[35:37])
     assert again.version == outcome.version + 1
+
+
+TRAINER = (resources_pb2.FILE_FORMAT_PARQUET, resources_pb2.FILE_FORMAT_OPENAI_CHAT)
+
+
+async def test_a_create_with_trainer_formats_killed_before_its_commit_is_repaired(
+    backend: Backend, observer: Observer, workdir: Path, token: str, crash_ids: list[str]
+) -> None:
+    """Every output's object and intent is cleaned up, not only the v4 ones'."""
+    outcome = await run_create(
+        backend, observer, workdir, token, crash_ids[:30], "build.uploaded", formats=TRAINER
+    )
+    assert outcome.died and outcome.problems == []
+    assert outcome.final_status == "TRAINING_FILE_STATUS_FAILED"
+
+
+@pytest.mark.parametrize("fault", EXPORT_POINTS)
+async def test_an_export_killed_at_any_stage_leaves_complete_outputs(
+    backend: Backend,
+    observer: Observer,
+    workdir: Path,
+    token: str,
+    stub: service_pb2_grpc.TrainingFileServiceStub,
+    crash_ids: list[str],
+    fault: str,
+) -> None:
+    base = await create_ok(stub, unique_name("crash-export"), crash_ids[:20])
+    before = {(o.format, o.split) for o in base.outputs}
+    outcome = await run_export(backend, observer, workdir, token, base.id, TRAINER, fault)
+    assert outcome.died, "the failpoint was not reached"
+    assert outcome.problems == []  # every output row's object exists with its checksum
+    after = await stub.GetTrainingFile(
+        service_pb2.GetTrainingFileRequest(training_file_id=base.id), timeout=30
+    )
+    formats = {(o.format, o.split) for o in after.outputs}
+    exported = {(f, resources_pb2.SPLIT_ALL) for f in TRAINER}
+    assert formats == (before | exported if fault == "build.committed" else before)
+    # The file is free: an export now succeeds.
+    last = None
+    async for message in stub.ExportTrainingFile(
+        service_pb2.ExportTrainingFileRequest(training_file_id=base.id, formats=TRAINER),
+        timeout=60,
+    ):
+        last = message
+    assert last is not None and exported <= {
+        (o.format, o.split) for o in last.training_file.outputs
+    }
+
+
+@pytest.mark.parametrize("fault", ["build.fetched:5", "build.uploaded"])
+async def test_an_add_to_a_file_with_trainer_formats_killed_leaves_its_outputs_complete(
+    backend: Backend,
+    observer: Observer,
+    workdir: Path,
+    token: str,
+    stub: service_pb2_grpc.TrainingFileServiceStub,
+    crash_ids: list[str],
+    fault: str,
+) -> None:
+    request = service_pb2.CreateTrainingFileRequest(
+        name=unique_name("crash-add-formats"),
+        conversation_ids=crash_ids[:20],
+        formats=TRAINER,
+    )
+    request.split.validation_count = 3
+    last = None
+    async for message in stub.CreateTrainingFile(request, timeout=60):
+        last = message
+    assert last is not None
+    base = last.training_file
+    outcome = await run_add(backend, observer, workdir, token, base.id, crash_ids[20:30], fault)
+    assert outcome.died and outcome.problems == []
+    assert outcome.version == base.version
 
 
 async def _add(
