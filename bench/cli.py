@@ -19,13 +19,13 @@ from typing import Any
 
 import asyncpg
 
-from trainingfiles.v1 import service_pb2
+from trainingfiles.v1 import resources_pb2, service_pb2
 from trainingfiles_dev.bootstrap import PROJECT_ROOT, ensure_buckets
 from trainingfiles_server.config import Settings
 
 from . import report, workload
 from .dataset import Dataset, ensure_loaded
-from .floor import FloorRun, measure_floor, read_all
+from .floor import FloorRun, measure_floor, objects_of, read_all, v4_objects
 from .procstat import load_average
 from .server import MAX_OBJECT_BYTES, Service, running_service, service_settings
 from .stack import BENCH_DIR, CONVERSATIONS_BUCKET, TRAINING_BUCKET, Stack, open_stack, s3_client
@@ -35,7 +35,13 @@ DEFAULT_SEED = 20261127
 FLOOR_CONCURRENCY = (8, 16, 32)
 NAME_PREFIX = "trainingfiles-bench-"
 LIST_FILLERS = 100  # files in the table besides the benchmark's own, so List fills a page
-KEEP_LOGS = 20  # service logs (one per N and run, ~25 MB each) kept under .bench/logs
+KEEP_LOGS = 20  # service logs (two per N and run, up to ~25 MB each) kept under .bench/logs
+VALIDATION_FRACTION = 0.1  # the all-formats Create's split
+# Formats exported from the v4-only file, one ExportTrainingFile each.
+EXPORTED = (
+    ("openai_chat", resources_pb2.FILE_FORMAT_OPENAI_CHAT),
+    ("parquet", resources_pb2.FILE_FORMAT_PARQUET),
+)
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -62,7 +68,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="record the server with py-spy during Create and the reads (.bench/profiles/)",
+        help="record the server with py-spy during each Create, Add, Export and read phase "
+        "(.bench/profiles/*.folded; `python -m bench.profiles FILE` summarises one)",
     )
     parser.add_argument(
         "--server-path",
@@ -73,6 +80,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-floor", action="store_true", help="no floor (quick checks)")
     parser.add_argument("--skip-reads", action="store_true", help="no Get/List load")
+    parser.add_argument(
+        "--skip-formats",
+        action="store_true",
+        help="no all-formats Create and no exports (v4 only, as before the formats)",
+    )
     parser.add_argument(
         "--no-save", action="store_true", help="print only; do not touch bench/results/"
     )
@@ -197,16 +209,12 @@ async def _one_size(
     log_path = BENCH_DIR / "logs" / f"{run_id}-service-{n}.log"
     profiles = BENCH_DIR / "profiles"
     reads: dict[str, Any] = {}
+    exports: dict[str, Any] = {}
+    name = f"{NAME_PREFIX}{run_id}-{n}"
     async with running_service(stack, settings, log_path) as service:
-        name = f"{NAME_PREFIX}{run_id}-{n}"
         async with _profiled(args.profile, service, profiles / f"{run_id}-create-{n}"):
             create = await workload.create(service, name, ids, pids)
-        print(
-            f"  Create: {create.wall_s:.2f} s, first message {create.first_progress_s:.3f} s, "
-            f"RSS +{max(create.peak_rss_above_idle_mb, create.hwm_above_idle_mb):.0f} MB, "
-            f"CPU {create.cpu_s}",
-            flush=True,
-        )
+        print(f"  Create (v4 only): {_stream_line(create)}", flush=True)
         added = dataset.ids[n : n + extra]
         async with _profiled(args.profile, service, profiles / f"{run_id}-add-{n}"):
             add = await workload.add(service, create.training_file_id, added, pids)
@@ -231,28 +239,65 @@ async def _one_size(
                     f"p99 {result.p99_ms:.1f} ms ({result.errors} errors)",
                     flush=True,
                 )
+        if not args.skip_formats:
+            # From the v4-only file, after its Add (it has no trainer format before: the
+            # Add must not re-render any), so of N + 1 % conversations.
+            for fmt_name, fmt in EXPORTED:
+                async with _profiled(
+                    args.profile, service, profiles / f"{run_id}-export-{fmt_name}-{n}"
+                ):
+                    exported = await workload.export(service, create.training_file_id, [fmt], pids)
+                exports[fmt_name] = asdict(exported)
+                print(f"  Export {fmt_name}: {_stream_line(exported)}", flush=True)
+    create_formats: workload.StreamResult | None = None
+    if not args.skip_formats:
+        # Its own server process, so its memory is measured from the same start as the
+        # v4-only Create's.
+        formats_log = BENCH_DIR / "logs" / f"{run_id}-service-{n}-formats.log"
+        async with (
+            running_service(stack, settings, formats_log) as service,
+            _profiled(args.profile, service, profiles / f"{run_id}-create-formats-{n}"),
+        ):
+            create_formats = await workload.create(
+                service,
+                f"{name}-formats",
+                ids,
+                pids,
+                workload.TRAINER_FORMATS,
+                VALIDATION_FRACTION,
+                args.seed,
+            )
+        print(f"  Create (all formats, split): {_stream_line(create_formats)}", flush=True)
     floors: list[FloorRun] = []
     lean_floor: dict[str, Any] | None = None
+    formats_floor: dict[str, Any] | None = None
     if not args.skip_floor:
+        v4 = v4_objects(create.json_size, create.jsonl_size)
         for concurrency in sorted({*args.floor_concurrency, fetch_concurrency}):
-            floor = await measure_floor(
-                stack, paths, create.json_size, create.jsonl_size, concurrency
-            )
+            floor = await measure_floor(stack, paths, v4, concurrency)
             floors.append(floor)
             print(
                 f"  floor at {concurrency}: GET {floor.get_s:.2f} s + PUT {floor.put_s:.2f} s, "
                 f"CPU {floor.cpu_s}",
                 flush=True,
             )
-        lean = await measure_floor(
-            stack, paths, create.json_size, create.jsonl_size, fetch_concurrency, lean=True
-        )
+        lean = await measure_floor(stack, paths, v4, fetch_concurrency, lean=True)
         print(
             f"  lean floor (presigned GETs) at {fetch_concurrency}: GET {lean.get_s:.2f} s + "
             f"PUT {lean.put_s:.2f} s, CPU {lean.cpu_s}",
             flush=True,
         )
         lean_floor = {**asdict(lean), "total_s": round(lean.total_s, 3)}
+        if create_formats is not None:
+            every = objects_of(create_formats.outputs)
+            lean = await measure_floor(stack, paths, every, fetch_concurrency, lean=True)
+            print(
+                f"  lean floor of the all-formats Create ({len(every)} objects, "
+                f"{lean.bytes_put / 1e6:,.0f} MB): GET {lean.get_s:.2f} s + "
+                f"PUT {lean.put_s:.2f} s, CPU {lean.cpu_s}",
+                flush=True,
+            )
+            formats_floor = {**asdict(lean), "total_s": round(lean.total_s, 3)}
     best = min(floors, key=lambda f: f.total_s) if floors else None
     same = next((f for f in floors if f.concurrency == fetch_concurrency), None)
     return {
@@ -261,16 +306,33 @@ async def _one_size(
         "input_bytes": input_bytes,
         "create": asdict(create),
         "add": asdict(add),
+        "create_formats": asdict(create_formats) if create_formats is not None else None,
+        "create_formats_settings": {
+            "formats": [workload.format_name(f) for f in workload.TRAINER_FORMATS],
+            "validation_fraction": VALIDATION_FRACTION,
+            "seed": args.seed,
+        },
+        "exports": exports,
+        "export_source_conversations": n + extra,
         "floor": {
             "runs": [{**asdict(f), "total_s": round(f.total_s, 3)} for f in floors],
             "best": {**asdict(best), "total_s": round(best.total_s, 3)} if best else None,
             "at_fetch_concurrency": asdict(same) if same else None,
             "lean": lean_floor,
+            "formats_lean": formats_floor,
         },
         "create_vs_floor": round(create.wall_s / best.total_s, 3) if best else None,
         "reads": reads,
         "service_log": str(log_path.relative_to(PROJECT_ROOT)),
     }
+
+
+def _stream_line(result: workload.StreamResult) -> str:
+    rss = max(result.peak_rss_above_idle_mb, result.hwm_above_idle_mb)
+    return (
+        f"{result.wall_s:.2f} s, first message {result.first_progress_s:.3f} s, "
+        f"RSS +{rss:.0f} MB, CPU {result.cpu_s}"
+    )
 
 
 @contextlib.asynccontextmanager
@@ -318,25 +380,39 @@ def _spawn_py_spy(pid: int, path: Path) -> subprocess.Popen[bytes]:
 
 
 async def _fill_list(stack: Stack, file_id: str, name: str) -> None:
-    """Copies of the new file's row (fake keys), so a List page holds 50 realistic files."""
+    """Copies of the new file's row and its outputs' rows (fake keys), so a List page
+    holds 50 realistic files: each file comes with its outputs."""
     conn = await asyncpg.connect(stack.database_url)
     try:
         await conn.execute(
             """
-            INSERT INTO training_files (
-                name, description, json_file_path, jsonl_file_path, storage_bucket,
-                conversation_count, total_training_pairs, json_file_size, jsonl_file_size,
-                avg_quality_score, min_quality_score, max_quality_score,
-                human_reviewed_count, scaffolding_distribution, status, vertical,
-                consultant_profile, version, created_by)
-            SELECT $2 || '-list-' || g, description, 'bench-list/' || g || '.json',
-                   'bench-list/' || g || '.jsonl', storage_bucket, conversation_count,
-                   total_training_pairs, json_file_size, jsonl_file_size, avg_quality_score,
-                   min_quality_score, max_quality_score, human_reviewed_count,
-                   scaffolding_distribution, 'active', vertical, consultant_profile,
-                   version, created_by
-            FROM training_files, generate_series(1, $3::int) AS g
-            WHERE id = $1::uuid
+            WITH fillers AS (
+                INSERT INTO training_files (
+                    name, description, json_file_path, jsonl_file_path, storage_bucket,
+                    conversation_count, total_training_pairs, json_file_size, jsonl_file_size,
+                    avg_quality_score, min_quality_score, max_quality_score,
+                    human_reviewed_count, scaffolding_distribution, status, vertical,
+                    consultant_profile, version, created_by, output_formats, split_spec,
+                    drop_duplicates, duplicate_pair_count, untrainable_pair_count)
+                SELECT $2 || '-list-' || g, description, 'bench-list/' || g || '.json',
+                       'bench-list/' || g || '.jsonl', storage_bucket, conversation_count,
+                       total_training_pairs, json_file_size, jsonl_file_size,
+                       avg_quality_score, min_quality_score, max_quality_score,
+                       human_reviewed_count, scaffolding_distribution, 'active', vertical,
+                       consultant_profile, version, created_by, output_formats, split_spec,
+                       drop_duplicates, duplicate_pair_count, untrainable_pair_count
+                FROM training_files, generate_series(1, $3::int) AS g
+                WHERE id = $1::uuid
+                RETURNING id
+            )
+            INSERT INTO training_file_outputs (
+                training_file_id, format, split, object_key, size_bytes, record_count,
+                content_type, sha256)
+            SELECT f.id, o.format, o.split,
+                   'bench-list/' || f.id || '/' || o.format || '.' || o.split,
+                   o.size_bytes, o.record_count, o.content_type, o.sha256
+            FROM fillers f CROSS JOIN training_file_outputs o
+            WHERE o.training_file_id = $1::uuid
             """,
             file_id,
             name,
@@ -347,20 +423,24 @@ async def _fill_list(stack: Stack, file_id: str, name: str) -> None:
 
 
 async def _remove_bench_files(stack: Stack) -> None:
-    """Delete the benchmark's training files: their objects, then their rows."""
+    """Delete the benchmark's training files: every output object, then their rows."""
     conn = await asyncpg.connect(stack.database_url)
     try:
         rows = await conn.fetch(
-            "SELECT json_file_path, jsonl_file_path FROM training_files "
-            "WHERE name LIKE $1 AND status <> 'failed'",
+            """
+            SELECT key FROM (
+                SELECT unnest(ARRAY[f.json_file_path, f.jsonl_file_path]) AS key
+                FROM training_files f WHERE f.name LIKE $1 AND f.status <> 'failed'
+                UNION
+                SELECT o.object_key FROM training_file_outputs o
+                JOIN training_files f ON f.id = o.training_file_id
+                WHERE f.name LIKE $1
+            ) AS keys
+            WHERE key IS NOT NULL AND key NOT LIKE 'bench-list/%'
+            """,
             NAME_PREFIX + "%",
         )
-        keys = [
-            key
-            for row in rows
-            for key in (row["json_file_path"], row["jsonl_file_path"])
-            if key and not key.startswith("bench-list/")
-        ]
+        keys = [row["key"] for row in rows]
         if keys:
             async with s3_client(stack) as s3:
                 for start in range(0, len(keys), 1000):

@@ -11,6 +11,9 @@ A second, "lean" variant reads the documents the way the service does — presig
 URLs on a plain aiohttp session, which costs a third of `get_object`'s CPU — and PUTs
 alike. It is not the floor the targets are judged against (that is plain aiobotocore,
 as the issue defines it), but it shows how close the service comes to its own technique.
+
+`measure_floor` PUTs any list of objects: the two v4 objects of a v4-only Create, or every
+object an all-formats Create stored (`objects_of`), for that Create's own floor.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from types_aiobotocore_s3 import S3Client
@@ -31,6 +35,37 @@ from .stack import CONVERSATIONS_BUCKET, TRAINING_BUCKET, Stack, s3_client
 
 PART = 8 * 1024 * 1024
 _IDENTITY = {"Accept-Encoding": "identity"}
+
+
+# (key suffix, size, content type) of one object to PUT.
+FloorObject = tuple[str, int, str]
+
+
+def v4_objects(json_size: int, jsonl_size: int) -> list[FloorObject]:
+    """The two objects of a v4-only Create."""
+    return [
+        (".jsonl", jsonl_size, "application/x-ndjson"),
+        (".json", json_size, "application/json"),
+    ]
+
+
+_CONTENT_TYPES = {
+    "v4_json": "application/json",
+    "parquet": "application/vnd.apache.parquet",
+    "dataset_card": "text/markdown; charset=utf-8",
+}
+
+
+def objects_of(outputs: Sequence[dict[str, Any]]) -> list[FloorObject]:
+    """Every object a build stored (a `StreamResult`'s outputs), one PUT each."""
+    return [
+        (
+            f".{o['format']}.{o['split']}",
+            int(o["size_bytes"]),
+            _CONTENT_TYPES.get(o["format"], "application/x-ndjson"),
+        )
+        for o in outputs
+    ]
 
 
 @dataclass(frozen=True)
@@ -138,8 +173,7 @@ async def read_all(stack: Stack, keys: Sequence[str], concurrency: int) -> tuple
 async def measure_floor(
     stack: Stack,
     keys: Sequence[str],
-    json_size: int,
-    jsonl_size: int,
+    objects: Sequence[FloorObject],
     concurrency: int,
     *,
     lean: bool = False,
@@ -159,22 +193,24 @@ async def measure_floor(
         slots = asyncio.Semaphore(concurrency)
         try:
             await asyncio.gather(
-                _put(client, f"{base}.jsonl", jsonl_size, "application/x-ndjson", sample, slots),
-                _put(client, f"{base}.json", json_size, "application/json", sample, slots),
+                *(
+                    _put(client, f"{base}{suffix}", size, content_type, sample, slots)
+                    for suffix, size, content_type in objects
+                )
             )
             stored = time.perf_counter()
             cpu = meter.stop()
         finally:
             await client.delete_objects(
                 Bucket=TRAINING_BUCKET,
-                Delete={"Objects": [{"Key": f"{base}.jsonl"}, {"Key": f"{base}.json"}]},
+                Delete={"Objects": [{"Key": f"{base}{suffix}"} for suffix, _, _ in objects]},
             )
     return FloorRun(
         concurrency=concurrency,
         get_s=round(fetched - started, 3),
         put_s=round(stored - fetched, 3),
         bytes_got=got,
-        bytes_put=json_size + jsonl_size,
+        bytes_put=sum(size for _, size, _ in objects),
         cpu_s=cpu,
         lean=lean,
     )

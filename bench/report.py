@@ -27,6 +27,14 @@ FIRST_PROGRESS_S = 1.0  # at N = 10,000 (checked at every N up to it)
 ADD_VS_CREATE = 0.15
 GET_PER_S, GET_P99_MS = 1_000.0, 20.0
 LIST_PER_S = 300.0
+# The output formats: a Create with every trainer format and a 10 % split, against the
+# v4-only Create of the same N and run (at 10,000), its memory (at every N), and an
+# ExportTrainingFile of one format against the Create of the file it reads (every N).
+FORMATS_VS_V4 = 1.25
+FORMATS_VS_V4_AT = (10_000,)
+FORMATS_RSS_MB = 150.0  # strictly below
+EXPORT_VS_CREATE = 0.5
+EXPORT_JUDGED = "openai_chat"  # the export the target is about; others are shown
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,19 @@ def checks_for(size: dict[str, Any]) -> list[Check]:
     if listing is not None:
         per_s = listing["calls_per_s"]
         found.append(Check("list_per_s", per_s, LIST_PER_S, per_s >= LIST_PER_S))
+    formats = size.get("create_formats")
+    if formats is not None:
+        share = round(formats["wall_s"] / create["wall_s"], 3)
+        if n in FORMATS_VS_V4_AT:
+            found.append(Check("formats_vs_v4", share, FORMATS_VS_V4, share <= FORMATS_VS_V4, "×"))
+        rss = rss_above_idle(formats)
+        found.append(Check("formats_rss", rss, FORMATS_RSS_MB, rss < FORMATS_RSS_MB, "MB"))
+    exported = (size.get("exports") or {}).get(EXPORT_JUDGED)
+    if exported is not None:
+        share = round(exported["wall_s"] / create["wall_s"], 3)
+        found.append(
+            Check("export_vs_create", share, EXPORT_VS_CREATE, share <= EXPORT_VS_CREATE, "×")
+        )
     return found
 
 
@@ -165,6 +186,69 @@ def table(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     return header + "\n".join(lines) + "\n"
 
 
+def _mb(value: float) -> str:
+    return f"{value / 1e6:,.0f} MB"
+
+
+def _stored(result: dict[str, Any]) -> int:
+    return sum(o["size_bytes"] for o in result.get("outputs", []))
+
+
+def _export_cells(
+    result: dict[str, Any] | None, create: dict[str, Any], mark: str = ""
+) -> tuple[str, str, str]:
+    """Wall time, share of the file's Create, and RSS above idle and CPU of an export."""
+    if result is None:
+        return "–", "–", "–"
+    cpu = result["cpu_s"].get("service", math.nan)
+    return (
+        _s(result["wall_s"]),
+        f"{result['wall_s'] / create['wall_s']:.2f}{mark}",
+        f"{rss_above_idle(result):.0f} MB, {cpu:.1f} s",
+    )
+
+
+def formats_table(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    """The output formats: the all-formats Create and the exports, per N that has them."""
+    header = (
+        "| N | Create v4 only | Create all formats + 10 % split | ÷ v4 only "
+        "| its lean floor | server RSS above idle | server CPU (v4 only → all) "
+        "| bytes stored (v4 only → all) | Export openai_chat | ÷ Create | its RSS, CPU "
+        "| Export parquet | ÷ Create | run |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    )
+    lines = []
+    for run, size in rows:
+        formats = size.get("create_formats")
+        if formats is None:
+            continue
+        checks = checks_for(size)
+        create = size["create"]
+        exports = size.get("exports") or {}
+        floor = size["floor"].get("formats_lean")
+        openai = _export_cells(
+            exports.get(EXPORT_JUDGED), create, _mark(checks, "export_vs_create")
+        )
+        parquet = _export_cells(exports.get("parquet"), create)
+        cpu = create["cpu_s"].get("service", math.nan), formats["cpu_s"].get("service", math.nan)
+        lines.append(
+            f"| {size['n']:,} "
+            f"| {_s(create['wall_s'])} "
+            f"| {_s(formats['wall_s'])} "
+            f"| {formats['wall_s'] / create['wall_s']:.2f}{_mark(checks, 'formats_vs_v4')} "
+            f"| {_s(floor['total_s']) if floor else '–'} "
+            f"| {rss_above_idle(formats):.0f} MB{_mark(checks, 'formats_rss')} "
+            f"| {cpu[0]:.1f} → {cpu[1]:.1f} s "
+            f"| {_mb(create['json_size'] + create['jsonl_size'])} → {_mb(_stored(formats))} "
+            f"| {openai[0]} | {openai[1]} | {openai[2]} "
+            f"| {parquet[0]} | {parquet[1]} "
+            f"| {run['run_id']} |"
+        )
+    if not lines:
+        return ""
+    return header + "\n".join(lines) + "\n"
+
+
 def growth_check(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> Check | None:
     """RSS above idle must not grow from 10,000 to 50,000 (within noise)."""
     by_n = {size["n"]: size for _, size in rows}
@@ -189,6 +273,15 @@ def machine_line(run: dict[str, Any]) -> str:
 def markdown(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     runs = {run["run_id"]: run for run, _ in rows}
     parts = [table(rows)]
+    formats = formats_table(rows)
+    if formats:
+        parts.append(
+            "\nOutput formats: a Create of the same N with every trainer format (openai_chat, "
+            "chat_messages, prompt_completion, sharegpt, alpaca, parquet) and a 10 % "
+            "validation split, on a fresh server; ExportTrainingFile of one format from the "
+            "v4-only file (after its Add: N + 1 % conversations), against that file's "
+            "Create.\n\n" + formats
+        )
     growth = growth_check(rows)
     if growth is not None:
         parts.append(
@@ -203,13 +296,16 @@ def markdown(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
         "\nTargets (2 cores): Create ≤ 1.3 × floor at 1,000 and 10,000; RSS above idle "
         "≤ 150 MB and not growing from 10,000 to 50,000; first message ≤ 1 s at 10,000; "
         "Add of 1 % ≤ 15 % of Create; Get ≥ 1,000/s with p99 ≤ 20 ms and List ≥ 300/s at "
-        "32 callers. See docs/bench.md.\n"
+        "32 callers; all-formats Create ≤ 1.25 × the v4-only Create at 10,000, its RSS above "
+        "idle < 150 MB; Export of one format (openai_chat) ≤ 0.5 × the file's Create. See "
+        "docs/bench.md.\n"
     )
     return "".join(parts)
 
 
 def chart(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]], path: Path) -> None:
-    """Create vs floor across N, and server RSS above idle across N."""
+    """Create vs floor across N (with the all-formats Create and the export where measured),
+    and server RSS above idle across N."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,8 +321,23 @@ def chart(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]], path: Path) -> 
         if size["floor"].get("lean")
     ]
     rss = [rss_above_idle(size["create"]) for _, size in rows]
+    with_formats = [(size["n"], size) for _, size in rows if size.get("create_formats")]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    left.plot(ns, create, "o-", label="Create (request → last message)")
+    left.plot(ns, create, "o-", label="Create, v4 only (request → last message)")
+    if with_formats:
+        left.plot(
+            [n for n, _ in with_formats],
+            [size["create_formats"]["wall_s"] for _, size in with_formats],
+            "D-",
+            label="Create, all formats + 10 % split",
+        )
+    exported = [
+        (n, size["exports"][EXPORT_JUDGED]["wall_s"])
+        for n, size in with_formats
+        if EXPORT_JUDGED in (size.get("exports") or {})
+    ]
+    if exported:
+        left.plot(*zip(*exported, strict=True), "v-", label=f"Export {EXPORT_JUDGED}")
     left.plot(ns, floor, "s--", label="floor: plain GETs + PUTs")
     left.plot(ns, [f * CREATE_VS_FLOOR for f in floor], ":", color="grey", label="1.3 × floor")
     if lean:
@@ -240,13 +351,22 @@ def chart(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]], path: Path) -> 
     left.set_title("Create vs storage floor")
     left.legend(fontsize="small")
     left.grid(True, which="both", alpha=0.3)
-    right.plot(ns, rss, "o-", color="tab:red", label="server peak RSS above idle")
+    right.plot(ns, rss, "o-", color="tab:red", label="Create, v4 only")
+    formats_rss = [rss_above_idle(size["create_formats"]) for _, size in with_formats]
+    if with_formats:
+        right.plot(
+            [n for n, _ in with_formats],
+            formats_rss,
+            "D-",
+            color="tab:purple",
+            label="Create, all formats + split",
+        )
     right.axhline(RSS_ABOVE_IDLE_MB, color="grey", linestyle=":", label="150 MB target")
     right.set_xscale("log")
-    right.set_ylim(0, max([*rss, RSS_ABOVE_IDLE_MB]) * 1.2)
+    right.set_ylim(0, max([*rss, *formats_rss, RSS_ABOVE_IDLE_MB]) * 1.2)
     right.set_xlabel("conversations (N)")
     right.set_ylabel("MB")
-    right.set_title("Server memory during Create")
+    right.set_title("Server peak RSS above idle during Create")
     right.legend(fontsize="small")
     right.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -255,5 +375,5 @@ def chart(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]], path: Path) -> 
 
 
 def console(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
-    """The table for a terminal: the markdown table is readable as it is."""
-    return table(rows)
+    """The tables for a terminal: the markdown tables are readable as they are."""
+    return table(rows) + "\n" + formats_table(rows)

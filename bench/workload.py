@@ -1,4 +1,4 @@
-"""What the benchmark asks of the service over gRPC: Create, Add, and reads under load."""
+"""What the benchmark asks of the service over gRPC: Create, Add, Export, reads under load."""
 
 from __future__ import annotations
 
@@ -11,13 +11,23 @@ from typing import Any
 
 import grpc
 
-from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 
 from .procstat import MIB, CpuMeter, RssSampler, peak_rss_bytes, rss_bytes
 from .server import Service
 
 # Largest message the benchmark accepts (a List page, a finished Create).
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * MIB)]
+
+# Every trainer format (FileFormat 3..8), as the all-formats Create asks for them.
+TRAINER_FORMATS: tuple[resources_pb2.FileFormat.ValueType, ...] = (
+    resources_pb2.FILE_FORMAT_OPENAI_CHAT,
+    resources_pb2.FILE_FORMAT_CHAT_MESSAGES,
+    resources_pb2.FILE_FORMAT_PROMPT_COMPLETION,
+    resources_pb2.FILE_FORMAT_SHAREGPT,
+    resources_pb2.FILE_FORMAT_ALPACA,
+    resources_pb2.FILE_FORMAT_PARQUET,
+)
 
 
 def channel(service: Service) -> grpc.aio.Channel:
@@ -26,7 +36,7 @@ def channel(service: Service) -> grpc.aio.Channel:
 
 @dataclass
 class StreamResult:
-    """One Create or Add: its timings and what the server process used meanwhile."""
+    """One Create, Add or Export: its timings and what the server process used meanwhile."""
 
     conversations: int
     wall_s: float
@@ -42,6 +52,10 @@ class StreamResult:
     jsonl_size: int
     rss_samples: int
     warnings: int = 0
+    pairs: int = 0  # the file's training pairs afterwards
+    duplicate_pairs: int = 0
+    # The file's outputs afterwards: format, split, size_bytes, records (file order).
+    outputs: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def _stream(
@@ -93,16 +107,49 @@ async def _stream(
         jsonl_size=last.training_file.jsonl_file_size,
         rss_samples=sampler.result().samples,
         warnings=warnings,
+        pairs=last.training_file.total_training_pairs,
+        duplicate_pairs=last.training_file.duplicate_pair_count,
+        outputs=[
+            {
+                "format": format_name(o.format),
+                "split": resources_pb2.Split.Name(o.split).removeprefix("SPLIT_").lower(),
+                "size_bytes": o.size_bytes,
+                "records": o.record_count,
+            }
+            for o in last.training_file.outputs
+        ],
     )
 
 
+def format_name(value: resources_pb2.FileFormat.ValueType) -> str:
+    """The service's name of a `FileFormat` value: "v4_json", "openai_chat", …"""
+    name = resources_pb2.FileFormat.Name(value).removeprefix("FILE_FORMAT_").lower()
+    return {"json": "v4_json", "jsonl": "v4_jsonl"}.get(name, name)
+
+
 async def create(
-    service: Service, name: str, ids: Sequence[str], other_pids: dict[str, int | None]
+    service: Service,
+    name: str,
+    ids: Sequence[str],
+    other_pids: dict[str, int | None],
+    formats: Sequence[resources_pb2.FileFormat.ValueType] = (),
+    validation_fraction: float | None = None,
+    seed: int = 0,
 ) -> StreamResult:
+    """A Create of `ids`: v4 only, or with trainer `formats` and a validation split."""
+    split = (
+        resources_pb2.SplitOptions(validation_fraction=validation_fraction, seed=seed)
+        if validation_fraction is not None
+        else None
+    )
     async with channel(service) as ch:
         stub = service_pb2_grpc.TrainingFileServiceStub(ch)
         request = service_pb2.CreateTrainingFileRequest(
-            name=name, description="benchmark", conversation_ids=list(ids)
+            name=name,
+            description="benchmark",
+            conversation_ids=list(ids),
+            formats=list(formats),
+            split=split,
         )
         return await _stream(
             stub,
@@ -125,6 +172,27 @@ async def add(
             stub,
             lambda: stub.AddConversations(request, metadata=service.metadata),
             len(ids),
+            service,
+            other_pids,
+        )
+
+
+async def export(
+    service: Service,
+    file_id: str,
+    formats: Sequence[resources_pb2.FileFormat.ValueType],
+    other_pids: dict[str, int | None],
+) -> StreamResult:
+    """ExportTrainingFile: `formats` rendered from the file's stored v4 JSONL."""
+    async with channel(service) as ch:
+        stub = service_pb2_grpc.TrainingFileServiceStub(ch)
+        request = service_pb2.ExportTrainingFileRequest(
+            training_file_id=file_id, formats=list(formats)
+        )
+        return await _stream(
+            stub,
+            lambda: stub.ExportTrainingFile(request, metadata=service.metadata),
+            0,
             service,
             other_pids,
         )
