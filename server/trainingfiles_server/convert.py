@@ -163,9 +163,13 @@ def split(value: int) -> Split | None:
     return _SPLIT_FROM_PROTO[value]
 
 
-def requested_formats(values: Sequence[int], *, required: bool = False) -> list[Format]:
-    """The formats a build or export asks for; every problem is reported at once."""
-    if required and not values:
+def requested_formats(values: Sequence[int], *, export: bool = False) -> list[Format]:
+    """The formats a build or export asks for; every problem is reported at once.
+
+    An export needs at least one, and only trainer formats: the v4 outputs are the
+    file itself, which it renders from.
+    """
+    if export and not values:
         raise InvalidArgument.field("formats", "name at least one format", "REQUIRED")
     chosen: list[Format] = []
     violations = []
@@ -183,6 +187,10 @@ def requested_formats(values: Sequence[int], *, required: bool = False) -> list[
         elif fmt is formats.CARD:
             violations.append(
                 Violation(where, "NOT_REQUESTABLE", "the dataset card is always produced")
+            )
+        elif export and not fmt.splittable:
+            violations.append(
+                Violation(where, "NOT_REQUESTABLE", "the v4 outputs are what exports read")
             )
         else:
             chosen.append(fmt)

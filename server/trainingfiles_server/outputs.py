@@ -22,7 +22,7 @@ import orjson
 
 from . import aggregate, formats
 from .aggregate import JsonlToJsonPairs
-from .duplicates import DuplicateCounter, iter_digests, pair_digest
+from .duplicates import DuplicateCounter, conversation_digests, iter_digests
 from .errors import ResourceExhausted
 from .formats import Format, Pair
 from .models import OutputRecord, Split
@@ -263,7 +263,8 @@ class OutputSet:
         """
         decode = bool(self.trainers)
         rest = b""
-        done = 0
+        done = reported = 0
+        conversation: list[Pair] = []  # the pairs of one conversation, digested together
         async for chunk in self._storage.stream(self._bucket, jsonl_key):
             if self.v4 is not None:
                 self.v4.jsonl_sha256.update(chunk)
@@ -272,12 +273,20 @@ class OutputSet:
             lines = (rest + chunk).split(b"\n")
             rest = lines.pop()
             for line in lines:
-                await self._pair(orjson.loads(line))
-                done += 1
-                if done % REPLAY_REPORT_EVERY == 0:
-                    yield done
+                pair = orjson.loads(line)
+                if conversation and pair["conversation_id"] != conversation[0]["conversation_id"]:
+                    await self._conversation(conversation)
+                    done += len(conversation)
+                    conversation = []
+                conversation.append(pair)
+            if done - reported >= REPLAY_REPORT_EVERY:
+                yield done
+                reported = done
         if rest:
             raise ValueError(f"stored JSONL {jsonl_key!r} does not end with a newline")
+        if conversation:
+            await self._conversation(conversation)
+            done += len(conversation)
         yield done
 
     # ---------------------------------------------------------------------- the pass
@@ -288,20 +297,19 @@ class OutputSet:
             await self._stored
         if self.v4 is not None:
             await self.v4.write(lines)
-        digests = [await self._pair(pair) for pair in pairs]
-        self.new_digests.append(b"".join(digests))
+        self.new_digests.append(await self._conversation(pairs))
 
-    async def _pair(self, pair: Pair) -> bytes:
-        digest = pair_digest(pair)
-        duplicate = self.duplicates.seen(digest, str(pair.get("id", "")))
-        if not formats.trainable(pair):
-            self.untrainable += 1
-            return digest
-        if not self.trainers or (duplicate and self.drops_duplicates):
-            return digest
-        for output in self._by_side[self._side(pair)]:
-            await output.write(pair)
-        return digest
+    async def _conversation(self, pairs: Sequence[Pair]) -> bytes:
+        """One conversation's pairs through the trainer outputs; their packed digests."""
+        digests = conversation_digests(pairs)
+        for pair, digest in zip(pairs, digests, strict=True):
+            duplicate = self.duplicates.seen(digest, str(pair.get("id", "")))
+            if not formats.trainable(pair):
+                self.untrainable += 1
+            elif self.trainers and not (duplicate and self.drops_duplicates):
+                for output in self._by_side[self._side(pair)]:
+                    await output.write(pair)
+        return bytes(digests)
 
     def _side(self, pair: Pair) -> Split:
         if self._validation is None:

@@ -79,7 +79,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
         events = self.operations.export(
             _caller(context),
             request.training_file_id,
-            convert.requested_formats(request.formats, required=True),
+            convert.requested_formats(request.formats, export=True),
         )
         async with contextlib.aclosing(events):
             async for event in events:

@@ -470,6 +470,10 @@ async def test_export_arguments_are_checked(
     error = await export(every_format.id, [])
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [f for f, _ in field_violations(error)] == ["formats"]
+    error = await export(
+        every_format.id, [resources_pb2.FILE_FORMAT_JSONL, resources_pb2.FILE_FORMAT_DATASET_CARD]
+    )
+    assert [f for f, _ in field_violations(error)] == ["formats[0]", "formats[1]"]
     error = await export("not-a-uuid", [resources_pb2.FILE_FORMAT_ALPACA])
     assert [f for f, _ in field_violations(error)] == ["training_file_id"]
     error = await export(str(uuid.uuid4()), [resources_pb2.FILE_FORMAT_ALPACA])

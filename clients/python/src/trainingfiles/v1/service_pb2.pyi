@@ -626,8 +626,8 @@ class ExportTrainingFileRequest(_message.Message):
     """Required. The id (UUID) of the ACTIVE training file to export."""
     @_builtins.property
     def formats(self) -> _containers.RepeatedScalarFieldContainer[_resources_pb2.FileFormat.ValueType]:
-        """Required. The formats to render (at least one; the card cannot be asked for, it is
-        always rewritten). Each is rendered with the version's split settings and duplicate
+        """Required. The trainer formats to render (at least one; not the v4.0 formats, which
+        are what an export reads, nor the card, which is always rewritten). Each is rendered with the version's split settings and duplicate
         handling; a format the version has already is rendered again.
         """
 

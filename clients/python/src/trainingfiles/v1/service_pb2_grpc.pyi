@@ -253,7 +253,8 @@ class TrainingFileServiceStub:
 
     Errors:
       INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `formats` empty, or
-                          with an unspecified, unknown or repeated format, or the card.
+                          with an unspecified, unknown or repeated format, a v4.0 format
+                          or the card.
       NOT_FOUND           no such training file (or another user's).
       FAILED_PRECONDITION (PreconditionFailure, TRAINING_FILE_NOT_ACTIVE) the file is not
                           ACTIVE.
@@ -497,7 +498,8 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors:
           INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `formats` empty, or
-                              with an unspecified, unknown or repeated format, or the card.
+                              with an unspecified, unknown or repeated format, a v4.0 format
+                              or the card.
           NOT_FOUND           no such training file (or another user's).
           FAILED_PRECONDITION (PreconditionFailure, TRAINING_FILE_NOT_ACTIVE) the file is not
                               ACTIVE.
