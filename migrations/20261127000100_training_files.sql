@@ -1,4 +1,4 @@
--- The tables this service owns (SPEC §3.2).
+-- The tables this service owns.
 --
 -- `training_files` holds one row per training file; `training_file_conversations` the
 -- conversations in each file, in add order, with a small per-conversation summary so that

@@ -1,7 +1,7 @@
 -- Outputs as rows: every stored object of a training file's version, in any format.
 --
 -- A version's outputs are its two v4.0 objects (which `training_files.json_file_path`
--- and `jsonl_file_path` keep naming, as SPEC §3.2 has them), the trainer formats per
+-- and `jsonl_file_path` keep naming, as the table always had them), the trainer formats per
 -- split, and its dataset card. The build settings that every later version of the file
 -- keeps (formats, split, duplicate handling) live on the file.
 

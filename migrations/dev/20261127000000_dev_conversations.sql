@@ -1,4 +1,4 @@
--- Development-only copy of the pipeline's `conversations` table (SPEC §3.1).
+-- Development-only copy of the pipeline's `conversations` table (owned by the wider pipeline; the service only reads it).
 --
 -- In production this table belongs to the wider pipeline and already exists; this folder
 -- is applied only by `make run` (embedded default), the tests and the benchmarks, with its

@@ -110,7 +110,7 @@ class CardInfo:
     vertical: str
     conversation_count: int
     pair_count: int  # every pair of the v4 outputs
-    avg_quality_score: Decimal  # over conversations, 2 places (SPEC §3.5)
+    avg_quality_score: Decimal  # over conversations, 2 places (docs/formats.md, `v4_json`)
     min_quality_score: Decimal
     max_quality_score: Decimal
     human_reviewed_count: int  # conversations

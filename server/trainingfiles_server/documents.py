@@ -1,4 +1,4 @@
-"""The enriched (individual) conversation document, schema v4 (SPEC §3.4).
+"""The enriched (individual) conversation document, schema v4 (docs/formats.md, "The enriched document").
 
 The models here *validate*; they are not the data the aggregation writes out. The intended
 use is::

@@ -1,4 +1,4 @@
-"""Golden test of the aggregation rules (SPEC §3.5), by hand, with no I/O.
+"""Golden test of the aggregation rules (docs/formats.md, `v4_json`), by hand, with no I/O.
 
 Two small conversations, written out as dicts, go through `validate_enriched_document`,
 `transform_conversation`, `summarize`, `json_header` and `json_document`; the JSONL and

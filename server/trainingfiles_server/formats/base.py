@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-# A decoded line of the v4 JSONL: one training pair with every field (SPEC §3.5).
+# A decoded line of the v4 JSONL: one training pair with every field (docs/formats.md, `v4_jsonl`).
 Pair = Mapping[str, Any]
 
 
