@@ -7,9 +7,10 @@ a test, or by a benchmark worker process. Which indices get a special `Kind` is 
 per run from a separate stream; a conversation's ids, owner and scaffolding do not depend
 on its kind (so without special kinds, a shorter run is a prefix of a longer one).
 
-Documents follow the enriched schema v4 (docs/formats.md, "The enriched document"), compact orjson output of ~38 KiB on
-average (22–60 KiB: 5–9 pairs, a system prompt repeated in every pair, a history that
-grows turn by turn, text in several scripts with emoji, a raw U+2028 now and then).
+Documents follow the enriched schema v4 (docs/formats.md, "The enriched document"),
+compact orjson output of ~38 KiB on average (22–60 KiB: 5–9 pairs, a system prompt
+repeated in every pair, a history that grows turn by turn, text in several scripts with
+emoji, a raw U+2028 now and then).
 Scaffolding comes from a fixed catalogue whose ids are UUIDv5s of the keys, so they are
 stable across runs and machines. Roughly 8,000 documents a second on one core.
 

@@ -1,4 +1,5 @@
-"""The aggregation rules of the v4.0 document (docs/formats.md, `v4_json`), as pure functions over bytes and small summaries.
+"""The aggregation rules of the v4.0 document (docs/formats.md, `v4_json`), as pure
+functions over bytes and small summaries.
 
 No I/O happens here. The shape of the work, so that memory never grows with the number of
 conversations:

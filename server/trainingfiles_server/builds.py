@@ -31,12 +31,14 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Iterator,
     Sequence,
 )
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from . import aggregate, card, failpoints, formats
@@ -411,30 +413,25 @@ class Builds:
         except BaseException:
             await _shielded(outputs.abort())
             raise
-        await failpoints.reach("build.uploaded")
-        yield Progress(Stage.SAVING, 0, 0, file_id)
-        build.lease.check()
-        try:
-            build.result, build.replaced, build.replaced_due = await self.database.activate(
-                file_id=file_id,
-                lease_token=build.lease.token,
-                from_status=build.from_status,
-                bucket=build.bucket,
-                outputs=records,
-                metrics=metrics,
-                vertical=consistency.vertical,
-                consultant_profile=consistency.consultant_profile,
-                new_conversations=list(added),
-                new_digests=outputs.new_digests,
-                first_position=len(build.existing),
-                added_by=build.added_by,
-                output_formats=build.plan.format_names,
-                duplicate_pair_count=outputs.duplicates.count,
-                untrainable_pair_count=outputs.untrainable,
-            )
-        except LeaseLost:
-            raise await self._why_not_committed(build) from None
-        await failpoints.reach("build.committed")
+        commit = self.database.activate(
+            file_id=file_id,
+            lease_token=build.lease.token,
+            from_status=build.from_status,
+            bucket=build.bucket,
+            outputs=records,
+            metrics=metrics,
+            vertical=consistency.vertical,
+            consultant_profile=consistency.consultant_profile,
+            new_conversations=list(added),
+            new_digests=outputs.new_digests,
+            first_position=len(build.existing),
+            added_by=build.added_by,
+            output_formats=build.plan.format_names,
+            duplicate_pair_count=outputs.duplicates.count,
+            untrainable_pair_count=outputs.untrainable,
+        )
+        async for event in self._commit(build, commit):
+            yield event
 
     async def _render(
         self, build: _Build, validation: frozenset[UUID] | None
@@ -471,20 +468,33 @@ class Builds:
         except BaseException:
             await _shielded(outputs.abort())
             raise
-        await failpoints.reach("build.uploaded")
-        yield Progress(Stage.SAVING, 0, 0, file_id)
-        build.lease.check()
         formats_now = OutputPlan.stored(stored, build.plan.trainer_formats).format_names
+        commit = self.database.record_export(
+            file_id=file_id,
+            lease_token=build.lease.token,
+            bucket=build.bucket,
+            outputs=records,
+            output_formats=formats_now,
+        )
+        async for event in self._commit(build, commit):
+            yield event
+
+    async def _commit(
+        self,
+        build: _Build,
+        commit: Coroutine[Any, Any, tuple[TrainingFileRecord, list[str], bool]],
+    ) -> AsyncIterator[Progress]:
+        """The outputs are stored: make them live in one transaction, lease permitting."""
         try:
-            build.result, build.replaced, build.replaced_due = await self.database.record_export(
-                file_id=file_id,
-                lease_token=build.lease.token,
-                bucket=build.bucket,
-                outputs=records,
-                output_formats=formats_now,
-            )
-        except LeaseLost:
-            raise await self._why_not_committed(build) from None
+            await failpoints.reach("build.uploaded")
+            yield Progress(Stage.SAVING, 0, 0, build.file_id)
+            build.lease.check()
+            try:
+                build.result, build.replaced, build.replaced_due = await commit
+            except LeaseLost:
+                raise await self._why_not_committed(build) from None
+        finally:
+            commit.close()  # never awaited when the lease was already gone
         await failpoints.reach("build.committed")
 
     async def _why_not_committed(self, build: _Build) -> ServiceError:

@@ -1,4 +1,5 @@
-"""The enriched (individual) conversation document, schema v4 (docs/formats.md, "The enriched document").
+"""The enriched (individual) conversation document, schema v4 (docs/formats.md, "The
+enriched document").
 
 The models here *validate*; they are not the data the aggregation writes out. The intended
 use is::

@@ -7,7 +7,7 @@ one place that turns them into statuses.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
@@ -15,10 +15,20 @@ from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 from . import convert
 from .auth import current_caller
 from .errors import InvalidArgument
-from .models import Caller
+from .models import Caller, Progress
 from .operations import Operations
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
+
+
+async def _progress(
+    events: AsyncGenerator[Progress, None],
+) -> AsyncIterator[service_pb2.TrainingFileProgress]:
+    """A build's progress as messages; closed at once when the call ends early, so the
+    build's cleanup runs now."""
+    async with contextlib.aclosing(events):
+        async for event in events:
+            yield convert.progress(event)
 
 
 def _caller(context: Context) -> Caller:
@@ -55,10 +65,8 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             convert.split_spec(request.split if request.HasField("split") else None),
             request.drop_duplicates,
         )
-        # Closed at once when the call ends early, so the build's cleanup runs now.
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield convert.progress(event)
+        async for message in _progress(events):
+            yield message
 
     async def AddConversations(
         self, request: service_pb2.AddConversationsRequest, context: Context
@@ -69,9 +77,8 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             list(request.conversation_ids),
             convert.requested_formats(request.formats),
         )
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield convert.progress(event)
+        async for message in _progress(events):
+            yield message
 
     async def ExportTrainingFile(
         self, request: service_pb2.ExportTrainingFileRequest, context: Context
@@ -81,9 +88,8 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             request.training_file_id,
             convert.requested_formats(request.formats, export=True),
         )
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield convert.progress(event)
+        async for message in _progress(events):
+            yield message
 
     async def GetTrainingFile(
         self, request: service_pb2.GetTrainingFileRequest, context: Context

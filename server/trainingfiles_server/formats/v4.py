@@ -1,4 +1,5 @@
-"""The v4.0 outputs (docs/formats.md, `v4_json` and `v4_jsonl`): the JSON document and its JSONL, one pair per line.
+"""The v4.0 outputs (docs/formats.md, `v4_json` and `v4_jsonl`): the JSON document and its
+JSONL, one pair per line.
 
 Both are written by the build itself (`outputs.py`): the JSON document's header needs
 every conversation's metrics, and an Add has the store copy the stored pairs.
