@@ -25,7 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from trainingfiles_dev.embedded import free_port
-from trainingfiles_server.auth import mint_token
+from trainingfiles_dev.token import mint_token
 from trainingfiles_server.config import Settings
 
 from .stack import Stack

@@ -21,8 +21,8 @@ import pytest
 from trainingfiles.v1 import service_pb2_grpc
 from trainingfiles_dev.bootstrap import apply_migrations, ensure_buckets
 from trainingfiles_dev.embedded import EmbeddedPostgres, EmbeddedSeaweedFS, running
+from trainingfiles_dev.token import mint_token
 from trainingfiles_server.app import RunningServer, running_server
-from trainingfiles_server.auth import mint_token
 from trainingfiles_server.config import Settings
 from trainingfiles_server.models import Role
 from trainingfiles_server.storage import Storage, open_storage

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 import uuid
+from typing import Any
+from uuid import UUID
 
-from trainingfiles_server.auth import mint_token
+import jwt
+
+from trainingfiles_server.models import Role
 
 from .demo import DEMO_USERS
 
@@ -21,6 +26,28 @@ from .demo import DEMO_USERS
 # unless DEVELOPMENT_MODE is on (auth.py keeps only its SHA-256 digest, to recognise it).
 DEVELOPMENT_JWT_SECRET = "trainingfiles-development-secret-never-use-in-production"
 DEVELOPMENT_TOKEN_DAYS = 365
+
+
+def mint_token(
+    secret: str,
+    *,
+    user_id: UUID,
+    role: Role = "authenticated",
+    audience: str = "authenticated",
+    lifetime_seconds: int = 3600,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """An HS256 token like Supabase's (development and tests)."""
+    now = int(time.time())
+    claims = {
+        "sub": str(user_id),
+        "role": role,
+        "aud": audience,
+        "iat": now,
+        "exp": now + lifetime_seconds,
+        **(extra or {}),
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 def development_token() -> str:

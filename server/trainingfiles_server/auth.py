@@ -36,7 +36,7 @@ import jwt
 
 from .config import Settings
 from .errors import PermissionDenied, Unauthenticated, Unavailable
-from .models import Caller, Role
+from .models import Caller
 
 # Only the development secret's SHA-256: the secret itself stays in the dev tooling, not shipped.
 DEVELOPMENT_JWT_SECRET_SHA256 = "315422da5515583982c34d656b6dbc51a016a04e450a0e3b05f2e745d7ab3c4c"
@@ -88,28 +88,6 @@ def check_settings(settings: Settings) -> None:
             raise ConfigurationError(
                 "JWT_SECRET is the development secret; set a real one, or DEVELOPMENT_MODE=1"
             )
-
-
-def mint_token(
-    secret: str,
-    *,
-    user_id: UUID,
-    role: Role = "authenticated",
-    audience: str = "authenticated",
-    lifetime_seconds: int = 3600,
-    extra: dict[str, Any] | None = None,
-) -> str:
-    """An HS256 token like Supabase's (development and tests)."""
-    now = int(time.time())
-    claims = {
-        "sub": str(user_id),
-        "role": role,
-        "aud": audience,
-        "iat": now,
-        "exp": now + lifetime_seconds,
-        **(extra or {}),
-    }
-    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 class Authenticator:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import TEST_JWT_SECRET
 from tests.tokens import bad_tokens, claims, signed
-from trainingfiles_dev.token import DEVELOPMENT_JWT_SECRET
+from trainingfiles_dev.token import DEVELOPMENT_JWT_SECRET, mint_token
 from trainingfiles_server.app import running_server
 from trainingfiles_server.auth import (
     MAX_TOKEN_CHARS,
@@ -18,7 +18,6 @@ from trainingfiles_server.auth import (
     Authenticator,
     ConfigurationError,
     check_settings,
-    mint_token,
 )
 from trainingfiles_server.config import Settings
 from trainingfiles_server.errors import (
