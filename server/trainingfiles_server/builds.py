@@ -1,23 +1,16 @@
-"""The builds: Create and Add, one pipeline from validation to the commit.
+"""The builds: Create, Add and export, from the request to the commit, under a lease.
 
-Create and Add are async generators of `Progress`. Their shape:
+Each is an async generator of `Progress`. Its shape:
 
-    validate (one query) ─► record intent ─► fetch ∥ transform ─► aggregate ─► upload ─► commit
-                                   │                                                       │
-                                   └──────────── any failure: delete objects, ◄────────────┘
-                                                 mark the file failed / leave it unchanged
+    validate (one query) ─► record intents ─► the pass (passes.py) ─► commit
+                                  │                                      │
+                                  └── any failure: delete objects, ◄─────┘
+                                      mark the file failed / leave it unchanged
 
-Memory does not grow with the number of conversations: each document is parsed,
-validated and turned into JSONL lines by one of `fetch_concurrency` workers, and only a
-small summary per conversation stays in memory. The lines are written, in add order, to
-both objects while later documents are still being fetched: parts of the JSONL and of
-the JSON go up as they fill (the JSON's first part last, behind the header that needs
-every conversation's metrics). Workers run a bounded distance ahead of the oldest
-conversation not yet written, so one slow document holds the others back rather than
-letting lines pile up. Every output format is written in the same pass (`outputs.py`).
-An Add is a Create that starts from the stored version: the store copies its v4 content
-(UploadPartCopy) and its JSONL is streamed once to render the other formats again. An
-export is that pass over the stored JSONL alone, for the formats it asks for.
+A Create takes its file's name and lease with the insert; an Add or an export waits for
+the file's lease (one build per file at a time, in order of arrival in this process;
+across replicas by claiming with backoff). What a build leaves when it fails, `_abandon`
+removes; what it leaves when its process dies, the sweeper does.
 """
 
 from __future__ import annotations
@@ -29,37 +22,29 @@ import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
-    Awaitable,
     Callable,
-    Coroutine,
-    Iterable,
     Iterator,
     Sequence,
 )
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
-from . import aggregate, card, failpoints, formats
-from .aggregate import ConsistencyCheck, ConversationSummary, FileMetrics, Warning
+from . import failpoints
 from .config import Settings
-from .db import Database, LeaseLost, StoredConversation
-from .errors import ResourceExhausted, ServiceError
-from .fetching import Targets, fetch_all
+from .db import Database, LeaseLost
+from .errors import ServiceError
+from .fetching import Targets
 from .formats import Format
 from .leases import FileQueue, Lease, claim_with_retry, lease_lost
 from .models import (
     Caller,
-    CandidateConversation,
-    OutputRecord,
     Progress,
     Split,
     Stage,
     Status,
     TrainingFileRecord,
 )
-from .outputs import OutputSet, V4Outputs
+from .passes import Build, Passes, shielded, strata
 from .plans import OutputPlan, split_to_json
 from .rules import (
     check_ids,
@@ -71,38 +56,10 @@ from .rules import (
     uuid_violations,
     visible,
 )
-from .splits import SplitSpec, Stratify
+from .splits import SplitSpec
 from .storage import Storage, UploadHook
 
 log = logging.getLogger("trainingfiles.operations")
-
-
-@dataclass
-class _Build:
-    """One Create, Add or export in progress: what it writes, under which lease, from what."""
-
-    file_id: UUID
-    name: str
-    bucket: str
-    moment: datetime
-    lease: Lease
-    # The status the file must still have at commit ('processing' for a Create).
-    from_status: Status
-    plan: OutputPlan
-    keys: dict[tuple[str, Split], str]
-    description: str | None = None
-    # An Add or export: the version it starts from, and its conversations.
-    stored: TrainingFileRecord | None = None
-    existing: list[StoredConversation] = field(default_factory=list)
-    added_by: UUID | None = None
-    result: TrainingFileRecord | None = None
-    # The outputs the commit replaced, and whether they may be deleted at once.
-    replaced: list[str] = field(default_factory=list)
-    replaced_due: bool = False
-
-    @property
-    def all_keys(self) -> list[str]:
-        return list(self.keys.values())
 
 
 class Builds:
@@ -112,6 +69,7 @@ class Builds:
         self.settings = settings
         self.database = database
         self.storage = storage
+        self.passes = Passes(settings, storage)
         self._queue = FileQueue()
         # Builds running in this process, whose cleanup shutdown waits for (`drain`).
         self._builds = 0
@@ -140,7 +98,7 @@ class Builds:
         del conversation_ids
         reject_ineligible(ineligible(candidates, owner))
         plan = OutputPlan.of(requested, split, drop_duplicates)
-        validation = plan.validation(_strata(candidates))
+        validation = plan.validation(strata(candidates))
         targets = Targets(candidates)
         del candidates
         # The name is taken by the insert itself: its unique index answers ALREADY_EXISTS.
@@ -163,7 +121,7 @@ class Builds:
             split_spec=split_to_json(split),
             drop_duplicates=drop_duplicates,
         )
-        build = _Build(
+        build = Build(
             file_id=file_id,
             name=name,
             bucket=self.storage.training_bucket,
@@ -175,7 +133,8 @@ class Builds:
             description=description,
             added_by=caller.user_id,
         )
-        async for event in self._guarded(build, self._run(build, targets, validation)):
+        pass_ = self.passes.build(build, targets, validation, self._upload_recorder(build))
+        async for event in self._guarded(build, pass_):
             yield event
 
     async def add(
@@ -194,7 +153,7 @@ class Builds:
         file_id = UUID(training_file_id)
         record = await self._active(caller, file_id, "only active files can be extended")
 
-        async def build_it(build: _Build) -> AsyncIterator[Progress]:
+        async def build_it(build: Build) -> AsyncIterator[Progress]:
             candidates = await self.database.check_conversations(conversation_ids, file_id)
             conversation_ids.clear()
             # Added conversations must belong to the file's owner (any, for a system file
@@ -202,10 +161,11 @@ class Builds:
             owner = build.stored.created_by if build.stored else None
             reject_ineligible(ineligible(candidates, owner or caller.user_id))
             build.existing = await self.database.stored_conversations(file_id)
-            validation = build.plan.validation([*_strata(build.existing), *_strata(candidates)])
+            validation = build.plan.validation([*strata(build.existing), *strata(candidates)])
             targets = Targets(candidates)
             del candidates
-            async for event in self._run(build, targets, validation):
+            pass_ = self.passes.build(build, targets, validation, self._upload_recorder(build))
+            async for event in pass_:
                 yield event
 
         plan = OutputPlan.stored(record, requested)
@@ -221,9 +181,10 @@ class Builds:
         stored_plan = OutputPlan.stored(record)
         plan = OutputPlan.of(requested, stored_plan.split, stored_plan.drop_duplicates)
 
-        async def build_it(build: _Build) -> AsyncIterator[Progress]:
+        async def build_it(build: Build) -> AsyncIterator[Progress]:
             build.existing = await self.database.stored_conversations(file_id)
-            async for event in self._render(build, build.plan.validation(_strata(build.existing))):
+            validation = build.plan.validation(strata(build.existing))
+            async for event in self.passes.render(build, validation, self._upload_recorder(build)):
                 yield event
 
         async for event in self._extend(caller, record, plan, build_it, v4=False):
@@ -240,7 +201,7 @@ class Builds:
         caller: Caller,
         record: TrainingFileRecord,
         plan: OutputPlan,
-        build_it: Callable[[_Build], AsyncIterator[Progress]],
+        build_it: Callable[[Build], AsyncIterator[Progress]],
         *,
         v4: bool,
     ) -> AsyncIterator[Progress]:
@@ -256,7 +217,7 @@ class Builds:
                 yield event
 
     async def _guarded(
-        self, build: _Build, work: AsyncIterator[Progress]
+        self, build: Build, work: AsyncIterator[Progress]
     ) -> AsyncIterator[Progress]:
         """Run a build under its lease; on any failure give everything back (`_abandon`)."""
         with self._tracked():
@@ -265,13 +226,15 @@ class Builds:
                     await failpoints.reach("build.leased")
                     async for event in work:
                         yield event
+                    async for event in self._commit(build):
+                        yield event
                 except BaseException as exc:
-                    await _shielded(self._abandon(build, exc))
+                    await shielded(self._abandon(build, exc))
                     raise
         if build.replaced and build.replaced_due:
             # No link to the replaced objects is outstanding: they can go now (else the
             # sweeper deletes them once the last link has expired).
-            await _shielded(self._discard(build.bucket, build.file_id, build.replaced))
+            await shielded(self._discard(build.bucket, build.file_id, build.replaced))
         assert build.result is not None
         yield Progress(Stage.SAVING, 0, 0, build.file_id, training_file=build.result)
 
@@ -283,7 +246,7 @@ class Builds:
         plan: OutputPlan,
         *,
         v4: bool,
-    ) -> _Build | None:
+    ) -> Build | None:
         """The build if it got the file's lease; None while another build holds it.
 
         `record` (as read before queueing) gives the name and bucket, which never change;
@@ -301,7 +264,7 @@ class Builds:
             if current.status is not Status.ACTIVE:
                 raise not_active(current, "it is no longer active")
             return None
-        return _Build(
+        return Build(
             file_id=file_id,
             name=claimed.name,
             bucket=bucket,
@@ -315,196 +278,57 @@ class Builds:
             added_by=caller.user_id,
         )
 
-    def _output_set(
-        self, build: _Build, validation: frozenset[UUID] | None, v4: V4Outputs | None
-    ) -> OutputSet:
-        return OutputSet(
-            self.storage,
-            build.bucket,
-            build.keys,
-            build.plan.trainer_formats,
-            validation,
-            build.plan.drop_duplicates,
-            self.settings.max_object_bytes,
-            v4=v4,
-            on_upload=self._upload_recorder(build),
-        )
-
-    async def _run(
-        self, build: _Build, targets: Targets, validation: frozenset[UUID] | None
-    ) -> AsyncIterator[Progress]:
-        """The build itself, the same for a Create and an Add: fetch, write, commit.
-
-        An Add starts from the file's stored version, which the store copies into the new
-        v4 objects while the new documents are fetched.
-        """
-        file_id, stored, total = build.file_id, build.stored, len(targets)
-        yield Progress(Stage.VALIDATING, total, total, file_id)
-        v4 = V4Outputs(
-            self.storage,
-            build.bucket,
-            build.keys[("v4_json", Split.ALL)],
-            build.keys[("v4_jsonl", Split.ALL)],
-            self.settings.max_object_bytes,
-            on_upload=self._upload_recorder(build),
-        )
-        outputs = self._output_set(build, validation, v4)
+    async def _commit(self, build: Build) -> AsyncIterator[Progress]:
+        """The pass's outputs are stored: make them live in one transaction, while the
+        build holds its lease (and the file is still in the status it started from)."""
+        staged = build.staged
+        assert staged is not None
+        await failpoints.reach("build.uploaded")
+        yield Progress(Stage.SAVING, 0, 0, build.file_id)
+        build.lease.check()
         try:
-            if stored is None:
-                consistency = ConsistencyCheck()
+            if staged.metrics is None:
+                assert build.stored is not None
+                committed = await self.database.record_export(
+                    file_id=build.file_id,
+                    lease_token=build.lease.token,
+                    bucket=build.bucket,
+                    outputs=staged.records,
+                    output_formats=OutputPlan.stored(
+                        build.stored, build.plan.trainer_formats
+                    ).format_names,
+                )
             else:
-                consistency = ConsistencyCheck(stored.vertical, _profile_bytes(stored))
-                assert stored.json_file_path and stored.jsonl_file_path
-                outputs.start_from_stored(
-                    stored.jsonl_file_path,
-                    stored.json_file_path,
-                    stored.json_file_size,
-                    stored.jsonl_file_size,
-                    [c.digests for c in build.existing],
-                    stored.untrainable_pair_count,
+                committed = await self.database.activate(
+                    file_id=build.file_id,
+                    lease_token=build.lease.token,
+                    from_status=build.from_status,
+                    bucket=build.bucket,
+                    outputs=staged.records,
+                    metrics=staged.metrics,
+                    vertical=staged.vertical,
+                    consultant_profile=staged.consultant_profile,
+                    new_conversations=staged.added,
+                    new_digests=staged.new_digests,
+                    first_position=len(build.existing),
+                    added_by=build.added_by,
+                    output_formats=build.plan.format_names,
+                    duplicate_pair_count=staged.duplicate_pair_count,
+                    untrainable_pair_count=staged.untrainable_pair_count,
                 )
-            added = aggregate.Summaries()
-            async for event in fetch_all(
-                self.settings,
-                self.storage,
-                file_id,
-                targets,
-                outputs,
-                consistency,
-                added,
-                build.lease,
-            ):
-                yield event
-            metrics = aggregate.summarize([*(c.summary for c in build.existing), *added])
-            assert consistency.vertical is not None and consistency.consultant_profile is not None
-            header = aggregate.json_header(
-                build.name,
-                build.moment,
-                consistency.vertical,
-                metrics,
-                consistency.consultant_profile,
-            )
-            yield Progress(
-                Stage.AGGREGATING, total, total, file_id, warnings=_content_warnings(outputs)
-            )
-            json_size = self._check_sizes(header, v4.jsonl_size)
-            yield Progress(Stage.UPLOADING, 0, 0, file_id)
-            build.lease.check()
-            records = await v4.close(header, metrics.total_training_pairs)
-            if records[0].size_bytes != json_size:
-                raise ServiceError(
-                    f"stored JSON size {records[0].size_bytes} differs from computed {json_size}"
-                )
-            records += await outputs.close_trainers()
-            summaries = [*(c.summary for c in build.existing), *added]
-            records.append(
-                await outputs.store_card(
-                    _card(
-                        build,
-                        metrics,
-                        consistency.vertical,
-                        records,
-                        validation,
-                        summaries,
-                        outputs,
-                    )
-                )
-            )
-        except BaseException:
-            await _shielded(outputs.abort())
-            raise
-        commit = self.database.activate(
-            file_id=file_id,
-            lease_token=build.lease.token,
-            from_status=build.from_status,
-            bucket=build.bucket,
-            outputs=records,
-            metrics=metrics,
-            vertical=consistency.vertical,
-            consultant_profile=consistency.consultant_profile,
-            new_conversations=list(added),
-            new_digests=outputs.new_digests,
-            first_position=len(build.existing),
-            added_by=build.added_by,
-            output_formats=build.plan.format_names,
-            duplicate_pair_count=outputs.duplicates.count,
-            untrainable_pair_count=outputs.untrainable,
-        )
-        async for event in self._commit(build, commit):
-            yield event
-
-    async def _render(
-        self, build: _Build, validation: frozenset[UUID] | None
-    ) -> AsyncIterator[Progress]:
-        """An export: the stored JSONL through the requested formats, then the commit."""
-        stored = build.stored
-        assert stored is not None and stored.jsonl_file_path
-        file_id, total = build.file_id, stored.total_training_pairs
-        yield Progress(Stage.VALIDATING, 0, 0, file_id)
-        outputs = self._output_set(build, validation, None)
-        try:
-            async for done in outputs.replay(stored.jsonl_file_path):
-                build.lease.check()
-                yield Progress(Stage.RENDERING, done, total, file_id)
-            yield Progress(Stage.UPLOADING, 0, 0, file_id)
-            records = await outputs.close_trainers()
-            exported = {(r.format, r.split) for r in records}
-            kept = [
-                o
-                for o in stored.outputs
-                if (o.format, o.split) not in exported and o.format != "dataset_card"
-            ]
-            metrics = _stored_metrics(stored)
-            card_text = _card(
-                build,
-                metrics,
-                stored.vertical or "",
-                [*kept, *records],
-                validation,
-                [c.summary for c in build.existing],
-                outputs,
-            )
-            records.append(await outputs.store_card(card_text))
-        except BaseException:
-            await _shielded(outputs.abort())
-            raise
-        formats_now = OutputPlan.stored(stored, build.plan.trainer_formats).format_names
-        commit = self.database.record_export(
-            file_id=file_id,
-            lease_token=build.lease.token,
-            bucket=build.bucket,
-            outputs=records,
-            output_formats=formats_now,
-        )
-        async for event in self._commit(build, commit):
-            yield event
-
-    async def _commit(
-        self,
-        build: _Build,
-        commit: Coroutine[Any, Any, tuple[TrainingFileRecord, list[str], bool]],
-    ) -> AsyncIterator[Progress]:
-        """The outputs are stored: make them live in one transaction, lease permitting."""
-        try:
-            await failpoints.reach("build.uploaded")
-            yield Progress(Stage.SAVING, 0, 0, build.file_id)
-            build.lease.check()
-            try:
-                build.result, build.replaced, build.replaced_due = await commit
-            except LeaseLost:
-                raise await self._why_not_committed(build) from None
-        finally:
-            commit.close()  # never awaited when the lease was already gone
+        except LeaseLost:
+            raise await self._why_not_committed(build) from None
+        build.result, build.replaced, build.replaced_due = committed
         await failpoints.reach("build.committed")
 
-    async def _why_not_committed(self, build: _Build) -> ServiceError:
+    async def _why_not_committed(self, build: Build) -> ServiceError:
         """The commit found the lease gone: the file was archived meanwhile, or it expired."""
         current = await self.database.get_file(build.file_id)
         if build.stored is not None and current is not None and current.status is not Status.ACTIVE:
             return not_active(current, "it was archived while the build was running")
         return lease_lost(build.file_id)
 
-    def _upload_recorder(self, build: _Build) -> UploadHook:
+    def _upload_recorder(self, build: Build) -> UploadHook:
         async def record(key: str, upload_id: str) -> None:
             await failpoints.reach("build.upload_started")
             try:
@@ -518,7 +342,7 @@ class Builds:
     def _lease(self, file_id: UUID, token: UUID) -> Lease:
         return Lease(self.database, file_id, token, self.settings.lease_seconds)
 
-    async def _abandon(self, build: _Build, exc: BaseException) -> None:
+    async def _abandon(self, build: Build, exc: BaseException) -> None:
         """Give the file back as it was and remove what the build stored.
 
         A Create's file becomes FAILED with the reason; an Add's file keeps its version and
@@ -581,25 +405,6 @@ class Builds:
             return False
         return True
 
-    def _check_sizes(self, header: bytes, jsonl_size: int) -> int:
-        """The JSON document's size, known from its header and the JSONL's before close."""
-        json_size = aggregate.json_size(header, jsonl_size)
-        limit = self.settings.max_object_bytes
-        if max(json_size, jsonl_size) > limit:
-            raise ResourceExhausted(
-                f"the training file would be {max(json_size, jsonl_size)} bytes, above the "
-                f"per-object limit of {limit} bytes",
-                "max_object_bytes",
-                reason="OBJECT_TOO_LARGE",
-            )
-        return json_size
-
-
-def _profile_bytes(record: TrainingFileRecord) -> bytes | None:
-    """The profile exactly as the JSON document holds it (a `json` column keeps the text)."""
-    profile = record.consultant_profile
-    return profile.encode() if profile is not None else None
-
 
 def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, ServiceError) and type(exc) is not ServiceError:
@@ -616,141 +421,3 @@ def _unexpected(exc: BaseException) -> BaseException | None:
     if isinstance(exc, ServiceError) and type(exc) is not ServiceError:
         return None
     return exc
-
-
-async def _shielded(cleanup: Awaitable[None]) -> None:
-    """Run cleanup to the end even when the call is being cancelled."""
-    task = asyncio.ensure_future(cleanup)
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.shield(task)
-    if not task.done():
-        await asyncio.wait({task})
-
-
-def _strata(
-    conversations: Sequence[CandidateConversation] | Sequence[StoredConversation],
-) -> list[tuple[UUID, UUID | None, UUID | None]]:
-    """(conversation, persona, training topic) of each: what a split is stratified by."""
-    return [
-        (
-            c.conversation_id
-            if isinstance(c, CandidateConversation)
-            else UUID(c.summary.conversation_id),
-            c.persona_id,
-            c.training_topic_id,
-        )
-        for c in conversations
-    ]
-
-
-def _content_warnings(outputs: OutputSet) -> list[Warning]:
-    """Duplicates and pairs without a target: told once, at the end of the fetch."""
-    warnings = []
-    duplicates = outputs.duplicates
-    if duplicates.count:
-        what = "dropped from" if outputs.drops_duplicates else "kept in"
-        warnings.append(
-            Warning(
-                "DUPLICATE_PAIRS",
-                f"{duplicates.count} pair(s) repeat an earlier pair of the file; {what} the "
-                f"trainer formats (first: {', '.join(duplicates.first_duplicates[:5])})",
-                (),
-            )
-        )
-    if outputs.untrainable:
-        warnings.append(
-            Warning(
-                "PAIRS_WITHOUT_TARGET",
-                f"{outputs.untrainable} pair(s) have no target response; they are left out "
-                "of the trainer formats",
-                (),
-            )
-        )
-    return warnings
-
-
-def _stored_metrics(record: TrainingFileRecord) -> FileMetrics:
-    distribution = record.scaffolding_distribution
-    assert record.avg_quality_score is not None
-    assert record.min_quality_score is not None and record.max_quality_score is not None
-    return FileMetrics(
-        conversation_count=record.conversation_count,
-        total_training_pairs=record.total_training_pairs,
-        avg_quality_score=record.avg_quality_score,
-        min_quality_score=record.min_quality_score,
-        max_quality_score=record.max_quality_score,
-        human_reviewed_count=record.human_reviewed_count,
-        personas=distribution.get("personas", {}),
-        emotional_arcs=distribution.get("emotional_arcs", {}),
-        training_topics=distribution.get("training_topics", {}),
-    )
-
-
-def _card(
-    build: _Build,
-    metrics: FileMetrics,
-    vertical: str,
-    records: Sequence[OutputRecord],
-    validation: frozenset[UUID] | None,
-    summaries: Iterable[ConversationSummary],
-    outputs: OutputSet,
-) -> bytes:
-    """The version's dataset card (`card.py`), describing `records`."""
-    stored = build.stored
-    split = build.plan.split
-    card_split = None
-    if split is not None and validation is not None:
-        sides = {True: [0, 0], False: [0, 0]}  # conversations, pairs by "is validation"
-        for summary in summaries:
-            side = sides[UUID(summary.conversation_id) in validation]
-            side[0] += 1
-            side[1] += summary.training_pair_count
-        card_split = card.CardSplit(
-            seed=split.seed,
-            train_conversations=sides[False][0],
-            train_pairs=sides[False][1],
-            validation_conversations=sides[True][0],
-            validation_pairs=sides[True][1],
-            validation_fraction=split.validation_fraction,
-            validation_count=split.validation_count,
-            stratify=None if split.stratify is Stratify.NONE else split.stratify.value,
-        )
-    exporting = stored is not None and build.keys.get(("v4_json", Split.ALL)) is None
-    version = 1 if stored is None else stored.version + (0 if exporting else 1)
-    return card.render_card(
-        card.CardInfo(
-            name=build.name,
-            training_file_id=str(build.file_id),
-            version=version,
-            created=stored.updated_at if exporting and stored else build.moment,
-            vertical=vertical,
-            conversation_count=metrics.conversation_count,
-            pair_count=metrics.total_training_pairs,
-            avg_quality_score=metrics.avg_quality_score,
-            min_quality_score=metrics.min_quality_score,
-            max_quality_score=metrics.max_quality_score,
-            human_reviewed_count=metrics.human_reviewed_count,
-            scaffolding_distribution=metrics.scaffolding_distribution(),
-            duplicate_pairs=outputs.duplicates.count,
-            duplicates_dropped=build.plan.drop_duplicates,
-            untrainable_pairs=outputs.untrainable,
-            outputs=tuple(
-                card.CardOutput(
-                    r.format,
-                    r.split.value,
-                    formats.file_name(build.name, formats.FORMATS[r.format], r.split.value),
-                    r.record_count,
-                    r.size_bytes,
-                )
-                for r in _requested_order(records, build.plan)
-            ),
-            description=build.description,
-            split=card_split,
-        )
-    )
-
-
-def _requested_order(records: Sequence[OutputRecord], plan: OutputPlan) -> list[OutputRecord]:
-    """Trainer outputs first, in the plan's order (the first is the card's default)."""
-    order = {name: i for i, name in enumerate(plan.format_names)}
-    return sorted(records, key=lambda r: order.get(r.format, len(order)))

@@ -26,6 +26,7 @@ from .models import (
     OutputRecord,
     Split,
     Status,
+    StoredConversation,
     TrainingFileRecord,
 )
 
@@ -378,16 +379,6 @@ def _file(row: asyncpg.Record) -> TrainingFileRecord:
         for fmt, split, key, size, records, content_type, sha256 in values["outputs"]
     )
     return TrainingFileRecord(**values)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredConversation:
-    """A conversation of a file as an Add or an export needs it: no document is read."""
-
-    summary: ConversationSummary
-    digests: bytes | None  # its pairs' duplicate digests; None if added before they were kept
-    persona_id: UUID | None
-    training_topic_id: UUID | None
 
 
 def _summary(row: asyncpg.Record) -> ConversationSummary:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
-from .aggregate import Warning
+from .aggregate import ConversationSummary, Warning
 from .errors import InvalidArgument, PermissionDenied
 
 Role = Literal["authenticated", "service_role"]
@@ -184,3 +184,13 @@ class Caller:
 
     def sees_everything(self) -> bool:
         return self.is_service
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConversation:
+    """A conversation of a file as an Add or an export needs it: no document is read."""
+
+    summary: ConversationSummary
+    digests: bytes | None  # its pairs' duplicate digests; None if added before they were kept
+    persona_id: UUID | None
+    training_topic_id: UUID | None

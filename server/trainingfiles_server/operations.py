@@ -3,7 +3,8 @@ and one object store.
 
     rules.py      what a valid request is, which conversations may be used (pure)
     plans.py      what a build writes: formats, split, duplicates, object keys (pure)
-    builds.py     Create, Add and export: one pipeline, leases, cleanup, the shutdown drain
+    builds.py     Create, Add and export: requests, leases, the commit, cleanup, the drain
+    passes.py     the pass over a version's pairs each build makes, staged for the commit
     fetching.py   the fetch scheduler: bounded workers, lines in add order, progress
     outputs.py    every output of a version, written in one pass as pairs arrive
     formats/      one module per output format, behind one registry (pure)

@@ -7,7 +7,7 @@ in `protos/trainingfiles/v1/resources.proto`. docs/formats.md shows a record of 
 from __future__ import annotations
 
 from . import alpaca, chat, openai_chat, parquet, sharegpt, v4
-from .base import Format, Pair, Renderer, trainable
+from .base import Format, Pair, Renderer, Turn, trainable
 
 __all__ = [
     "CARD",
@@ -16,6 +16,7 @@ __all__ = [
     "Format",
     "Pair",
     "Renderer",
+    "Turn",
     "by_name",
     "by_proto",
     "file_name",

@@ -20,13 +20,14 @@ The record has exactly these three keys (no ``system`` or ``history`` column).
 
 from __future__ import annotations
 
-from .base import Format, Pair, Renderer
-from .messages import USER, JsonLines, Record, dialogue, system_prompt
+from collections.abc import Sequence
+
+from .base import Format, Pair, Renderer, Turn
+from .messages import USER, JsonLines, Record, system_prompt
 
 
-def fold(pair: Pair) -> str:
-    """The ``input`` text: the history and the current input (see the module doc)."""
-    turns = dialogue(pair)
+def fold(turns: Sequence[Turn]) -> str:
+    """The ``input`` text of a pair whose `dialogue` is `turns` (see the module doc)."""
     if len(turns) == 1 and turns[0][0] == USER:
         return turns[0][1]
     parts: list[str] = []
@@ -39,10 +40,10 @@ def fold(pair: Pair) -> str:
     return "".join(parts)
 
 
-def record(pair: Pair) -> Record:
+def record(pair: Pair, turns: Sequence[Turn]) -> Record:
     return {
         "instruction": system_prompt(pair),
-        "input": fold(pair),
+        "input": fold(turns),
         "output": pair["target_response"],
     }
 

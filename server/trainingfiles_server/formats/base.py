@@ -8,19 +8,28 @@ and must not hold more than a bounded amount of them (Parquet: one row group).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 # A decoded line of the v4 JSONL: one training pair with every field (docs/formats.md, `v4_jsonl`).
 Pair = Mapping[str, Any]
+# A turn of a pair's chat, as `messages.dialogue` gives them: ("user" or "assistant",
+# non-empty content).
+Turn = tuple[str, str]
 
 
 class Renderer(Protocol):
     """Turns pairs into the bytes of one stored object, in order."""
 
-    def feed(self, pair: Pair) -> bytes:
-        """The bytes to append for this pair now (may be empty: a buffered row group)."""
+    def feed(self, pair: Pair, turns: Sequence[Turn] | None = None) -> bytes:
+        """The bytes to append for this pair now (may be empty: a buffered row group).
+
+        `turns` is `messages.dialogue(pair)` when the caller has it already (a build feeds
+        each pair to several renderers, and the dialogue is the same for all: computing
+        it once saves most of a JSONL renderer's own work); None, the renderer computes
+        it. Renderers do not modify it.
+        """
         ...
 
     def close(self) -> bytes:

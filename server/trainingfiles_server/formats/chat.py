@@ -17,8 +17,10 @@ so only the target response is learned.
 
 from __future__ import annotations
 
-from .base import Format, Pair, Renderer
-from .messages import ASSISTANT, JsonLines, Record, dialogue, system_prompt
+from collections.abc import Sequence
+
+from .base import Format, Pair, Renderer, Turn
+from .messages import ASSISTANT, JsonLines, Record, system_prompt
 
 
 def _message_features() -> list[dict[str, str]]:
@@ -26,22 +28,22 @@ def _message_features() -> list[dict[str, str]]:
     return [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]
 
 
-def _prompt(pair: Pair) -> list[dict[str, str]]:
+def _prompt(pair: Pair, turns: Sequence[Turn]) -> list[dict[str, str]]:
     system = system_prompt(pair)
     messages = [{"role": "system", "content": system}] if system else []
-    messages.extend({"role": role, "content": content} for role, content in dialogue(pair))
+    messages.extend({"role": role, "content": content} for role, content in turns)
     return messages
 
 
-def messages_record(pair: Pair) -> Record:
-    messages = _prompt(pair)
+def messages_record(pair: Pair, turns: Sequence[Turn]) -> Record:
+    messages = _prompt(pair, turns)
     messages.append({"role": ASSISTANT, "content": pair["target_response"]})
     return {"messages": messages}
 
 
-def prompt_completion_record(pair: Pair) -> Record:
+def prompt_completion_record(pair: Pair, turns: Sequence[Turn]) -> Record:
     return {
-        "prompt": _prompt(pair),
+        "prompt": _prompt(pair, turns),
         "completion": [{"role": ASSISTANT, "content": pair["target_response"]}],
     }
 

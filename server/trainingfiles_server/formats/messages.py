@@ -23,12 +23,12 @@ For the pipeline's histories (user, assistant, user, assistant, …) this is the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import orjson
 
-from .base import Pair
+from .base import Pair, Turn
 
 USER: Final = "user"
 ASSISTANT: Final = "assistant"
@@ -36,33 +36,36 @@ ASSISTANT: Final = "assistant"
 _ASSISTANT_ROLES: Final = frozenset({"assistant", "consultant", "advisor", "gpt", "bot", "model"})
 _OPTIONS: Final = orjson.OPT_APPEND_NEWLINE
 
-Turn = tuple[str, str]  # (USER or ASSISTANT, non-empty content)
 Record = dict[str, Any]
+# A format's record of a pair, given the pair and its `dialogue`.
+RecordOf = Callable[[Pair, Sequence[Turn]], Record]
 
 
 def dialogue(pair: Pair) -> list[Turn]:
     """The history and the current user input as alternating turns (see the module doc)."""
     turns: list[Turn] = []
+    last = None  # the role of turns[-1]
     history = pair.get("conversation_history")
     if isinstance(history, list):
         for item in history:
             if not isinstance(item, dict):
                 continue
             content = item.get("content")
-            if not isinstance(content, str) or not content:
+            if not content or not isinstance(content, str):
                 continue
-            _append(turns, ASSISTANT if item.get("role") in _ASSISTANT_ROLES else USER, content)
+            role = ASSISTANT if item.get("role") in _ASSISTANT_ROLES else USER
+            if role is last:  # rule 4: joined to the turn before
+                turns[-1] = (role, f"{turns[-1][1]}\n\n{content}")
+            else:
+                turns.append((role, content))
+                last = role
     current = pair.get("current_user_input")
-    if isinstance(current, str) and current:
-        _append(turns, USER, current)
+    if current and isinstance(current, str):
+        if last is USER:
+            turns[-1] = (USER, f"{turns[-1][1]}\n\n{current}")
+        else:
+            turns.append((USER, current))
     return turns
-
-
-def _append(turns: list[Turn], role: str, content: str) -> None:
-    if turns and turns[-1][0] == role:
-        turns[-1] = (role, f"{turns[-1][1]}\n\n{content}")
-    else:
-        turns.append((role, content))
 
 
 def system_prompt(pair: Pair) -> str:
@@ -72,7 +75,8 @@ def system_prompt(pair: Pair) -> str:
 
 
 class JsonLines:
-    """A renderer writing one orjson line per pair: ``record(pair)`` plus a newline.
+    """A renderer writing one orjson line per pair: ``record(pair, dialogue(pair))`` plus
+    a newline.
 
     The build feeds only `trainable` pairs, so ``pair["target_response"]`` is a non-empty
     string here.
@@ -80,11 +84,12 @@ class JsonLines:
 
     __slots__ = ("_record",)
 
-    def __init__(self, record: Callable[[Pair], Record]) -> None:
+    def __init__(self, record: RecordOf) -> None:
         self._record = record
 
-    def feed(self, pair: Pair) -> bytes:
-        return orjson.dumps(self._record(pair), option=_OPTIONS)
+    def feed(self, pair: Pair, turns: Sequence[Turn] | None = None) -> bytes:
+        record = self._record(pair, dialogue(pair) if turns is None else turns)
+        return orjson.dumps(record, option=_OPTIONS)
 
     def close(self) -> bytes:
         return b""

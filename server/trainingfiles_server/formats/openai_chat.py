@@ -12,16 +12,19 @@ of OpenAI's cookbook "Data preparation and analysis for chat model fine-tuning".
 
 from __future__ import annotations
 
-from .base import Format, Pair, Renderer
-from .messages import ASSISTANT, JsonLines, Record, dialogue, system_prompt
+from collections.abc import Sequence
+
+from .base import Format, Pair, Renderer, Turn
+from .messages import ASSISTANT, JsonLines, Record, system_prompt
 
 
-def record(pair: Pair) -> Record:
+def record(pair: Pair, turns: Sequence[Turn]) -> Record:
+    """The example of a pair whose `dialogue` is `turns`."""
     messages: list[dict[str, object]] = []
     system = system_prompt(pair)
     if system:
         messages.append({"role": "system", "content": system})
-    for role, content in dialogue(pair):
+    for role, content in turns:
         if role == ASSISTANT:
             messages.append({"role": role, "content": content, "weight": 0})
         else:

@@ -12,20 +12,21 @@ as the system prompt and needs human/gpt to alternate from a human turn, which
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
-from .base import Format, Pair, Renderer
-from .messages import ASSISTANT, USER, JsonLines, Record, dialogue, system_prompt
+from .base import Format, Pair, Renderer, Turn
+from .messages import ASSISTANT, USER, JsonLines, Record, system_prompt
 
 _FROM: Final = {USER: "human", ASSISTANT: "gpt"}
 
 
-def record(pair: Pair) -> Record:
+def record(pair: Pair, turns: Sequence[Turn]) -> Record:
     system = system_prompt(pair)
-    turns = [{"from": "system", "value": system}] if system else []
-    turns.extend({"from": _FROM[role], "value": content} for role, content in dialogue(pair))
-    turns.append({"from": "gpt", "value": pair["target_response"]})
-    return {"conversations": turns}
+    out = [{"from": "system", "value": system}] if system else []
+    out.extend({"from": _FROM[role], "value": content} for role, content in turns)
+    out.append({"from": "gpt", "value": pair["target_response"]})
+    return {"conversations": out}
 
 
 def new_renderer() -> Renderer:

@@ -1,0 +1,406 @@
+"""The passes over a version's pairs: what a Create, an Add or an export stores.
+
+A pass writes every output of its build (`outputs.py`) and stages what it stored for
+the commit, which `builds.py` makes under the build's lease:
+
+    Create, Add   validate ─► fetch ∥ transform ─► every output, in one pass ─► card ─► staged
+    export        the stored v4 JSONL ─► the requested formats ─► card ─► staged
+
+Memory does not grow with the number of conversations: each document is parsed,
+validated and turned into lines by one of `fetch_concurrency` workers, and only a small
+summary per conversation stays in memory (`fetching.py`). An Add starts from the stored
+version: the store copies its v4 content while the new documents are fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+from . import aggregate, card, formats
+from .aggregate import ConsistencyCheck, ConversationSummary, FileMetrics, Warning
+from .config import Settings
+from .errors import ResourceExhausted, ServiceError
+from .fetching import Targets, fetch_all
+from .leases import Lease
+from .models import (
+    CandidateConversation,
+    OutputRecord,
+    Progress,
+    Split,
+    Stage,
+    Status,
+    StoredConversation,
+    TrainingFileRecord,
+)
+from .outputs import OutputSet, V4Outputs
+from .plans import OutputPlan
+from .splits import Stratify
+from .storage import Storage, UploadHook
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """What a pass stored, for the commit to make live. No metrics: an export (the
+    version's content is unchanged, only outputs are added)."""
+
+    records: list[OutputRecord]
+    metrics: FileMetrics | None = None
+    vertical: str = ""
+    consultant_profile: bytes = b""
+    added: list[ConversationSummary] = field(default_factory=list)
+    new_digests: list[bytes] = field(default_factory=list)
+    duplicate_pair_count: int = 0
+    untrainable_pair_count: int = 0
+
+
+@dataclass
+class Build:
+    """One Create, Add or export in progress: what it writes, under which lease, from what."""
+
+    file_id: UUID
+    name: str
+    bucket: str
+    moment: datetime
+    lease: Lease
+    # The status the file must still have at commit ('processing' for a Create).
+    from_status: Status
+    plan: OutputPlan
+    keys: dict[tuple[str, Split], str]
+    description: str | None = None
+    # An Add or export: the version it starts from, and its conversations.
+    stored: TrainingFileRecord | None = None
+    existing: list[StoredConversation] = field(default_factory=list)
+    added_by: UUID | None = None
+    result: TrainingFileRecord | None = None
+    # What the pass stored, for the commit; then what the commit replaced.
+    staged: Staged | None = None
+    replaced: list[str] = field(default_factory=list)
+    replaced_due: bool = False
+
+    @property
+    def all_keys(self) -> list[str]:
+        return list(self.keys.values())
+
+
+class Passes:
+    """The passes, over the process's one object store."""
+
+    def __init__(self, settings: Settings, storage: Storage) -> None:
+        self.settings = settings
+        self.storage = storage
+
+    def _output_set(
+        self,
+        build: Build,
+        validation: frozenset[UUID] | None,
+        v4: V4Outputs | None,
+        on_upload: UploadHook,
+    ) -> OutputSet:
+        return OutputSet(
+            self.storage,
+            build.bucket,
+            build.keys,
+            build.plan.trainer_formats,
+            validation,
+            build.plan.drop_duplicates,
+            self.settings.max_object_bytes,
+            v4=v4,
+            on_upload=on_upload,
+        )
+
+    async def build(
+        self,
+        build: Build,
+        targets: Targets,
+        validation: frozenset[UUID] | None,
+        on_upload: UploadHook,
+    ) -> AsyncIterator[Progress]:
+        """A Create's or an Add's pass: fetch, write every output, stage it for the commit.
+
+        An Add starts from the file's stored version, which the store copies into the new
+        v4 objects while the new documents are fetched.
+        """
+        file_id, stored, total = build.file_id, build.stored, len(targets)
+        yield Progress(Stage.VALIDATING, total, total, file_id)
+        v4 = V4Outputs(
+            self.storage,
+            build.bucket,
+            build.keys[("v4_json", Split.ALL)],
+            build.keys[("v4_jsonl", Split.ALL)],
+            self.settings.max_object_bytes,
+            on_upload=on_upload,
+        )
+        outputs = self._output_set(build, validation, v4, on_upload)
+        try:
+            if stored is None:
+                consistency = ConsistencyCheck()
+            else:
+                consistency = ConsistencyCheck(stored.vertical, _profile_bytes(stored))
+                assert stored.json_file_path and stored.jsonl_file_path
+                outputs.start_from_stored(
+                    stored.jsonl_file_path,
+                    stored.json_file_path,
+                    stored.json_file_size,
+                    stored.jsonl_file_size,
+                    [c.digests for c in build.existing],
+                    stored.untrainable_pair_count,
+                )
+            added = aggregate.Summaries()
+            async for event in fetch_all(
+                self.settings,
+                self.storage,
+                file_id,
+                targets,
+                outputs,
+                consistency,
+                added,
+                build.lease,
+            ):
+                yield event
+            metrics = aggregate.summarize([*(c.summary for c in build.existing), *added])
+            assert consistency.vertical is not None and consistency.consultant_profile is not None
+            header = aggregate.json_header(
+                build.name,
+                build.moment,
+                consistency.vertical,
+                metrics,
+                consistency.consultant_profile,
+            )
+            yield Progress(
+                Stage.AGGREGATING, total, total, file_id, warnings=_content_warnings(outputs)
+            )
+            json_size = self._check_sizes(header, v4.jsonl_size)
+            yield Progress(Stage.UPLOADING, 0, 0, file_id)
+            build.lease.check()
+            records = await v4.close(header, metrics.total_training_pairs)
+            if records[0].size_bytes != json_size:
+                raise ServiceError(
+                    f"stored JSON size {records[0].size_bytes} differs from computed {json_size}"
+                )
+            records += await outputs.close_trainers()
+            summaries = [*(c.summary for c in build.existing), *added]
+            records.append(
+                await outputs.store_card(
+                    _card(
+                        build,
+                        metrics,
+                        consistency.vertical,
+                        records,
+                        validation,
+                        summaries,
+                        outputs,
+                    )
+                )
+            )
+        except BaseException:
+            await shielded(outputs.abort())
+            raise
+        build.staged = Staged(
+            records,
+            metrics,
+            consistency.vertical,
+            consistency.consultant_profile,
+            list(added),
+            outputs.new_digests,
+            outputs.duplicates.count,
+            outputs.untrainable,
+        )
+
+    async def render(
+        self, build: Build, validation: frozenset[UUID] | None, on_upload: UploadHook
+    ) -> AsyncIterator[Progress]:
+        """An export's pass: the stored JSONL through the requested formats, staged."""
+        stored = build.stored
+        assert stored is not None and stored.jsonl_file_path
+        file_id, total = build.file_id, stored.total_training_pairs
+        yield Progress(Stage.VALIDATING, 0, 0, file_id)
+        outputs = self._output_set(build, validation, None, on_upload)
+        try:
+            async for done in outputs.replay(stored.jsonl_file_path):
+                build.lease.check()
+                yield Progress(Stage.RENDERING, done, total, file_id)
+            yield Progress(Stage.UPLOADING, 0, 0, file_id)
+            records = await outputs.close_trainers()
+            exported = {(r.format, r.split) for r in records}
+            kept = [
+                o
+                for o in stored.outputs
+                if (o.format, o.split) not in exported and o.format != "dataset_card"
+            ]
+            metrics = _stored_metrics(stored)
+            card_text = _card(
+                build,
+                metrics,
+                stored.vertical or "",
+                [*kept, *records],
+                validation,
+                [c.summary for c in build.existing],
+                outputs,
+            )
+            records.append(await outputs.store_card(card_text))
+        except BaseException:
+            await shielded(outputs.abort())
+            raise
+        build.staged = Staged(records)
+
+    def _check_sizes(self, header: bytes, jsonl_size: int) -> int:
+        """The JSON document's size, known from its header and the JSONL's before close."""
+        json_size = aggregate.json_size(header, jsonl_size)
+        limit = self.settings.max_object_bytes
+        if max(json_size, jsonl_size) > limit:
+            raise ResourceExhausted(
+                f"the training file would be {max(json_size, jsonl_size)} bytes, above the "
+                f"per-object limit of {limit} bytes",
+                "max_object_bytes",
+                reason="OBJECT_TOO_LARGE",
+            )
+        return json_size
+
+
+async def shielded(cleanup: Awaitable[None]) -> None:
+    """Run cleanup to the end even when the call is being cancelled."""
+    task = asyncio.ensure_future(cleanup)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
+    if not task.done():
+        await asyncio.wait({task})
+
+
+def _profile_bytes(record: TrainingFileRecord) -> bytes | None:
+    """The profile exactly as the JSON document holds it (a `json` column keeps the text)."""
+    profile = record.consultant_profile
+    return profile.encode() if profile is not None else None
+
+
+def strata(
+    conversations: Sequence[CandidateConversation] | Sequence[StoredConversation],
+) -> list[tuple[UUID, UUID | None, UUID | None]]:
+    """(conversation, persona, training topic) of each: what a split is stratified by."""
+    return [
+        (
+            c.conversation_id
+            if isinstance(c, CandidateConversation)
+            else UUID(c.summary.conversation_id),
+            c.persona_id,
+            c.training_topic_id,
+        )
+        for c in conversations
+    ]
+
+
+def _content_warnings(outputs: OutputSet) -> list[Warning]:
+    """Duplicates and pairs without a target: told once, at the end of the fetch."""
+    warnings = []
+    duplicates = outputs.duplicates
+    if duplicates.count:
+        what = "dropped from" if outputs.drops_duplicates else "kept in"
+        warnings.append(
+            Warning(
+                "DUPLICATE_PAIRS",
+                f"{duplicates.count} pair(s) repeat an earlier pair of the file; {what} the "
+                f"trainer formats (first: {', '.join(duplicates.first_duplicates[:5])})",
+                (),
+            )
+        )
+    if outputs.untrainable:
+        warnings.append(
+            Warning(
+                "PAIRS_WITHOUT_TARGET",
+                f"{outputs.untrainable} pair(s) have no target response; they are left out "
+                "of the trainer formats",
+                (),
+            )
+        )
+    return warnings
+
+
+def _stored_metrics(record: TrainingFileRecord) -> FileMetrics:
+    distribution = record.scaffolding_distribution
+    assert record.avg_quality_score is not None
+    assert record.min_quality_score is not None and record.max_quality_score is not None
+    return FileMetrics(
+        conversation_count=record.conversation_count,
+        total_training_pairs=record.total_training_pairs,
+        avg_quality_score=record.avg_quality_score,
+        min_quality_score=record.min_quality_score,
+        max_quality_score=record.max_quality_score,
+        human_reviewed_count=record.human_reviewed_count,
+        personas=distribution.get("personas", {}),
+        emotional_arcs=distribution.get("emotional_arcs", {}),
+        training_topics=distribution.get("training_topics", {}),
+    )
+
+
+def _card(
+    build: Build,
+    metrics: FileMetrics,
+    vertical: str,
+    records: Sequence[OutputRecord],
+    validation: frozenset[UUID] | None,
+    summaries: Iterable[ConversationSummary],
+    outputs: OutputSet,
+) -> bytes:
+    """The version's dataset card (`card.py`), describing `records`."""
+    stored = build.stored
+    split = build.plan.split
+    card_split = None
+    if split is not None and validation is not None:
+        sides = {True: [0, 0], False: [0, 0]}  # conversations, pairs by "is validation"
+        for summary in summaries:
+            side = sides[UUID(summary.conversation_id) in validation]
+            side[0] += 1
+            side[1] += summary.training_pair_count
+        card_split = card.CardSplit(
+            seed=split.seed,
+            train_conversations=sides[False][0],
+            train_pairs=sides[False][1],
+            validation_conversations=sides[True][0],
+            validation_pairs=sides[True][1],
+            validation_fraction=split.validation_fraction,
+            validation_count=split.validation_count,
+            stratify=None if split.stratify is Stratify.NONE else split.stratify.value,
+        )
+    exporting = stored is not None and build.keys.get(("v4_json", Split.ALL)) is None
+    version = 1 if stored is None else stored.version + (0 if exporting else 1)
+    return card.render_card(
+        card.CardInfo(
+            name=build.name,
+            training_file_id=str(build.file_id),
+            version=version,
+            created=stored.updated_at if exporting and stored else build.moment,
+            vertical=vertical,
+            conversation_count=metrics.conversation_count,
+            pair_count=metrics.total_training_pairs,
+            avg_quality_score=metrics.avg_quality_score,
+            min_quality_score=metrics.min_quality_score,
+            max_quality_score=metrics.max_quality_score,
+            human_reviewed_count=metrics.human_reviewed_count,
+            scaffolding_distribution=metrics.scaffolding_distribution(),
+            duplicate_pairs=outputs.duplicates.count,
+            duplicates_dropped=build.plan.drop_duplicates,
+            untrainable_pairs=outputs.untrainable,
+            outputs=tuple(
+                card.CardOutput(
+                    r.format,
+                    r.split.value,
+                    formats.file_name(build.name, formats.FORMATS[r.format], r.split.value),
+                    r.record_count,
+                    r.size_bytes,
+                )
+                for r in _requested_order(records, build.plan)
+            ),
+            description=build.description,
+            split=card_split,
+        )
+    )
+
+
+def _requested_order(records: Sequence[OutputRecord], plan: OutputPlan) -> list[OutputRecord]:
+    """Trainer outputs first, in the plan's order (the first is the card's default)."""
+    order = {name: i for i, name in enumerate(plan.format_names)}
+    return sorted(records, key=lambda r: order.get(r.format, len(order)))
