@@ -60,13 +60,21 @@ class V4Outputs:
         jsonl_key: str,
         max_bytes: int,
         on_upload: UploadHook | None = None,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         self._storage = storage
         self._bucket = bucket
         self.json = storage.writer(
-            bucket, json_key, "application/json", hold_first=True, on_upload=on_upload
+            bucket,
+            json_key,
+            "application/json",
+            hold_first=True,
+            on_upload=on_upload,
+            slots=slots,
         )
-        self.jsonl = storage.writer(bucket, jsonl_key, "application/x-ndjson", on_upload=on_upload)
+        self.jsonl = storage.writer(
+            bucket, jsonl_key, "application/x-ndjson", on_upload=on_upload, slots=slots
+        )
         self.jsonl_sha256 = hashlib.sha256()
         self._pairs = JsonlToJsonPairs()
         self._max_bytes = max_bytes
@@ -189,6 +197,7 @@ class OutputSet:
         max_bytes: int,
         v4: V4Outputs | None = None,
         on_upload: UploadHook | None = None,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         self._storage = storage
         self._bucket = bucket
@@ -203,7 +212,11 @@ class OutputSet:
             side: [
                 FormatOutput(
                     storage.writer(
-                        bucket, keys[(f.name, side)], f.content_type, on_upload=on_upload
+                        bucket,
+                        keys[(f.name, side)],
+                        f.content_type,
+                        on_upload=on_upload,
+                        slots=slots,
                     ),
                     f,
                     side,

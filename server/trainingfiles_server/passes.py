@@ -40,7 +40,11 @@ from .models import (
 from .outputs import OutputSet, V4Outputs
 from .plans import OutputPlan
 from .splits import Stratify
-from .storage import Storage, UploadHook
+from .storage import Storage, UploadHook, parts_in_flight
+
+# Multipart parts in flight per build, over all its outputs: what a v4-only build always
+# had (two objects, two parts each); more outputs share it rather than multiply memory.
+BUILD_PARTS_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,7 @@ class Passes:
         validation: frozenset[UUID] | None,
         v4: V4Outputs | None,
         on_upload: UploadHook,
+        slots: asyncio.Semaphore,
     ) -> OutputSet:
         return OutputSet(
             self.storage,
@@ -111,6 +116,7 @@ class Passes:
             self.settings.max_object_bytes,
             v4=v4,
             on_upload=on_upload,
+            slots=slots,
         )
 
     async def build(
@@ -127,6 +133,7 @@ class Passes:
         """
         file_id, stored, total = build.file_id, build.stored, len(targets)
         yield Progress(Stage.VALIDATING, total, total, file_id)
+        slots = parts_in_flight(BUILD_PARTS_IN_FLIGHT)
         v4 = V4Outputs(
             self.storage,
             build.bucket,
@@ -134,8 +141,9 @@ class Passes:
             build.keys[("v4_jsonl", Split.ALL)],
             self.settings.max_object_bytes,
             on_upload=on_upload,
+            slots=slots,
         )
-        outputs = self._output_set(build, validation, v4, on_upload)
+        outputs = self._output_set(build, validation, v4, on_upload, slots)
         try:
             if stored is None:
                 consistency = ConsistencyCheck()
@@ -219,7 +227,9 @@ class Passes:
         assert stored is not None and stored.jsonl_file_path
         file_id, total = build.file_id, stored.total_training_pairs
         yield Progress(Stage.VALIDATING, 0, 0, file_id)
-        outputs = self._output_set(build, validation, None, on_upload)
+        outputs = self._output_set(
+            build, validation, None, on_upload, parts_in_flight(BUILD_PARTS_IN_FLIGHT)
+        )
         try:
             async for done in outputs.replay(stored.jsonl_file_path):
                 build.lease.check()

@@ -72,8 +72,17 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 # bench`). S3 allows 10,000 parts, so objects up to ~48 GiB.
 PART_SIZE = MIN_PART_SIZE
 # Parts sent at once per object: the store works on one while the next is produced and
-# sent; memory stays bounded (each part in flight is held until the store has it).
+# sent; memory stays bounded (each part in flight is held until the store has it). The
+# objects of one build share a budget instead (`parts_in_flight`): a build with a dozen
+# outputs must not hold a dozen times the parts.
 PARTS_IN_FLIGHT = 2
+
+
+def parts_in_flight(count: int) -> asyncio.Semaphore:
+    """A budget of parts in flight that several writers share."""
+    return asyncio.Semaphore(count)
+
+
 # Largest range one server-side copy moves (S3 allows 5 GiB per part).
 COPY_PART_SIZE = 256 * 1024 * 1024
 _READ_SIZE = 1024 * 1024
@@ -232,7 +241,8 @@ def _speak_every_dialect(client: Any) -> None:
 class ObjectWriter:
     """One object, stored while its bytes are still being produced.
 
-    Every complete part goes up at once, up to `PARTS_IN_FLIGHT` at a time; `write` waits
+    Every complete part goes up at once, up to `PARTS_IN_FLIGHT` at a time (or as many as
+    a budget shared with other writers allows); `write` waits
     while that many are in flight, so a slow store slows the producer instead of growing
     memory. With `hold_first`, the first part (the first chunks written, at least
     `PART_SIZE` bytes) is held back and sent by `close` behind a prefix known only at the
@@ -257,6 +267,7 @@ class ObjectWriter:
         *,
         hold_first: bool,
         on_upload: UploadHook | None = None,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         self._storage = storage
         self._client = storage.client
@@ -276,7 +287,7 @@ class ObjectWriter:
         self._creating: asyncio.Future[Any] | None = None
         self._next_part = 2 if hold_first else 1
         self._etags: dict[int, str] = {}
-        self._slots = asyncio.Semaphore(PARTS_IN_FLIGHT)
+        self._slots = slots or asyncio.Semaphore(PARTS_IN_FLIGHT)
         self._sending: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
         self._aborted = False
@@ -545,10 +556,17 @@ class Storage:
         *,
         hold_first: bool = False,
         on_upload: UploadHook | None = None,
+        slots: asyncio.Semaphore | None = None,
     ) -> ObjectWriter:
         """An `ObjectWriter` for `key`; see there."""
         return ObjectWriter(
-            self, bucket, key, content_type, hold_first=hold_first, on_upload=on_upload
+            self,
+            bucket,
+            key,
+            content_type,
+            hold_first=hold_first,
+            on_upload=on_upload,
+            slots=slots,
         )
 
     async def ping(self) -> None:
