@@ -37,7 +37,7 @@ from .models import (
     StoredConversation,
     TrainingFileRecord,
 )
-from .outputs import OutputSet, V4Outputs
+from .outputs import OutputSet, V4Outputs, together
 from .plans import OutputPlan
 from .splits import Stratify
 from .storage import Storage, UploadHook, parts_in_flight
@@ -185,12 +185,15 @@ class Passes:
             json_size = self._check_sizes(header, v4.jsonl_size)
             yield Progress(Stage.UPLOADING, 0, 0, file_id)
             build.lease.check()
-            records = await v4.close(header, metrics.total_training_pairs)
-            if records[0].size_bytes != json_size:
+            # The v4 JSON is read back for its checksum while the others finish.
+            v4_records, trainer_records = await together(
+                v4.close(header, metrics.total_training_pairs), outputs.close_trainers()
+            )
+            if v4_records[0].size_bytes != json_size:
                 raise ServiceError(
-                    f"stored JSON size {records[0].size_bytes} differs from computed {json_size}"
+                    f"stored JSON size {v4_records[0].size_bytes} differs from computed {json_size}"
                 )
-            records += await outputs.close_trainers()
+            records = [*v4_records, *trainer_records]
             summaries = [*(c.summary for c in build.existing), *added]
             records.append(
                 await outputs.store_card(
