@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .base import Format, Pair, Turn
-from .messages import ASSISTANT, dialogue, system_prompt
+from .messages import ASSISTANT, USER, dialogue, system_prompt
 
 # Row-group bounds: the row count matches what `datasets` writes; the text budget keeps
 # a group of long conversations (a system prompt and a growing history in every pair)
@@ -111,6 +111,7 @@ def _text(value: Any) -> str | None:
 
 
 _SYSTEM: Final = "system"
+_UTF8: Final = {role: role.encode() for role in (_SYSTEM, USER, ASSISTANT)}
 
 
 # Arrow arrays are built from their buffers here rather than with `pa.array`: the first
@@ -155,13 +156,13 @@ def _booleans(values: Sequence[bool | None]) -> pa.Array:
 
 
 class ParquetRenderer:
-    """Buffers one row group as flat Python lists, and builds its Arrow arrays from them
-    column by column.
+    """Buffers one row group column by column, and makes its Arrow arrays from the buffers.
 
-    The `messages` column is three lists: every message's role and content, in row
-    order, and where each row's messages end (the list array's offsets). Building the
-    arrays from flat lists costs a fraction of converting a list of message dicts per
-    row (`pa.Table.from_pydict`), and leaves no large temporary allocations behind.
+    The `messages` column is kept as its Arrow buffers (list offsets; roles and contents
+    as UTF-8 with their offsets), the other columns as Python lists of their values.
+    This costs less than `pa.Table.from_pydict` of rows holding lists of message dicts,
+    and never calls `pa.array` (see the comment above `_validity`). The output is byte for byte
+    what `from_pydict` gave.
     """
 
     def __init__(
@@ -183,9 +184,15 @@ class ParquetRenderer:
         self._ids: list[str | None] = []
         self._conversation_ids: list[str | None] = []
         self._turns: list[Any] = []
-        self._ends: list[int] = [0]  # the messages' list offsets: row i is ends[i]:ends[i + 1]
-        self._roles: list[str] = []
-        self._contents: list[str] = []
+        # The messages column as its Arrow buffers: where each row's messages end (row i
+        # is messages ends[i]:ends[i + 1]), and each message's role and content as UTF-8,
+        # end to end, with where each one ends. Encoded as rows arrive, so a row group
+        # holds its text once, and not the pairs' strings.
+        self._ends = array("i", [0])
+        self._roles = bytearray()
+        self._role_ends = array("i", [0])
+        self._contents = bytearray()
+        self._content_ends = array("i", [0])
         self._scores: list[float | None] = []
         self._reviewed: list[bool | None] = []
         self._keys: tuple[list[str | None], ...] = tuple([] for _ in _SCAFFOLDING_KEYS)
@@ -194,23 +201,30 @@ class ParquetRenderer:
         self._bytes = 0
 
     def feed(self, pair: Pair, turns: Sequence[Turn] | None = None) -> bytes:
-        roles, contents = self._roles, self._contents
+        roles, role_ends = self._roles, self._role_ends
+        contents, content_ends = self._contents, self._content_ends
         # The chat: system prompt (when not empty), dialogue, target response.
         size = 0
         system = system_prompt(pair)
         if system:
-            roles.append(_SYSTEM)
-            contents.append(system)
+            roles += _UTF8[_SYSTEM]
+            role_ends.append(len(roles))
+            contents += system.encode()
+            content_ends.append(len(contents))
             size = len(system)
         for role, content in dialogue(pair) if turns is None else turns:
-            roles.append(role)
-            contents.append(content)
+            roles += _UTF8[role]
+            role_ends.append(len(roles))
+            contents += content.encode()
+            content_ends.append(len(contents))
             size += len(content)
         target = pair["target_response"]
-        roles.append(ASSISTANT)
-        contents.append(target)
+        roles += _UTF8[ASSISTANT]
+        role_ends.append(len(roles))
+        contents += target.encode()
+        content_ends.append(len(contents))
         size += len(target)
-        self._ends.append(len(contents))
+        self._ends.append(len(content_ends) - 1)
 
         metadata = pair.get("training_metadata")
         metadata = metadata if isinstance(metadata, Mapping) else {}
@@ -250,13 +264,26 @@ class ParquetRenderer:
     def _flush(self) -> None:
         if not self._rows:
             return
+        count = len(self._content_ends) - 1
         chat = pa.StructArray.from_arrays(
-            [_strings(self._roles), _strings(self._contents)], fields=list(MESSAGE)
+            [
+                pa.Array.from_buffers(
+                    pa.string(),
+                    count,
+                    [None, pa.py_buffer(self._role_ends), pa.py_buffer(self._roles)],
+                ),
+                pa.Array.from_buffers(
+                    pa.string(),
+                    count,
+                    [None, pa.py_buffer(self._content_ends), pa.py_buffer(self._contents)],
+                ),
+            ],
+            fields=list(MESSAGE),
         )
         messages = pa.Array.from_buffers(
             SCHEMA.field("messages").type,
             self._rows,
-            [None, pa.py_buffer(array("i", self._ends))],
+            [None, pa.py_buffer(self._ends)],
             children=[chat],
         )
         table = pa.Table.from_arrays(
@@ -273,19 +300,23 @@ class ParquetRenderer:
             schema=SCHEMA,
         )
         self._writer.write_table(table, row_group_size=self._rows)
+        del table, messages, chat  # Arrow's views of the buffers, before they change
         for values in (
             self._ids,
             self._conversation_ids,
             self._turns,
-            self._roles,
-            self._contents,
             self._scores,
             self._reviewed,
             *self._keys,
             self._difficulty,
         ):
             values.clear()
-        del self._ends[1:]
+        # New buffers rather than cleared ones: the writer may still hold a view.
+        self._ends = array("i", [0])
+        self._roles = bytearray()
+        self._role_ends = array("i", [0])
+        self._contents = bytearray()
+        self._content_ends = array("i", [0])
         self._rows = 0
         self._bytes = 0
 
