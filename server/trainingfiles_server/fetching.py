@@ -24,7 +24,7 @@ from .config import Settings
 from .documents import DocumentError, decode_json_object, validate_enriched_document
 from .leases import Lease
 from .models import CandidateConversation, Progress, Stage
-from .outputs import OutputSet
+from .outputs import OutputSet, PairFacts
 from .rules import bad_document
 from .storage import ObjectMissing, ObjectTooLarge, Storage
 
@@ -66,7 +66,8 @@ class _Fetched:
     vertical: str
     consultant_profile: bytes
     lines: bytes
-    pairs: list[dict[str, Any]]
+    facts: PairFacts
+    pairs: list[dict[str, Any]] | None  # only when trainer formats render them
 
 
 async def fetch_all(
@@ -93,6 +94,7 @@ async def fetch_all(
     finished: asyncio.Queue[_Fetched | BaseException | None] = asyncio.Queue()
     max_bytes = settings.max_object_bytes
     ahead = asyncio.Semaphore(_AHEAD_PER_WORKER * settings.fetch_concurrency)
+    keep_pairs = bool(outputs.trainers)
 
     async def worker() -> None:
         try:
@@ -140,7 +142,8 @@ async def fetch_all(
                     transformed.vertical,
                     transformed.consultant_profile,
                     transformed.lines,
-                    transformed.pairs,
+                    PairFacts.of(transformed.pairs),
+                    transformed.pairs if keep_pairs else None,
                 )
             )
 
@@ -172,7 +175,7 @@ async def fetch_all(
                     summaries.append(item.summary)
                     results[next_in_order] = None  # keep only the summary
                     next_in_order += 1
-                    await outputs.write_conversation(item.lines, item.pairs)
+                    await outputs.write_conversation(item.lines, item.facts, item.pairs)
                     ahead.release()
                     await failpoints.reach("build.fetched")
                 lease.check()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID
 
@@ -39,6 +40,25 @@ def too_large(max_bytes: int) -> ResourceExhausted:
         "max_object_bytes",
         reason="OBJECT_TOO_LARGE",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PairFacts:
+    """What a pass needs of a conversation's pairs besides rendering them: computed as
+    soon as the document is transformed, so the pairs themselves need not be kept when no
+    trainer format renders them (holding them cost the collector more than keeping this)."""
+
+    digests: bytes  # packed `duplicates` digests, in turn order
+    ids: tuple[str, ...]  # the pairs' ids, to name the first duplicates
+    trainable: bytes  # 1 per pair with a target response, else 0
+
+    @classmethod
+    def of(cls, pairs: Sequence[Pair]) -> PairFacts:
+        return cls(
+            bytes(conversation_digests(pairs)),
+            tuple(str(p.get("id", "")) for p in pairs),
+            bytes(formats.trainable(p) for p in pairs),
+        )
 
 
 class V4Outputs:
@@ -288,7 +308,7 @@ class OutputSet:
             for line in lines:
                 pair = orjson.loads(line)
                 if conversation and pair["conversation_id"] != conversation[0]["conversation_id"]:
-                    await self._conversation(conversation)
+                    await self._conversation(PairFacts.of(conversation), conversation)
                     done += len(conversation)
                     conversation = []
                 conversation.append(pair)
@@ -298,31 +318,34 @@ class OutputSet:
         if rest:
             raise ValueError(f"stored JSONL {jsonl_key!r} does not end with a newline")
         if conversation:
-            await self._conversation(conversation)
+            await self._conversation(PairFacts.of(conversation), conversation)
             done += len(conversation)
         yield done
 
     # ---------------------------------------------------------------------- the pass
 
-    async def write_conversation(self, lines: bytes, pairs: Sequence[Pair]) -> None:
-        """A new conversation's JSONL lines and the same pairs decoded, in turn order."""
+    async def write_conversation(
+        self, lines: bytes, facts: PairFacts, pairs: Sequence[Pair] | None
+    ) -> None:
+        """A new conversation: its JSONL lines, what the pass needs of each pair, and the
+        same pairs decoded (only when there are trainer outputs to render them into)."""
         if self._stored is not None:
             await self._stored
         if self.v4 is not None:
             await self.v4.write(lines)
-        self.new_digests.append(await self._conversation(pairs))
+        await self._conversation(facts, pairs)
+        self.new_digests.append(facts.digests)
 
-    async def _conversation(self, pairs: Sequence[Pair]) -> bytes:
-        """One conversation's pairs through the trainer outputs; their packed digests."""
-        digests = conversation_digests(pairs)
-        for pair, digest in zip(pairs, digests, strict=True):
-            duplicate = self.duplicates.seen(digest, str(pair.get("id", "")))
-            if not formats.trainable(pair):
+    async def _conversation(self, facts: PairFacts, pairs: Sequence[Pair] | None) -> None:
+        """One conversation's pairs counted, and rendered into the trainer outputs."""
+        for index, digest in enumerate(iter_digests(facts.digests)):
+            duplicate = self.duplicates.seen(digest, facts.ids[index])
+            if not facts.trainable[index]:
                 self.untrainable += 1
-            elif self.trainers and not (duplicate and self.drops_duplicates):
+            elif pairs is not None and not (duplicate and self.drops_duplicates):
+                pair = pairs[index]
                 for output in self._by_side[self._side(pair)]:
                     await output.write(pair)
-        return bytes(digests)
 
     def _side(self, pair: Pair) -> Split:
         if self._validation is None:
