@@ -155,6 +155,17 @@ def file_format(value: int) -> Format | None:
     return fmt
 
 
+def full_view(value: int) -> bool:
+    """Whether a list returns the FULL view (outputs included); BASIC by default."""
+    if value not in (
+        resources_pb2.TRAINING_FILE_VIEW_UNSPECIFIED,
+        resources_pb2.TRAINING_FILE_VIEW_BASIC,
+        resources_pb2.TRAINING_FILE_VIEW_FULL,
+    ):
+        raise InvalidArgument.field("view", f"unknown view value {value}", "UNKNOWN_ENUM_VALUE")
+    return value == resources_pb2.TRAINING_FILE_VIEW_FULL
+
+
 def split(value: int) -> Split | None:
     if value == resources_pb2.SPLIT_UNSPECIFIED:
         return None

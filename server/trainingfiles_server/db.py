@@ -241,8 +241,8 @@ RETURNING {TRAINING_FILE_COLUMNS}
 # Keyset pagination, newest first. $1 status filter (NULL: all but excluded), $2 whether
 # archived files are included when no status is given, $3/$4 the last (created_at, id)
 # seen, $5 the page size + 1, $6 owner filter (NULL: everyone).
-LIST_FILES = f"""
-SELECT {TRAINING_FILE_COLUMNS} FROM training_files
+_LIST_FILES = """
+SELECT {columns} FROM training_files
 WHERE ($1::text IS NULL OR status = $1)
   AND ($1::text IS NOT NULL OR $2 OR status <> 'archived')
   AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
@@ -250,6 +250,11 @@ WHERE ($1::text IS NULL OR status = $1)
 ORDER BY created_at DESC, id DESC
 LIMIT $5
 """
+LIST_FILES = _LIST_FILES.format(columns=TRAINING_FILE_COLUMNS)
+# The BASIC view: no outputs (their subquery and their bytes are most of a page's cost).
+LIST_FILES_BASIC = _LIST_FILES.format(
+    columns=TRAINING_FILE_COLUMNS.split(",\n    (SELECT")[0] + ", '[]'::jsonb AS outputs"
+)
 
 LIST_FILE_CONVERSATIONS = """
 SELECT conversation_id, position, added_at, added_by, training_pair_count, quality_score,
@@ -739,10 +744,11 @@ class Database:
         after: tuple[datetime, UUID] | None,
         limit: int,
         owner: UUID | None,
+        with_outputs: bool = True,
     ) -> list[TrainingFileRecord]:
         async with self.connection() as conn:
             rows = await conn.fetch(
-                LIST_FILES,
+                LIST_FILES if with_outputs else LIST_FILES_BASIC,
                 status.value if status else None,
                 include_archived,
                 after[0] if after else None,

@@ -85,7 +85,13 @@ class Reads:
         raise not_active(current, "only active files can be archived")
 
     async def list_files(
-        self, caller: Caller, status: Status | None, include_archived: bool, size: int, token: str
+        self,
+        caller: Caller,
+        status: Status | None,
+        include_archived: bool,
+        size: int,
+        token: str,
+        with_outputs: bool = False,
     ) -> tuple[list[TrainingFileRecord], str]:
         limit = page_size(size)
         query = (
@@ -99,6 +105,7 @@ class Reads:
             after=after,
             limit=limit + 1,
             owner=caller.user_id,
+            with_outputs=with_outputs,
         )
         next_token = ""
         if len(rows) > limit:

@@ -106,6 +106,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             request.include_archived,
             request.page_size,
             request.page_token,
+            convert.full_view(request.view),
         )
         return service_pb2.ListTrainingFilesResponse(
             training_files=[convert.training_file(f) for f in files], next_page_token=token

@@ -478,3 +478,25 @@ async def test_export_arguments_are_checked(
     assert [f for f, _ in field_violations(error)] == ["training_file_id"]
     error = await export(str(uuid.uuid4()), [resources_pb2.FILE_FORMAT_ALPACA])
     assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_list_leaves_outputs_out_unless_asked_for_the_full_view(
+    stub: Stub, every_format: resources_pb2.TrainingFile
+) -> None:
+    async def listed(view: int) -> resources_pb2.TrainingFile:
+        request = service_pb2.ListTrainingFilesRequest(page_size=1000, view=view)  # type: ignore[arg-type]
+        response = await stub.ListTrainingFiles(request, timeout=TIMEOUT)
+        found: resources_pb2.TrainingFile = next(
+            f for f in response.training_files if f.id == every_format.id
+        )
+        return found
+
+    basic = await listed(resources_pb2.TRAINING_FILE_VIEW_UNSPECIFIED)
+    assert list(basic.outputs) == [] and basic.version == every_format.version
+    assert list((await listed(resources_pb2.TRAINING_FILE_VIEW_BASIC)).outputs) == []
+    full = await listed(resources_pb2.TRAINING_FILE_VIEW_FULL)
+    assert list(full.outputs) == list(every_format.outputs)
+    error = await expect_error(
+        stub.ListTrainingFiles(service_pb2.ListTrainingFilesRequest(view=7), timeout=TIMEOUT)  # type: ignore[arg-type]
+    )
+    assert [f for f, _ in field_violations(error)] == ["view"]

@@ -270,12 +270,14 @@ class BaseClient(Faced[FaceT]):
         status: Status | None = None,
         include_archived: bool | None = None,
         page_size: int | None = None,
+        view: resources_pb2.TrainingFileView.ValueType | None = None,
         **options: Unpack[CallOptions[ListTrainingFilesRequest]],
     ) -> Listed[service_pb2.ListTrainingFilesResponse, resources_pb2.TrainingFile]:
         """Training files, newest first, across every page (fetched lazily).
 
         `status` UNSPECIFIED lists every status but ARCHIVED (with `include_archived`,
-        ARCHIVED too). `timeout` applies to each page's call.
+        ARCHIVED too). `view` TRAINING_FILE_VIEW_FULL includes each file's `outputs`
+        (left out by default). `timeout` applies to each page's call.
 
         Example:
             >>> for training_file in client.list_training_files(

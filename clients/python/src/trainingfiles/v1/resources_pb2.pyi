@@ -158,6 +158,30 @@ Always produced; never requested.
 """
 Global___FileFormat: _TypeAlias = FileFormat  # noqa: Y015
 
+class _TrainingFileView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TrainingFileViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TrainingFileView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRAINING_FILE_VIEW_UNSPECIFIED: _TrainingFileView.ValueType  # 0
+    """Not a view: the rpc's default (BASIC for ListTrainingFiles)."""
+    TRAINING_FILE_VIEW_BASIC: _TrainingFileView.ValueType  # 1
+    """Every field but `outputs`."""
+    TRAINING_FILE_VIEW_FULL: _TrainingFileView.ValueType  # 2
+    """Every field."""
+
+class TrainingFileView(_TrainingFileView, metaclass=_TrainingFileViewEnumTypeWrapper):
+    """How much of a TrainingFile a list returns (AIP-157)."""
+
+TRAINING_FILE_VIEW_UNSPECIFIED: TrainingFileView.ValueType  # 0
+"""Not a view: the rpc's default (BASIC for ListTrainingFiles)."""
+TRAINING_FILE_VIEW_BASIC: TrainingFileView.ValueType  # 1
+"""Every field but `outputs`."""
+TRAINING_FILE_VIEW_FULL: TrainingFileView.ValueType  # 2
+"""Every field."""
+Global___TrainingFileView: _TypeAlias = TrainingFileView  # noqa: Y015
+
 class _Split:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -296,7 +320,8 @@ class TrainingFile(_message.Message):
     @_builtins.property
     def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainingFileOutput]:
         """The stored objects of the current version: every format produced, per split, and
-        the dataset card. Empty while the file has no content.
+        the dataset card. Empty while the file has no content, and in ListTrainingFiles'
+        BASIC view.
         """
 
     @_builtins.property

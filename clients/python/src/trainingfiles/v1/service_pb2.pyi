@@ -405,6 +405,7 @@ class ListTrainingFilesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     INCLUDE_ARCHIVED_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of files to return: 0 means 50, at most 1000."""
     page_token: _builtins.str
@@ -415,6 +416,10 @@ class ListTrainingFilesRequest(_message.Message):
     """
     include_archived: _builtins.bool
     """With `status` UNSPECIFIED, list ARCHIVED files too. Ignored when `status` is set."""
+    view: _resources_pb2.TrainingFileView.ValueType
+    """How much of each file to return. UNSPECIFIED: BASIC, everything but `outputs` (a
+    page of files is then less than half the bytes); FULL includes them.
+    """
     def __init__(
         self,
         *,
@@ -422,10 +427,11 @@ class ListTrainingFilesRequest(_message.Message):
         page_token: _builtins.str = ...,
         status: _resources_pb2.TrainingFileStatus.ValueType = ...,
         include_archived: _builtins.bool = ...,
+        view: _resources_pb2.TrainingFileView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_archived", b"include_archived", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_archived", b"include_archived", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
