@@ -254,18 +254,27 @@ def growth_check(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> Check
     by_n = {size["n"]: size for _, size in rows}
     if 10_000 not in by_n or 50_000 not in by_n:
         return None
+    if predates_formats(by_n[10_000]) != predates_formats(by_n[50_000]):
+        return None  # different code: a v4-only Create before and after the output formats
     small = rss_above_idle(by_n[10_000]["create"])
     large = rss_above_idle(by_n[50_000]["create"])
     limit = round(max(small * RSS_GROWTH, small + RSS_GROWTH_MB), 1)
     return Check("rss_growth_10k_to_50k", large, limit, large <= limit, "MB")
 
 
+def predates_formats(size: dict[str, Any]) -> bool:
+    """Whether this N was measured by a benchmark (and service) before the output formats."""
+    return "create_formats" not in size
+
+
 def machine_line(run: dict[str, Any]) -> str:
     machine = run["machine"]
     load = machine.get("load_before") or [math.nan] * 3
+    after = machine.get("load_after") or [math.nan] * 3
     return (
         f"{machine['cores']} cores, {machine['memory_gb']:.0f} GB, {machine['cpu']}; "
-        f"load average before the run {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; "
+        f"load average before the run {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}, "
+        f"after it {after[0]:.2f} / {after[1]:.2f} / {after[2]:.2f}; "
         f"commit {run['commit'][:10]}{' (uncommitted changes)' if run.get('dirty') else ''}"
     )
 
@@ -281,6 +290,13 @@ def markdown(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
             "validation split, on a fresh server; ExportTrainingFile of one format from the "
             "v4-only file (after its Add: N + 1 % conversations), against that file's "
             "Create.\n\n" + formats
+        )
+    old = [size["n"] for _, size in rows if predates_formats(size)]
+    if old:
+        parts.append(
+            f"\nN = {', '.join(f'{n:,}' for n in old)}: measured before the output formats "
+            "(a v4-only Create then wrote no checksums, digests or card); not comparable "
+            "with the other rows until measured again.\n"
         )
     growth = growth_check(rows)
     if growth is not None:
