@@ -4,9 +4,10 @@ A build writes the v4.0 JSON and JSONL (`V4Outputs`), and each requested trainer
 once per side of the split (`FormatOutput`), each through its own streaming
 `storage.ObjectWriter`; `OutputSet` routes every pair to them, counts duplicates and
 untrainable pairs, and stores the dataset card last. An Add starts from the stored
-version: the store copies its v4 pairs (UploadPartCopy) while the stored JSONL is
-streamed once through the service, to checksum it and to render the trainer formats
-again (a conversation's side of the split may change when conversations are added).
+version: the store copies its v4 pairs (UploadPartCopy); when the file has trainer
+formats, the stored JSONL is streamed once through the service to render them again (a
+conversation's side of the split may change when conversations are added) and to
+checksum it, else the new JSONL is read back for its checksum, like the JSON.
 An export is the same pass over the stored JSONL, with no v4 outputs and no new documents.
 """
 
@@ -95,7 +96,9 @@ class V4Outputs:
         self.jsonl = storage.writer(
             bucket, jsonl_key, "application/x-ndjson", on_upload=on_upload, slots=slots
         )
-        self.jsonl_sha256 = hashlib.sha256()
+        # None: the JSONL starts with content the store copied, which this process never
+        # sees; it is read back for its checksum, like the JSON.
+        self.jsonl_sha256: hashlib._Hash | None = hashlib.sha256()
         self._pairs = JsonlToJsonPairs()
         self._max_bytes = max_bytes
 
@@ -122,7 +125,8 @@ class V4Outputs:
     async def write(self, lines: bytes) -> None:
         if self.jsonl.size + len(lines) > self._max_bytes:
             raise too_large(self._max_bytes)
-        self.jsonl_sha256.update(lines)
+        if self.jsonl_sha256 is not None:
+            self.jsonl_sha256.update(lines)
         await self.jsonl.write(lines)
         body = self._pairs.feed(lines)
         if body:
@@ -132,7 +136,12 @@ class V4Outputs:
         """Store both objects; their records, with checksums of what was stored."""
         await self.json.write(self._pairs.close())
         json_size, jsonl_size = await together(self.json.close(header), self.jsonl.close())
-        json_sha256 = await self._storage.sha256(self._bucket, self.json.key)
+        read_back = [self._storage.sha256(self._bucket, self.json.key)]
+        if self.jsonl_sha256 is None:
+            read_back.append(self._storage.sha256(self._bucket, self.jsonl.key))
+        checksums = await together(*read_back)
+        json_sha256 = checksums[0]
+        jsonl_sha256 = checksums[1] if self.jsonl_sha256 is None else self.jsonl_sha256.hexdigest()
         return [
             _record(
                 formats.FORMATS["v4_json"],
@@ -148,7 +157,7 @@ class V4Outputs:
                 self.jsonl.key,
                 jsonl_size,
                 pair_count,
-                self.jsonl_sha256.hexdigest(),
+                jsonl_sha256,
             ),
         ]
 
@@ -274,10 +283,19 @@ class OutputSet:
         assert self.v4 is not None
         copies = self.v4.copy_stored(json_key, json_size, jsonl_key, jsonl_size)
         if not self.trainers:
+            # Nothing to render from the stored pairs: new lines follow the store's copy
+            # at once, and the new JSONL is checksummed by reading it back.
             for blob in stored_digests:
                 for digest in iter_digests(blob or b""):
                     self.duplicates.seen(digest)
             self.untrainable = stored_untrainable
+            self.v4.jsonl_sha256 = None
+
+            async def copied() -> None:
+                await copies
+
+            self._stored = asyncio.ensure_future(copied())
+            return
 
         async def stored() -> None:
             async def replay() -> None:
@@ -299,7 +317,7 @@ class OutputSet:
         done = reported = 0
         conversation: list[Pair] = []  # the pairs of one conversation, digested together
         async for chunk in self._storage.stream(self._bucket, jsonl_key):
-            if self.v4 is not None:
+            if self.v4 is not None and self.v4.jsonl_sha256 is not None:
                 self.v4.jsonl_sha256.update(chunk)
             if not decode:
                 continue
