@@ -231,11 +231,9 @@ class OutputSet:
         self._storage = storage
         self._bucket = bucket
         self._keys = keys
-        self._on_upload = on_upload
         self.v4 = v4
         self._validation = validation
         self.drops_duplicates = drop_duplicates
-        self._max_bytes = max_bytes
         sides = (Split.TRAIN, Split.VALIDATION) if validation is not None else (Split.ALL,)
         self._by_side: dict[Split, list[FormatOutput]] = {
             side: [
@@ -262,7 +260,6 @@ class OutputSet:
         self.new_digests: list[bytes] = []
         self._stored: asyncio.Future[None] | None = None
         self._last_conversation: tuple[str, Split] = ("", Split.ALL)
-        self.card: OutputRecord | None = None
 
     # ---------------------------------------------------------------- the stored version
 
@@ -384,8 +381,7 @@ class OutputSet:
     async def store_card(self, text: bytes) -> OutputRecord:
         key = self._keys[(formats.CARD.name, Split.ALL)]
         size = await self._storage.upload(self._bucket, key, _one(text), formats.CARD.content_type)
-        self.card = _record(formats.CARD, Split.ALL, key, size, 0, hashlib.sha256(text).hexdigest())
-        return self.card
+        return _record(formats.CARD, Split.ALL, key, size, 0, hashlib.sha256(text).hexdigest())
 
     async def abort(self) -> None:
         if self._stored is not None:
