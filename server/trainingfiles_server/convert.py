@@ -253,10 +253,15 @@ def split_options(spec: SplitSpec) -> resources_pb2.SplitOptions:
     return message
 
 
+_OUTPUT_ORDER = {name: i for i, name in enumerate([*formats.FORMATS, formats.CARD.name])}
+_SPLIT_ORDER = {split: i for i, split in enumerate(Split)}
+
+
 def _in_registry_order(outputs: Sequence[OutputRecord]) -> list[OutputRecord]:
-    order = {name: i for i, name in enumerate([*formats.FORMATS, formats.CARD.name])}
-    sides = list(Split)
-    return sorted(outputs, key=lambda o: (order.get(o.format, len(order)), sides.index(o.split)))
+    return sorted(
+        outputs,
+        key=lambda o: (_OUTPUT_ORDER.get(o.format, len(_OUTPUT_ORDER)), _SPLIT_ORDER[o.split]),
+    )
 
 
 def output(record: OutputRecord, name: str) -> resources_pb2.TrainingFileOutput:

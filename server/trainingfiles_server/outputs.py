@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID
@@ -24,7 +24,7 @@ import orjson
 
 from . import aggregate, formats
 from .aggregate import JsonlToJsonPairs
-from .duplicates import DuplicateCounter, conversation_digests, iter_digests
+from .duplicates import DIGEST_SIZE, DuplicateCounter, conversation_digests, iter_digests
 from .errors import ResourceExhausted
 from .formats import Format, Pair
 from .models import OutputRecord, Split
@@ -54,9 +54,12 @@ class PairFacts:
     trainable: bytes  # 1 per pair with a target response, else 0
 
     @classmethod
-    def of(cls, pairs: Sequence[Pair]) -> PairFacts:
+    def of(cls, pairs: Sequence[Pair], digests: bytes | None = None) -> PairFacts:
+        """The facts of a conversation's pairs; `digests`, when stored, are not redone."""
+        if digests is None or len(digests) != DIGEST_SIZE * len(pairs):
+            digests = bytes(conversation_digests(pairs))
         return cls(
-            bytes(conversation_digests(pairs)),
+            digests,
             tuple(str(p.get("id", "")) for p in pairs),
             bytes(formats.trainable(p) for p in pairs),
         )
@@ -269,7 +272,7 @@ class OutputSet:
         json_key: str,
         json_size: int,
         jsonl_size: int,
-        stored_digests: Iterable[bytes | None],
+        stored_digests: Sequence[bytes | None],
         stored_untrainable: int,
     ) -> None:
         """An Add: the stored version's pairs come first; new pairs wait until they are in.
@@ -296,36 +299,43 @@ class OutputSet:
 
         async def stored() -> None:
             async def replay() -> None:
-                async for _ in self.replay(jsonl_key):
+                async for _ in self.replay(jsonl_key, stored_digests):
                     pass
 
             await together(copies, replay())
 
         self._stored = asyncio.ensure_future(stored())
 
-    async def replay(self, jsonl_key: str) -> AsyncIterator[int]:
-        """Stream a stored v4 JSONL through the outputs; yields the pairs done so far.
+    async def replay(
+        self, jsonl_key: str, stored_digests: Sequence[bytes | None] = ()
+    ) -> AsyncIterator[int]:
+        """Stream a stored v4 JSONL through the trainer outputs; yields the pairs done.
 
-        The bytes go to the new JSONL's checksum (an Add's store-side copy never passes
-        through here); each line is decoded only when a trainer format needs it.
+        The bytes also go to the new JSONL's checksum (an Add's store-side copy never
+        passes through here). `stored_digests` are the conversations' pair digests as
+        stored, in file order: they are not computed again.
         """
-        decode = bool(self.trainers)
         rest = b""
         done = reported = 0
-        conversation: list[Pair] = []  # the pairs of one conversation, digested together
+        conversation: list[Pair] = []  # the pairs of one conversation, taken together
+        index = 0  # of that conversation in the file
+
+        async def flush() -> None:
+            known = stored_digests[index] if index < len(stored_digests) else None
+            await self._conversation(PairFacts.of(conversation, known), conversation)
+
         async for chunk in self._storage.stream(self._bucket, jsonl_key):
             if self.v4 is not None and self.v4.jsonl_sha256 is not None:
                 self.v4.jsonl_sha256.update(chunk)
-            if not decode:
-                continue
             lines = (rest + chunk).split(b"\n")
             rest = lines.pop()
             for line in lines:
                 pair = orjson.loads(line)
                 if conversation and pair["conversation_id"] != conversation[0]["conversation_id"]:
-                    await self._conversation(PairFacts.of(conversation), conversation)
+                    await flush()
                     done += len(conversation)
                     conversation = []
+                    index += 1
                 conversation.append(pair)
             if done - reported >= REPLAY_REPORT_EVERY:
                 yield done
@@ -333,7 +343,7 @@ class OutputSet:
         if rest:
             raise ValueError(f"stored JSONL {jsonl_key!r} does not end with a newline")
         if conversation:
-            await self._conversation(PairFacts.of(conversation), conversation)
+            await flush()
             done += len(conversation)
         yield done
 

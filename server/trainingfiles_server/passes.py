@@ -234,7 +234,8 @@ class Passes:
             build, validation, None, on_upload, parts_in_flight(BUILD_PARTS_IN_FLIGHT)
         )
         try:
-            async for done in outputs.replay(stored.jsonl_file_path):
+            stored_digests = [c.digests for c in build.existing]
+            async for done in outputs.replay(stored.jsonl_file_path, stored_digests):
                 build.lease.check()
                 yield Progress(Stage.RENDERING, done, total, file_id)
             yield Progress(Stage.UPLOADING, 0, 0, file_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import socket
@@ -19,13 +18,13 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import trainingfiles_client as tfc
+from tests.e2e.cli_runner import Cli, cli_env, command
 from tests.e2e.conftest import Dataset
 from trainingfiles.v1 import resources_pb2
 from trainingfiles_dev.generator import Kind
@@ -47,44 +46,6 @@ WITH_DEFAULT_SIGINT = [
 ]
 
 
-def command() -> list[str]:
-    """The installed console script next to this interpreter, else the module."""
-    script = Path(sys.executable).parent / "trainingfiles"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "trainingfiles_client.cli"]
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def json_lines(self) -> list[Any]:
-        return [json.loads(line) for line in self.stdout.splitlines()]
-
-
-@dataclass(frozen=True)
-class Cli:
-    env: dict[str, str]
-
-    async def __call__(self, *args: str, stdin: str | None = None, **env: str) -> Run:
-        def run() -> Run:
-            done = subprocess.run(
-                [*command(), *args],
-                input=stdin,
-                capture_output=True,
-                text=True,
-                env={**self.env, **env},
-                timeout=TIMEOUT,
-            )
-            return Run(done.returncode, done.stdout, done.stderr)
-
-        return await asyncio.to_thread(run)
-
-
 def names(directory: Path) -> list[str]:
     return sorted(entry.name for entry in directory.iterdir())
 
@@ -95,9 +56,7 @@ def unique(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def cli(server: RunningServer, token: str) -> Cli:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAININGFILES_")}
-    env.update(TRAININGFILES_TARGET=f"127.0.0.1:{server.port}", TRAININGFILES_TOKEN=token)
-    return Cli(env)
+    return Cli(cli_env(server, token))
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import pytest
 import yaml
 
 import trainingfiles_client as tfc
+from tests.e2e.cli_runner import Cli, cli_env
 from tests.e2e.conftest import Dataset
 from trainingfiles.v1 import resources_pb2, service_pb2
 from trainingfiles_server.app import RunningServer
@@ -54,38 +54,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def command() -> list[str]:
-    """The installed console script next to this interpreter, else the module."""
-    script = Path(sys.executable).parent / "trainingfiles"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "trainingfiles_client.cli"]
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-
-@dataclass(frozen=True)
-class Cli:
-    env: dict[str, str]
-
-    async def __call__(self, *args: str) -> Run:
-        def run() -> Run:
-            done = subprocess.run(
-                [*command(), *args], capture_output=True, text=True, env=self.env, timeout=TIMEOUT
-            )
-            return Run(done.returncode, done.stdout, done.stderr)
-
-        return await asyncio.to_thread(run)
-
-
 @pytest.fixture(scope="module")
 def cli(server: RunningServer, token: str) -> Cli:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAININGFILES_")}
-    env.update(TRAININGFILES_TARGET=f"127.0.0.1:{server.port}", TRAININGFILES_TOKEN=token)
-    return Cli(env)
+    return Cli(cli_env(server, token), timeout=TIMEOUT)
 
 
 @pytest.fixture(scope="module")

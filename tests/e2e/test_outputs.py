@@ -339,6 +339,18 @@ async def test_duplicates_are_counted_and_reported_and_dropped_only_when_asked(
     ]
     _, v4 = await _fetch(stub, dropped.id, JSONL)
     assert len(jsonl_records(v4)) == dropped.total_training_pairs  # the file of record keeps all
+    # Rendered again from the stored file (its stored digests), the duplicates stay out.
+    again = await collect(
+        stub.ExportTrainingFile(
+            service_pb2.ExportTrainingFileRequest(
+                training_file_id=dropped.id, formats=[resources_pb2.FILE_FORMAT_OPENAI_CHAT]
+            ),
+            timeout=TIMEOUT,
+        )
+    )
+    assert again.error is None, again.error
+    _, rendered = await _fetch(stub, dropped.id, resources_pb2.FILE_FORMAT_OPENAI_CHAT)
+    assert rendered == body
 
 
 async def test_a_pair_without_a_target_stays_in_v4_and_is_left_out_of_trainer_formats(
