@@ -168,8 +168,11 @@ class Builds:
             async for event in pass_:
                 yield event
 
-        plan = OutputPlan.stored(record, requested)
-        async for event in self._extend(caller, record, plan, build_it, v4=True):
+        # The plan is the claimed version's: an export may add formats while this waits.
+        def plan_for(claimed: TrainingFileRecord) -> OutputPlan:
+            return OutputPlan.stored(claimed, requested)
+
+        async for event in self._extend(caller, record, plan_for, build_it, v4=True):
             yield event
 
     async def export(
@@ -178,8 +181,10 @@ class Builds:
         """Render formats of the current version from its stored JSONL (no document fetched)."""
         file_id = parse_uuid(training_file_id, "training_file_id")
         record = await self._active(caller, file_id, "only active files can be exported")
-        stored_plan = OutputPlan.stored(record)
-        plan = OutputPlan.of(requested, stored_plan.split, stored_plan.drop_duplicates)
+
+        def plan_for(claimed: TrainingFileRecord) -> OutputPlan:
+            stored = OutputPlan.stored(claimed)
+            return OutputPlan.of(requested, stored.split, stored.drop_duplicates)
 
         async def build_it(build: Build) -> AsyncIterator[Progress]:
             build.existing = await self.database.stored_conversations(file_id)
@@ -187,7 +192,7 @@ class Builds:
             async for event in self.passes.render(build, validation, self._upload_recorder(build)):
                 yield event
 
-        async for event in self._extend(caller, record, plan, build_it, v4=False):
+        async for event in self._extend(caller, record, plan_for, build_it, v4=False):
             yield event
 
     async def _active(self, caller: Caller, file_id: UUID, why: str) -> TrainingFileRecord:
@@ -200,7 +205,7 @@ class Builds:
         self,
         caller: Caller,
         record: TrainingFileRecord,
-        plan: OutputPlan,
+        plan_for: Callable[[TrainingFileRecord], OutputPlan],
         build_it: Callable[[Build], AsyncIterator[Progress]],
         *,
         v4: bool,
@@ -212,7 +217,9 @@ class Builds:
         """
         async with self._queue.turn(record.id):
             token = uuid.uuid4()
-            build = await claim_with_retry(lambda: self._claim(caller, record, token, plan, v4=v4))
+            build = await claim_with_retry(
+                lambda: self._claim(caller, record, token, plan_for, v4=v4)
+            )
             async for event in self._guarded(build, build_it(build)):
                 yield event
 
@@ -243,21 +250,29 @@ class Builds:
         caller: Caller,
         record: TrainingFileRecord,
         token: UUID,
-        plan: OutputPlan,
+        plan_for: Callable[[TrainingFileRecord], OutputPlan],
         *,
         v4: bool,
     ) -> Build | None:
         """The build if it got the file's lease; None while another build holds it.
 
         `record` (as read before queueing) gives the name and bucket, which never change;
-        the claim itself returns the version the build starts from.
+        the claim itself returns the version the build starts from, whose build settings
+        (`plan_for`) decide what it writes.
         """
         file_id = record.id
         moment = datetime.now(UTC)
-        keys = plan.keys(file_id, record.name, moment, v4=v4)
         bucket = record.storage_bucket
+        planned: list[tuple[OutputPlan, dict[tuple[str, Split], str]]] = []
+
+        def keys_for(claimed: TrainingFileRecord) -> list[str]:
+            plan = plan_for(claimed)
+            keys = plan.keys(file_id, record.name, moment, v4=v4)
+            planned.append((plan, keys))
+            return list(keys.values())
+
         claimed = await self.database.claim_file(
-            file_id, token, self.settings.lease_seconds, bucket, list(keys.values())
+            file_id, token, self.settings.lease_seconds, bucket, keys_for
         )
         if claimed is None:
             current = visible(caller, await self.database.get_file(file_id), file_id)
@@ -271,8 +286,8 @@ class Builds:
             moment=moment,
             lease=self._lease(file_id, token),
             from_status=Status.ACTIVE,
-            plan=plan,
-            keys=keys,
+            plan=planned[-1][0],
+            keys=planned[-1][1],
             description=claimed.description,
             stored=claimed,
             added_by=caller.user_id,

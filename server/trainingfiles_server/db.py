@@ -7,7 +7,7 @@ rest of the service never sees an asyncpg exception. Functions return domain rec
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
@@ -522,18 +522,26 @@ class Database:
         return _file(row)
 
     async def claim_file(
-        self, file_id: UUID, lease_token: UUID, lease_seconds: float, bucket: str, keys: list[str]
+        self,
+        file_id: UUID,
+        lease_token: UUID,
+        lease_seconds: float,
+        bucket: str,
+        keys_for: Callable[[TrainingFileRecord], Sequence[str]],
     ) -> TrainingFileRecord | None:
-        """Take an active file's lease and record the keys the Add will write.
+        """Take an active file's lease and record the keys the build will write.
 
+        The keys depend on the file as claimed (its formats may have changed since the
+        caller last read it), so `keys_for` is asked inside the transaction.
         None: the file is not active, or another build holds a live lease on it.
         """
         async with self.transaction() as conn:
             row = await conn.fetchrow(CLAIM_FILE, file_id, lease_token, lease_seconds)
             if row is None:
                 return None
-            await conn.execute(INSERT_INTENTS, bucket, file_id, keys, lease_token)
-        return _file(row)
+            record = _file(row)
+            await conn.execute(INSERT_INTENTS, bucket, file_id, list(keys_for(record)), lease_token)
+        return record
 
     async def renew_lease(self, file_id: UUID, lease_token: UUID, lease_seconds: float) -> bool:
         """Extend a live lease; False once it has expired or was taken (lost for good)."""

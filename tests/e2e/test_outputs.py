@@ -8,6 +8,7 @@ checked byte for byte by tests/unit/test_formats.py; here it is what the build d
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import io
@@ -512,3 +513,36 @@ async def test_a_list_leaves_outputs_out_unless_asked_for_the_full_view(
         stub.ListTrainingFiles(service_pb2.ListTrainingFilesRequest(view=7), timeout=TIMEOUT)  # type: ignore[arg-type]
     )
     assert [f for f, _ in field_violations(error)] == ["view"]
+
+
+async def test_an_export_racing_an_add_on_the_same_file_loses_neither(
+    stub: Stub, dataset: Dataset, server: RunningServer
+) -> None:
+    """Exports and Adds of one file are serialised: whichever commits second sees the
+    other's result, so the exported format ends up holding every pair of the new version."""
+    ids = dataset.ids()[70:82]
+    created = await _create_ok(stub, ids[:6])
+    add = collect(
+        stub.AddConversations(
+            service_pb2.AddConversationsRequest(
+                training_file_id=created.id, conversation_ids=ids[6:]
+            ),
+            timeout=TIMEOUT,
+        )
+    )
+    export = collect(
+        stub.ExportTrainingFile(
+            service_pb2.ExportTrainingFileRequest(
+                training_file_id=created.id, formats=[resources_pb2.FILE_FORMAT_ALPACA]
+            ),
+            timeout=TIMEOUT,
+        )
+    )
+    added, exported = await asyncio.gather(add, export)
+    assert added.error is None and exported.error is None, (added.error, exported.error)
+    final = await get(stub, created.id)
+    assert final.version == created.version + 1 and final.conversation_count == 12
+    alpaca = _outputs(final)[("alpaca", ALL)]
+    _, v4 = await _fetch(stub, final.id, JSONL)
+    assert alpaca.record_count == len([p for p in jsonl_records(v4) if _trainable(p)])
+    assert await object_keys(server, f"{final.id}/") == output_keys(final)
