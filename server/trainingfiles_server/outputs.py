@@ -247,6 +247,7 @@ class OutputSet:
                         f.content_type,
                         on_upload=on_upload,
                         slots=slots,
+                        spool=True,  # a dozen parts filling at once stay out of memory
                     ),
                     f,
                     side,

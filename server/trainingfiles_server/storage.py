@@ -43,10 +43,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import random
 import ssl
+import tempfile
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -238,6 +240,77 @@ def _speak_every_dialect(client: Any) -> None:
     client.meta.events.register("before-parse.s3", _namespaced_error)
 
 
+class _MemoryPart:
+    """A part being filled, in memory: written chunks are copied once, into the part."""
+
+    def __init__(self) -> None:
+        # A `BytesIO` that owns its bytes: made from a `bytes` (what botocore does with
+        # one) it would be copied again by the HTTP client, which needs a writable view
+        # of it, for as long as the part is in flight.
+        self._buffer = io.BytesIO()
+
+    @property
+    def size(self) -> int:
+        return self._buffer.tell()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._buffer.write(data)
+
+    def take(self) -> io.BytesIO:
+        """The part's bytes, to send; the part starts empty again."""
+        body, self._buffer = self._buffer, io.BytesIO()
+        body.seek(0)
+        return body
+
+    def close(self) -> None:
+        self._buffer = io.BytesIO()
+
+
+class _SpooledPart(_MemoryPart):
+    """A part being filled in an unnamed temporary file, read into memory when it is sent.
+
+    For the outputs of a build beyond the v4 pair: a dozen parts filling at once would
+    hold a dozen times PART_SIZE; spooled, only the parts in flight are in memory. The
+    file lives in the page cache (the kernel writes it back, or not, as it likes) and
+    is gone when closed, also if the process dies.
+    """
+
+    def __init__(self) -> None:
+        self._file: io.BufferedRandom | None = None
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by `close`
+        self._file.write(data)
+        self._size += len(data)
+
+    def take(self) -> io.BytesIO:
+        body = io.BytesIO()
+        if self._file is None or not self._size:
+            return body
+        body.seek(self._size - 1)
+        body.write(b"\0")  # sized, and owning its buffer
+        self._file.seek(0)
+        with body.getbuffer() as view:
+            self._file.readinto(view)
+        self._file.seek(0)
+        self._file.truncate()
+        self._size = 0
+        body.seek(0)
+        return body
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._size = 0
+
+
 class ObjectWriter:
     """One object, stored while its bytes are still being produced.
 
@@ -268,6 +341,7 @@ class ObjectWriter:
         hold_first: bool,
         on_upload: UploadHook | None = None,
         slots: asyncio.Semaphore | None = None,
+        spool: bool = False,
     ) -> None:
         self._storage = storage
         self._client = storage.client
@@ -276,13 +350,11 @@ class ObjectWriter:
         self.bucket = bucket
         self.key = key
         self._content_type = content_type
-        # Written chunks are kept as they are and joined once per part: one copy per byte.
-        # Parts are therefore at least (not exactly) PART_SIZE, which S3 allows.
+        # Parts are at least (not exactly) PART_SIZE, which S3 allows.
         self._hold_first = hold_first
-        self._head: list[bytes] = []  # the held first part, with hold_first
-        self._head_size = 0
-        self._pending: list[bytes] = []  # the part being filled
-        self._pending_size = 0
+        # The held first part waits for the whole build: spooled, it costs no memory.
+        self._head = _SpooledPart()
+        self._pending = _SpooledPart() if spool else _MemoryPart()  # the part being filled
         self._upload_id: str | None = None
         self._creating: asyncio.Future[Any] | None = None
         self._next_part = 2 if hold_first else 1
@@ -298,17 +370,12 @@ class ObjectWriter:
         if not data:
             return
         self.size += len(data)
-        if self._hold_first and self._head_size < self._part_size:
-            self._head.append(data)
-            self._head_size += len(data)
+        if self._hold_first and self._head.size < self._part_size:
+            self._head.write(data)
             return
-        self._pending.append(data)
-        self._pending_size += len(data)
-        if self._pending_size >= self._part_size:
-            part = b"".join(self._pending)
-            self._pending.clear()
-            self._pending_size = 0
-            await self._send(self._take_number(), part)
+        self._pending.write(data)
+        if self._pending.size >= self._part_size:
+            await self._send(self._take_number(), self._pending.take())
 
     async def append_object(self, key: str, start: int, end: int) -> None:
         """Append bytes `start` to `end` (exclusive) of object `key` in the same bucket.
@@ -318,10 +385,10 @@ class ObjectWriter:
         store without server-side copy gets them streamed through instead.
         """
         align = 0
-        if self._hold_first and self._head_size < self._part_size:
-            align = self._part_size - self._head_size
-        elif self._pending:
-            align = self._part_size - self._pending_size
+        if self._hold_first and self._head.size < self._part_size:
+            align = self._part_size - self._head.size
+        elif self._pending.size:
+            align = self._part_size - self._pending.size
         align = min(align, end - start)
         await self._write_range(key, start, start + align)
         start += align
@@ -336,19 +403,27 @@ class ObjectWriter:
     async def close(self, prefix: bytes = b"") -> int:
         """Store the object; returns its size. `prefix` goes before the held first bytes."""
         self._raise_failure()
-        head = [prefix, *self._head]
+        head = io.BytesIO()
+        head.write(prefix)
+        with self._head.take().getbuffer() as held:
+            head.write(held)
+        rest_size, rest = self._pending.size, self._pending.take()
+        self._release()
         with translate_errors():
             if self._upload_id is None:
-                body = b"".join([*head, *self._pending])
+                with rest.getbuffer() as view:
+                    head.write(view)
+                size = head.tell()
+                head.seek(0)
                 await self._client.put_object(
-                    Bucket=self.bucket, Key=self.key, Body=body, ContentType=self._content_type
+                    Bucket=self.bucket, Key=self.key, Body=head, ContentType=self._content_type
                 )
-                return len(body)
-            if self._pending:
-                await self._send(self._take_number(), b"".join(self._pending))
-                self._pending.clear()
+                return size
+            if rest_size:
+                await self._send(self._take_number(), rest)
             if self._hold_first:
-                await self._send(1, b"".join(head))
+                head.seek(0)
+                await self._send(1, head)
             await asyncio.gather(*self._sending, return_exceptions=True)
             self._raise_failure()
             parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)]
@@ -363,6 +438,7 @@ class ObjectWriter:
     async def abort(self) -> None:
         """Stop sending and drop the parts already sent; never raises."""
         self._aborted = True
+        self._release()
         for task in self._sending:
             task.cancel()
         await asyncio.gather(*self._sending, return_exceptions=True)
@@ -375,6 +451,11 @@ class ObjectWriter:
                     Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
                 )
             self._upload_id = None
+
+    def _release(self) -> None:
+        """Close the part buffers (a spooled one's file)."""
+        self._head.close()
+        self._pending.close()
 
     def _take_number(self) -> int:
         number = self._next_part
@@ -409,8 +490,9 @@ class ObjectWriter:
             return upload_id
         return self._upload_id
 
-    async def _send(self, number: int, body: bytes) -> None:
-        """Upload one part in the background once a slot is free."""
+    async def _send(self, number: int, body: io.BytesIO) -> None:
+        """Upload one part (`body` from its position on) in the background once a slot
+        is free."""
         upload_id = await self._start()
         await self._slots.acquire()
         try:
@@ -557,6 +639,7 @@ class Storage:
         hold_first: bool = False,
         on_upload: UploadHook | None = None,
         slots: asyncio.Semaphore | None = None,
+        spool: bool = False,
     ) -> ObjectWriter:
         """An `ObjectWriter` for `key`; see there."""
         return ObjectWriter(
@@ -567,6 +650,7 @@ class Storage:
             hold_first=hold_first,
             on_upload=on_upload,
             slots=slots,
+            spool=spool,
         )
 
     async def ping(self) -> None:
@@ -844,7 +928,10 @@ def _environment_proxy(endpoint_url: str) -> str | None:
 def client_config(settings: Settings) -> AioConfig:
     return AioConfig(
         signature_version="s3v4",
-        s3={"addressing_style": "path"},
+        # Bodies go up as UNSIGNED-PAYLOAD with a CRC32 header the store checks (what
+        # botocore does over HTTPS anyway): signing them would hash every byte twice
+        # more, once here and once in the store, for no integrity CRC32 lacks.
+        s3={"addressing_style": "path", "payload_signing_enabled": False},
         retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
         max_pool_connections=settings.s3_max_pool_connections,
         connect_timeout=5,
