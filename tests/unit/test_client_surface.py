@@ -41,6 +41,7 @@ RPC_METHODS = {
     "GetTrainingFile": "get_training_file",
     "ListTrainingFiles": "list_training_files",
     "ListTrainingFileConversations": "list_training_file_conversations",
+    "ListTrainingFileVersions": "list_training_file_versions",
     "GetDownloadUrl": "get_download_url",
     "ArchiveTrainingFile": "archive_training_file",
     "ListEligibleConversations": "list_eligible_conversations",
@@ -191,6 +192,7 @@ def test_unary_methods_are_coroutines_and_lists_are_not() -> None:
     for name in ("create_training_file", "add_conversations", "export_training_file"):
         assert not inspect.iscoroutinefunction(getattr(client, name)), name
     assert not inspect.iscoroutinefunction(client.list_training_files)
+    assert not inspect.iscoroutinefunction(client.list_training_file_versions)
     for name in [*RPC_METHODS.values(), *HELPERS]:
         assert not inspect.iscoroutinefunction(getattr(tfc.TrainingFilesClient, name))
 

@@ -33,6 +33,7 @@ from trainingfiles.v1.service_pb2 import (
     ListEligibleConversationsRequest,
     ListTrainingFileConversationsRequest,
     ListTrainingFilesRequest,
+    ListTrainingFileVersionsRequest,
     ValidateConversationsRequest,
 )
 
@@ -252,15 +253,22 @@ class BaseClient(Faced[FaceT]):
     def get_training_file(
         self,
         training_file_id: str | None = None,
+        version: int | None = None,
         **options: Unpack[CallOptions[GetTrainingFileRequest]],
     ) -> Unary[resources_pb2.TrainingFile]:
         """One training file's metadata, in any status. Retried on UNAVAILABLE.
+
+        `version` (None or 0: the current one) describes an earlier version: its counts,
+        metrics, object paths and outputs; name, status and build settings are the
+        file's. A version the file never had is NOT_FOUND (`VERSION_NOT_FOUND`).
 
         Example:
             >>> training_file = client.get_training_file(file_id)
             >>> training_file = await aclient.get_training_file(file_id, timeout=5)
             >>> training_file.status == resources_pb2.TRAINING_FILE_STATUS_ACTIVE
             True
+            >>> client.get_training_file(file_id, version=1).total_training_pairs
+            40
         """
         return Call.of(locals())
 
@@ -292,16 +300,41 @@ class BaseClient(Faced[FaceT]):
         self,
         training_file_id: str | None = None,
         page_size: int | None = None,
+        version: int | None = None,
         **options: Unpack[CallOptions[ListTrainingFileConversationsRequest]],
     ) -> Listed[
         service_pb2.ListTrainingFileConversationsResponse, resources_pb2.TrainingFileConversation
     ]:
         """A file's conversations in the order they were added, across every page.
 
+        `version` (None or 0: the current one) lists an earlier version's members.
+
         Example:
             >>> for member in client.list_training_file_conversations(file_id):
             ...     print(member.conversation_id, member.quality_score, member.added_at)
             >>> members = [m async for m in aclient.list_training_file_conversations(file_id)]
+            >>> first = list(client.list_training_file_conversations(file_id, version=1))
+        """
+        return Call.of(locals())
+
+    @rpc
+    def list_training_file_versions(
+        self,
+        training_file_id: str | None = None,
+        page_size: int | None = None,
+        **options: Unpack[CallOptions[ListTrainingFileVersionsRequest]],
+    ) -> Listed[service_pb2.ListTrainingFileVersionsResponse, resources_pb2.TrainingFileVersion]:
+        """A file's versions, newest first, across every page. Retried on UNAVAILABLE.
+
+        Each Create and Add that succeeds makes a version, which keeps its members,
+        counts and outputs (an Export adds outputs to the current one). Versions past
+        the server's retention are `pruned`: their metadata stays, their objects are
+        gone, and a download URL of one is FAILED_PRECONDITION (`VERSION_PRUNED`).
+
+        Example:
+            >>> for v in client.list_training_file_versions(file_id):  # asyncio: async for
+            ...     print(v.version, v.reason, v.change_count, v.pruned, v.current)
+            >>> oldest = [v async for v in aclient.list_training_file_versions(file_id)][-1]
         """
         return Call.of(locals())
 
@@ -312,6 +345,7 @@ class BaseClient(Faced[FaceT]):
         format: FormatLike | None = None,
         expires_in: datetime.timedelta | float | None = None,
         split: SplitLike | None = None,
+        version: int | None = None,
         **options: Unpack[CallOptions[GetDownloadUrlRequest]],
     ) -> Unary[service_pb2.GetDownloadUrlResponse]:
         """A presigned HTTPS GET URL for one output (format and split) of the file.
@@ -320,14 +354,19 @@ class BaseClient(Faced[FaceT]):
         `Split` members or the enums' values; without `split`, the whole file (or, for a
         trainer format of a split version, its train side). `expires_in` is seconds or a
         timedelta; None means the server's default (the contract says which range it
-        accepts). The response also carries the object's `size_bytes`, `sha256`, `split`
-        and a safe `file_name`. An output the version lacks is FAILED_PRECONDITION
-        (`OUTPUT_NOT_PRODUCED`): produce it with `export_training_file`.
+        accepts). `version` (None or 0: the current one) serves an earlier version's
+        output. The response also carries the object's `size_bytes`, `sha256`, `split`,
+        `version` and a safe `file_name`. An output the version lacks is
+        FAILED_PRECONDITION (`OUTPUT_NOT_PRODUCED`): produce it with
+        `export_training_file`; a pruned version's objects are gone (FAILED_PRECONDITION,
+        `VERSION_PRUNED`); a version the file never had is NOT_FOUND (`VERSION_NOT_FOUND`).
 
         Example:
             >>> link = client.get_download_url(file_id, "v4_jsonl", expires_in=600)
             >>> link = await aclient.get_download_url(file_id, "parquet", split="validation")
             >>> link.size_bytes, link.sha256, link.expire_time.ToDatetime()
+            >>> client.get_download_url(file_id, "v4_jsonl", version=1).version
+            1
         """
         return Call.of(locals())
 
@@ -398,31 +437,35 @@ class BaseClient(Faced[FaceT]):
         training_file_id: str,
         directory: str | os.PathLike[str],
         *,
+        version: int | None = None,
         expires_in: datetime.timedelta | float | None = None,
         timeout: float | None = None,
         on_saved: Callable[[Downloaded], object] | None = None,
     ) -> Steps[list[Downloaded]]:
-        """Download every output of the file's current version, the card included, into
-        `directory` (created if missing) under their `file_name`s.
+        """Download every output of the file's current version (or of `version`), the card
+        included, into `directory` (created if missing) under their `file_name`s.
 
         A folder so filled loads with Hugging Face ``datasets.load_dataset(directory)``.
         Each object streams to ``NAME.part`` and is renamed once its size and SHA-256
         match the stored ones; files of the same names are replaced. The first failure
         raises (a `TrainingFilesError` of a call, or `DownloadError`); the files saved
         before it stay. `timeout` bounds each call and each wait for the object store;
-        `on_saved` is called with each file as it is saved. Returns them in order.
+        `on_saved` is called with each file as it is saved. Returns them in order. A
+        pruned version's objects are gone: its first URL raises `FailedPrecondition`
+        (`VERSION_PRUNED`), before anything is written.
 
         Example:
             >>> for saved in client.download_outputs(file_id, "advisors-q3/"):
             ...     print(saved.path, saved.size, saved.format, saved.split)
             >>> saved = await aclient.download_outputs(file_id, "advisors-q3/")
             >>> datasets.load_dataset("advisors-q3")["validation"].num_rows
+            >>> client.download_outputs(file_id, "advisors-q3-v1/", version=1)
         """
         folder = Path(directory)
         options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         face: Any = self  # its calls return results, or awaitables: the face's driver's
         training_file: resources_pb2.TrainingFile = yield face.get_training_file(
-            training_file_id, **options
+            training_file_id, version=version, **options
         )
         # A file without outputs has no content (the server says why), or comes from a
         # server older than outputs: it has the two v4 ones.
@@ -434,12 +477,19 @@ class BaseClient(Faced[FaceT]):
         planned = []
         for output in outputs:
             link: service_pb2.GetDownloadUrlResponse = yield face.get_download_url(
-                training_file_id, output.format, expires_in, output.split, **options
+                training_file_id,
+                output.format,
+                expires_in,
+                output.split,
+                version=version,
+                **options,
             )
-            if output.object_key and (
+            changed = bool(output.object_key) and (
                 link.size_bytes != output.size_bytes
                 or (output.sha256 and link.sha256 and link.sha256 != output.sha256)
-            ):
+            )
+            # A server that knows versions says which one the URL serves.
+            if changed or (link.version and link.version != training_file.version):
                 raise DownloadError(
                     f"{output.file_name} changed while its URL was issued (an Add or an "
                     "Export ran): download again"

@@ -163,7 +163,8 @@ class DeadlineExceeded(TrainingFilesError):
 
 
 class NotFound(TrainingFilesError):
-    """No such training file (or one the caller may not see): see `resource_name`."""
+    """No such training file (or one the caller may not see), or no such version of it
+    (`reason` ``VERSION_NOT_FOUND``): see `resource_name`."""
 
     status_code = grpc.StatusCode.NOT_FOUND
 
@@ -187,7 +188,9 @@ class ResourceExhausted(TrainingFilesError):
 
 
 class FailedPrecondition(TrainingFilesError):
-    """Conversations or the file are not in a usable state; `violations` lists each one."""
+    """Conversations or the file are not in a usable state (an output the version lacks,
+    ``OUTPUT_NOT_PRODUCED``; a pruned version, ``VERSION_PRUNED``); `violations` lists
+    each one."""
 
     status_code = grpc.StatusCode.FAILED_PRECONDITION
 

@@ -106,6 +106,7 @@ _DEFAULTS: Final[Mapping[str, tuple[float | None, Retry | None]]] = {
     "GetTrainingFile": (UNARY_TIMEOUT, READ),
     "ListTrainingFiles": (UNARY_TIMEOUT, READ),
     "ListTrainingFileConversations": (UNARY_TIMEOUT, READ),
+    "ListTrainingFileVersions": (UNARY_TIMEOUT, READ),
     "GetDownloadUrl": (UNARY_TIMEOUT, READ),
     "ListEligibleConversations": (UNARY_TIMEOUT, READ),
     "ValidateConversations": (UNARY_TIMEOUT, READ),
