@@ -1,6 +1,7 @@
 """The client's and the command's outputs surface: formats and splits by name, a build's
-split, ExportTrainingFile, downloading every output into a folder, and the options of
-`create`, `add`, `export`, `url`, `download` and `show`.
+split, ExportTrainingFile, downloading every output into a folder, a file's versions
+(ListTrainingFileVersions, and `version` on the reads and downloads), and the options of
+`create`, `add`, `export`, `url`, `download`, `show`, `conversations` and `versions`.
 
 Pure tests: nothing connects to a server. The downloads read ``file://`` URLs, and the
 commands run against a stand-in client (click's CliRunner).
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from click.testing import CliRunner
 import trainingfiles_client as tfc
 from trainingfiles.v1 import resources_pb2, service_pb2
 from trainingfiles_client import _calls, _methods
+from trainingfiles_client.cli.commands import downloads
 from trainingfiles_client.cli.main import cli, main
 from trainingfiles_client.cli.session import Session
 
@@ -226,15 +229,18 @@ class Service:
                 sha256=digest,
             )
         self.asked: list[tuple[int, int]] = []
+        self.versions: list[tuple[str, Any]] = []  # each call's `version` argument
 
     def get_training_file(self, training_file_id: str, **options: Any) -> Any:
         assert training_file_id == "f"
+        self.versions.append(("get_training_file", options.get("version")))
         return self.training_file
 
     def get_download_url(
         self, training_file_id: str, file_format: int, expires: Any, split: int, **options: Any
     ) -> Any:
         self.asked.append((file_format, split))
+        self.versions.append(("get_download_url", options.get("version")))
         return self.links[(file_format, split)]
 
     def install(self, client: Any, asynchronous: bool = False) -> None:
@@ -362,6 +368,149 @@ def test_a_download_to_a_file_object(tmp_path: Path) -> None:
     assert (tmp_path / "sink").read_bytes() == b"hello"
 
 
+# ----------------------------------------------------------------- versions
+
+
+def versions() -> list[resources_pb2.TrainingFileVersion]:
+    """A file's versions, newest first: the current one, an Add, a pruned first one."""
+    current = resources_pb2.TrainingFileVersion(
+        version=3, reason=resources_pb2.VERSION_REASON_ADDED, change_count=2, current=True
+    )
+    current.conversation_count, current.total_training_pairs = 22, 44
+    current.avg_quality_score = 4.5
+    current.create_time.FromSeconds(1_790_000_000)
+    added = resources_pb2.TrainingFileVersion(
+        version=2, reason=resources_pb2.VERSION_REASON_ADDED, change_count=5
+    )
+    added.conversation_count, added.total_training_pairs = 20, 40
+    first = resources_pb2.TrainingFileVersion(
+        version=1, reason=resources_pb2.VERSION_REASON_RECORDED, pruned=True
+    )
+    first.conversation_count, first.total_training_pairs = 15, 30
+    first.prune_time.FromSeconds(1_790_000_060)
+    return [current, added, first]
+
+
+def test_versions_are_a_list_rpc_read_like_the_others(client: tfc.TrainingFilesClient) -> None:
+    method = _methods.METHODS["ListTrainingFileVersions"]
+    assert (method.kind, method.items) == (_methods.Kind.PAGED, "versions")
+    assert (method.timeout, method.retry) == (_methods.UNARY_TIMEOUT, _methods.READ)
+    listed = prepared(client, "list_training_file_versions", "f", 10)
+    assert listed.request == service_pb2.ListTrainingFileVersionsRequest(
+        training_file_id="f", page_size=10
+    )
+    assert listed.timeout == _methods.UNARY_TIMEOUT
+    resumed = prepared(
+        client, "list_training_file_versions", request={"training_file_id": "f", "page_token": "t"}
+    )
+    assert resumed.start == "t"
+
+
+class Pages:
+    """A stand-in ListTrainingFileVersions: three versions, two to a page."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def __call__(self, request: Any, **kwargs: Any) -> service_pb2.ListTrainingFileVersionsResponse:
+        assert request.training_file_id == "f"
+        self.tokens.append(request.page_token)
+        every = versions()
+        if request.page_token == "":
+            return service_pb2.ListTrainingFileVersionsResponse(
+                versions=every[:2], next_page_token="next"
+            )
+        return service_pb2.ListTrainingFileVersionsResponse(versions=every[2:])
+
+
+def test_versions_page_on_both_faces(client: tfc.TrainingFilesClient) -> None:
+    pages = Pages()
+    call = replace(prepared(client, "list_training_file_versions", "f"), send_with=pages)
+    assert [v.version for v in client._paged(call)] == [3, 2, 1]
+    assert pages.tokens == ["", "next"]
+
+    async def scenario() -> tuple[list[int], list[str]]:
+        async with tfc.AsyncTrainingFilesClient("127.0.0.1:1") as aclient:
+            apages = Pages()
+
+            async def send(request: Any, **kwargs: Any) -> Any:
+                return apages(request, **kwargs)
+
+            built = prepared(aclient, "list_training_file_versions", "f")
+            pager = aclient._paged(replace(built, send_with=send))
+            return [v.version async for v in pager], apages.tokens
+
+    assert asyncio.run(scenario()) == ([3, 2, 1], ["", "next"])
+
+
+def test_version_selects_an_earlier_version(client: tfc.TrainingFilesClient) -> None:
+    got = prepared(client, "get_training_file", "f", 2).request
+    assert got == service_pb2.GetTrainingFileRequest(training_file_id="f", version=2)
+    members = prepared(client, "list_training_file_conversations", "f", version=1).request
+    assert members == service_pb2.ListTrainingFileConversationsRequest(
+        training_file_id="f", version=1
+    )
+    link = prepared(client, "get_download_url", "f", "parquet", split="validation", version=1)
+    assert link.request == service_pb2.GetDownloadUrlRequest(
+        training_file_id="f", format=PARQUET, split=VALIDATION, version=1
+    )
+    by_dict = prepared(client, "get_download_url", request={"training_file_id": "f", "version": 4})
+    assert by_dict.request.version == 4  # type: ignore[attr-defined]
+    # Left out, or 0: the current version (the field unset).
+    for current in (
+        prepared(client, "get_training_file", "f"),
+        prepared(client, "get_training_file", "f", 0),
+    ):
+        assert current.request == service_pb2.GetTrainingFileRequest(training_file_id="f")
+
+
+def test_every_output_of_a_version_is_saved(
+    client: tfc.TrainingFilesClient, tmp_path: Path
+) -> None:
+    service = Service(tmp_path, OBJECTS)
+    service.training_file.version = 2
+    for link in service.links.values():
+        link.version = 2
+    service.install(client)
+    saved = client.download_outputs("f", tmp_path / "v2", version=2)
+    assert len(saved) == len(OBJECTS)
+    # The file is described as that version, and every URL asked for of it.
+    assert service.versions == [
+        ("get_training_file", 2),
+        *[("get_download_url", 2)] * len(OBJECTS),
+    ]
+    service.versions.clear()
+    client.download_outputs("f", tmp_path / "current")
+    assert {version for _, version in service.versions} == {None}
+
+
+def test_a_url_of_another_version_is_refused(
+    client: tfc.TrainingFilesClient, tmp_path: Path
+) -> None:
+    # The current version was 2 when the file was read; an Add made 3 before this URL.
+    service = Service(tmp_path, OBJECTS)
+    service.training_file.version = 2
+    for link in service.links.values():
+        link.version = 2
+    service.links[(OPENAI, VALIDATION)].version = 3
+    service.install(client)
+    with pytest.raises(tfc.DownloadError, match="changed while its URL was issued"):
+        client.download_outputs("f", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_asyncio_face_passes_the_version(tmp_path: Path) -> None:
+    service = Service(tmp_path, OBJECTS)
+
+    async def scenario() -> list[tfc.Downloaded]:
+        async with tfc.AsyncTrainingFilesClient("127.0.0.1:1") as aclient:
+            service.install(aclient, asynchronous=True)
+            return await aclient.download_outputs("f", str(tmp_path / "out"), version=1)
+
+    assert len(asyncio.run(scenario())) == len(OBJECTS)
+    assert {version for _, version in service.versions} == {1}
+
+
 # ----------------------------------------------------------------- the command line
 
 
@@ -394,7 +543,13 @@ class Recorder:
             if name in ("create_training_file", "add_conversations", "export_training_file"):
                 return Operation(self.training_file)
             if name == "get_download_url":
-                return service_pb2.GetDownloadUrlResponse(url="https://x/y", file_name="y")
+                return service_pb2.GetDownloadUrlResponse(
+                    url="https://x/y", file_name="y", version=kwargs.get("version") or 3
+                )
+            if name == "list_training_file_versions":
+                return versions()
+            if name == "list_training_file_conversations":
+                return [resources_pb2.TrainingFileConversation(conversation_id="c")]
             return self.training_file
 
         return call
@@ -524,6 +679,8 @@ def test_add_and_export_pass_their_formats(
         (["create", "x", "--ids", "a", "--seed", "3"], "need --validation-fraction"),
         (["create", "x", "--ids", "a", "--stratify", "age"], "'persona', 'training_topic'"),
         (["download", "f", "--all", "d", "--format", "parquet"], "--all takes every output"),
+        (["show", "f", "--version", "-1"], "-1 is not in the range x>=0"),
+        (["versions"], "Missing argument 'FILE_ID'"),
     ],
 )
 def test_argument_errors_exit_2_and_say_what_is_valid(
@@ -589,3 +746,62 @@ def test_download_all_prints_each_file_and_fails_with_12(
     failed = trainingfiles("download", "f", "--all", "out")
     assert failed.exit_code == 12
     assert "out/a.train.jsonl" in failed.output and "SHA-256" in failed.output
+
+
+def test_versions_lists_each_with_its_reason_and_marks(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    result = trainingfiles("versions", "f", "--limit", "3")
+    assert result.exit_code == 0, result.output
+    assert recorder.calls[-1][:2] == ("list_training_file_versions", ("f", 3))
+    lines = result.output.splitlines()
+    assert lines[0].split() == [
+        "VER", "REASON", "CHANGED", "CONVS", "PAIRS", "QUALITY", "CREATED", "STATE",
+    ]  # fmt: skip
+    assert lines[1].split() == [
+        "3", "added", "2", "22", "44", "4.50", "2026-09-21", "14:13:20Z", "current",
+    ]  # fmt: skip
+    assert lines[2].split() == ["2", "added", "5", "20", "40"]
+    # Recorded before versions were: no change count; pruned, with when.
+    assert lines[3].split() == ["1", "recorded", "15", "30", "pruned", "2026-09-21", "14:14:20Z"]
+    assert "3 versions" in result.output
+
+    listed = trainingfiles("--json", "versions", "f")
+    assert listed.exit_code == 0, listed.output
+    document = json.loads(listed.output)
+    assert [v["version"] for v in document["versions"]] == ["3", "2", "1"]  # int64: strings
+    assert document["versions"][0]["reason"] == "VERSION_REASON_ADDED"
+    assert [v["pruned"] for v in document["versions"]] == [False, False, True]
+
+
+def test_version_reaches_every_read_and_download(
+    recorder: Recorder, trainingfiles: Callable[..., Ran], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def version_of(*args: str) -> Any:
+        result = trainingfiles(*args)
+        assert result.exit_code == 0, result.output
+        return recorder.calls[-1][2]["version"]
+
+    assert version_of("show", "f", "--version", "1") == 1
+    assert version_of("show", "f") is None  # the current one
+    assert version_of("conversations", "f", "--version", "2") == 2
+    assert version_of("conversations", "f") is None
+    assert version_of("url", "f", "--version", "2") == 2
+    assert version_of("download", "f", "--all", "out", "--version", "2") == 2
+    assert version_of("download", "f", "--all", "out") is None
+
+    served = trainingfiles("url", "f", "--version", "2")
+    assert "version 2" in served.output  # the version the URL serves, on stderr
+
+    fetched: list[Path] = []
+
+    def save(link: Any, path: Path, console: Any, timeout: Any) -> tfc.Downloaded:
+        fetched.append(path)
+        return tfc.Downloaded(path, 3, "0" * 64)
+
+    monkeypatch.setattr(downloads, "save", save)
+    assert version_of("download", "f", "--format", "parquet", "--version", "2", "-o", "x") == 2
+    one = trainingfiles("--json", "download", "f", "--version", "1", "-o", "x")
+    assert one.exit_code == 0, one.output
+    assert json.loads(one.output)["version"] == 1
+    assert fetched == [Path("x"), Path("x")]

@@ -29,9 +29,10 @@ MEANINGS: dict[Exit, str] = {
     Exit.ERROR: "any other error (INTERNAL, CANCELLED by the server, ...)",
     Exit.USAGE: "usage error: bad options, no ids, unreadable --ids-file",
     Exit.INVALID_ARGUMENT: "INVALID_ARGUMENT: malformed or repeated ids, bad name, ...",
-    Exit.NOT_FOUND: "NOT_FOUND: no such training file",
+    Exit.NOT_FOUND: "NOT_FOUND: no such training file (or version)",
     Exit.ALREADY_EXISTS: "ALREADY_EXISTS: the name is taken",
-    Exit.FAILED_PRECONDITION: "FAILED_PRECONDITION: ineligible conversations, file not active",
+    Exit.FAILED_PRECONDITION: "FAILED_PRECONDITION: ineligible conversations, file not active, "
+    "version pruned",
     Exit.RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED: too many ids, file too large",
     Exit.UNAUTHENTICATED: "UNAUTHENTICATED: missing, expired or invalid token",
     Exit.PERMISSION_DENIED: "PERMISSION_DENIED",

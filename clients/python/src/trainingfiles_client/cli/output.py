@@ -74,6 +74,15 @@ def status_name(status: int) -> str:
     return name.removeprefix("TRAINING_FILE_STATUS_").lower()
 
 
+def reason_name(reason: int) -> str:
+    """A version's reason: ``created``, ``added``, ``recorded`` (or its number, if newer)."""
+    try:
+        name: str = resources_pb2.VersionReason.Name(reason)  # type: ignore[arg-type]
+    except ValueError:
+        return str(reason)
+    return name.removeprefix("VERSION_REASON_").lower()
+
+
 def stage_name(stage: int) -> str:
     name: str = service_pb2.TrainingFileProgress.Stage.Name(stage)  # type: ignore[arg-type]
     return name.removeprefix("STAGE_").lower()

@@ -215,6 +215,14 @@ def limit_option(handler: Handler) -> Handler:
     return click.option("--limit", type=limit, help="at most this many (default: all)")(handler)
 
 
+def version_option(handler: Handler) -> Handler:
+    """``--version N``: a version of the file instead of its current one."""
+    return click.option(
+        "--version", type=click.IntRange(min=0), metavar="N",
+        help="this version of the file (0 or left out: the current one); `versions` lists them",
+    )(handler)  # fmt: skip
+
+
 # The largest page the field can ask for: the contract serves its own maximum instead.
 _MOST = 2**31 - 1
 

@@ -7,16 +7,34 @@ import click
 
 from ..exits import Exit
 from ..output import table, when
-from ..session import Session, command, file_id_argument, limit_option, page_size
+from ..session import (
+    Session,
+    command,
+    file_id_argument,
+    limit_option,
+    page_size,
+    version_option,
+)
 
 
-@command("conversations", examples=["conversations FILE_ID", "conversations FILE_ID --json"])
+@command(
+    "conversations",
+    examples=[
+        "conversations FILE_ID",
+        "conversations FILE_ID --json",
+        "conversations FILE_ID --version 1",
+    ],
+)
 @file_id_argument
 @limit_option
-def conversations(session: Session, file_id: str, limit: int | None) -> int:
-    """List the conversations in a training file, in the order they were added."""
+@version_option
+def conversations(session: Session, file_id: str, limit: int | None, version: int | None) -> int:
+    """List the conversations in a training file, in the order they were added.
+
+    With --version, the members of that version.
+    """
     pager = session.client.list_training_file_conversations(
-        file_id, page_size(limit), **session.options()
+        file_id, page_size(limit), version=version, **session.options()
     )
     members = session.listed(pager, limit, "conversations")
     if members is None:

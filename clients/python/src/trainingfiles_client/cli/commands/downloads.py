@@ -16,7 +16,7 @@ from ..download import save, stream
 from ..exits import Exit, UsageError
 from ..output import as_dict, size, when
 from ..outputs import DOWNLOADABLE, SPLITS, split_name
-from ..session import Session, command, file_id_argument
+from ..session import Session, command, file_id_argument, version_option
 
 format_option = click.option(
     "--format", "file_format", type=click.Choice(DOWNLOADABLE), default=None, metavar="NAME",
@@ -35,40 +35,46 @@ split_option = click.option(
         "download FILE_ID --format v4_jsonl -o demo.jsonl",
         "download FILE_ID --format parquet --split validation -o downloads/",
         "download FILE_ID --all dataset/   # then datasets.load_dataset('dataset')",
+        "download FILE_ID --all dataset-v1/ --version 1",
         "download FILE_ID -o - | head",
     ],
 )
 @file_id_argument
 @format_option
 @split_option
+@version_option
 @click.option(
     "-o", "--output", "destination", metavar="PATH",
     help="file or directory (default: the file's name); - is stdout",
 )  # fmt: skip
 @click.option(
     "--all", "folder", metavar="DIR",
-    help="every output of the current version and its card, into DIR",
+    help="every output of the version and its card, into DIR",
 )  # fmt: skip
 def download(
     session: Session,
     file_id: str,
     file_format: str | None,
     split: str | None,
+    version: int | None,
     destination: str | None,
     folder: str | None,
 ) -> int:
     """Download an output (or --all of them), checked against the stored size and SHA-256.
 
     It streams to PATH.part, renamed once complete; a progress bar shows for large files.
-    A folder made with --all loads with Hugging Face `datasets.load_dataset(DIR)`.
+    A folder made with --all loads with Hugging Face `datasets.load_dataset(DIR)`. With
+    --version, that version's outputs (a pruned version's are gone: exit code 6).
     """
     if folder is not None:
         if file_format or split or destination:
             raise UsageError("--all takes every output: no --format, --split or -o with it")
-        return _download_all(session, file_id, folder)
+        return _download_all(session, file_id, folder, version)
     timeout = session.settings.timeout
     chosen = file_format or tfc.Format.V4_JSONL.value
-    link = session.client.get_download_url(file_id, chosen, split=split, **session.options())
+    link = session.client.get_download_url(
+        file_id, chosen, split=split, version=version, **session.options()
+    )
     if destination == "-":
         stream(link, sys.stdout.buffer, lambda n: None, timeout)
         sys.stdout.buffer.flush()
@@ -88,6 +94,7 @@ def download(
                 "training_file_id": file_id,
                 "format": tfc.Format.of(chosen).value,
                 "split": split_name(link.split) if link.split else None,
+                "version": link.version or None,
                 "path": str(path),
                 "size_bytes": fetched.size,
                 "sha256": fetched.sha256,
@@ -98,7 +105,7 @@ def download(
     return Exit.OK
 
 
-def _download_all(session: Session, file_id: str, folder: str) -> int:
+def _download_all(session: Session, file_id: str, folder: str, version: int | None) -> int:
     output = session.output
 
     def saved(done: tfc.Downloaded) -> None:
@@ -107,7 +114,7 @@ def _download_all(session: Session, file_id: str, folder: str) -> int:
             output.out.print(line, highlight=False)
 
     files = session.client.download_outputs(
-        file_id, folder, timeout=session.settings.timeout, on_saved=saved
+        file_id, folder, version=version, timeout=session.settings.timeout, on_saved=saved
     )
     if output.json:
         listed = [
@@ -133,27 +140,38 @@ def _download_all(session: Session, file_id: str, folder: str) -> int:
         "url FILE_ID --format v4_json --expires 600",
         "url FILE_ID --format openai_chat --split validation",
         "url FILE_ID | xargs curl -sO",
+        "url FILE_ID --version 1",
     ],
 )
 @file_id_argument
 @format_option
 @split_option
+@version_option
 @click.option(
     "--expires", type=int, metavar="SECONDS",
     help="how long the URL stays valid (default: the server's); the server says what it allows",
 )  # fmt: skip
 def url(
-    session: Session, file_id: str, file_format: str | None, split: str | None, expires: int | None
+    session: Session,
+    file_id: str,
+    file_format: str | None,
+    split: str | None,
+    version: int | None,
+    expires: int | None,
 ) -> int:
     """Print a presigned download URL of an output (alone on stdout, for `$(...)`)."""
     chosen = file_format or tfc.Format.V4_JSONL.value
-    link = session.client.get_download_url(file_id, chosen, expires, split, **session.options())
+    link = session.client.get_download_url(
+        file_id, chosen, expires, split, version=version, **session.options()
+    )
     if session.output.json:
         session.output.document(as_dict(link))
         return Exit.OK
     click.echo(link.url)
+    served = f", version {link.version}" if link.version else ""
     session.output.err.print(
-        f"[dim]{link.file_name}, {size(link.size_bytes)}, expires {when(link.expire_time)}[/]",
+        f"[dim]{escape(link.file_name)}, {size(link.size_bytes)}{served}, "
+        f"expires {when(link.expire_time)}[/]",
         highlight=False,
     )
     return Exit.OK

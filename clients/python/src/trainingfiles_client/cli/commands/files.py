@@ -1,4 +1,4 @@
-"""Training files: ``list``, ``show`` and ``archive``."""
+"""Training files: ``list``, ``show``, ``versions`` and ``archive``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,16 @@ from rich.table import Table
 from trainingfiles.v1 import resources_pb2
 
 from ..exits import Exit
-from ..output import as_dict, size, status_name, table, when
+from ..output import as_dict, reason_name, size, status_name, table, when
 from ..outputs import outputs_table, quality_rows
-from ..session import Session, command, file_id_argument, limit_option, page_size
+from ..session import (
+    Session,
+    command,
+    file_id_argument,
+    limit_option,
+    page_size,
+    version_option,
+)
 
 STATUSES = {
     "processing": resources_pb2.TRAINING_FILE_STATUS_PROCESSING,
@@ -56,11 +63,16 @@ def list_files(
     return Exit.OK
 
 
-@command("show", examples=["show FILE_ID", "show FILE_ID --json"])
+@command("show", examples=["show FILE_ID", "show FILE_ID --json", "show FILE_ID --version 1"])
 @file_id_argument
-def show(session: Session, file_id: str) -> int:
-    """A training file's metadata, outputs, quality and distribution."""
-    f = session.client.get_training_file(file_id, **session.options())
+@version_option
+def show(session: Session, file_id: str, version: int | None) -> int:
+    """A training file's metadata, outputs, quality and distribution.
+
+    With --version, that version's counts, quality, objects and outputs; name, status and
+    build settings are the file's.
+    """
+    f = session.client.get_training_file(file_id, version=version, **session.options())
     if session.output.json:
         session.output.document(as_dict(f))
         return Exit.OK
@@ -115,6 +127,44 @@ def _distribution(d: resources_pb2.ScaffoldingDistribution) -> Table:
     return rows
 
 
+@command("versions", examples=["versions FILE_ID", "versions FILE_ID --limit 5 --json"])
+@file_id_argument
+@limit_option
+def versions(session: Session, file_id: str, limit: int | None) -> int:
+    """List a training file's versions, newest first.
+
+    Each create and add makes one, kept as built; an export adds outputs to the current
+    one. A pruned version's objects were deleted (retention); its metadata stays.
+    """
+    pager = session.client.list_training_file_versions(
+        file_id, page_size(limit), **session.options()
+    )
+    found = session.listed(pager, limit, "versions")
+    if found is None:
+        return Exit.OK
+    rows = table(
+        "VER", "REASON", "CHANGED", "CONVS", "PAIRS", "QUALITY", "CREATED", "STATE",
+        right=("VER", "CHANGED", "CONVS", "PAIRS", "QUALITY"),
+    )  # fmt: skip
+    for v in found:
+        recorded = v.reason == resources_pb2.VERSION_REASON_RECORDED
+        quality = v.avg_quality_score if v.HasField("avg_quality_score") else None
+        state = ["current"] if v.current else []
+        state += [f"pruned {when(v.prune_time)}".rstrip()] if v.pruned else []
+        rows.add_row(
+            str(v.version),
+            reason_name(v.reason),
+            "" if recorded else str(v.change_count),
+            str(v.conversation_count),
+            str(v.total_training_pairs),
+            "" if quality is None else f"{quality:.2f}",
+            when(v.create_time),
+            ", ".join(state),
+        )
+    session.output.listing(rows, len(found), "version")
+    return Exit.OK
+
+
 @command("archive", examples=["archive FILE_ID"])
 @file_id_argument
 def archive(session: Session, file_id: str) -> int:
@@ -127,4 +177,4 @@ def archive(session: Session, file_id: str) -> int:
     return Exit.OK
 
 
-COMMANDS = [list_files, show, archive]
+COMMANDS = [list_files, show, versions, archive]
