@@ -406,12 +406,13 @@ async def _fill_list(stack: Stack, file_id: str, name: str) -> None:
                 RETURNING id
             )
             INSERT INTO training_file_outputs (
-                training_file_id, format, split, object_key, size_bytes, record_count,
-                content_type, sha256)
-            SELECT f.id, o.format, o.split,
+                training_file_id, version, format, split, object_key, size_bytes,
+                record_count, content_type, sha256)
+            SELECT f.id, o.version, o.format, o.split,
                    'bench-list/' || f.id || '/' || o.format || '.' || o.split,
                    o.size_bytes, o.record_count, o.content_type, o.sha256
             FROM fillers f CROSS JOIN training_file_outputs o
+            JOIN training_files t ON t.id = o.training_file_id AND t.version = o.version
             WHERE o.training_file_id = $1::uuid
             """,
             file_id,

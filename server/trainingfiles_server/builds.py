@@ -43,6 +43,7 @@ from .models import (
     Stage,
     Status,
     TrainingFileRecord,
+    VersionReason,
 )
 from .passes import Build, Passes, shielded, strata
 from .plans import OutputPlan, split_to_json
@@ -330,6 +331,9 @@ class Builds:
                     output_formats=build.plan.format_names,
                     duplicate_pair_count=staged.duplicate_pair_count,
                     untrainable_pair_count=staged.untrainable_pair_count,
+                    reason=VersionReason.ADDED if build.stored else VersionReason.CREATED,
+                    change_count=len(staged.added),
+                    retention=self.settings.version_retention,
                 )
         except LeaseLost:
             raise await self._why_not_committed(build) from None

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     # before the pool and the S3 client close (what does not finish is the sweeper's).
     shutdown_cleanup_seconds: float = Field(default=10.0, ge=0)
 
+    # --- versions ---
+    # The objects of the last this-many versions of a file are kept (older versions keep
+    # their metadata and are marked pruned; their objects go once no download link
+    # handed out for the file can still be used).
+    version_retention: PositiveInt = 5
+
     # --- identity ---
     # HS256 secret of the Supabase project (at least 32 bytes). The development secret
     # is refused unless development_mode is on.

@@ -23,6 +23,8 @@ from .models import (
     Stage,
     Status,
     TrainingFileRecord,
+    VersionReason,
+    VersionRecord,
 )
 from .plans import split_from_json
 from .splits import SplitError, SplitSpec, Stratify
@@ -317,7 +319,44 @@ def download_url(url: DownloadUrl) -> service_pb2.GetDownloadUrlResponse:
         file_name=url.file_name,
         split=_SPLIT_TO_PROTO[url.split],
         sha256=url.sha256 or "",
+        version=url.version,
     )
+
+
+_REASON_TO_PROTO = {
+    VersionReason.CREATED: resources_pb2.VERSION_REASON_CREATED,
+    VersionReason.ADDED: resources_pb2.VERSION_REASON_ADDED,
+    VersionReason.RECORDED: resources_pb2.VERSION_REASON_RECORDED,
+}
+
+
+def training_file_version(
+    record: VersionRecord, name: str, current: int
+) -> resources_pb2.TrainingFileVersion:
+    message = resources_pb2.TrainingFileVersion(
+        version=record.version,
+        reason=_REASON_TO_PROTO[record.reason],
+        change_count=record.change_count,
+        created_by=_id(record.created_by),
+        create_time=timestamp(record.created_at),
+        conversation_count=record.conversation_count,
+        total_training_pairs=record.total_training_pairs,
+        human_reviewed_count=record.human_reviewed_count,
+        duplicate_pair_count=record.duplicate_pair_count,
+        untrainable_pair_count=record.untrainable_pair_count,
+        outputs=[output(o, name) for o in _in_registry_order(record.outputs)],
+        pruned=record.pruned_at is not None,
+        current=record.version == current,
+    )
+    if record.avg_quality_score is not None:
+        message.avg_quality_score = _score(record.avg_quality_score)
+    if record.min_quality_score is not None:
+        message.min_quality_score = _score(record.min_quality_score)
+    if record.max_quality_score is not None:
+        message.max_quality_score = _score(record.max_quality_score)
+    if record.pruned_at is not None:
+        message.prune_time.CopyFrom(timestamp(record.pruned_at))
+    return message
 
 
 def _format_proto(name: str) -> resources_pb2.FileFormat.ValueType:

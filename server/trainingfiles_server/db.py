@@ -28,6 +28,8 @@ from .models import (
     Status,
     StoredConversation,
     TrainingFileRecord,
+    VersionReason,
+    VersionRecord,
 )
 
 Connection: TypeAlias = "asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any]"
@@ -49,7 +51,9 @@ TRAINING_FILE_COLUMNS = """
     (SELECT coalesce(jsonb_agg(jsonb_build_array(o.format, o.split, o.object_key,
                                                  o.size_bytes, o.record_count,
                                                  o.content_type, o.sha256)), '[]')
-     FROM training_file_outputs o WHERE o.training_file_id = training_files.id) AS outputs
+     FROM training_file_outputs o
+     WHERE o.training_file_id = training_files.id AND o.version = training_files.version
+    ) AS outputs
 """
 
 # One round trip answers every eligibility question about every requested id, in
@@ -140,7 +144,7 @@ SET status = 'active', json_file_path = $2, jsonl_file_path = $3,
     output_formats = $17, duplicate_pair_count = $18, untrainable_pair_count = $19
 WHERE id = $1 AND lease_token = $15 AND lease_expires_at > clock_timestamp()
   AND status = $16
-RETURNING id
+RETURNING version
 """
 
 # An export's outputs join the version, only while the build holds its lease.
@@ -149,27 +153,73 @@ UPDATE training_files
 SET output_formats = $3, lease_token = NULL, lease_expires_at = NULL
 WHERE id = $1 AND lease_token = $2 AND lease_expires_at > clock_timestamp()
   AND status = 'active'
-RETURNING id
+RETURNING version
 """
 
-# The outputs a build replaces: their rows go, their keys are returned to be retired.
+# The outputs of version $2 an export replaces: their rows go, their keys are returned
+# to be retired.
 DROP_OUTPUTS = """
 DELETE FROM training_file_outputs o
-USING unnest($2::text[], $3::text[]) AS r (format, split)
-WHERE o.training_file_id = $1 AND o.format = r.format AND o.split = r.split
+USING unnest($3::text[], $4::text[]) AS r (format, split)
+WHERE o.training_file_id = $1 AND o.version = $2 AND o.format = r.format
+  AND o.split = r.split
 RETURNING o.object_key
-"""
-
-DROP_ALL_OUTPUTS = """
-DELETE FROM training_file_outputs WHERE training_file_id = $1 RETURNING object_key
 """
 
 INSERT_OUTPUTS = """
 INSERT INTO training_file_outputs
-    (training_file_id, format, split, object_key, size_bytes, record_count, content_type,
-     sha256)
-SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-                         $7::text[], $8::text[])
+    (training_file_id, version, format, split, object_key, size_bytes, record_count,
+     content_type, sha256)
+SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[],
+                             $7::bigint[], $8::text[], $9::text[])
+"""
+
+# A version as its build made it ($1 file, $2 version, $3 reason, $4 change count, $5 by).
+INSERT_VERSION = """
+INSERT INTO training_file_versions
+    (training_file_id, version, reason, change_count, created_by, conversation_count,
+     total_training_pairs, avg_quality_score, min_quality_score, max_quality_score,
+     human_reviewed_count, scaffolding_distribution, duplicate_pair_count,
+     untrainable_pair_count)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+"""
+
+# Retention: versions older than the last $2 (the current one, $3, among them) lose their
+# objects; their keys are returned to be retired, their rows stay as the record.
+PRUNE_VERSIONS = """
+WITH pruned AS (
+    UPDATE training_file_versions SET pruned_at = now()
+    WHERE training_file_id = $1 AND version <= $3::int - $2::int AND pruned_at IS NULL
+    RETURNING version
+)
+SELECT o.object_key FROM training_file_outputs o
+WHERE o.training_file_id = $1 AND o.version IN (SELECT version FROM pruned)
+"""
+
+_VERSION_COLUMNS = """
+    v.training_file_id, v.version, v.reason, v.change_count, v.created_by, v.created_at,
+    v.conversation_count, v.total_training_pairs, v.avg_quality_score,
+    v.min_quality_score, v.max_quality_score, v.human_reviewed_count,
+    v.scaffolding_distribution, v.duplicate_pair_count, v.untrainable_pair_count,
+    v.pruned_at,
+    (SELECT coalesce(jsonb_agg(jsonb_build_array(o.format, o.split, o.object_key,
+                                                 o.size_bytes, o.record_count,
+                                                 o.content_type, o.sha256)), '[]')
+     FROM training_file_outputs o
+     WHERE o.training_file_id = v.training_file_id AND o.version = v.version) AS outputs
+"""
+
+GET_VERSION = f"""
+SELECT {_VERSION_COLUMNS} FROM training_file_versions v
+WHERE v.training_file_id = $1 AND v.version = $2
+"""
+
+# Newest first; $2 the last version seen (NULL: from the newest), $3 the page size + 1.
+LIST_VERSIONS = f"""
+SELECT {_VERSION_COLUMNS} FROM training_file_versions v
+WHERE v.training_file_id = $1 AND ($2::int IS NULL OR v.version < $2)
+ORDER BY v.version DESC
+LIMIT $3
 """
 
 # The build's own intents for the objects it made live; fewer than expected means the
@@ -204,9 +254,9 @@ INSERT_FILE_CONVERSATIONS = """
 INSERT INTO training_file_conversations
     (training_file_id, conversation_id, position, added_by, training_pair_count,
      quality_score, human_reviewed, persona_key, emotional_arc_key, training_topic_key,
-     pair_digests)
+     pair_digests, added_in_version)
 SELECT $1, c.conversation_id, $2 + c.ord - 1, $3, c.pairs, c.quality, c.reviewed,
-       c.persona, c.arc, c.topic, c.digests
+       c.persona, c.arc, c.topic, c.digests, $12
 FROM unnest($4::uuid[], $5::int[], $6::float8[], $7::bool[], $8::text[], $9::text[],
             $10::text[], $11::bytea[])
      WITH ORDINALITY AS c (conversation_id, pairs, quality, reviewed, persona, arc, topic,
@@ -256,11 +306,13 @@ LIST_FILES_BASIC = _LIST_FILES.format(
     columns=TRAINING_FILE_COLUMNS.split(",\n    (SELECT")[0] + ", '[]'::jsonb AS outputs"
 )
 
+# $4: the version whose members to list (NULL: every member, the current version's).
 LIST_FILE_CONVERSATIONS = """
 SELECT conversation_id, position, added_at, added_by, training_pair_count, quality_score,
        human_reviewed, persona_key, emotional_arc_key, training_topic_key
 FROM training_file_conversations
 WHERE training_file_id = $1 AND position > $2
+  AND ($4::int IS NULL OR added_in_version <= $4)
 ORDER BY position
 LIMIT $3
 """
@@ -379,11 +431,22 @@ async def _keep_session(conn: Connection) -> None:
 def _file(row: asyncpg.Record) -> TrainingFileRecord:
     values = dict(row.items())
     values["status"] = Status(values["status"])
-    values["outputs"] = tuple(
-        OutputRecord(fmt, Split(split), key, size, records, content_type, sha256)
-        for fmt, split, key, size, records, content_type, sha256 in values["outputs"]
-    )
+    values["outputs"] = _outputs(values["outputs"])
     return TrainingFileRecord(**values)
+
+
+def _outputs(rows: list[list[Any]]) -> tuple[OutputRecord, ...]:
+    return tuple(
+        OutputRecord(fmt, Split(split), key, size, records, content_type, sha256)
+        for fmt, split, key, size, records, content_type, sha256 in rows
+    )
+
+
+def _version(row: asyncpg.Record) -> VersionRecord:
+    values = dict(row.items())
+    values["reason"] = VersionReason(values["reason"])
+    values["outputs"] = _outputs(values["outputs"])
+    return VersionRecord(**values)
 
 
 def _summary(row: asyncpg.Record) -> ConversationSummary:
@@ -587,13 +650,18 @@ class Database:
         output_formats: Sequence[str],
         duplicate_pair_count: int,
         untrainable_pair_count: int,
+        reason: VersionReason,
+        change_count: int,
+        retention: int,
     ) -> tuple[TrainingFileRecord, list[str], bool]:
         """One transaction: the new version live, members added, the build's intents cleared.
 
         Only while the build holds its lease and the file is still `from_status`:
         otherwise nothing changes and `LeaseLost` is raised (the caller finds out which).
-        The previous version's outputs become the sweeper's, kept while a link to them
-        may be valid; returned with whether they may be deleted at once.
+        The new version is recorded with its outputs; earlier versions keep theirs, but
+        those beyond the last `retention` are pruned: their objects become the
+        sweeper's, kept while a link to them may be valid, returned with whether they
+        may be deleted at once.
         """
         json_output = _only(outputs, "v4_json")
         jsonl_output = _only(outputs, "v4_jsonl")
@@ -623,6 +691,7 @@ class Database:
             )
             if row is None:
                 raise LeaseLost(str(file_id))
+            version: int = row["version"]
             await self._claim_intents(conn, bucket, outputs, lease_token, file_id)
             await conn.execute(
                 INSERT_FILE_CONVERSATIONS,
@@ -637,10 +706,29 @@ class Database:
                 [s.emotional_arc_key for s in new_conversations],
                 [s.training_topic_key for s in new_conversations],
                 list(new_digests),
+                version,
             )
-            replaced = [r["object_key"] for r in await conn.fetch(DROP_ALL_OUTPUTS, file_id)]
+            await self._insert_outputs(conn, file_id, version, outputs)
+            await conn.execute(
+                INSERT_VERSION,
+                file_id,
+                version,
+                reason.value,
+                change_count,
+                added_by,
+                metrics.conversation_count,
+                metrics.total_training_pairs,
+                metrics.avg_quality_score,
+                metrics.min_quality_score,
+                metrics.max_quality_score,
+                metrics.human_reviewed_count,
+                metrics.scaffolding_distribution(),
+                duplicate_pair_count,
+                untrainable_pair_count,
+            )
+            rows = await conn.fetch(PRUNE_VERSIONS, file_id, retention, version)
+            replaced = [r["object_key"] for r in rows]
             due = await self._retire(conn, bucket, file_id, replaced)
-            await self._insert_outputs(conn, file_id, outputs)
             record = await conn.fetchrow(GET_FILE, file_id)
         assert record is not None
         return _file(record), replaced, due
@@ -654,23 +742,24 @@ class Database:
         outputs: Sequence[OutputRecord],
         output_formats: Sequence[str],
     ) -> tuple[TrainingFileRecord, list[str], bool]:
-        """One transaction: an export's outputs join the version, replacing the same ones."""
+        """One transaction: an export's outputs join the current version, replacing the
+        same ones (the card, rewritten to list them)."""
         async with self.transaction() as conn:
-            if (
-                await conn.fetchrow(RECORD_EXPORT, file_id, lease_token, list(output_formats))
-                is None
-            ):
+            row = await conn.fetchrow(RECORD_EXPORT, file_id, lease_token, list(output_formats))
+            if row is None:
                 raise LeaseLost(str(file_id))
+            version: int = row["version"]
             await self._claim_intents(conn, bucket, outputs, lease_token, file_id)
             rows = await conn.fetch(
                 DROP_OUTPUTS,
                 file_id,
+                version,
                 [o.format for o in outputs],
                 [o.split.value for o in outputs],
             )
             replaced = [r["object_key"] for r in rows]
             due = await self._retire(conn, bucket, file_id, replaced)
-            await self._insert_outputs(conn, file_id, outputs)
+            await self._insert_outputs(conn, file_id, version, outputs)
             record = await conn.fetchrow(GET_FILE, file_id)
         assert record is not None
         return _file(record), replaced, due
@@ -697,11 +786,12 @@ class Database:
 
     @staticmethod
     async def _insert_outputs(
-        conn: Connection, file_id: UUID, outputs: Sequence[OutputRecord]
+        conn: Connection, file_id: UUID, version: int, outputs: Sequence[OutputRecord]
     ) -> None:
         await conn.execute(
             INSERT_OUTPUTS,
             file_id,
+            version,
             [o.format for o in outputs],
             [o.split.value for o in outputs],
             [o.object_key for o in outputs],
@@ -767,11 +857,27 @@ class Database:
         return [_file(row) for row in rows]
 
     async def list_file_conversations(
-        self, file_id: UUID, after_position: int, limit: int
+        self, file_id: UUID, after_position: int, limit: int, version: int | None = None
     ) -> list[FileConversation]:
+        """A page of members in file order; of `version` (None: the current one)."""
         async with self.connection() as conn:
-            rows = await conn.fetch(LIST_FILE_CONVERSATIONS, file_id, after_position, limit)
+            rows = await conn.fetch(
+                LIST_FILE_CONVERSATIONS, file_id, after_position, limit, version
+            )
         return [FileConversation(**dict(row.items())) for row in rows]
+
+    async def get_version(self, file_id: UUID, version: int) -> VersionRecord | None:
+        async with self.connection() as conn:
+            row = await conn.fetchrow(GET_VERSION, file_id, version)
+        return _version(row) if row is not None else None
+
+    async def list_versions(
+        self, file_id: UUID, before: int | None, limit: int
+    ) -> list[VersionRecord]:
+        """A page of a file's versions, newest first, older than `before` (None: all)."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(LIST_VERSIONS, file_id, before, limit)
+        return [_version(row) for row in rows]
 
     async def list_eligible(
         self,

@@ -105,8 +105,10 @@ class NotFound(ServiceError):
     code = code_pb2.NOT_FOUND
     default_reason = "NOT_FOUND"
 
-    def __init__(self, resource_type: str, resource_name: str) -> None:
-        super().__init__(f"{resource_type} {resource_name} not found")
+    def __init__(
+        self, resource_type: str, resource_name: str, *, reason: str | None = None
+    ) -> None:
+        super().__init__(f"{resource_type} {resource_name} not found", reason=reason)
         self.resource_type = resource_type
         self.resource_name = resource_name
 

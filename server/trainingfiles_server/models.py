@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,7 +42,7 @@ class Split(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class OutputRecord:
-    """One `training_file_outputs` row: a stored object of the file's current version."""
+    """One `training_file_outputs` row: a stored object of one version of a file."""
 
     format: str  # a registry name (formats.FORMATS, or the card)
     split: Split
@@ -89,6 +90,58 @@ class TrainingFileRecord:
 
     def output(self, format_name: str, split: Split) -> OutputRecord | None:
         return next((o for o in self.outputs if o.format == format_name and o.split is split), None)
+
+
+class VersionReason(enum.StrEnum):
+    CREATED = "created"
+    ADDED = "added"
+    RECORDED = "recorded"  # existed before versions were recorded
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """One `training_file_versions` row, with its outputs: a version as it was built."""
+
+    training_file_id: UUID
+    version: int
+    reason: VersionReason
+    change_count: int
+    created_by: UUID | None
+    created_at: datetime
+    conversation_count: int
+    total_training_pairs: int
+    avg_quality_score: Decimal | None
+    min_quality_score: Decimal | None
+    max_quality_score: Decimal | None
+    human_reviewed_count: int
+    scaffolding_distribution: dict[str, dict[str, int]]
+    duplicate_pair_count: int
+    untrainable_pair_count: int
+    pruned_at: datetime | None
+    outputs: tuple[OutputRecord, ...] = ()
+
+    def describe(self, file: TrainingFileRecord) -> TrainingFileRecord:
+        """`file` as it was at this version: its counts, metrics, outputs and paths."""
+        json_output = next((o for o in self.outputs if o.format == "v4_json"), None)
+        jsonl_output = next((o for o in self.outputs if o.format == "v4_jsonl"), None)
+        return dataclasses.replace(
+            file,
+            version=self.version,
+            conversation_count=self.conversation_count,
+            total_training_pairs=self.total_training_pairs,
+            avg_quality_score=self.avg_quality_score,
+            min_quality_score=self.min_quality_score,
+            max_quality_score=self.max_quality_score,
+            human_reviewed_count=self.human_reviewed_count,
+            scaffolding_distribution=self.scaffolding_distribution,
+            duplicate_pair_count=self.duplicate_pair_count,
+            untrainable_pair_count=self.untrainable_pair_count,
+            json_file_path=json_output.object_key if json_output else None,
+            jsonl_file_path=jsonl_output.object_key if jsonl_output else None,
+            json_file_size=json_output.size_bytes if json_output else 0,
+            jsonl_file_size=jsonl_output.size_bytes if jsonl_output else 0,
+            outputs=self.outputs,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +205,7 @@ class DownloadUrl:
     size_bytes: int
     file_name: str
     sha256: str | None
+    version: int
 
 
 @dataclass(frozen=True, slots=True)

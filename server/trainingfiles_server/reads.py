@@ -9,7 +9,7 @@ from uuid import UUID
 from . import formats
 from .config import Settings
 from .db import Database
-from .errors import FailedPrecondition, InvalidArgument, Violation
+from .errors import FailedPrecondition, InvalidArgument, NotFound, Violation
 from .formats import Format
 from .models import (
     Caller,
@@ -20,6 +20,7 @@ from .models import (
     Split,
     Status,
     TrainingFileRecord,
+    VersionRecord,
 )
 from .pagination import PageTokens, page_size
 from .rules import (
@@ -68,9 +69,41 @@ class Reads:
         problems.extend(unusable)
         return problems, len(candidates) - len(unusable)
 
-    async def get(self, caller: Caller, training_file_id: str) -> TrainingFileRecord:
+    async def get(
+        self, caller: Caller, training_file_id: str, version: int = 0
+    ) -> TrainingFileRecord:
+        """The file; as it was at `version` when one is named (0: the current one)."""
+        _check_version(version)
         file_id = parse_uuid(training_file_id, "training_file_id")
-        return visible(caller, await self.database.get_file(file_id), file_id)
+        record = visible(caller, await self.database.get_file(file_id), file_id)
+        if version in (0, record.version):
+            return record
+        return (await self._version(record, version)).describe(record)
+
+    async def _version(self, record: TrainingFileRecord, version: int) -> VersionRecord:
+        found = await self.database.get_version(record.id, version)
+        if found is None:
+            raise NotFound(
+                "training_file_version", f"{record.id}@{version}", reason="VERSION_NOT_FOUND"
+            )
+        return found
+
+    async def list_versions(
+        self, caller: Caller, training_file_id: str, size: int, token: str
+    ) -> tuple[list[VersionRecord], TrainingFileRecord, str]:
+        """A page of the file's versions, newest first, and the file."""
+        record = await self.get(caller, training_file_id)
+        limit = page_size(size)
+        query = f"versions:{record.id}"
+        position = self.tokens.position(query, token)
+        rows = await self.database.list_versions(
+            record.id, int(position[0]) if position else None, limit + 1
+        )
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_token = self.tokens.issue(query, [rows[-1].version])
+        return rows, record, next_token
 
     async def archive(self, caller: Caller, training_file_id: str) -> TrainingFileRecord:
         record = await self.get(caller, training_file_id)
@@ -115,14 +148,16 @@ class Reads:
         return rows, next_token
 
     async def list_file_conversations(
-        self, caller: Caller, training_file_id: str, size: int, token: str
+        self, caller: Caller, training_file_id: str, size: int, token: str, version: int = 0
     ) -> tuple[list[FileConversation], str]:
-        record = await self.get(caller, training_file_id)
+        record = await self.get(caller, training_file_id, version)
         limit = page_size(size)
-        query = f"members:{record.id}"
+        query = f"members:{record.id}:{version}"
         position = self.tokens.position(query, token)
         after = int(position[0]) if position else -1
-        rows = await self.database.list_file_conversations(record.id, after, limit + 1)
+        rows = await self.database.list_file_conversations(
+            record.id, after, limit + 1, version or None
+        )
         next_token = ""
         if len(rows) > limit:
             rows = rows[:limit]
@@ -160,25 +195,53 @@ class Reads:
         file_format: Format | None,
         split: Split | None,
         expires_in: int | None,
+        version: int = 0,
     ) -> DownloadUrl:
         if file_format is None:
             raise InvalidArgument.field("format", "name the output's format", "REQUIRED")
+        _check_version(version)
         seconds = url_expiry(expires_in)
         file_id = parse_uuid(training_file_id, "training_file_id")
         expire = datetime.now(UTC) + timedelta(seconds=seconds)
-        # The link's expiry is noted on the file as its keys are read: objects an Add
-        # replaces are kept until then (the sweeper deletes them afterwards).
+        # The link's expiry is noted on the file before its keys are read: objects that
+        # retention prunes later are kept until then (the sweeper deletes them after).
+        # A commit pruning a version holds the file's row, so the version read after
+        # this either is pruned already or has its objects kept for this link.
         record = await self.database.note_link(file_id, expire, caller.user_id)
         if record is None:
             current = visible(caller, await self.database.get_file(file_id), file_id)
             raise not_active(current, "it has no content to download")
+        if version not in (0, record.version):
+            found = await self._version(record, version)
+            if found.pruned_at is not None:
+                raise FailedPrecondition(
+                    f"version {version} of training file {record.id} was pruned (only the "
+                    f"last {self.settings.version_retention} versions keep their objects)",
+                    [Violation(f"version/{version}", "VERSION_PRUNED", "its objects are gone")],
+                    reason="VERSION_PRUNED",
+                )
+            record = found.describe(record)
         output = _pick_output(record, file_format, split)
         file_name = formats.file_name(record.name, file_format, output.split.value)
         url = await self.storage.presign(
             record.storage_bucket, output.object_key, file_name, seconds
         )
         return DownloadUrl(
-            url, expire, output.format, output.split, output.size_bytes, file_name, output.sha256
+            url,
+            expire,
+            output.format,
+            output.split,
+            output.size_bytes,
+            file_name,
+            output.sha256,
+            record.version,
+        )
+
+
+def _check_version(version: int) -> None:
+    if version < 0:
+        raise InvalidArgument.field(
+            "version", "a version is 1 or more (0: the current one)", "INVALID_VERSION"
         )
 
 

@@ -94,8 +94,21 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
     async def GetTrainingFile(
         self, request: service_pb2.GetTrainingFileRequest, context: Context
     ) -> resources_pb2.TrainingFile:
-        record = await self.operations.get(_caller(context), request.training_file_id)
+        record = await self.operations.get(
+            _caller(context), request.training_file_id, request.version
+        )
         return convert.training_file(record)
+
+    async def ListTrainingFileVersions(
+        self, request: service_pb2.ListTrainingFileVersionsRequest, context: Context
+    ) -> service_pb2.ListTrainingFileVersionsResponse:
+        rows, record, token = await self.operations.list_versions(
+            _caller(context), request.training_file_id, request.page_size, request.page_token
+        )
+        return service_pb2.ListTrainingFileVersionsResponse(
+            versions=[convert.training_file_version(v, record.name, record.version) for v in rows],
+            next_page_token=token,
+        )
 
     async def ListTrainingFiles(
         self, request: service_pb2.ListTrainingFilesRequest, context: Context
@@ -116,7 +129,11 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
         self, request: service_pb2.ListTrainingFileConversationsRequest, context: Context
     ) -> service_pb2.ListTrainingFileConversationsResponse:
         rows, token = await self.operations.list_file_conversations(
-            _caller(context), request.training_file_id, request.page_size, request.page_token
+            _caller(context),
+            request.training_file_id,
+            request.page_size,
+            request.page_token,
+            request.version,
         )
         return service_pb2.ListTrainingFileConversationsResponse(
             conversations=[convert.file_conversation(r) for r in rows], next_page_token=token
@@ -131,6 +148,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             convert.file_format(request.format),
             convert.split(request.split),
             _expires_in(request),
+            request.version,
         )
         return convert.download_url(url)
 

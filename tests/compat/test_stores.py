@@ -378,8 +378,9 @@ async def test_create_add_failed_create_restart_and_sweep_leave_nothing_behind(
     """Real server processes, as production runs them: a Create, an Add, a Create that
     fails; then a Create killed with its uploads open (and recorded), another killed
     right after starting an upload (not recorded); then a restart. Its sweeps leave no
-    orphan object, no intent and no open multipart upload."""
-    backend, env = leg.backend(), leg.store_env()
+    orphan object, no intent and no open multipart upload. The Add prunes the version
+    it replaces (`VERSION_RETENTION=1`): its objects too must go."""
+    backend, env = leg.backend(), {**leg.store_env(), "VERSION_RETENTION": "1"}
     token = mint("service_role")
     log = tmp_path / "servers.log"
     observer = Observer(leg.server.database.pool, leg.storage)

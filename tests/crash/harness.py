@@ -9,7 +9,7 @@ process dies there, starts a fresh process on the same database and store, and w
 (bounded) for the invariants to hold for the file the build was working on:
 
 * no PROCESSING row without a live lease, and no lease left on the row;
-* no object under the file's prefix that the row does not reference, other than replaced
+* no object under the file's prefix that no kept version references, other than pruned
   objects kept for a download link still within its lifetime;
 * every object the row references exists, with the size the row says;
 * no open multipart upload under the file's prefix, and no intent of a dead build;
@@ -243,14 +243,20 @@ class Observer:
         referenced: dict[str, int] = {}
         checksums: dict[str, str] = {}
         if row["status"] in ("active", "archived"):
+            # Every version whose objects are kept (not pruned) references them.
             outputs = await self.pool.fetch(
-                "SELECT format, object_key, size_bytes, sha256 FROM training_file_outputs "
-                "WHERE training_file_id = $1",
+                "SELECT o.format, o.object_key, o.size_bytes, o.sha256, "
+                "o.version = f.version AS current "
+                "FROM training_file_outputs o "
+                "JOIN training_files f ON f.id = o.training_file_id "
+                "JOIN training_file_versions v "
+                "  ON v.training_file_id = o.training_file_id AND v.version = o.version "
+                "WHERE o.training_file_id = $1 AND v.pruned_at IS NULL",
                 file_id,
             )
             referenced = {o["object_key"]: o["size_bytes"] for o in outputs}
             checksums = {o["object_key"]: o["sha256"] for o in outputs}
-            v4 = {o["format"]: (o["object_key"], o["size_bytes"]) for o in outputs}
+            v4 = {o["format"]: (o["object_key"], o["size_bytes"]) for o in outputs if o["current"]}
             if v4.get("v4_json") != (row["json_file_path"], row["json_file_size"]) or v4.get(
                 "v4_jsonl"
             ) != (row["jsonl_file_path"], row["jsonl_file_size"]):

@@ -213,6 +213,20 @@ async def test_every_method_through_both_faces(
         "list_training_file_conversations", way(style, (created.id, 3), pages)
     )
     assert [m.conversation_id for m in members] == first + more
+    at_one = {"training_file_id": created.id, "page_size": 3, "version": 1}
+    members = await driver.items(
+        "list_training_file_conversations", way(style, (created.id, 3, 1), at_one)
+    )
+    assert [m.conversation_id for m in members] == first
+
+    history = {"training_file_id": created.id, "page_size": 1}
+    versions = await driver.items(
+        "list_training_file_versions", way(style, (created.id, 1), history)
+    )
+    assert [(v.version, v.change_count, v.current) for v in versions] == [
+        (2, 3, True),
+        (1, 4, False),
+    ]
 
     ten_minutes = datetime.timedelta(minutes=10)
     link_request = {"training_file_id": created.id, "format": JSONL, "expires_in": 600}

@@ -214,6 +214,34 @@ SPLIT_VALIDATION: Split.ValueType  # 3
 """The validation side of a train/validation split."""
 Global___Split: _TypeAlias = Split  # noqa: Y015
 
+class _VersionReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VersionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VersionReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VERSION_REASON_UNSPECIFIED: _VersionReason.ValueType  # 0
+    """Never sent."""
+    VERSION_REASON_CREATED: _VersionReason.ValueType  # 1
+    """CreateTrainingFile built it."""
+    VERSION_REASON_ADDED: _VersionReason.ValueType  # 2
+    """AddConversations added `change_count` conversations."""
+    VERSION_REASON_RECORDED: _VersionReason.ValueType  # 3
+    """It existed before versions were recorded; its history is unknown."""
+
+class VersionReason(_VersionReason, metaclass=_VersionReasonEnumTypeWrapper):
+    """Why a version of a training file was made."""
+
+VERSION_REASON_UNSPECIFIED: VersionReason.ValueType  # 0
+"""Never sent."""
+VERSION_REASON_CREATED: VersionReason.ValueType  # 1
+"""CreateTrainingFile built it."""
+VERSION_REASON_ADDED: VersionReason.ValueType  # 2
+"""AddConversations added `change_count` conversations."""
+VERSION_REASON_RECORDED: VersionReason.ValueType  # 3
+"""It existed before versions were recorded; its history is unknown."""
+Global___VersionReason: _TypeAlias = VersionReason  # noqa: Y015
+
 @_typing.final
 class TrainingFile(_message.Message):
     """A training file: the metadata of one aggregated JSON document and its JSONL twin."""
@@ -669,8 +697,113 @@ class SplitOptions(_message.Message):
 Global___SplitOptions: _TypeAlias = SplitOptions  # noqa: Y015
 
 @_typing.final
+class TrainingFileVersion(_message.Message):
+    """One version of a training file: what it held when it was built, and why it was made."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHANGE_COUNT_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CONVERSATION_COUNT_FIELD_NUMBER: _builtins.int
+    TOTAL_TRAINING_PAIRS_FIELD_NUMBER: _builtins.int
+    AVG_QUALITY_SCORE_FIELD_NUMBER: _builtins.int
+    MIN_QUALITY_SCORE_FIELD_NUMBER: _builtins.int
+    MAX_QUALITY_SCORE_FIELD_NUMBER: _builtins.int
+    HUMAN_REVIEWED_COUNT_FIELD_NUMBER: _builtins.int
+    DUPLICATE_PAIR_COUNT_FIELD_NUMBER: _builtins.int
+    UNTRAINABLE_PAIR_COUNT_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    PRUNED_FIELD_NUMBER: _builtins.int
+    PRUNE_TIME_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The version number: 1 for the Create, one more for each later build."""
+    reason: Global___VersionReason.ValueType
+    """Why the version was made."""
+    change_count: _builtins.int
+    """How many conversations the change concerned: every one for CREATED, the added ones
+    for ADDED; 0 for RECORDED.
+    """
+    created_by: _builtins.str
+    """The user (UUID) whose call made it; empty for a service-role call without a user."""
+    conversation_count: _builtins.int
+    """Its conversations."""
+    total_training_pairs: _builtins.int
+    """Its training pairs."""
+    avg_quality_score: _builtins.float
+    """The mean of its conversations' quality scores; unset when it has none."""
+    min_quality_score: _builtins.float
+    """The lowest quality score of its conversations; unset when it has none."""
+    max_quality_score: _builtins.float
+    """The highest quality score of its conversations; unset when it has none."""
+    human_reviewed_count: _builtins.int
+    """Its conversations marked human-reviewed."""
+    duplicate_pair_count: _builtins.int
+    """Its pairs repeating an earlier pair's normalised content, as on `TrainingFile`."""
+    untrainable_pair_count: _builtins.int
+    """Its pairs without a target response, as on `TrainingFile`."""
+    pruned: _builtins.bool
+    """Whether its objects were deleted (retention)."""
+    current: _builtins.bool
+    """Whether it is the file's current version."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was made (its commit)."""
+
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainingFileOutput]:
+        """Its outputs. For a pruned version they say what was stored; the objects are gone."""
+
+    @_builtins.property
+    def prune_time(self) -> _timestamp_pb2.Timestamp:
+        """When its objects were deleted; unset unless `pruned`."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        reason: Global___VersionReason.ValueType = ...,
+        change_count: _builtins.int = ...,
+        created_by: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        conversation_count: _builtins.int = ...,
+        total_training_pairs: _builtins.int = ...,
+        avg_quality_score: _builtins.float | None = ...,
+        min_quality_score: _builtins.float | None = ...,
+        max_quality_score: _builtins.float | None = ...,
+        human_reviewed_count: _builtins.int = ...,
+        duplicate_pair_count: _builtins.int = ...,
+        untrainable_pair_count: _builtins.int = ...,
+        outputs: _abc.Iterable[Global___TrainingFileOutput] | None = ...,
+        pruned: _builtins.bool = ...,
+        prune_time: _timestamp_pb2.Timestamp | None = ...,
+        current: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_quality_score", b"_avg_quality_score", "_max_quality_score", b"_max_quality_score", "_min_quality_score", b"_min_quality_score", "avg_quality_score", b"avg_quality_score", "create_time", b"create_time", "max_quality_score", b"max_quality_score", "min_quality_score", b"min_quality_score", "prune_time", b"prune_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_quality_score", b"_avg_quality_score", "_max_quality_score", b"_max_quality_score", "_min_quality_score", b"_min_quality_score", "avg_quality_score", b"avg_quality_score", "change_count", b"change_count", "conversation_count", b"conversation_count", "create_time", b"create_time", "created_by", b"created_by", "current", b"current", "duplicate_pair_count", b"duplicate_pair_count", "human_reviewed_count", b"human_reviewed_count", "max_quality_score", b"max_quality_score", "min_quality_score", b"min_quality_score", "outputs", b"outputs", "prune_time", b"prune_time", "pruned", b"pruned", "reason", b"reason", "total_training_pairs", b"total_training_pairs", "untrainable_pair_count", b"untrainable_pair_count", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__avg_quality_score: _TypeAlias = _typing.Literal["avg_quality_score"]  # noqa: Y015
+    _WhichOneofArgType__avg_quality_score: _TypeAlias = _typing.Literal["_avg_quality_score", b"_avg_quality_score"]  # noqa: Y015
+    _WhichOneofReturnType__max_quality_score: _TypeAlias = _typing.Literal["max_quality_score"]  # noqa: Y015
+    _WhichOneofArgType__max_quality_score: _TypeAlias = _typing.Literal["_max_quality_score", b"_max_quality_score"]  # noqa: Y015
+    _WhichOneofReturnType__min_quality_score: _TypeAlias = _typing.Literal["min_quality_score"]  # noqa: Y015
+    _WhichOneofArgType__min_quality_score: _TypeAlias = _typing.Literal["_min_quality_score", b"_min_quality_score"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__avg_quality_score) -> _WhichOneofReturnType__avg_quality_score | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_quality_score) -> _WhichOneofReturnType__max_quality_score | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_quality_score) -> _WhichOneofReturnType__min_quality_score | None: ...
+
+Global___TrainingFileVersion: _TypeAlias = TrainingFileVersion  # noqa: Y015
+
+@_typing.final
 class TrainingFileOutput(_message.Message):
-    """One stored object of a training file's current version."""
+    """One stored object of a training file's version."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -380,16 +380,24 @@ class GetTrainingFileRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     training_file_id: _builtins.str
     """Required. The training file's id (UUID)."""
+    version: _builtins.int
+    """The version to describe: 0 means the current one. For an earlier version,
+    `version`, the counts, metrics, object paths and outputs are that version's; name,
+    status and the build settings are the file's. NOT_FOUND (VERSION_NOT_FOUND) for a
+    version the file never had.
+    """
     def __init__(
         self,
         *,
         training_file_id: _builtins.str = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["training_file_id", b"training_file_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["training_file_id", b"training_file_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -474,22 +482,26 @@ class ListTrainingFileConversationsRequest(_message.Message):
     TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     training_file_id: _builtins.str
     """Required. The training file's id (UUID)."""
     page_size: _builtins.int
     """Maximum number of conversations to return: 0 means 50, at most 1000."""
     page_token: _builtins.str
     """The `next_page_token` of the previous page; empty for the first page."""
+    version: _builtins.int
+    """The version whose members to list: 0 means the current one."""
     def __init__(
         self,
         *,
         training_file_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "training_file_id", b"training_file_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "training_file_id", b"training_file_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -533,6 +545,7 @@ class GetDownloadUrlRequest(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     EXPIRES_IN_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     training_file_id: _builtins.str
     """Required. The training file's id (UUID)."""
     format: _resources_pb2.FileFormat.ValueType
@@ -542,6 +555,10 @@ class GetDownloadUrlRequest(_message.Message):
     split: _resources_pb2.Split.ValueType
     """The split of the output. UNSPECIFIED: SPLIT_ALL, or SPLIT_TRAIN for a trainer
     format of a split version.
+    """
+    version: _builtins.int
+    """The version whose output to serve: 0 means the current one. A pruned version's
+    objects are gone (FAILED_PRECONDITION, VERSION_PRUNED).
     """
     @_builtins.property
     def expires_in(self) -> _duration_pb2.Duration:
@@ -556,10 +573,11 @@ class GetDownloadUrlRequest(_message.Message):
         format: _resources_pb2.FileFormat.ValueType = ...,
         expires_in: _duration_pb2.Duration | None = ...,
         split: _resources_pb2.Split.ValueType = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_in", b"expires_in"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_in", b"expires_in", "format", b"format", "split", b"split", "training_file_id", b"training_file_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_in", b"expires_in", "format", b"format", "split", b"split", "training_file_id", b"training_file_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -578,6 +596,7 @@ class GetDownloadUrlResponse(_message.Message):
     FILE_NAME_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """The presigned HTTPS GET URL. Treat it as a secret until it expires."""
     format: _resources_pb2.FileFormat.ValueType
@@ -597,6 +616,8 @@ class GetDownloadUrlResponse(_message.Message):
     """Lower-case hex SHA-256 of the object the URL serves (empty for outputs stored
     before checksums were kept).
     """
+    version: _builtins.int
+    """The version the URL serves."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the URL stops working."""
@@ -611,14 +632,73 @@ class GetDownloadUrlResponse(_message.Message):
         file_name: _builtins.str = ...,
         split: _resources_pb2.Split.ValueType = ...,
         sha256: _builtins.str = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file_name", b"file_name", "format", b"format", "sha256", b"sha256", "size_bytes", b"size_bytes", "split", b"split", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file_name", b"file_name", "format", b"format", "sha256", b"sha256", "size_bytes", b"size_bytes", "split", b"split", "url", b"url", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDownloadUrlResponse: _TypeAlias = GetDownloadUrlResponse  # noqa: Y015
+
+@_typing.final
+class ListTrainingFileVersionsRequest(_message.Message):
+    """Request of ListTrainingFileVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    training_file_id: _builtins.str
+    """Required. The training file's id (UUID)."""
+    page_size: _builtins.int
+    """Maximum number of versions to return: 0 means 50, at most 1000."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        training_file_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "training_file_id", b"training_file_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTrainingFileVersionsRequest: _TypeAlias = ListTrainingFileVersionsRequest  # noqa: Y015
+
+@_typing.final
+class ListTrainingFileVersionsResponse(_message.Message):
+    """Response of ListTrainingFileVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.TrainingFileVersion]:
+        """The versions of this page, newest first."""
+
+    def __init__(
+        self,
+        *,
+        versions: _abc.Iterable[_resources_pb2.TrainingFileVersion] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTrainingFileVersionsResponse: _TypeAlias = ListTrainingFileVersionsResponse  # noqa: Y015
 
 @_typing.final
 class ExportTrainingFileRequest(_message.Message):

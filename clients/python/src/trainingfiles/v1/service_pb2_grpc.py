@@ -87,6 +87,11 @@ class TrainingFileServiceStub:
                 request_serializer=trainingfiles_dot_v1_dot_service__pb2.ExportTrainingFileRequest.SerializeToString,
                 response_deserializer=trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.FromString,
                 _registered_method=True)
+        self.ListTrainingFileVersions = channel.unary_unary(
+                '/trainingfiles.v1.TrainingFileService/ListTrainingFileVersions',
+                request_serializer=trainingfiles_dot_v1_dot_service__pb2.ListTrainingFileVersionsRequest.SerializeToString,
+                response_deserializer=trainingfiles_dot_v1_dot_service__pb2.ListTrainingFileVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainingFileServiceServicer:
@@ -314,6 +319,25 @@ class TrainingFileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTrainingFileVersions(self, request, context):
+        """Lists a training file's versions, newest first. Every CreateTrainingFile and
+        AddConversations that succeeds makes a new version, which never changes afterwards:
+        its members, counts and outputs stay as they were built (an ExportTrainingFile adds
+        renditions of the current version's pairs to it, and rewrites its card). The
+        server keeps the objects of the last `VERSION_RETENTION` versions (5 by default),
+        and of older ones until the last download URL handed out for the file expires;
+        then their objects are deleted and the version says `pruned`, keeping its metadata.
+
+        Errors:
+        INVALID_ARGUMENT  (BadRequest) `training_file_id` malformed; `page_size` negative;
+        `page_token` invalid or from another file.
+        NOT_FOUND         no such training file (or another user's).
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingFileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -366,6 +390,11 @@ def add_TrainingFileServiceServicer_to_server(servicer, server):
                     servicer.ExportTrainingFile,
                     request_deserializer=trainingfiles_dot_v1_dot_service__pb2.ExportTrainingFileRequest.FromString,
                     response_serializer=trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.SerializeToString,
+            ),
+            'ListTrainingFileVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrainingFileVersions,
+                    request_deserializer=trainingfiles_dot_v1_dot_service__pb2.ListTrainingFileVersionsRequest.FromString,
+                    response_serializer=trainingfiles_dot_v1_dot_service__pb2.ListTrainingFileVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -640,6 +669,33 @@ class TrainingFileService:
             '/trainingfiles.v1.TrainingFileService/ExportTrainingFile',
             trainingfiles_dot_v1_dot_service__pb2.ExportTrainingFileRequest.SerializeToString,
             trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrainingFileVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainingfiles.v1.TrainingFileService/ListTrainingFileVersions',
+            trainingfiles_dot_v1_dot_service__pb2.ListTrainingFileVersionsRequest.SerializeToString,
+            trainingfiles_dot_v1_dot_service__pb2.ListTrainingFileVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -262,6 +262,21 @@ class TrainingFileServiceStub:
       CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
       UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
     """
+    ListTrainingFileVersions: _aio.UnaryUnaryMultiCallable[_service_pb2.ListTrainingFileVersionsRequest, _service_pb2.ListTrainingFileVersionsResponse]
+    """Lists a training file's versions, newest first. Every CreateTrainingFile and
+    AddConversations that succeeds makes a new version, which never changes afterwards:
+    its members, counts and outputs stay as they were built (an ExportTrainingFile adds
+    renditions of the current version's pairs to it, and rewrites its card). The
+    server keeps the objects of the last `VERSION_RETENTION` versions (5 by default),
+    and of older ones until the last download URL handed out for the file expires;
+    then their objects are deleted and the version says `pruned`, keeping its metadata.
+
+    Errors:
+      INVALID_ARGUMENT  (BadRequest) `training_file_id` malformed; `page_size` negative;
+                        `page_token` invalid or from another file.
+      NOT_FOUND         no such training file (or another user's).
+      UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+    """
 
 class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
     """Builds LoRA training files from enriched conversations, stores them, and hands out
@@ -505,6 +520,27 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
                               ACTIVE.
           RESOURCE_EXHAUSTED  an output would exceed the per-object size limit.
           CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
+          UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTrainingFileVersions(
+        self,
+        request: _service_pb2.ListTrainingFileVersionsRequest,
+        context: _aio.ServicerContext[_service_pb2.ListTrainingFileVersionsRequest, _abc.Awaitable[_service_pb2.ListTrainingFileVersionsResponse]],
+    ) -> _abc.Awaitable[_service_pb2.ListTrainingFileVersionsResponse]:
+        """Lists a training file's versions, newest first. Every CreateTrainingFile and
+        AddConversations that succeeds makes a new version, which never changes afterwards:
+        its members, counts and outputs stay as they were built (an ExportTrainingFile adds
+        renditions of the current version's pairs to it, and rewrites its card). The
+        server keeps the objects of the last `VERSION_RETENTION` versions (5 by default),
+        and of older ones until the last download URL handed out for the file expires;
+        then their objects are deleted and the version says `pruned`, keeping its metadata.
+
+        Errors:
+          INVALID_ARGUMENT  (BadRequest) `training_file_id` malformed; `page_size` negative;
+                            `page_token` invalid or from another file.
+          NOT_FOUND         no such training file (or another user's).
           UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
         """
 
