@@ -54,6 +54,8 @@ from .rules import (
     not_active,
     parse_uuid,
     reject_ineligible,
+    reject_removal,
+    removal_violations,
     uuid_violations,
     visible,
 )
@@ -172,6 +174,38 @@ class Builds:
         # The plan is the claimed version's: an export may add formats while this waits.
         def plan_for(claimed: TrainingFileRecord) -> OutputPlan:
             return OutputPlan.stored(claimed, requested)
+
+        async for event in self._extend(caller, record, plan_for, build_it, v4=True):
+            yield event
+
+    async def remove(
+        self, caller: Caller, training_file_id: str, ids: Sequence[str]
+    ) -> AsyncGenerator[Progress, None]:
+        """A new version without the named conversations, from the stored JSONL."""
+        conversation_ids = check_ids(
+            ids,
+            self.settings.max_conversations_per_request,
+            uuid_violations(training_file_id, "training_file_id"),
+        )
+        del ids
+        file_id = UUID(training_file_id)
+        record = await self._active(
+            caller, file_id, "only active files can have conversations removed"
+        )
+
+        async def build_it(build: Build) -> AsyncIterator[Progress]:
+            build.existing = await self.database.stored_conversations(file_id)
+            members = {c.summary.conversation_id for c in build.existing}
+            reject_removal(removal_violations(conversation_ids, members))
+            leave_out = frozenset(str(c) for c in conversation_ids)
+            remaining = [c for c in build.existing if c.summary.conversation_id not in leave_out]
+            validation = build.plan.validation(strata(remaining))
+            pass_ = self.passes.remove(build, leave_out, validation, self._upload_recorder(build))
+            async for event in pass_:
+                yield event
+
+        def plan_for(claimed: TrainingFileRecord) -> OutputPlan:
+            return OutputPlan.stored(claimed)
 
         async for event in self._extend(caller, record, plan_for, build_it, v4=True):
             yield event
@@ -331,9 +365,10 @@ class Builds:
                     output_formats=build.plan.format_names,
                     duplicate_pair_count=staged.duplicate_pair_count,
                     untrainable_pair_count=staged.untrainable_pair_count,
-                    reason=VersionReason.ADDED if build.stored else VersionReason.CREATED,
-                    change_count=len(staged.added),
+                    reason=_reason(build),
+                    change_count=len(staged.removed) or len(staged.added),
                     retention=self.settings.version_retention,
+                    removed=staged.removed,
                 )
         except LeaseLost:
             raise await self._why_not_committed(build) from None
@@ -423,6 +458,14 @@ class Builds:
             )
             return False
         return True
+
+
+def _reason(build: Build) -> VersionReason:
+    """Why the build's version is made."""
+    assert build.staged is not None
+    if build.stored is None:
+        return VersionReason.CREATED
+    return VersionReason.REMOVED if build.staged.removed else VersionReason.ADDED
 
 
 def _failure_reason(exc: BaseException) -> str:

@@ -327,6 +327,7 @@ _REASON_TO_PROTO = {
     VersionReason.CREATED: resources_pb2.VERSION_REASON_CREATED,
     VersionReason.ADDED: resources_pb2.VERSION_REASON_ADDED,
     VersionReason.RECORDED: resources_pb2.VERSION_REASON_RECORDED,
+    VersionReason.REMOVED: resources_pb2.VERSION_REASON_REMOVED,
 }
 
 

@@ -71,6 +71,7 @@ FROM unnest($1::uuid[]) WITH ORDINALITY AS r (id, ord)
 LEFT JOIN conversations c ON c.conversation_id = r.id
 LEFT JOIN training_file_conversations m
        ON m.training_file_id = $2 AND m.conversation_id = r.id
+      AND m.removed_in_version IS NULL
 ORDER BY r.ord
 """
 
@@ -250,17 +251,28 @@ WHERE id = $1 AND status IN ('active', 'archived')
 RETURNING {TRAINING_FILE_COLUMNS}
 """
 
+# New members go after every position ever used ($2 is only a floor): a removed
+# member keeps its position, so every version's members keep their order.
 INSERT_FILE_CONVERSATIONS = """
 INSERT INTO training_file_conversations
     (training_file_id, conversation_id, position, added_by, training_pair_count,
      quality_score, human_reviewed, persona_key, emotional_arc_key, training_topic_key,
      pair_digests, added_in_version)
-SELECT $1, c.conversation_id, $2 + c.ord - 1, $3, c.pairs, c.quality, c.reviewed,
-       c.persona, c.arc, c.topic, c.digests, $12
+SELECT $1, c.conversation_id, greatest($2::int, n.next) + c.ord - 1, $3, c.pairs,
+       c.quality, c.reviewed, c.persona, c.arc, c.topic, c.digests, $12
 FROM unnest($4::uuid[], $5::int[], $6::float8[], $7::bool[], $8::text[], $9::text[],
             $10::text[], $11::bytea[])
      WITH ORDINALITY AS c (conversation_id, pairs, quality, reviewed, persona, arc, topic,
-                           digests, ord)
+                           digests, ord),
+     (SELECT coalesce(max(position) + 1, 0)::int AS next
+      FROM training_file_conversations WHERE training_file_id = $1) AS n
+"""
+
+# Members a Remove takes out ($2), as of version $3.
+REMOVE_MEMBERS = """
+UPDATE training_file_conversations SET removed_in_version = $3
+WHERE training_file_id = $1 AND conversation_id = ANY($2::uuid[])
+  AND removed_in_version IS NULL
 """
 
 MARK_FAILED = """
@@ -278,7 +290,7 @@ SELECT m.conversation_id, m.training_pair_count, m.quality_score, m.human_review
        c.persona_id, c.training_topic_id
 FROM training_file_conversations m
 JOIN conversations c ON c.conversation_id = m.conversation_id
-WHERE m.training_file_id = $1
+WHERE m.training_file_id = $1 AND m.removed_in_version IS NULL
 ORDER BY m.position
 """
 
@@ -306,13 +318,15 @@ LIST_FILES_BASIC = _LIST_FILES.format(
     columns=TRAINING_FILE_COLUMNS.split(",\n    (SELECT")[0] + ", '[]'::jsonb AS outputs"
 )
 
-# $4: the version whose members to list (NULL: every member, the current version's).
+# $4: the version whose members to list (NULL: the current version's).
 LIST_FILE_CONVERSATIONS = """
 SELECT conversation_id, position, added_at, added_by, training_pair_count, quality_score,
        human_reviewed, persona_key, emotional_arc_key, training_topic_key
 FROM training_file_conversations
 WHERE training_file_id = $1 AND position > $2
-  AND ($4::int IS NULL OR added_in_version <= $4)
+  AND CASE WHEN $4::int IS NULL THEN removed_in_version IS NULL
+           ELSE added_in_version <= $4
+                AND (removed_in_version IS NULL OR removed_in_version > $4) END
 ORDER BY position
 LIMIT $3
 """
@@ -324,7 +338,8 @@ FROM conversations c
 WHERE c.enrichment_status = 'completed' AND c.enriched_file_path IS NOT NULL
   AND ($1::uuid IS NULL OR NOT EXISTS (
         SELECT 1 FROM training_file_conversations m
-        WHERE m.training_file_id = $1 AND m.conversation_id = c.conversation_id))
+        WHERE m.training_file_id = $1 AND m.conversation_id = c.conversation_id
+          AND m.removed_in_version IS NULL))
   AND ($2::timestamptz IS NULL OR (c.created_at, c.conversation_id) < ($2, $3::uuid))
   AND ($5::uuid IS NULL OR c.created_by = $5)
 ORDER BY c.created_at DESC, c.conversation_id DESC
@@ -653,6 +668,7 @@ class Database:
         reason: VersionReason,
         change_count: int,
         retention: int,
+        removed: Sequence[UUID] = (),
     ) -> tuple[TrainingFileRecord, list[str], bool]:
         """One transaction: the new version live, members added, the build's intents cleared.
 
@@ -708,6 +724,10 @@ class Database:
                 list(new_digests),
                 version,
             )
+            if removed:
+                taken = await conn.execute(REMOVE_MEMBERS, file_id, list(removed), version)
+                if taken != f"UPDATE {len(removed)}":
+                    raise LeaseLost(str(file_id))  # not the members the build saw
             await self._insert_outputs(conn, file_id, version, outputs)
             await conn.execute(
                 INSERT_VERSION,

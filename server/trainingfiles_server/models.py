@@ -95,6 +95,7 @@ class TrainingFileRecord:
 class VersionReason(enum.StrEnum):
     CREATED = "created"
     ADDED = "added"
+    REMOVED = "removed"
     RECORDED = "recorded"  # existed before versions were recorded
 
 

@@ -308,25 +308,41 @@ class OutputSet:
         self._stored = asyncio.ensure_future(stored())
 
     async def replay(
-        self, jsonl_key: str, stored_digests: Sequence[bytes | None] = ()
+        self,
+        jsonl_key: str,
+        stored_digests: Sequence[bytes | None] = (),
+        *,
+        leave_out: frozenset[str] | None = None,
     ) -> AsyncIterator[int]:
         """Stream a stored v4 JSONL through the trainer outputs; yields the pairs done.
 
-        The bytes also go to the new JSONL's checksum (an Add's store-side copy never
-        passes through here). `stored_digests` are the conversations' pair digests as
-        stored, in file order: they are not computed again.
+        `stored_digests` are the conversations' pair digests as stored, in file order:
+        they are not computed again. Without `leave_out` (an Add, an export) the bytes
+        also go to the new JSONL's checksum (an Add's store-side copy never passes through
+        here). With it (a Remove), the conversations it names are left out, and the
+        others' lines are written to the new v4 outputs as they were stored.
         """
         rest = b""
         done = reported = 0
         conversation: list[Pair] = []  # the pairs of one conversation, taken together
+        raw: list[bytes] = []  # and their lines, for a Remove's v4 outputs
         index = 0  # of that conversation in the file
+        removing = leave_out is not None
 
         async def flush() -> None:
+            if removing:
+                assert leave_out is not None
+                if conversation[0]["conversation_id"] in leave_out:
+                    return
+                if self.v4 is not None:
+                    await self.v4.write(b"".join(raw))
             known = stored_digests[index] if index < len(stored_digests) else None
-            await self._conversation(PairFacts.of(conversation, known), conversation)
+            await self._conversation(
+                PairFacts.of(conversation, known), conversation if self.trainers else None
+            )
 
         async for chunk in self._storage.stream(self._bucket, jsonl_key):
-            if self.v4 is not None and self.v4.jsonl_sha256 is not None:
+            if not removing and self.v4 is not None and self.v4.jsonl_sha256 is not None:
                 self.v4.jsonl_sha256.update(chunk)
             lines = (rest + chunk).split(b"\n")
             rest = lines.pop()
@@ -336,8 +352,11 @@ class OutputSet:
                     await flush()
                     done += len(conversation)
                     conversation = []
+                    raw.clear()
                     index += 1
                 conversation.append(pair)
+                if removing:
+                    raw.append(line + b"\n")
             if done - reported >= REPLAY_REPORT_EVERY:
                 yield done
                 reported = done

@@ -5,6 +5,7 @@ the commit, which `builds.py` makes under the build's lease:
 
     Create, Add   validate ─► fetch ∥ transform ─► every output, in one pass ─► card ─► staged
     export        the stored v4 JSONL ─► the requested formats ─► card ─► staged
+    Remove        the stored v4 JSONL, less the removed conversations ─► every output ─► staged
 
 Memory does not grow with the number of conversations: each document is parsed,
 validated and turned into lines by one of `fetch_concurrency` workers, and only a small
@@ -60,6 +61,7 @@ class Staged:
     new_digests: list[bytes] = field(default_factory=list)
     duplicate_pair_count: int = 0
     untrainable_pair_count: int = 0
+    removed: list[UUID] = field(default_factory=list)
 
 
 @dataclass
@@ -261,6 +263,70 @@ class Passes:
             await shielded(outputs.abort())
             raise
         build.staged = Staged(records)
+
+    async def remove(
+        self,
+        build: Build,
+        leave_out: frozenset[str],
+        validation: frozenset[UUID] | None,
+        on_upload: UploadHook,
+    ) -> AsyncIterator[Progress]:
+        """A Remove's pass: the stored JSONL, less the removed conversations' lines (kept
+        byte for byte), through every output; metrics from the remaining members' stored
+        summaries. No document is fetched. The file keeps its vertical and consultant
+        profile (the first conversation's when the file was created)."""
+        stored = build.stored
+        assert stored is not None and stored.jsonl_file_path
+        file_id, total = build.file_id, stored.total_training_pairs
+        yield Progress(Stage.VALIDATING, len(leave_out), len(leave_out), file_id)
+        slots = parts_in_flight(BUILD_PARTS_IN_FLIGHT)
+        v4 = V4Outputs(
+            self.storage,
+            build.bucket,
+            build.keys[("v4_json", Split.ALL)],
+            build.keys[("v4_jsonl", Split.ALL)],
+            self.settings.max_object_bytes,
+            on_upload=on_upload,
+            slots=slots,
+        )
+        outputs = self._output_set(build, validation, v4, on_upload, slots)
+        try:
+            stored_digests = [c.digests for c in build.existing]
+            replay = outputs.replay(stored.jsonl_file_path, stored_digests, leave_out=leave_out)
+            async for done in replay:
+                build.lease.check()
+                yield Progress(Stage.RENDERING, done, total, file_id)
+            kept = [c.summary for c in build.existing if c.summary.conversation_id not in leave_out]
+            metrics = aggregate.summarize(kept)
+            vertical, profile = stored.vertical or "", _profile_bytes(stored) or b"{}"
+            header = aggregate.json_header(build.name, build.moment, vertical, metrics, profile)
+            yield Progress(
+                Stage.AGGREGATING, total, total, file_id, warnings=_content_warnings(outputs)
+            )
+            self._check_sizes(header, v4.jsonl_size)
+            yield Progress(Stage.UPLOADING, 0, 0, file_id)
+            build.lease.check()
+            v4_records, trainer_records = await together(
+                v4.close(header, metrics.total_training_pairs), outputs.close_trainers()
+            )
+            records = [*v4_records, *trainer_records]
+            records.append(
+                await outputs.store_card(
+                    _card(build, metrics, vertical, records, validation, kept, outputs)
+                )
+            )
+        except BaseException:
+            await shielded(outputs.abort())
+            raise
+        build.staged = Staged(
+            records,
+            metrics,
+            vertical,
+            profile,
+            duplicate_pair_count=outputs.duplicates.count,
+            untrainable_pair_count=outputs.untrainable,
+            removed=[UUID(c) for c in sorted(leave_out)],
+        )
 
     def _check_sizes(self, header: bytes, jsonl_size: int) -> int:
         """The JSON document's size, known from its header and the JSONL's before close."""

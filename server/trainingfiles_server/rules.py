@@ -160,6 +160,38 @@ def reject_ineligible(violations: list[Violation]) -> None:
         )
 
 
+def removal_violations(requested: Sequence[UUID], members: set[str]) -> list[Violation]:
+    """Every requested conversation that is not a member, and removing all of them."""
+    violations = [
+        Violation(str(c), "CONVERSATION_NOT_IN_FILE", "not in the training file")
+        for c in requested
+        if str(c) not in members
+    ]
+    if not violations and len(requested) == len(members):
+        violations.append(
+            Violation(
+                "conversation_ids",
+                "WOULD_EMPTY_FILE",
+                f"removing all {len(members)} conversations would leave the file empty; "
+                "archive it instead",
+            )
+        )
+    return violations
+
+
+def reject_removal(violations: list[Violation]) -> None:
+    if violations:
+        raise FailedPrecondition(
+            f"{len(violations)} conversation(s) cannot be removed: "
+            + "; ".join(f"{v.subject}: {v.description}" for v in violations[:10])
+            + (" …" if len(violations) > 10 else ""),
+            violations,
+            reason=violations[0].reason
+            if violations[0].reason == "WOULD_EMPTY_FILE"
+            else "CONVERSATIONS_NOT_IN_FILE",
+        )
+
+
 def key_base(file_id: UUID, name: str, moment: datetime) -> str:
     """`<id>/<name>_<YYYYMMDDTHHMMSSZ>`: the validated name cannot leave the file's prefix.
 

@@ -80,6 +80,15 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
         async for message in _progress(events):
             yield message
 
+    async def RemoveConversations(
+        self, request: service_pb2.RemoveConversationsRequest, context: Context
+    ) -> AsyncIterator[service_pb2.TrainingFileProgress]:
+        events = self.operations.remove(
+            _caller(context), request.training_file_id, list(request.conversation_ids)
+        )
+        async for message in _progress(events):
+            yield message
+
     async def ExportTrainingFile(
         self, request: service_pb2.ExportTrainingFileRequest, context: Context
     ) -> AsyncIterator[service_pb2.TrainingFileProgress]:

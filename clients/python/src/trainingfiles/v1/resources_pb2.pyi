@@ -228,6 +228,8 @@ class _VersionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Version
     """AddConversations added `change_count` conversations."""
     VERSION_REASON_RECORDED: _VersionReason.ValueType  # 3
     """It existed before versions were recorded; its history is unknown."""
+    VERSION_REASON_REMOVED: _VersionReason.ValueType  # 4
+    """RemoveConversations removed `change_count` conversations."""
 
 class VersionReason(_VersionReason, metaclass=_VersionReasonEnumTypeWrapper):
     """Why a version of a training file was made."""
@@ -240,6 +242,8 @@ VERSION_REASON_ADDED: VersionReason.ValueType  # 2
 """AddConversations added `change_count` conversations."""
 VERSION_REASON_RECORDED: VersionReason.ValueType  # 3
 """It existed before versions were recorded; its history is unknown."""
+VERSION_REASON_REMOVED: VersionReason.ValueType  # 4
+"""RemoveConversations removed `change_count` conversations."""
 Global___VersionReason: _TypeAlias = VersionReason  # noqa: Y015
 
 @_typing.final
@@ -725,7 +729,7 @@ class TrainingFileVersion(_message.Message):
     """Why the version was made."""
     change_count: _builtins.int
     """How many conversations the change concerned: every one for CREATED, the added ones
-    for ADDED; 0 for RECORDED.
+    for ADDED, the removed ones for REMOVED; 0 for RECORDED.
     """
     created_by: _builtins.str
     """The user (UUID) whose call made it; empty for a service-role call without a user."""

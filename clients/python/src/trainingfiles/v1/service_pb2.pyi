@@ -643,6 +643,34 @@ class GetDownloadUrlResponse(_message.Message):
 Global___GetDownloadUrlResponse: _TypeAlias = GetDownloadUrlResponse  # noqa: Y015
 
 @_typing.final
+class RemoveConversationsRequest(_message.Message):
+    """Request of RemoveConversations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_IDS_FIELD_NUMBER: _builtins.int
+    training_file_id: _builtins.str
+    """Required. The id (UUID) of the ACTIVE training file."""
+    @_builtins.property
+    def conversation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Required. The conversations (UUIDs) to remove; each must be in the file."""
+
+    def __init__(
+        self,
+        *,
+        training_file_id: _builtins.str = ...,
+        conversation_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_ids", b"conversation_ids", "training_file_id", b"training_file_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveConversationsRequest: _TypeAlias = RemoveConversationsRequest  # noqa: Y015
+
+@_typing.final
 class ListTrainingFileVersionsRequest(_message.Message):
     """Request of ListTrainingFileVersions."""
 

@@ -92,6 +92,11 @@ class TrainingFileServiceStub:
                 request_serializer=trainingfiles_dot_v1_dot_service__pb2.ListTrainingFileVersionsRequest.SerializeToString,
                 response_deserializer=trainingfiles_dot_v1_dot_service__pb2.ListTrainingFileVersionsResponse.FromString,
                 _registered_method=True)
+        self.RemoveConversations = channel.unary_stream(
+                '/trainingfiles.v1.TrainingFileService/RemoveConversations',
+                request_serializer=trainingfiles_dot_v1_dot_service__pb2.RemoveConversationsRequest.SerializeToString,
+                response_deserializer=trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.FromString,
+                _registered_method=True)
 
 
 class TrainingFileServiceServicer:
@@ -338,6 +343,33 @@ class TrainingFileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveConversations(self, request, context):
+        """Removes conversations from an ACTIVE training file, as a new version (reason
+        REMOVED). No document is fetched: the stored JSONL is streamed once and the other
+        conversations' pairs are kept byte for byte, in their order; the metrics come from
+        their stored summaries, and every format of the file (and its split, over the
+        remaining conversations) is written again. The file keeps its vertical and
+        consultant profile. Progress: VALIDATING, RENDERING (pairs of the stored file
+        streamed), AGGREGATING, UPLOADING, SAVING; the last message carries the file. Builds
+        of one file run one at a time, like AddConversations. On any failure the file
+        keeps the version it had.
+
+        Errors:
+        INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `conversation_ids`
+        empty, or with malformed or repeated ids (each one listed).
+        NOT_FOUND           no such training file (or another user's).
+        FAILED_PRECONDITION (PreconditionFailure) TRAINING_FILE_NOT_ACTIVE;
+        CONVERSATIONS_NOT_IN_FILE, each offender listed with
+        CONVERSATION_NOT_IN_FILE; WOULD_EMPTY_FILE, removing every
+        conversation (archive the file instead).
+        RESOURCE_EXHAUSTED  more ids than the per-request limit; an output too large.
+        CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingFileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -395,6 +427,11 @@ def add_TrainingFileServiceServicer_to_server(servicer, server):
                     servicer.ListTrainingFileVersions,
                     request_deserializer=trainingfiles_dot_v1_dot_service__pb2.ListTrainingFileVersionsRequest.FromString,
                     response_serializer=trainingfiles_dot_v1_dot_service__pb2.ListTrainingFileVersionsResponse.SerializeToString,
+            ),
+            'RemoveConversations': grpc.unary_stream_rpc_method_handler(
+                    servicer.RemoveConversations,
+                    request_deserializer=trainingfiles_dot_v1_dot_service__pb2.RemoveConversationsRequest.FromString,
+                    response_serializer=trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -696,6 +733,33 @@ class TrainingFileService:
             '/trainingfiles.v1.TrainingFileService/ListTrainingFileVersions',
             trainingfiles_dot_v1_dot_service__pb2.ListTrainingFileVersionsRequest.SerializeToString,
             trainingfiles_dot_v1_dot_service__pb2.ListTrainingFileVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainingfiles.v1.TrainingFileService/RemoveConversations',
+            trainingfiles_dot_v1_dot_service__pb2.RemoveConversationsRequest.SerializeToString,
+            trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -277,6 +277,29 @@ class TrainingFileServiceStub:
       NOT_FOUND         no such training file (or another user's).
       UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
     """
+    RemoveConversations: _aio.UnaryStreamMultiCallable[_service_pb2.RemoveConversationsRequest, _service_pb2.TrainingFileProgress]
+    """Removes conversations from an ACTIVE training file, as a new version (reason
+    REMOVED). No document is fetched: the stored JSONL is streamed once and the other
+    conversations' pairs are kept byte for byte, in their order; the metrics come from
+    their stored summaries, and every format of the file (and its split, over the
+    remaining conversations) is written again. The file keeps its vertical and
+    consultant profile. Progress: VALIDATING, RENDERING (pairs of the stored file
+    streamed), AGGREGATING, UPLOADING, SAVING; the last message carries the file. Builds
+    of one file run one at a time, like AddConversations. On any failure the file
+    keeps the version it had.
+
+    Errors:
+      INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `conversation_ids`
+                          empty, or with malformed or repeated ids (each one listed).
+      NOT_FOUND           no such training file (or another user's).
+      FAILED_PRECONDITION (PreconditionFailure) TRAINING_FILE_NOT_ACTIVE;
+                          CONVERSATIONS_NOT_IN_FILE, each offender listed with
+                          CONVERSATION_NOT_IN_FILE; WOULD_EMPTY_FILE, removing every
+                          conversation (archive the file instead).
+      RESOURCE_EXHAUSTED  more ids than the per-request limit; an output too large.
+      CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
+      UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+    """
 
 class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
     """Builds LoRA training files from enriched conversations, stores them, and hands out
@@ -541,6 +564,35 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
           INVALID_ARGUMENT  (BadRequest) `training_file_id` malformed; `page_size` negative;
                             `page_token` invalid or from another file.
           NOT_FOUND         no such training file (or another user's).
+          UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveConversations(
+        self,
+        request: _service_pb2.RemoveConversationsRequest,
+        context: _aio.ServicerContext[_service_pb2.RemoveConversationsRequest, _abc.AsyncIterator[_service_pb2.TrainingFileProgress]],
+    ) -> _abc.AsyncIterator[_service_pb2.TrainingFileProgress]:
+        """Removes conversations from an ACTIVE training file, as a new version (reason
+        REMOVED). No document is fetched: the stored JSONL is streamed once and the other
+        conversations' pairs are kept byte for byte, in their order; the metrics come from
+        their stored summaries, and every format of the file (and its split, over the
+        remaining conversations) is written again. The file keeps its vertical and
+        consultant profile. Progress: VALIDATING, RENDERING (pairs of the stored file
+        streamed), AGGREGATING, UPLOADING, SAVING; the last message carries the file. Builds
+        of one file run one at a time, like AddConversations. On any failure the file
+        keeps the version it had.
+
+        Errors:
+          INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `conversation_ids`
+                              empty, or with malformed or repeated ids (each one listed).
+          NOT_FOUND           no such training file (or another user's).
+          FAILED_PRECONDITION (PreconditionFailure) TRAINING_FILE_NOT_ACTIVE;
+                              CONVERSATIONS_NOT_IN_FILE, each offender listed with
+                              CONVERSATION_NOT_IN_FILE; WOULD_EMPTY_FILE, removing every
+                              conversation (archive the file instead).
+          RESOURCE_EXHAUSTED  more ids than the per-request limit; an output too large.
+          CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
           UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
         """
 
