@@ -79,6 +79,8 @@ ADD_POINTS = (
 )
 # An export fetches no document: it renders the stored JSONL, then uploads and commits.
 EXPORT_POINTS = ("build.leased", "build.uploaded", "build.committed")
+# A Remove neither: it streams the stored JSONL into every output, then commits.
+REMOVE_POINTS = ("build.leased", "build.upload_recorded", "build.uploaded", "build.committed")
 
 
 @dataclass(frozen=True)
@@ -486,6 +488,55 @@ async def run_export(
     async with _restarted(backend, observer, log, token, outcome) as found:
         if found is not None and found[1].version != before:
             outcome.problems.append(f"version {found[1].version}, expected {before}")
+    return outcome
+
+
+async def run_remove(
+    backend: Backend,
+    observer: Observer,
+    workdir: Path,
+    token: str,
+    base_file_id: str,
+    ids: Sequence[str],
+    fault: str,
+) -> Outcome:
+    """A Remove killed at `fault`: afterwards the file is on a complete version, the one
+    before (every member still there) or the new one (none of `ids` left), and free."""
+    outcome = Outcome("remove", fault)
+    outcome.file_id = uuid.UUID(base_file_id)
+    before = await observer.pool.fetchval(
+        "SELECT version FROM training_files WHERE id = $1", outcome.file_id
+    )
+    log = workdir / f"remove-{base_file_id}.log"
+    request = service_pb2.RemoveConversationsRequest(
+        training_file_id=base_file_id, conversation_ids=list(ids)
+    )
+    await _until_it_dies(
+        backend,
+        log,
+        fault,
+        None,
+        token,
+        outcome,
+        lambda stub: stub.RemoveConversations(request, timeout=60),
+    )
+    async with _restarted(backend, observer, log, token, outcome) as found:
+        if found is not None:
+            stub, record = found
+            members = await stub.ListTrainingFileConversations(
+                service_pb2.ListTrainingFileConversationsRequest(
+                    training_file_id=base_file_id, page_size=1000
+                )
+            )
+            left = {m.conversation_id for m in members.conversations} & set(ids)
+            if record.version == before and len(left) != len(ids):
+                outcome.problems.append("the version before lost members")
+            elif record.version == before + 1 and left:
+                outcome.problems.append("the new version still has removed members")
+            elif record.version not in (before, before + 1):
+                outcome.problems.append(f"version {record.version}, expected {before}(+1)")
+            if len(members.conversations) != record.conversation_count:
+                outcome.problems.append("membership and conversation_count disagree")
     return outcome
 
 

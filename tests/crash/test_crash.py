@@ -24,6 +24,7 @@ from tests.crash.harness import (
     CREATE_POINTS,
     EXPORT_POINTS,
     LEASE_SECONDS,
+    REMOVE_POINTS,
     Backend,
     Observer,
     ServerProcess,
@@ -31,6 +32,7 @@ from tests.crash.harness import (
     run_add,
     run_create,
     run_export,
+    run_remove,
     server_process,
 )
 from tests.e2e.helpers import create_ok, error_reason, unique_name
@@ -158,6 +160,42 @@ async def test_an_export_killed_at_any_stage_leaves_complete_outputs(
     assert last is not None and exported <= {
         (o.format, o.split) for o in last.training_file.outputs
     }
+
+
+@pytest.mark.parametrize("fault", REMOVE_POINTS)
+async def test_a_remove_killed_at_any_stage_leaves_a_complete_version(
+    backend: Backend,
+    observer: Observer,
+    workdir: Path,
+    token: str,
+    stub: service_pb2_grpc.TrainingFileServiceStub,
+    crash_ids: list[str],
+    fault: str,
+) -> None:
+    request = service_pb2.CreateTrainingFileRequest(
+        name=unique_name("crash-remove"), conversation_ids=crash_ids[:20], formats=TRAINER
+    )
+    request.split.validation_count = 3
+    last = None
+    async for message in stub.CreateTrainingFile(request, timeout=60):
+        last = message
+    assert last is not None
+    base = last.training_file
+    gone = [crash_ids[3], crash_ids[11]]
+    outcome = await run_remove(backend, observer, workdir, token, base.id, gone, fault)
+    assert outcome.died, "the failpoint was not reached"
+    assert outcome.problems == []  # every kept version's objects exist with their checksums
+    assert outcome.version == base.version + (1 if fault == "build.committed" else 0)
+    if fault == "build.committed":
+        return  # removed already: a retry is refused (CONVERSATIONS_NOT_IN_FILE)
+    # The file is free: the Remove now succeeds.
+    last = None
+    async for message in stub.RemoveConversations(
+        service_pb2.RemoveConversationsRequest(training_file_id=base.id, conversation_ids=gone),
+        timeout=60,
+    ):
+        last = message
+    assert last is not None and last.training_file.conversation_count == 18
 
 
 @pytest.mark.parametrize("fault", ["build.fetched:5", "build.uploaded"])
