@@ -150,6 +150,82 @@ async def test_ids_from_a_file_and_from_standard_input(
     assert piped.stdout.splitlines() == UUID.findall(piped.stdout)
 
 
+async def test_remove_makes_a_version_without_the_conversations(
+    cli: Cli, dataset: Dataset, aclient: tfc.AsyncTrainingFilesClient
+) -> None:
+    ids = dataset.ids()[24:28]
+    name = unique("remove")
+    created = await aclient.create_training_file(name, ids).result()
+
+    run = await cli("remove", created.id, "--ids", ids[1])
+    assert run.code == 0, run.stderr
+    for stage in ("validating", "rendering", "aggregating", "uploading", "saving"):
+        assert stage in run.stderr, stage
+    total = created.total_training_pairs
+    assert f"{total}/{total}" in run.stderr and "pair/s" in run.stderr  # the stored pairs
+    assert f"removed 1 from {name} {created.id}: 3 conversations" in run.stdout
+    assert "version 2" in run.stdout
+
+    piped = await cli("--json", "remove", created.id, "--ids", "-", stdin=f"{ids[3]}\n")
+    assert piped.code == 0, piped.stderr
+    events = piped.json_lines()
+    assert list(dict.fromkeys(event["stage"] for event in events)) == [
+        "STAGE_VALIDATING", "STAGE_RENDERING", "STAGE_AGGREGATING", "STAGE_UPLOADING",
+        "STAGE_SAVING",
+    ]  # fmt: skip
+    after = events[-1]["training_file"]
+    assert (after["version"], after["conversation_count"]) == ("3", 2)
+
+    members = await cli("conversations", created.id)
+    assert UUID.findall(members.stdout) == [ids[0], ids[2]]
+    versions = await cli("versions", created.id)
+    assert [line.split()[:3] for line in versions.stdout.splitlines()[1:]] == [
+        ["3", "removed", "1"],
+        ["2", "removed", "1"],
+        ["1", "created", "4"],
+    ]
+
+    # Every offender with its reason (exit 6); the members named with them are not listed.
+    outsider = dataset.ids()[28]
+    refused = await cli("remove", created.id, "--ids", outsider, ids[0], ids[1])
+    assert refused.code == 6, refused.stderr
+    assert "CONVERSATIONS_NOT_IN_FILE" in refused.stderr
+    for gone in (outsider, ids[1]):
+        assert re.search(rf"^\s+{gone}\s+CONVERSATION_NOT_IN_FILE\s", refused.stderr, re.M)
+    assert ids[0] not in refused.stderr
+    emptied = await cli("remove", created.id, "--ids", ids[0], ids[2])
+    assert emptied.code == 6 and "WOULD_EMPTY_FILE" in emptied.stderr
+    malformed = await cli("remove", created.id, "--ids", "nope")
+    assert malformed.code == 3
+    assert re.search(r"^\s+nope\s+MALFORMED_ID\s", malformed.stderr, re.MULTILINE)
+    missing = await cli("remove", str(uuid.uuid4()), "--ids", ids[0])
+    assert missing.code == 4 and "NOT_FOUND" in missing.stderr
+    assert (await aclient.get_training_file(created.id)).version == 3  # nothing changed
+
+
+async def test_a_remove_of_many_outsiders_says_how_many_there_are(
+    cli: Cli, dataset: Dataset, aclient: tfc.AsyncTrainingFilesClient, tmp_path: Path
+) -> None:
+    """No ValidateConversations for a removal: the listed offenders, and their count."""
+    created = await aclient.create_training_file(unique("outsiders"), dataset.ids()[29:31]).result()
+    unknown = [str(uuid.uuid4()) for _ in range(3000)]
+    listing = tmp_path / "ids.txt"
+    listing.write_text("\n".join(unknown) + "\n")
+
+    run = await cli("remove", created.id, "--ids-file", str(listing))
+    assert run.code == 6, run.stderr
+    shown = [line.split()[0] for line in run.stderr.splitlines() if UUID.match(line.strip())]
+    assert 0 < len(shown) < 3000 and shown == unknown[: len(shown)]
+    assert f"… and {3000 - len(shown)} more the server did not list (3000 in all)" in run.stderr
+
+    as_json = await cli("--json", "remove", created.id, "--ids-file", str(listing))
+    assert as_json.code == 6
+    error = json.loads(as_json.stderr)["error"]
+    assert error["violations_total"] == 3000
+    assert [v["subject"] for v in error["violations"]] == shown
+    assert {v["reason"] for v in error["violations"]} == {"CONVERSATION_NOT_IN_FILE"}
+
+
 async def test_download_matches_the_stored_object(
     cli: Cli, dataset: Dataset, aclient: tfc.AsyncTrainingFilesClient, tmp_path: Path
 ) -> None:
@@ -363,7 +439,7 @@ async def test_every_offender_is_shown_when_the_details_were_cut(cli: Cli, tmp_p
 
 async def test_help_has_examples_and_the_shared_options_everywhere(cli: Cli) -> None:
     commands = [
-        "create", "add", "list", "show", "archive", "conversations", "eligible",
+        "create", "add", "remove", "list", "show", "archive", "conversations", "eligible",
         "download", "url", "completion",
     ]  # fmt: skip
     root = await cli("--help")

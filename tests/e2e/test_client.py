@@ -45,6 +45,14 @@ STAGES = [
     Stage.STAGE_UPLOADING,
     Stage.STAGE_SAVING,
 ]
+# A removal fetches no document: it renders the stored file's pairs instead.
+REMOVAL_STAGES = [
+    Stage.STAGE_VALIDATING,
+    Stage.STAGE_RENDERING,
+    Stage.STAGE_AGGREGATING,
+    Stage.STAGE_UPLOADING,
+    Stage.STAGE_SAVING,
+]
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["TrainingFileService"]
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -188,18 +196,32 @@ async def test_every_method_through_both_faces(
     )
     assert (added.conversation_count, added.version) == (7, 2)
 
+    gone, kept = more[1], [*first, more[0], more[2]]
+    removal = service_pb2.RemoveConversationsRequest(
+        training_file_id=created.id, conversation_ids=[gone]
+    )
+    events, removed, _ = await driver.operation(
+        "remove_conversations",
+        way(style, (created.id, [gone]), removal, timeout=TIMEOUT * 2),
+    )
+    assert stage_order(events) == REMOVAL_STAGES
+    rendering = [e for e in events if e.stage == Stage.STAGE_RENDERING]
+    assert rendering[-1].done == rendering[-1].total == added.total_training_pairs
+    assert (removed.conversation_count, removed.version) == (6, 3)
+    assert removed.total_training_pairs < added.total_training_pairs
+
     patient = tfc.Retry(attempts=2)  # a policy of its own: a channel of its own
     got = await driver.call(
         "get_training_file",
         way(style, (created.id,), {"training_file_id": created.id}, retry=patient),
     )
-    assert got == added
+    assert got == removed
 
     export = {"training_file_id": created.id, "formats": ["openai_chat"]}
     _, exported, _ = await driver.operation(
         "export_training_file", way(style, (created.id, ["openai_chat"]), export)
     )
-    assert (exported.version, exported.conversation_count) == (2, 7)
+    assert (exported.version, exported.conversation_count) == (3, 6)
     assert "openai_chat" in {tfc.Format.of(o.format).value for o in exported.outputs}
 
     listing = {"status": ACTIVE, "page_size": 1000}
@@ -212,7 +234,7 @@ async def test_every_method_through_both_faces(
     members = await driver.items(
         "list_training_file_conversations", way(style, (created.id, 3), pages)
     )
-    assert [m.conversation_id for m in members] == first + more
+    assert [m.conversation_id for m in members] == kept
     at_one = {"training_file_id": created.id, "page_size": 3, "version": 1}
     members = await driver.items(
         "list_training_file_conversations", way(style, (created.id, 3, 1), at_one)
@@ -223,9 +245,10 @@ async def test_every_method_through_both_faces(
     versions = await driver.items(
         "list_training_file_versions", way(style, (created.id, 1), history)
     )
-    assert [(v.version, v.change_count, v.current) for v in versions] == [
-        (2, 3, True),
-        (1, 4, False),
+    assert [(v.version, v.reason, v.change_count, v.current) for v in versions] == [
+        (3, resources_pb2.VERSION_REASON_REMOVED, 1, True),
+        (2, resources_pb2.VERSION_REASON_ADDED, 3, False),
+        (1, resources_pb2.VERSION_REASON_CREATED, 4, False),
     ]
 
     ten_minutes = datetime.timedelta(minutes=10)
@@ -234,8 +257,8 @@ async def test_every_method_through_both_faces(
         "get_download_url", way(style, (created.id, JSONL, ten_minutes), link_request)
     )
     body = await asyncio.to_thread(fetch, link.url)
-    assert len(body) == link.size_bytes == added.jsonl_file_size
-    assert body.count(b"\n") == added.total_training_pairs
+    assert len(body) == link.size_bytes == removed.jsonl_file_size
+    assert body.count(b"\n") == removed.total_training_pairs
     assert link.file_name == f"{name}.jsonl"
     remaining = link.expire_time.ToDatetime(tzinfo=datetime.UTC) - datetime.datetime.now(
         datetime.UTC
@@ -246,7 +269,8 @@ async def test_every_method_through_both_faces(
     eligible = await driver.items(
         "list_eligible_conversations", way(style, (created.id,), excluded)
     )
-    assert eligible and {c.conversation_id for c in eligible}.isdisjoint(first + more)
+    offered = {c.conversation_id for c in eligible}
+    assert offered.isdisjoint(kept) and gone in offered  # a removed one may be added again
 
     tagged = [("x-request-id", f"archive-{face}")]
     archive = way(style, (created.id,), {"training_file_id": created.id}, metadata=tagged)

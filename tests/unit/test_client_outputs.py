@@ -1,7 +1,8 @@
 """The client's and the command's outputs surface: formats and splits by name, a build's
 split, ExportTrainingFile, downloading every output into a folder, a file's versions
-(ListTrainingFileVersions, and `version` on the reads and downloads), and the options of
-`create`, `add`, `export`, `url`, `download`, `show`, `conversations` and `versions`.
+(ListTrainingFileVersions, and `version` on the reads and downloads), RemoveConversations,
+and the options of `create`, `add`, `remove`, `export`, `url`, `download`, `show`,
+`conversations` and `versions`.
 
 Pure tests: nothing connects to a server. The downloads read ``file://`` URLs, and the
 commands run against a stand-in client (click's CliRunner).
@@ -12,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from google.rpc import error_details_pb2
 
 import trainingfiles_client as tfc
 from trainingfiles.v1 import resources_pb2, service_pb2
@@ -536,11 +539,19 @@ class Recorder:
     def __init__(self, training_file: resources_pb2.TrainingFile) -> None:
         self.training_file = training_file
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.operations: dict[str, Any] = {}  # a method's own operation, for this test
 
     def __getattr__(self, name: str) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls.append((name, args, kwargs))
-            if name in ("create_training_file", "add_conversations", "export_training_file"):
+            if name in self.operations:
+                return self.operations[name]
+            if name in (
+                "create_training_file",
+                "add_conversations",
+                "remove_conversations",
+                "export_training_file",
+            ):
                 return Operation(self.training_file)
             if name == "get_download_url":
                 return service_pb2.GetDownloadUrlResponse(
@@ -681,6 +692,9 @@ def test_add_and_export_pass_their_formats(
         (["download", "f", "--all", "d", "--format", "parquet"], "--all takes every output"),
         (["show", "f", "--version", "-1"], "-1 is not in the range x>=0"),
         (["versions"], "Missing argument 'FILE_ID'"),
+        (["remove"], "Missing argument 'FILE_ID'"),
+        (["remove", "f"], "no conversation ids"),
+        (["remove", "f", "--ids", "a", "--format", "alpaca"], "No such option '--format'"),
     ],
 )
 def test_argument_errors_exit_2_and_say_what_is_valid(
@@ -805,3 +819,169 @@ def test_version_reaches_every_read_and_download(
     assert one.exit_code == 0, one.output
     assert json.loads(one.output)["version"] == 1
     assert fetched == [Path("x"), Path("x")]
+
+
+# ----------------------------------------------------------------- removals
+
+Stage = service_pb2.TrainingFileProgress
+
+
+def test_remove_is_a_build_like_add(client: tfc.TrainingFilesClient) -> None:
+    method = _methods.METHODS["RemoveConversations"]
+    assert (method.kind, method.timeout, method.retry) == (_methods.Kind.STREAMING, None, None)
+    expected = service_pb2.RemoveConversationsRequest(
+        training_file_id="f", conversation_ids=["a", "b"]
+    )
+    by_fields = prepared(client, "remove_conversations", "f", ["a", "b"])
+    assert (by_fields.request, by_fields.timeout) == (expected, None)
+    as_dict = {"training_file_id": "f", "conversation_ids": ("a", "b")}
+    assert prepared(client, "remove_conversations", request=as_dict).request == expected
+    assert prepared(client, "remove_conversations", request=expected).request == expected
+
+
+class Stream(Operation):
+    """A build's stream: `events`, then `error` (or Ctrl-C, or the file)."""
+
+    def __init__(
+        self,
+        training_file: resources_pb2.TrainingFile,
+        events: Sequence[service_pb2.TrainingFileProgress] = (),
+        error: tfc.TrainingFilesError | None = None,
+        interrupt: bool = False,
+    ) -> None:
+        super().__init__(training_file)
+        self.events, self.error, self.interrupt = events, error, interrupt
+        self.cancelled = False
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self.events
+        if self.interrupt:
+            raise KeyboardInterrupt
+        if self.error is not None:
+            raise self.error
+
+    def result(self) -> resources_pb2.TrainingFile:
+        if self.error is not None:
+            raise self.error
+        return self.training_file
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
+def removal_events(after: resources_pb2.TrainingFile) -> list[service_pb2.TrainingFileProgress]:
+    """A RemoveConversations stream: RENDERING counts the stored file's pairs."""
+    return [
+        Stage(stage=Stage.STAGE_VALIDATING, training_file_id="f"),
+        Stage(stage=Stage.STAGE_RENDERING, done=20, total=44, training_file_id="f"),
+        Stage(stage=Stage.STAGE_RENDERING, done=44, total=44, training_file_id="f"),
+        Stage(stage=Stage.STAGE_AGGREGATING, training_file_id="f"),
+        Stage(stage=Stage.STAGE_UPLOADING, training_file_id="f"),
+        Stage(stage=Stage.STAGE_SAVING, training_file_id="f", training_file=after),
+    ]
+
+
+def test_remove_sends_every_id_and_prints_the_new_version(
+    recorder: Recorder,
+    trainingfiles: Callable[..., Ran],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = trainingfiles("remove", "f", "--ids", "a", "b,c")
+    assert result.exit_code == 0, result.output
+    assert recorder.calls[-1] == ("remove_conversations", ("f", ["a", "b", "c"]), {})
+    assert "removed 3 from demo f: 20 conversations, 40 training pairs, version 1" in result.output
+
+    listing = tmp_path / "drop.txt"
+    listing.write_text("# gone\nd\ne\n", encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", iter(["a\n"]))
+    both = trainingfiles("remove", "f", "--ids", "-", "--ids-file", str(listing), "--timeout", "9")
+    assert both.exit_code == 0, both.output
+    assert recorder.calls[-1] == ("remove_conversations", ("f", ["a", "d", "e"]), {"timeout": 9})
+    assert not [name for name, *_ in recorder.calls if name == "validate_conversations"]
+
+
+def test_remove_shows_the_rendering_of_pairs_and_json_lines(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    after = a_file()
+    after.version, after.conversation_count, after.total_training_pairs = 2, 19, 38
+    recorder.operations["remove_conversations"] = Stream(after, removal_events(after))
+    shown = trainingfiles("remove", "f", "--ids", "a")
+    assert shown.exit_code == 0, shown.output
+    for stage in ("validating", "rendering", "aggregating", "uploading", "saving"):
+        assert stage in shown.output, stage
+    assert "44/44" in shown.output  # pairs of the stored file
+    assert "removed 1 from demo f: 19 conversations, 38 training pairs, version 2" in shown.output
+
+    lines = trainingfiles("--json", "remove", "f", "--ids", "a")
+    assert lines.exit_code == 0, lines.output
+    events = [json.loads(line) for line in lines.output.splitlines()]
+    assert [e["stage"] for e in events] == [
+        "STAGE_VALIDATING", "STAGE_RENDERING", "STAGE_RENDERING", "STAGE_AGGREGATING",
+        "STAGE_UPLOADING", "STAGE_SAVING",
+    ]  # fmt: skip
+    assert (events[2]["done"], events[2]["total"]) == (44, 44)
+    assert events[-1]["training_file"]["version"] == "2"  # int64: a JSON string
+
+
+def refusal(reason: str, offenders: list[tuple[str, str]], total: int | None = None) -> Any:
+    """A FAILED_PRECONDITION as the server sends it: ErrorInfo, then PreconditionFailure."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain="trainingfiles.v1")
+    if total is not None:
+        info.metadata["violations_total"] = str(total)
+        info.metadata["violations_listed"] = str(len(offenders))
+    failure = error_details_pb2.PreconditionFailure()
+    for subject, kind in offenders:
+        failure.violations.add(type=kind, subject=subject, description="not in the training file")
+    message = f"{total or len(offenders)} conversation(s) cannot be removed: …"
+    return tfc.FailedPrecondition(message, details=[info, failure])
+
+
+def test_a_refused_remove_lists_each_offender_and_how_many_there_are(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    listed = [("1" * 8, "CONVERSATION_NOT_IN_FILE"), ("2" * 8, "CONVERSATION_NOT_IN_FILE")]
+    cut = refusal("CONVERSATIONS_NOT_IN_FILE", listed, total=5)
+    recorder.operations["remove_conversations"] = Stream(a_file(), error=cut)
+    result = trainingfiles("remove", "f", "--ids", "a")
+    assert result.exit_code == 6, result.output
+    assert "FAILED_PRECONDITION (CONVERSATIONS_NOT_IN_FILE)" in result.output
+    for subject, reason in listed:
+        line = next(line for line in result.output.splitlines() if subject in line)
+        assert reason in line
+    assert "… and 3 more the server did not list (5 in all)" in result.output
+    # There is no ValidateConversations of a removal: the listed ones are what there is.
+    assert [name for name, *_ in recorder.calls] == ["remove_conversations"]
+
+    as_json = trainingfiles("--json", "remove", "f", "--ids", "a")
+    assert as_json.exit_code == 6
+    error = json.loads(as_json.output)["error"]
+    assert (error["reason"], error["exit_code"], error["violations_total"]) == (
+        "CONVERSATIONS_NOT_IN_FILE",
+        6,
+        5,
+    )
+    assert [(v["subject"], v["reason"]) for v in error["violations"]] == listed
+
+    emptying = refusal("WOULD_EMPTY_FILE", [("conversation_ids", "WOULD_EMPTY_FILE")])
+    recorder.operations["remove_conversations"] = Stream(a_file(), error=emptying)
+    refused = trainingfiles("remove", "f", "--ids", "a")
+    assert refused.exit_code == 6, refused.output
+    assert re.search(r"^\s+conversation_ids\s+WOULD_EMPTY_FILE\s", refused.output, re.MULTILINE)
+    assert "more" not in refused.output
+    whole = json.loads(trainingfiles("--json", "remove", "f", "--ids", "a").output)["error"]
+    assert "violations_total" not in whole  # every one is listed
+
+
+def test_ctrl_c_cancels_the_remove_on_the_server(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    first = [Stage(stage=Stage.STAGE_VALIDATING, training_file_id="f")]
+    stream = Stream(a_file(), first, interrupt=True)
+    recorder.operations["remove_conversations"] = stream
+    result = trainingfiles("remove", "f", "--ids", "a")
+    assert result.exit_code == 130, result.output
+    assert stream.cancelled
+    assert "cancelled on the server; training file f keeps its previous content" in result.output

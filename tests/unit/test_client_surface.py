@@ -38,6 +38,7 @@ PUBLIC = [
 RPC_METHODS = {
     "CreateTrainingFile": "create_training_file",
     "AddConversations": "add_conversations",
+    "RemoveConversations": "remove_conversations",
     "GetTrainingFile": "get_training_file",
     "ListTrainingFiles": "list_training_files",
     "ListTrainingFileConversations": "list_training_file_conversations",
@@ -50,7 +51,7 @@ RPC_METHODS = {
 }
 # Methods of both faces made of several calls (`_calls.helper`), not one rpc.
 HELPERS = ["download_outputs"]
-BUILDS = {"CreateTrainingFile", "AddConversations", "ExportTrainingFile"}
+BUILDS = {"CreateTrainingFile", "AddConversations", "RemoveConversations", "ExportTrainingFile"}
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["TrainingFileService"]
 
 
@@ -189,7 +190,8 @@ def test_unary_methods_are_coroutines_and_lists_are_not() -> None:
         assert inspect.iscoroutinefunction(getattr(client, name)), name
     assert inspect.iscoroutinefunction(client.validate_conversations)
     assert inspect.iscoroutinefunction(client.download_outputs)
-    for name in ("create_training_file", "add_conversations", "export_training_file"):
+    builds = ("create_training_file", "add_conversations", "remove_conversations")
+    for name in (*builds, "export_training_file"):
         assert not inspect.iscoroutinefunction(getattr(client, name)), name
     assert not inspect.iscoroutinefunction(client.list_training_files)
     assert not inspect.iscoroutinefunction(client.list_training_file_versions)
@@ -257,6 +259,12 @@ def test_a_single_string_is_not_taken_for_a_list_of_ids() -> None:
             client.validate_conversations(request={"conversation_ids": one})
         add = prepared(client, "add_conversations", "f", iter([one])).request
         assert add == service_pb2.AddConversationsRequest(
+            training_file_id="f", conversation_ids=[one]
+        )
+        with pytest.raises(TypeError, match="conversation_ids must be a list"):
+            client.remove_conversations("f", one)
+        remove = prepared(client, "remove_conversations", "f", (one,)).request
+        assert remove == service_pb2.RemoveConversationsRequest(
             training_file_id="f", conversation_ids=[one]
         )
 
@@ -462,6 +470,9 @@ def test_ids_take_every_word_up_to_the_next_option() -> None:
     assert context.params["ids"] == ("a", "b,c", "-", "e")
     assert (context.params["name"], context.params["description"]) == ("n", "d")
     assert context.params["ids_file"] == ("f",)
+    removal = build.remove.make_context("remove", ["F", "--ids", "a", "b", "--ids-file", "-"])
+    assert (removal.params["file_id"], removal.params["ids"]) == ("F", ("a", "b"))
+    assert removal.params["ids_file"] == ("-",)
 
 
 def test_shared_options_are_declared_once_and_taken_anywhere() -> None:

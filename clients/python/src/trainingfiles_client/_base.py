@@ -34,6 +34,7 @@ from trainingfiles.v1.service_pb2 import (
     ListTrainingFileConversationsRequest,
     ListTrainingFilesRequest,
     ListTrainingFileVersionsRequest,
+    RemoveConversationsRequest,
     ValidateConversationsRequest,
 )
 
@@ -72,8 +73,8 @@ class BaseClient(Faced[FaceT]):
     no token, and plaintext for loopback targets (TLS for any other). The token goes out
     as ``authorization: Bearer <token>`` on every call. Each method has a default
     deadline and retry policy (reads are retried on UNAVAILABLE by the channel; Create,
-    Add and Archive never are), which ``timeout=`` and ``retry=`` override per call.
-    Every failure raises a `TrainingFilesError` subclass.
+    Add, Remove, Export and Archive never are), which ``timeout=`` and ``retry=``
+    override per call. Every failure raises a `TrainingFilesError` subclass.
     """
 
     asynchronous: ClassVar[bool] = False
@@ -220,6 +221,31 @@ class BaseClient(Faced[FaceT]):
             >>> updated.version
             2
             >>> client.add_conversations(file_id, more_ids, formats=["sharegpt"]).result()
+        """
+        return Call.of(locals())
+
+    @rpc
+    def remove_conversations(
+        self,
+        training_file_id: str | None = None,
+        conversation_ids: Iterable[str] | None = None,
+        **options: Unpack[CallOptions[RemoveConversationsRequest]],
+    ) -> Streamed:
+        """Remove conversations from an ACTIVE file; returns the running operation.
+
+        The new version (`version` + 1, reason REMOVED) is built from the stored file, no
+        document fetched: the other pairs are kept as they were, every format of the file
+        (and its split) is written again; stage RENDERING counts the stored pairs. On any
+        failure nothing changes. Every id must be in the file (else
+        `FailedPrecondition`, reason ``CONVERSATIONS_NOT_IN_FILE``, a violation per id);
+        removing every conversation is refused (``WOULD_EMPTY_FILE``). A removed
+        conversation may be added again (at the end). Never retried by default.
+
+        Example:
+            >>> updated = client.remove_conversations(file_id, [conversation_id]).result()
+            >>> updated = await aclient.remove_conversations(file_id, ids).result()
+            >>> updated.version, updated.conversation_count
+            (3, 6)
         """
         return Call.of(locals())
 

@@ -95,12 +95,15 @@ UNARY_TIMEOUT: Final = 30.0
 # file or race the first attempt, and although archiving twice or exporting again is
 # harmless (the same content is rendered again), a caller should see that its Archive or
 # Export failed and decide for itself; a retried Export would also queue behind the
-# first attempt, which may still hold the file. Create, Add and Export stream for as long
-# as the build runs, so they have no deadline of their own. An rpc of the contract
-# missing here gets neither (the surface test insists on a row for each).
+# first attempt, which may still hold the file (as would a retried Remove, which after a
+# first attempt that succeeded fails: the conversations are no longer in the file).
+# Create, Add, Remove and Export stream for as long as the build runs, so they have no
+# deadline of their own. An rpc of the contract missing here gets neither (the surface
+# test insists on a row for each).
 _DEFAULTS: Final[Mapping[str, tuple[float | None, Retry | None]]] = {
     "CreateTrainingFile": (None, None),
     "AddConversations": (None, None),
+    "RemoveConversations": (None, None),
     "ExportTrainingFile": (None, None),
     "ArchiveTrainingFile": (UNARY_TIMEOUT, None),
     "GetTrainingFile": (UNARY_TIMEOUT, READ),

@@ -8,8 +8,8 @@ for tables and progress bars; installed with the ``cli`` extra. One module per c
 ``session``        the shared options (declared once), running a command
 ``exits``          exit codes, and the errors that are not the server's
 ``output``         stdout/stderr, JSON, tables, formatting
-``report``         errors with every violation (ValidateConversations if cut)
-``progress``       the live view of a Create, Add or Export
+``report``         errors with every violation (ValidateConversations, or the count, if cut)
+``progress``       the live view of a Create, Add, Remove or Export
 ``ids``            conversation ids from flags, files and standard input
 ``outputs``        format and split options; a file's outputs as shown
 ``download``       saving an object with a progress bar

@@ -1,7 +1,8 @@
 """Where results go and how they look: data on stdout, progress and diagnostics on stderr.
 
 ``--json`` turns every result into one JSON document (the proto3 JSON mapping with the
-proto's field names) and the progress of ``create`` and ``add`` into JSON lines.
+proto's field names) and the progress of a build (``create``, ``add``, ``remove``,
+``export``) into JSON lines.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The live view of a Create, Add or Export: one progress line per stage, fed by the
-stream."""
+"""The live view of a Create, Add, Remove or Export: one progress line per stage, fed by
+the stream."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ _RENDERING = service_pb2.TrainingFileProgress.STAGE_RENDERING
 
 
 class StageProgress:
-    """One progress line per stage of a Create, Add or Export, fed by the stream's events."""
+    """One progress line per stage of a build (Create, Add, Remove, Export), fed by its
+    stream's events."""
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
@@ -114,7 +115,7 @@ def follow(
     on_cancel: Callable[[str | None], str],
     validate: Validate | None = None,
 ) -> Exit:
-    """Show a Create/Add/Export stream until its end; Ctrl-C cancels the call on the server.
+    """Show a build's stream until its end; Ctrl-C cancels the call on the server.
 
     When the error's details list only the first violations (the server keeps them
     under gRPC's metadata limit), `validate` fetches every one to show.

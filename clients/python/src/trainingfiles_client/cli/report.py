@@ -51,7 +51,11 @@ def report_error(
     target: str = "",
     every: Sequence[tfc.Violation] | None = None,
 ) -> Exit:
-    """Print the error and every violation it carries (or `every`); returns the exit code."""
+    """Print the error and every violation it carries (or `every`); returns the exit code.
+
+    When the details list only the first violations and `every` is not given, how many
+    there are in all is printed too (``violations_total`` with ``--json``).
+    """
     code = exit_code(error)
     violations = []
     for violation in error.violations if every is None else every:
@@ -59,14 +63,24 @@ def report_error(
         match = _INDEXED.match(violation.subject)
         value = ids[int(match[1])] if match and int(match[1]) < len(ids) else None
         violations.append((violation, value))
+    # The details listed only the first ones, and no full list was fetched: say so.
+    total = error.violations_total if every is None and error.violations_cut else None
     if output.json:
         listed = [
             {"subject": v.subject, "reason": v.reason, "description": v.description}
             | ({"value": value} if value is not None else {})
             for v, value in violations
         ]
-        document = {"code": error.code.name, "message": error.message, "reason": error.reason}
-        output.error_document({"error": document | {"exit_code": code, "violations": listed}})
+        document: dict[str, object] = {
+            "code": error.code.name,
+            "message": error.message,
+            "reason": error.reason,
+            "exit_code": code,
+            "violations": listed,
+        }
+        if total is not None:
+            document["violations_total"] = total
+        output.error_document({"error": document})
         return code
     reason = f" ({error.reason})" if error.reason and error.reason != error.code.name else ""
     message = error.message
@@ -83,6 +97,8 @@ def report_error(
     widths = [max((len(row[i]) for row in rows), default=0) for i in (0, 1)]
     for subject, why, description in rows:
         lines.append(f"  {subject:<{widths[0]}}  {why:<{widths[1]}}  {description}".rstrip())
+    if total is not None:
+        lines.append(f"  … and {total - len(rows)} more the server did not list ({total} in all)")
     hint = HINTS.get(code)
     if hint:
         lines.append("hint: " + hint.format(target=target or "the target"))

@@ -1,4 +1,5 @@
-"""Building training files: ``create``, ``add`` and ``export``, with live progress."""
+"""Building training files: ``create``, ``add``, ``remove`` and ``export``, with live
+progress."""
 
 from __future__ import annotations
 
@@ -127,6 +128,37 @@ def add(
 
 
 @command(
+    "remove",
+    examples=[
+        "remove FILE_ID --ids e84503e0-3170-4096-a8a2-607a2fa003d6",
+        "remove FILE_ID --ids-file drop.txt",
+        "remove FILE_ID --ids - --json < drop.txt",
+    ],
+)
+@file_id_argument
+@ids_options
+def remove(session: Session, file_id: str, ids: tuple[str, ...], ids_file: tuple[str, ...]) -> int:
+    """Remove conversations from an active training file, with live progress.
+
+    The new version (version + 1) is built from the stored file, no document fetched
+    again (rendering counts its pairs); it keeps the file's formats, split and duplicate
+    handling. Every id must be in the file, and one must remain. On any failure, or
+    Ctrl-C, the file stays as it was.
+    """
+    chosen = read_ids(ids, ids_file)
+    client = session.client
+    operation = client.remove_conversations(file_id, chosen, **session.options())
+    return follow(
+        session.output,
+        client.target,
+        operation,
+        chosen,
+        lambda f: f"[green]✓[/] removed {len(chosen)} from {escape(f.name)} {f.id}: {_summary(f)}",
+        lambda _: f"training file {file_id} keeps its previous content",
+    )
+
+
+@command(
     "export",
     examples=[
         "export FILE_ID --format openai_chat",
@@ -155,4 +187,4 @@ def export(session: Session, file_id: str, formats: tuple[str, ...]) -> int:
     )
 
 
-COMMANDS = [create, add, export]
+COMMANDS = [create, add, remove, export]
