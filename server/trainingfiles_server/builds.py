@@ -32,7 +32,7 @@ from uuid import UUID
 from . import failpoints
 from .config import Settings
 from .db import Database, LeaseLost
-from .errors import ServiceError
+from .errors import FailedPrecondition, ServiceError
 from .fetching import Targets
 from .formats import Format
 from .leases import FileQueue, Lease, claim_with_retry, lease_lost
@@ -210,6 +210,58 @@ class Builds:
         async for event in self._extend(caller, record, plan_for, build_it, v4=True):
             yield event
 
+    async def refresh(
+        self, caller: Caller, training_file_id: str, remove_ineligible: bool = False
+    ) -> AsyncGenerator[Progress, None]:
+        """A new version whose stale members are rebuilt from their current documents.
+
+        Nothing stale: the file as it is, and no new version. A stale member that is no
+        longer eligible fails the call (every one listed), or with `remove_ineligible`
+        is left out of the new version.
+        """
+        file_id = parse_uuid(training_file_id, "training_file_id")
+        record = await self._active(caller, file_id, "only active files can be refreshed")
+        record = await self.database.with_staleness(record)
+        if not record.stale_conversation_count:
+            yield Progress(Stage.VALIDATING, 0, 0, file_id)
+            yield Progress(Stage.SAVING, 0, 0, file_id, training_file=record)
+            return
+
+        async def build_it(build: Build) -> AsyncIterator[Progress]:
+            build.existing = await self.database.stored_conversations(file_id)
+            stale = await self.database.stale_members(file_id)
+            if not stale:
+                raise FailedPrecondition(
+                    f"no conversation of training file {file_id} is stale any more "
+                    "(another refresh took them)",
+                    reason="NOTHING_STALE",
+                )
+            owner = build.stored.created_by if build.stored else None
+            unusable = ineligible(stale, owner or caller.user_id)
+            if not remove_ineligible:
+                reject_ineligible(unusable)
+            leave_out = frozenset(v.subject for v in unusable)
+            reject_removal(
+                removal_violations(
+                    [UUID(c) for c in leave_out],
+                    {c.summary.conversation_id for c in build.existing},
+                )
+            )
+            usable = [c for c in stale if str(c.conversation_id) not in leave_out]
+            remaining = [c for c in build.existing if c.summary.conversation_id not in leave_out]
+            validation = build.plan.validation(strata(remaining))
+            pass_ = self.passes.refresh(
+                build, Targets(usable), leave_out, validation, self._upload_recorder(build)
+            )
+            async for event in pass_:
+                yield event
+
+        def plan_for(claimed: TrainingFileRecord) -> OutputPlan:
+            return OutputPlan.stored(claimed)
+
+        async for event in self._extend(caller, record, plan_for, build_it, v4=True):
+            yield event
+
     async def export(
         self, caller: Caller, training_file_id: str, requested: Sequence[Format]
     ) -> AsyncGenerator[Progress, None]:
@@ -278,7 +330,8 @@ class Builds:
             # sweeper deletes them once the last link has expired).
             await shielded(self._discard(build.bucket, build.file_id, build.replaced))
         assert build.result is not None
-        yield Progress(Stage.SAVING, 0, 0, build.file_id, training_file=build.result)
+        result = await self.database.with_staleness(build.result)
+        yield Progress(Stage.SAVING, 0, 0, build.file_id, training_file=result)
 
     async def _claim(
         self,
@@ -366,9 +419,14 @@ class Builds:
                     duplicate_pair_count=staged.duplicate_pair_count,
                     untrainable_pair_count=staged.untrainable_pair_count,
                     reason=_reason(build),
-                    change_count=len(staged.removed) or len(staged.added),
+                    change_count=len(staged.refreshed) + len(staged.removed) or len(staged.added),
                     retention=self.settings.version_retention,
                     removed=staged.removed,
+                    provenance=staged.provenance,
+                    built_at=build.moment,
+                    refreshed=staged.refreshed,
+                    refreshed_digests=staged.refreshed_digests,
+                    refreshed_provenance=staged.refreshed_provenance,
                 )
         except LeaseLost:
             raise await self._why_not_committed(build) from None
@@ -465,6 +523,8 @@ def _reason(build: Build) -> VersionReason:
     assert build.staged is not None
     if build.stored is None:
         return VersionReason.CREATED
+    if build.staged.refreshed:
+        return VersionReason.REFRESHED
     return VersionReason.REMOVED if build.staged.removed else VersionReason.ADDED
 
 

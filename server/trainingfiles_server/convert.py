@@ -102,6 +102,8 @@ def training_file(record: TrainingFileRecord) -> resources_pb2.TrainingFile:
         message.split.CopyFrom(split_options(spec))
     if record.description is not None:
         message.description = record.description
+    if record.stale_conversation_count is not None:
+        message.stale_conversation_count = record.stale_conversation_count
     if record.version > 0:
         message.quality_summary.CopyFrom(
             resources_pb2.QualitySummary(
@@ -328,6 +330,7 @@ _REASON_TO_PROTO = {
     VersionReason.ADDED: resources_pb2.VERSION_REASON_ADDED,
     VersionReason.RECORDED: resources_pb2.VERSION_REASON_RECORDED,
     VersionReason.REMOVED: resources_pb2.VERSION_REASON_REMOVED,
+    VersionReason.REFRESHED: resources_pb2.VERSION_REASON_REFRESHED,
 }
 
 

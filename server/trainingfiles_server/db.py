@@ -7,6 +7,7 @@ rest of the service never sees an asyncpg exception. Functions return domain rec
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from .models import (
     EligibleConversation,
     FileConversation,
     OutputRecord,
+    Provenance,
     Split,
     Status,
     StoredConversation,
@@ -257,15 +259,64 @@ INSERT_FILE_CONVERSATIONS = """
 INSERT INTO training_file_conversations
     (training_file_id, conversation_id, position, added_by, training_pair_count,
      quality_score, human_reviewed, persona_key, emotional_arc_key, training_topic_key,
-     pair_digests, added_in_version)
+     pair_digests, added_in_version, document_key, document_etag, document_modified_at,
+     built_at)
 SELECT $1, c.conversation_id, greatest($2::int, n.next) + c.ord - 1, $3, c.pairs,
-       c.quality, c.reviewed, c.persona, c.arc, c.topic, c.digests, $12
+       c.quality, c.reviewed, c.persona, c.arc, c.topic, c.digests, $12, c.key, c.etag,
+       c.modified, $16
 FROM unnest($4::uuid[], $5::int[], $6::float8[], $7::bool[], $8::text[], $9::text[],
-            $10::text[], $11::bytea[])
+            $10::text[], $11::bytea[], $13::text[], $14::text[], $15::timestamptz[])
      WITH ORDINALITY AS c (conversation_id, pairs, quality, reviewed, persona, arc, topic,
-                           digests, ord),
+                           digests, key, etag, modified, ord),
      (SELECT coalesce(max(position) + 1, 0)::int AS next
       FROM training_file_conversations WHERE training_file_id = $1) AS n
+"""
+
+# Current members whose conversation changed after their build: its enriched key is not
+# the one fetched, it is no longer completed (or gone), or the trigger recorded a change
+# of its enrichment since the build began (see the refresh migration).
+_STALE = """
+FROM training_file_conversations m
+LEFT JOIN conversations c ON c.conversation_id = m.conversation_id
+LEFT JOIN conversation_changes ch ON ch.conversation_id = m.conversation_id
+WHERE m.training_file_id = $1 AND m.removed_in_version IS NULL
+  AND (c.conversation_id IS NULL OR c.enrichment_status <> 'completed'
+       OR c.enriched_file_path IS NULL
+       OR (m.document_key IS NOT NULL AND c.enriched_file_path <> m.document_key)
+       OR ch.changed_at > m.built_at)
+"""
+STALE_COUNT = "SELECT count(*) " + _STALE
+STALE_MEMBERS = (
+    """
+SELECT m.conversation_id, c.conversation_id IS NOT NULL AS known, c.enrichment_status,
+       c.enriched_file_path, c.created_by, false AS in_file, c.persona_id,
+       c.training_topic_id
+"""
+    + _STALE
+    + "ORDER BY m.position"
+)
+
+# A Refresh's members: the stale rows end with version $2, their replacements take
+# their places (same position, same added_at and added_by) from it.
+RETIRE_REFRESHED = """
+UPDATE training_file_conversations SET removed_in_version = $2
+WHERE training_file_id = $1 AND conversation_id = ANY($3::uuid[])
+  AND removed_in_version IS NULL
+RETURNING conversation_id, position, added_at, added_by
+"""
+INSERT_REFRESHED = """
+INSERT INTO training_file_conversations
+    (training_file_id, conversation_id, position, added_at, added_by, training_pair_count,
+     quality_score, human_reviewed, persona_key, emotional_arc_key, training_topic_key,
+     pair_digests, added_in_version, document_key, document_etag, document_modified_at,
+     built_at)
+SELECT $1, c.conversation_id, c.position, c.added_at, c.added_by, c.pairs, c.quality,
+       c.reviewed, c.persona, c.arc, c.topic, c.digests, $2, c.key, c.etag, c.modified, $3
+FROM unnest($4::uuid[], $5::int[], $6::timestamptz[], $7::uuid[], $8::int[],
+            $9::float8[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::bytea[],
+            $15::text[], $16::text[], $17::timestamptz[])
+     AS c (conversation_id, position, added_at, added_by, pairs, quality, reviewed,
+           persona, arc, topic, digests, key, etag, modified)
 """
 
 # Members a Remove takes out ($2), as of version $3.
@@ -669,6 +720,11 @@ class Database:
         change_count: int,
         retention: int,
         removed: Sequence[UUID] = (),
+        provenance: Provenance | None = None,
+        built_at: datetime | None = None,
+        refreshed: Sequence[ConversationSummary] = (),
+        refreshed_digests: Sequence[bytes] = (),
+        refreshed_provenance: Provenance | None = None,
     ) -> tuple[TrainingFileRecord, list[str], bool]:
         """One transaction: the new version live, members added, the build's intents cleared.
 
@@ -723,11 +779,25 @@ class Database:
                 [s.training_topic_key for s in new_conversations],
                 list(new_digests),
                 version,
+                provenance.keys if provenance else [None] * len(new_conversations),
+                provenance.etags if provenance else [None] * len(new_conversations),
+                provenance.modified if provenance else [None] * len(new_conversations),
+                built_at or datetime.now(UTC),
             )
             if removed:
                 taken = await conn.execute(REMOVE_MEMBERS, file_id, list(removed), version)
                 if taken != f"UPDATE {len(removed)}":
                     raise LeaseLost(str(file_id))  # not the members the build saw
+            if refreshed:
+                await self._refresh_members(
+                    conn,
+                    file_id,
+                    version,
+                    refreshed,
+                    refreshed_digests,
+                    refreshed_provenance or Provenance(),
+                    built_at or datetime.now(UTC),
+                )
             await self._insert_outputs(conn, file_id, version, outputs)
             await conn.execute(
                 INSERT_VERSION,
@@ -752,6 +822,63 @@ class Database:
             record = await conn.fetchrow(GET_FILE, file_id)
         assert record is not None
         return _file(record), replaced, due
+
+    @staticmethod
+    async def _refresh_members(
+        conn: Connection,
+        file_id: UUID,
+        version: int,
+        summaries: Sequence[ConversationSummary],
+        digests: Sequence[bytes],
+        provenance: Provenance,
+        built_at: datetime,
+    ) -> None:
+        ids = [UUID(s.conversation_id) for s in summaries]
+        old = {
+            r["conversation_id"]: r
+            for r in await conn.fetch(RETIRE_REFRESHED, file_id, version, ids)
+        }
+        if len(old) != len(ids):
+            raise LeaseLost(str(file_id))  # not the members the build saw
+        await conn.execute(
+            INSERT_REFRESHED,
+            file_id,
+            version,
+            built_at,
+            ids,
+            [old[i]["position"] for i in ids],
+            [old[i]["added_at"] for i in ids],
+            [old[i]["added_by"] for i in ids],
+            [s.training_pair_count for s in summaries],
+            [s.quality_score for s in summaries],
+            [s.human_reviewed for s in summaries],
+            [s.persona_key for s in summaries],
+            [s.emotional_arc_key for s in summaries],
+            [s.training_topic_key for s in summaries],
+            list(digests),
+            provenance.keys,
+            provenance.etags,
+            provenance.modified,
+        )
+
+    async def with_staleness(self, record: TrainingFileRecord) -> TrainingFileRecord:
+        """The file with its stale member count, if it has content (every response about
+        one file's current version carries it; lists do not)."""
+        if record.status not in (Status.ACTIVE, Status.ARCHIVED):
+            return record
+        stale = await self.stale_count(record.id)
+        return dataclasses.replace(record, stale_conversation_count=stale)
+
+    async def stale_count(self, file_id: UUID) -> int:
+        async with self.connection() as conn:
+            count: int = await conn.fetchval(STALE_COUNT, file_id)
+        return count
+
+    async def stale_members(self, file_id: UUID) -> list[CandidateConversation]:
+        """The file's stale members in file order, as the conversations table has them now."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(STALE_MEMBERS, file_id)
+        return [CandidateConversation(**dict(row.items())) for row in rows]
 
     async def record_export(
         self,

@@ -15,6 +15,7 @@ import time
 from array import array
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -23,8 +24,8 @@ from .aggregate import ConsistencyCheck, ConversationSummary
 from .config import Settings
 from .documents import DocumentError, decode_json_object, validate_enriched_document
 from .leases import Lease
-from .models import CandidateConversation, Progress, Stage
-from .outputs import OutputSet, PairFacts
+from .models import CandidateConversation, Progress, Provenance, Stage
+from .outputs import OutputSet, PairFacts, Replacements
 from .rules import bad_document
 from .storage import ObjectMissing, ObjectTooLarge, Storage
 
@@ -68,6 +69,8 @@ class _Fetched:
     lines: bytes
     facts: PairFacts
     pairs: list[dict[str, Any]] | None  # only when trainer formats render them
+    etag: str | None
+    modified: datetime | None
 
 
 async def fetch_all(
@@ -75,10 +78,11 @@ async def fetch_all(
     storage: Storage,
     file_id: UUID,
     targets: Targets,
-    outputs: OutputSet,
+    outputs: OutputSet | Replacements,
     consistency: ConsistencyCheck,
     summaries: aggregate.Summaries,
     lease: Lease,
+    provenance: Provenance | None = None,
 ) -> AsyncIterator[Progress]:
     """Fetch, validate and transform every document with bounded concurrency.
 
@@ -118,9 +122,8 @@ async def fetch_all(
                 return
             conversation_id, path = targets.take(index)
             try:
-                data = await storage.get_document(path, max_bytes)
-                raw = decode_json_object(data)
-                del data
+                stored = await storage.get_document(path, max_bytes)
+                raw = decode_json_object(stored.data)
                 document = validate_enriched_document(raw)
                 transformed = aggregate.transform_conversation(conversation_id, raw, document)
             except ObjectMissing:
@@ -144,8 +147,11 @@ async def fetch_all(
                     transformed.lines,
                     PairFacts.of(transformed.pairs),
                     transformed.pairs if keep_pairs else None,
+                    stored.etag,
+                    stored.modified,
                 )
             )
+            del stored
 
     workers = [asyncio.create_task(worker()) for _ in range(min(settings.fetch_concurrency, total))]
     workers.append(asyncio.create_task(tick()))
@@ -173,6 +179,8 @@ async def fetch_all(
                         item.summary.conversation_id, item.vertical, item.consultant_profile
                     )
                     summaries.append(item.summary)
+                    if provenance is not None:
+                        provenance.append(targets.take(next_in_order)[1], item.etag, item.modified)
                     results[next_in_order] = None  # keep only the summary
                     next_in_order += 1
                     await outputs.write_conversation(item.lines, item.facts, item.pairs)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from array import array
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
@@ -87,6 +88,8 @@ class TrainingFileRecord:
     duplicate_pair_count: int
     untrainable_pair_count: int
     outputs: tuple[OutputRecord, ...] = ()
+    # Current members whose conversation changed since their build; set by a Get only.
+    stale_conversation_count: int | None = None
 
     def output(self, format_name: str, split: Split) -> OutputRecord | None:
         return next((o for o in self.outputs if o.format == format_name and o.split is split), None)
@@ -96,6 +99,7 @@ class VersionReason(enum.StrEnum):
     CREATED = "created"
     ADDED = "added"
     REMOVED = "removed"
+    REFRESHED = "refreshed"
     RECORDED = "recorded"  # existed before versions were recorded
 
 
@@ -143,6 +147,31 @@ class VersionRecord:
             jsonl_file_size=jsonl_output.size_bytes if jsonl_output else 0,
             outputs=self.outputs,
         )
+
+
+class Provenance:
+    """Which document each fetched conversation was built from, in add order: its key,
+    ETag and Last-Modified time. Stored by column (~90 bytes each) for the commit."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.etags: list[str | None] = []
+        self._modified = array("d")  # POSIX seconds; NaN: unknown
+
+    def append(self, key: str, etag: str | None, modified: datetime | None) -> None:
+        self.keys.append(key)
+        self.etags.append(etag)
+        self._modified.append(modified.timestamp() if modified else float("nan"))
+
+    @property
+    def modified(self) -> list[datetime | None]:
+        return [
+            None if m != m else datetime.fromtimestamp(m, UTC)  # NaN is unknown
+            for m in self._modified
+        ]
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -63,6 +65,44 @@ class PairFacts:
             tuple(str(p.get("id", "")) for p in pairs),
             bytes(formats.trainable(p) for p in pairs),
         )
+
+
+class Replacements:
+    """New lines for some conversations of a stored file (a Refresh), in file order.
+
+    Filled by the fetch (it is its sink: `write_conversation`, in the order of
+    `conversation_ids`), read by the replay of the stored JSONL (`take`). The lines are
+    spooled to an unnamed temporary file, so refreshing many conversations holds no more
+    memory than a few; what stays per conversation is its facts and where its lines are.
+    """
+
+    trainers: Sequence[FormatOutput] = ()  # the fetch keeps no decoded pairs for it
+
+    def __init__(self, conversation_ids: Sequence[str]) -> None:
+        self._order = list(conversation_ids)
+        self._at: dict[str, tuple[int, int, PairFacts]] = {}
+        self._file: io.BufferedRandom = tempfile.TemporaryFile()  # noqa: SIM115
+        self._size = 0
+
+    async def write_conversation(
+        self, lines: bytes, facts: PairFacts, pairs: Sequence[Pair] | None
+    ) -> None:
+        conversation_id = self._order[len(self._at)]
+        self._file.seek(self._size)
+        self._file.write(lines)
+        self._at[conversation_id] = (self._size, len(lines), facts)
+        self._size += len(lines)
+
+    def __contains__(self, conversation_id: object) -> bool:
+        return conversation_id in self._at
+
+    def take(self, conversation_id: str) -> tuple[bytes, PairFacts]:
+        start, size, facts = self._at[conversation_id]
+        self._file.seek(start)
+        return self._file.read(size), facts
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class V4Outputs:
@@ -313,14 +353,16 @@ class OutputSet:
         stored_digests: Sequence[bytes | None] = (),
         *,
         leave_out: frozenset[str] | None = None,
+        replace: Replacements | None = None,
     ) -> AsyncIterator[int]:
         """Stream a stored v4 JSONL through the trainer outputs; yields the pairs done.
 
         `stored_digests` are the conversations' pair digests as stored, in file order:
         they are not computed again. Without `leave_out` (an Add, an export) the bytes
         also go to the new JSONL's checksum (an Add's store-side copy never passes through
-        here). With it (a Remove), the conversations it names are left out, and the
-        others' lines are written to the new v4 outputs as they were stored.
+        here). With it (a Remove, a Refresh), the conversations it names are left out,
+        those `replace` has are written with their new lines (a Refresh), and the others'
+        lines are written to the new v4 outputs as they were stored.
         """
         rest = b""
         done = reported = 0
@@ -332,7 +374,16 @@ class OutputSet:
         async def flush() -> None:
             if removing:
                 assert leave_out is not None
-                if conversation[0]["conversation_id"] in leave_out:
+                conversation_id = conversation[0]["conversation_id"]
+                if conversation_id in leave_out:
+                    return
+                if replace is not None and conversation_id in replace:
+                    lines, facts = replace.take(conversation_id)
+                    if self.v4 is not None:
+                        await self.v4.write(lines)
+                    pairs = [orjson.loads(line) for line in lines.splitlines()]
+                    await self._conversation(facts, pairs if self.trainers else None)
+                    self.new_digests.append(facts.digests)
                     return
                 if self.v4 is not None:
                     await self.v4.write(b"".join(raw))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,13 +33,14 @@ from .models import (
     CandidateConversation,
     OutputRecord,
     Progress,
+    Provenance,
     Split,
     Stage,
     Status,
     StoredConversation,
     TrainingFileRecord,
 )
-from .outputs import OutputSet, V4Outputs, together
+from .outputs import OutputSet, Replacements, V4Outputs, together
 from .plans import OutputPlan
 from .splits import Stratify
 from .storage import Storage, UploadHook, parts_in_flight
@@ -62,6 +64,12 @@ class Staged:
     duplicate_pair_count: int = 0
     untrainable_pair_count: int = 0
     removed: list[UUID] = field(default_factory=list)
+    # The documents the added conversations were built from, in add order.
+    provenance: Provenance = field(default_factory=Provenance)
+    # A Refresh: the stale members' new summaries, digests and documents, in file order.
+    refreshed: list[ConversationSummary] = field(default_factory=list)
+    refreshed_digests: list[bytes] = field(default_factory=list)
+    refreshed_provenance: Provenance = field(default_factory=Provenance)
 
 
 @dataclass
@@ -161,6 +169,7 @@ class Passes:
                     stored.untrainable_pair_count,
                 )
             added = aggregate.Summaries()
+            provenance = Provenance()
             async for event in fetch_all(
                 self.settings,
                 self.storage,
@@ -170,6 +179,7 @@ class Passes:
                 consistency,
                 added,
                 build.lease,
+                provenance,
             ):
                 yield event
             metrics = aggregate.summarize([*(c.summary for c in build.existing), *added])
@@ -222,6 +232,7 @@ class Passes:
             outputs.new_digests,
             outputs.duplicates.count,
             outputs.untrainable,
+            provenance=provenance,
         )
 
     async def render(
@@ -275,10 +286,70 @@ class Passes:
         byte for byte), through every output; metrics from the remaining members' stored
         summaries. No document is fetched. The file keeps its vertical and consultant
         profile (the first conversation's when the file was created)."""
+        assert build.stored is not None
+        yield Progress(Stage.VALIDATING, len(leave_out), len(leave_out), build.file_id)
+        async for event in self._rewrite(build, leave_out, None, validation, on_upload):
+            yield event
+
+    async def refresh(
+        self,
+        build: Build,
+        targets: Targets,
+        leave_out: frozenset[str],
+        validation: frozenset[UUID] | None,
+        on_upload: UploadHook,
+    ) -> AsyncIterator[Progress]:
+        """A Refresh's pass: the stale members' current documents fetched (`targets`, in
+        file order) and spooled, then the stored JSONL with their new lines in their
+        places (and `leave_out`, members no longer eligible, left out) through every
+        output. Only the stale members' documents are fetched."""
+        stored = build.stored
+        assert stored is not None
+        replacements = Replacements([targets.take(i)[0] for i in range(len(targets))])
+        try:
+            consistency = ConsistencyCheck(stored.vertical, _profile_bytes(stored))
+            fresh = aggregate.Summaries()
+            provenance = Provenance()
+            yield Progress(Stage.VALIDATING, len(targets), len(targets), build.file_id)
+            async for event in fetch_all(
+                self.settings,
+                self.storage,
+                build.file_id,
+                targets,
+                replacements,
+                consistency,
+                fresh,
+                build.lease,
+                provenance,
+            ):
+                yield event
+            warnings = consistency.drain()
+            rewrite = self._rewrite(
+                build, leave_out, replacements, validation, on_upload, list(fresh)
+            )
+            async for event in rewrite:
+                if warnings and event.stage is Stage.AGGREGATING:
+                    event = dataclasses.replace(event, warnings=[*warnings, *event.warnings])
+                yield event
+        finally:
+            replacements.close()
+        assert build.staged is not None
+        build.staged = dataclasses.replace(build.staged, refreshed_provenance=provenance)
+
+    async def _rewrite(
+        self,
+        build: Build,
+        leave_out: frozenset[str],
+        replacements: Replacements | None,
+        validation: frozenset[UUID] | None,
+        on_upload: UploadHook,
+        fresh: Sequence[ConversationSummary] = (),
+    ) -> AsyncIterator[Progress]:
+        """A new version from the stored one: its JSONL, less `leave_out`, with the
+        `replacements`' lines in their conversations' places, through every output."""
         stored = build.stored
         assert stored is not None and stored.jsonl_file_path
         file_id, total = build.file_id, stored.total_training_pairs
-        yield Progress(Stage.VALIDATING, len(leave_out), len(leave_out), file_id)
         slots = parts_in_flight(BUILD_PARTS_IN_FLIGHT)
         v4 = V4Outputs(
             self.storage,
@@ -292,11 +363,18 @@ class Passes:
         outputs = self._output_set(build, validation, v4, on_upload, slots)
         try:
             stored_digests = [c.digests for c in build.existing]
-            replay = outputs.replay(stored.jsonl_file_path, stored_digests, leave_out=leave_out)
+            replay = outputs.replay(
+                stored.jsonl_file_path, stored_digests, leave_out=leave_out, replace=replacements
+            )
             async for done in replay:
                 build.lease.check()
                 yield Progress(Stage.RENDERING, done, total, file_id)
-            kept = [c.summary for c in build.existing if c.summary.conversation_id not in leave_out]
+            by_id = {summary.conversation_id: summary for summary in fresh}
+            kept = [
+                by_id.get(c.summary.conversation_id, c.summary)
+                for c in build.existing
+                if c.summary.conversation_id not in leave_out
+            ]
             metrics = aggregate.summarize(kept)
             vertical, profile = stored.vertical or "", _profile_bytes(stored) or b"{}"
             header = aggregate.json_header(build.name, build.moment, vertical, metrics, profile)
@@ -326,6 +404,8 @@ class Passes:
             duplicate_pair_count=outputs.duplicates.count,
             untrainable_pair_count=outputs.untrainable,
             removed=[UUID(c) for c in sorted(leave_out)],
+            refreshed=list(fresh),
+            refreshed_digests=outputs.new_digests,
         )
 
     def _check_sizes(self, header: bytes, jsonl_size: int) -> int:

@@ -77,7 +77,7 @@ class Reads:
         file_id = parse_uuid(training_file_id, "training_file_id")
         record = visible(caller, await self.database.get_file(file_id), file_id)
         if version in (0, record.version):
-            return record
+            return await self.database.with_staleness(record)
         return (await self._version(record, version)).describe(record)
 
     async def _version(self, record: TrainingFileRecord, version: int) -> VersionRecord:
@@ -111,7 +111,7 @@ class Reads:
             return record
         archived = await self.database.archive(record.id)
         if archived is not None:
-            return archived
+            return await self.database.with_staleness(archived)
         current = await self.get(caller, training_file_id)
         if current.status is Status.ARCHIVED:
             return current

@@ -89,6 +89,15 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
         async for message in _progress(events):
             yield message
 
+    async def RefreshTrainingFile(
+        self, request: service_pb2.RefreshTrainingFileRequest, context: Context
+    ) -> AsyncIterator[service_pb2.TrainingFileProgress]:
+        events = self.operations.refresh(
+            _caller(context), request.training_file_id, request.remove_ineligible
+        )
+        async for message in _progress(events):
+            yield message
+
     async def ExportTrainingFile(
         self, request: service_pb2.ExportTrainingFileRequest, context: Context
     ) -> AsyncIterator[service_pb2.TrainingFileProgress]:

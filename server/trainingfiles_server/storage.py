@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import hashlib
 import io
 import logging
@@ -50,7 +51,7 @@ import random
 import ssl
 import tempfile
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -103,6 +104,25 @@ _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _MAX_BACKOFF_SECONDS = 20.0
 # Like botocore: the stored bytes, never a compressed rendition of them.
 _IDENTITY = {"Accept-Encoding": "identity"}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """An enriched document's bytes, and which version of the object they were."""
+
+    data: bytes
+    etag: str | None  # as the store sent it, quotes removed
+    modified: datetime | None  # Last-Modified: when the enrichment wrote it
+
+
+def _identity(headers: Mapping[str, str]) -> tuple[str | None, datetime | None]:
+    etag = headers.get("ETag")
+    modified = headers.get("Last-Modified")
+    moment = None
+    if modified:
+        with contextlib.suppress(TypeError, ValueError):
+            moment = email.utils.parsedate_to_datetime(modified)
+    return (etag.strip('"') if etag else None), moment
 
 
 class ObjectMissing(Exception):
@@ -717,7 +737,7 @@ class Storage:
                 extra={"fields": {"operation": operation}},
             )
 
-    async def get_document(self, key: str, max_bytes: int) -> bytes:
+    async def get_document(self, key: str, max_bytes: int) -> StoredDocument:
         """An enriched document; `ObjectTooLarge` is raised before reading the body.
 
         A presigned GET on the aiohttp session (see the module's docstring). Connection
@@ -745,7 +765,7 @@ class Storage:
                         data = await response.read()
                         if len(data) > max_bytes:
                             raise ObjectTooLarge(len(data))
-                        return data
+                        return StoredDocument(data, *_identity(response.headers))
                     if status == 404:
                         missing = await response.read()
                         if b"NoSuchBucket" in missing or not await self.bucket_exists(
@@ -777,14 +797,15 @@ class Storage:
                 )
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _get_document_with_client(self, key: str, max_bytes: int) -> bytes:
+    async def _get_document_with_client(self, key: str, max_bytes: int) -> StoredDocument:
         async with self.reading(self.conversations_bucket):
             response = await self.client.get_object(Bucket=self.conversations_bucket, Key=key)
             async with response["Body"] as body:
                 if response["ContentLength"] > max_bytes:
                     raise ObjectTooLarge(response["ContentLength"])
                 data: bytes = await body.read()
-        return data
+        etag = response.get("ETag")
+        return StoredDocument(data, etag.strip('"') if etag else None, response.get("LastModified"))
 
     async def stream(
         self, bucket: str, key: str, chunk_size: int = 1024 * 1024

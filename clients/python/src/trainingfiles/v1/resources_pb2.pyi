@@ -230,6 +230,10 @@ class _VersionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Version
     """It existed before versions were recorded; its history is unknown."""
     VERSION_REASON_REMOVED: _VersionReason.ValueType  # 4
     """RemoveConversations removed `change_count` conversations."""
+    VERSION_REASON_REFRESHED: _VersionReason.ValueType  # 5
+    """RefreshTrainingFile rebuilt (or, with `remove_ineligible`, removed) `change_count`
+    stale conversations.
+    """
 
 class VersionReason(_VersionReason, metaclass=_VersionReasonEnumTypeWrapper):
     """Why a version of a training file was made."""
@@ -244,6 +248,10 @@ VERSION_REASON_RECORDED: VersionReason.ValueType  # 3
 """It existed before versions were recorded; its history is unknown."""
 VERSION_REASON_REMOVED: VersionReason.ValueType  # 4
 """RemoveConversations removed `change_count` conversations."""
+VERSION_REASON_REFRESHED: VersionReason.ValueType  # 5
+"""RefreshTrainingFile rebuilt (or, with `remove_ineligible`, removed) `change_count`
+stale conversations.
+"""
 Global___VersionReason: _TypeAlias = VersionReason  # noqa: Y015
 
 @_typing.final
@@ -275,6 +283,7 @@ class TrainingFile(_message.Message):
     DUPLICATE_PAIR_COUNT_FIELD_NUMBER: _builtins.int
     DUPLICATES_DROPPED_FIELD_NUMBER: _builtins.int
     UNTRAINABLE_PAIR_COUNT_FIELD_NUMBER: _builtins.int
+    STALE_CONVERSATION_COUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The file's id (UUID), assigned by the server."""
     name: _builtins.str
@@ -333,6 +342,13 @@ class TrainingFile(_message.Message):
     """Pairs without a target response: kept in the v4 outputs, left out of the trainer
     formats (there is nothing to learn).
     """
+    stale_conversation_count: _builtins.int
+    """How many of the current version's conversations are stale: re-enriched (their
+    enriched file's key changed, or their enrichment changed) since they were built,
+    or no longer enriched or present. RefreshTrainingFile rebuilds them. Set by
+    GetTrainingFile for the current version of an ACTIVE or ARCHIVED file; unset in
+    lists and for earlier versions.
+    """
     @_builtins.property
     def quality_summary(self) -> Global___QualitySummary:
         """Quality figures over the file's conversations; unset while the file has no content."""
@@ -386,14 +402,20 @@ class TrainingFile(_message.Message):
         duplicate_pair_count: _builtins.int = ...,
         duplicates_dropped: _builtins.bool = ...,
         untrainable_pair_count: _builtins.int = ...,
+        stale_conversation_count: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "created_at", b"created_at", "description", b"description", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_stale_conversation_count", b"_stale_conversation_count", "created_at", b"created_at", "description", b"description", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "stale_conversation_count", b"stale_conversation_count", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "conversation_count", b"conversation_count", "created_at", b"created_at", "created_by", b"created_by", "description", b"description", "duplicate_pair_count", b"duplicate_pair_count", "duplicates_dropped", b"duplicates_dropped", "error_message", b"error_message", "id", b"id", "json_file_path", b"json_file_path", "json_file_size", b"json_file_size", "jsonl_file_path", b"jsonl_file_path", "jsonl_file_size", b"jsonl_file_size", "name", b"name", "outputs", b"outputs", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "status", b"status", "storage_bucket", b"storage_bucket", "total_training_pairs", b"total_training_pairs", "untrainable_pair_count", b"untrainable_pair_count", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_stale_conversation_count", b"_stale_conversation_count", "conversation_count", b"conversation_count", "created_at", b"created_at", "created_by", b"created_by", "description", b"description", "duplicate_pair_count", b"duplicate_pair_count", "duplicates_dropped", b"duplicates_dropped", "error_message", b"error_message", "id", b"id", "json_file_path", b"json_file_path", "json_file_size", b"json_file_size", "jsonl_file_path", b"jsonl_file_path", "jsonl_file_size", b"jsonl_file_size", "name", b"name", "outputs", b"outputs", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "stale_conversation_count", b"stale_conversation_count", "status", b"status", "storage_bucket", b"storage_bucket", "total_training_pairs", b"total_training_pairs", "untrainable_pair_count", b"untrainable_pair_count", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    _WhichOneofReturnType__stale_conversation_count: _TypeAlias = _typing.Literal["stale_conversation_count"]  # noqa: Y015
+    _WhichOneofArgType__stale_conversation_count: _TypeAlias = _typing.Literal["_stale_conversation_count", b"_stale_conversation_count"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stale_conversation_count) -> _WhichOneofReturnType__stale_conversation_count | None: ...
 
 Global___TrainingFile: _TypeAlias = TrainingFile  # noqa: Y015
 

@@ -671,6 +671,34 @@ class RemoveConversationsRequest(_message.Message):
 Global___RemoveConversationsRequest: _TypeAlias = RemoveConversationsRequest  # noqa: Y015
 
 @_typing.final
+class RefreshTrainingFileRequest(_message.Message):
+    """Request of RefreshTrainingFile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
+    REMOVE_INELIGIBLE_FIELD_NUMBER: _builtins.int
+    training_file_id: _builtins.str
+    """Required. The id (UUID) of the ACTIVE training file."""
+    remove_ineligible: _builtins.bool
+    """Leave stale conversations that can no longer be used out of the new version,
+    instead of failing the call.
+    """
+    def __init__(
+        self,
+        *,
+        training_file_id: _builtins.str = ...,
+        remove_ineligible: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["remove_ineligible", b"remove_ineligible", "training_file_id", b"training_file_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshTrainingFileRequest: _TypeAlias = RefreshTrainingFileRequest  # noqa: Y015
+
+@_typing.final
 class ListTrainingFileVersionsRequest(_message.Message):
     """Request of ListTrainingFileVersions."""
 

@@ -97,6 +97,11 @@ class TrainingFileServiceStub:
                 request_serializer=trainingfiles_dot_v1_dot_service__pb2.RemoveConversationsRequest.SerializeToString,
                 response_deserializer=trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.FromString,
                 _registered_method=True)
+        self.RefreshTrainingFile = channel.unary_stream(
+                '/trainingfiles.v1.TrainingFileService/RefreshTrainingFile',
+                request_serializer=trainingfiles_dot_v1_dot_service__pb2.RefreshTrainingFileRequest.SerializeToString,
+                response_deserializer=trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.FromString,
+                _registered_method=True)
 
 
 class TrainingFileServiceServicer:
@@ -370,6 +375,37 @@ class TrainingFileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefreshTrainingFile(self, request, context):
+        """Rebuilds the stale conversations of an ACTIVE training file (see
+        `TrainingFile.stale_conversation_count`) from their current enriched documents, as a
+        new version (reason REFRESHED): only their documents are fetched; the other
+        conversations' pairs are kept byte for byte, each refreshed conversation keeps its
+        place, and every format (and the split) is written again. A conversation is stale
+        when its `enriched_file_path` is not the key it was built from, when its
+        enrichment changed after its build began (a trigger on `conversations` records every
+        change of `enriched_file_path` or `enrichment_status`), or when it is no longer
+        enriched or present. Nothing stale: the stream ends with the file as it is, and no
+        new version is made. Progress: VALIDATING, FETCHING (the stale documents),
+        RENDERING, AGGREGATING, UPLOADING, SAVING.
+
+        Errors:
+        INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed.
+        NOT_FOUND           no such training file (or another user's).
+        FAILED_PRECONDITION (PreconditionFailure) TRAINING_FILE_NOT_ACTIVE;
+        CONVERSATIONS_NOT_ELIGIBLE, every stale conversation that can no
+        longer be used listed with why (not enriched, no enriched file,
+        not found): refresh with `remove_ineligible`, or remove them;
+        WOULD_EMPTY_FILE, every conversation would be removed;
+        ENRICHED_DOCUMENT_INVALID, a new document is invalid;
+        NOTHING_STALE, another refresh took them meanwhile.
+        RESOURCE_EXHAUSTED  an output too large.
+        CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingFileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -431,6 +467,11 @@ def add_TrainingFileServiceServicer_to_server(servicer, server):
             'RemoveConversations': grpc.unary_stream_rpc_method_handler(
                     servicer.RemoveConversations,
                     request_deserializer=trainingfiles_dot_v1_dot_service__pb2.RemoveConversationsRequest.FromString,
+                    response_serializer=trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.SerializeToString,
+            ),
+            'RefreshTrainingFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.RefreshTrainingFile,
+                    request_deserializer=trainingfiles_dot_v1_dot_service__pb2.RefreshTrainingFileRequest.FromString,
                     response_serializer=trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.SerializeToString,
             ),
     }
@@ -759,6 +800,33 @@ class TrainingFileService:
             target,
             '/trainingfiles.v1.TrainingFileService/RemoveConversations',
             trainingfiles_dot_v1_dot_service__pb2.RemoveConversationsRequest.SerializeToString,
+            trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshTrainingFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainingfiles.v1.TrainingFileService/RefreshTrainingFile',
+            trainingfiles_dot_v1_dot_service__pb2.RefreshTrainingFileRequest.SerializeToString,
             trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.FromString,
             options,
             channel_credentials,

@@ -300,6 +300,33 @@ class TrainingFileServiceStub:
       CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
       UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
     """
+    RefreshTrainingFile: _aio.UnaryStreamMultiCallable[_service_pb2.RefreshTrainingFileRequest, _service_pb2.TrainingFileProgress]
+    """Rebuilds the stale conversations of an ACTIVE training file (see
+    `TrainingFile.stale_conversation_count`) from their current enriched documents, as a
+    new version (reason REFRESHED): only their documents are fetched; the other
+    conversations' pairs are kept byte for byte, each refreshed conversation keeps its
+    place, and every format (and the split) is written again. A conversation is stale
+    when its `enriched_file_path` is not the key it was built from, when its
+    enrichment changed after its build began (a trigger on `conversations` records every
+    change of `enriched_file_path` or `enrichment_status`), or when it is no longer
+    enriched or present. Nothing stale: the stream ends with the file as it is, and no
+    new version is made. Progress: VALIDATING, FETCHING (the stale documents),
+    RENDERING, AGGREGATING, UPLOADING, SAVING.
+
+    Errors:
+      INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed.
+      NOT_FOUND           no such training file (or another user's).
+      FAILED_PRECONDITION (PreconditionFailure) TRAINING_FILE_NOT_ACTIVE;
+                          CONVERSATIONS_NOT_ELIGIBLE, every stale conversation that can no
+                          longer be used listed with why (not enriched, no enriched file,
+                          not found): refresh with `remove_ineligible`, or remove them;
+                          WOULD_EMPTY_FILE, every conversation would be removed;
+                          ENRICHED_DOCUMENT_INVALID, a new document is invalid;
+                          NOTHING_STALE, another refresh took them meanwhile.
+      RESOURCE_EXHAUSTED  an output too large.
+      CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
+      UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+    """
 
 class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
     """Builds LoRA training files from enriched conversations, stores them, and hands out
@@ -592,6 +619,39 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
                               CONVERSATION_NOT_IN_FILE; WOULD_EMPTY_FILE, removing every
                               conversation (archive the file instead).
           RESOURCE_EXHAUSTED  more ids than the per-request limit; an output too large.
+          CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
+          UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+
+    @_abc_1.abstractmethod
+    def RefreshTrainingFile(
+        self,
+        request: _service_pb2.RefreshTrainingFileRequest,
+        context: _aio.ServicerContext[_service_pb2.RefreshTrainingFileRequest, _abc.AsyncIterator[_service_pb2.TrainingFileProgress]],
+    ) -> _abc.AsyncIterator[_service_pb2.TrainingFileProgress]:
+        """Rebuilds the stale conversations of an ACTIVE training file (see
+        `TrainingFile.stale_conversation_count`) from their current enriched documents, as a
+        new version (reason REFRESHED): only their documents are fetched; the other
+        conversations' pairs are kept byte for byte, each refreshed conversation keeps its
+        place, and every format (and the split) is written again. A conversation is stale
+        when its `enriched_file_path` is not the key it was built from, when its
+        enrichment changed after its build began (a trigger on `conversations` records every
+        change of `enriched_file_path` or `enrichment_status`), or when it is no longer
+        enriched or present. Nothing stale: the stream ends with the file as it is, and no
+        new version is made. Progress: VALIDATING, FETCHING (the stale documents),
+        RENDERING, AGGREGATING, UPLOADING, SAVING.
+
+        Errors:
+          INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed.
+          NOT_FOUND           no such training file (or another user's).
+          FAILED_PRECONDITION (PreconditionFailure) TRAINING_FILE_NOT_ACTIVE;
+                              CONVERSATIONS_NOT_ELIGIBLE, every stale conversation that can no
+                              longer be used listed with why (not enriched, no enriched file,
+                              not found): refresh with `remove_ineligible`, or remove them;
+                              WOULD_EMPTY_FILE, every conversation would be removed;
+                              ENRICHED_DOCUMENT_INVALID, a new document is invalid;
+                              NOTHING_STALE, another refresh took them meanwhile.
+          RESOURCE_EXHAUSTED  an output too large.
           CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
           UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
         """
