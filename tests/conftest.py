@@ -111,6 +111,10 @@ def stack_settings(
         # written then check that replaced objects go. tests/e2e/test_versions.py runs
         # servers that keep several.
         "version_retention": 1,
+        # Automatic refresh off in practice (a debounce of an hour): files of other tests
+        # must not be refreshed behind their backs. tests/e2e/test_auto_refresh.py runs
+        # servers that refresh.
+        "refresh_debounce_seconds": 3600,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

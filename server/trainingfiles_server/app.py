@@ -28,6 +28,7 @@ from .health import monitored
 from .interceptors import AuthInterceptor, ServiceInterceptor
 from .operations import Operations
 from .pagination import PageTokens
+from .refresher import Refresher, refreshing
 from .servicer import TrainingFileServicer
 from .storage import Storage, open_storage
 from .sweeper import Sweeper, sweeping
@@ -75,6 +76,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     operations: Operations
     sweeper: Sweeper
+    refresher: Refresher | None = None
 
 
 @contextlib.asynccontextmanager
@@ -102,6 +104,7 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
             interval=settings.sweep_interval_seconds,
             orphan_upload_age=settings.lease_seconds,
         )
+        refresher = Refresher(settings, database, operations)
         service_pb2_grpc.add_TrainingFileServiceServicer_to_server(
             TrainingFileServicer(operations), server
         )
@@ -111,6 +114,7 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
         port = server.add_insecure_port(settings.listen_address)
         async with (
             sweeping(sweeper),
+            refreshing(refresher),
             monitored(
                 health_servicer,
                 database,
@@ -121,7 +125,9 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
         ):
             await server.start()
             try:
-                yield RunningServer(port, database, storage, health_servicer, operations, sweeper)
+                yield RunningServer(
+                    port, database, storage, health_servicer, operations, sweeper, refresher
+                )
             finally:
                 await health_servicer.enter_graceful_shutdown()
                 await server.stop(settings.shutdown_grace_seconds)

@@ -91,6 +91,7 @@ class Builds:
         requested: Sequence[Format] = (),
         split: SplitSpec | None = None,
         drop_duplicates: bool = False,
+        auto_refresh: bool = False,
     ) -> AsyncGenerator[Progress, None]:
         conversation_ids = check_ids(
             ids, self.settings.max_conversations_per_request, check_name(name, description)
@@ -123,6 +124,7 @@ class Builds:
             output_formats=plan.format_names,
             split_spec=split_to_json(split),
             drop_duplicates=drop_duplicates,
+            auto_refresh=auto_refresh,
         )
         build = Build(
             file_id=file_id,

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     # handed out for the file can still be used).
     version_retention: PositiveInt = 5
 
+    # Automatic refresh (README: "Versions"): a file is refreshed once none of its
+    # changed conversations changed for this long (one refresh per burst of changes);
+    # a failed refresh is tried again after 2^attempts times this (at most an hour).
+    refresh_debounce_seconds: float = Field(default=5.0, ge=0)
+    refresh_retry_seconds: float = Field(default=30.0, gt=0)
+
     # --- identity ---
     # HS256 secret of the Supabase project (at least 32 bytes). The development secret
     # is refused unless development_mode is on.

@@ -104,6 +104,11 @@ def training_file(record: TrainingFileRecord) -> resources_pb2.TrainingFile:
         message.description = record.description
     if record.stale_conversation_count is not None:
         message.stale_conversation_count = record.stale_conversation_count
+    message.auto_refresh = record.auto_refresh
+    message.refresh_attempts = record.refresh_attempts
+    message.refresh_error = record.refresh_error or ""
+    if record.refresh_after is not None:
+        message.next_refresh_time.CopyFrom(timestamp(record.refresh_after))
     if record.version > 0:
         message.quality_summary.CopyFrom(
             resources_pb2.QualitySummary(

@@ -49,7 +49,8 @@ TRAINING_FILE_COLUMNS = """
     avg_quality_score, min_quality_score, max_quality_score, human_reviewed_count,
     scaffolding_distribution, vertical, consultant_profile, error_message, version,
     created_by, created_at, updated_at, output_formats, split_spec, drop_duplicates,
-    duplicate_pair_count, untrainable_pair_count,
+    duplicate_pair_count, untrainable_pair_count, auto_refresh, refresh_attempts,
+    refresh_error, refresh_after,
     (SELECT coalesce(jsonb_agg(jsonb_build_array(o.format, o.split, o.object_key,
                                                  o.size_bytes, o.record_count,
                                                  o.content_type, o.sha256)), '[]')
@@ -82,9 +83,10 @@ ORDER BY r.ord
 INSERT_PROCESSING_FILE = f"""
 INSERT INTO training_files
     (id, name, description, status, storage_bucket, json_file_path, jsonl_file_path,
-     created_by, lease_token, lease_expires_at, output_formats, split_spec, drop_duplicates)
+     created_by, lease_token, lease_expires_at, output_formats, split_spec, drop_duplicates,
+     auto_refresh)
 VALUES ($1, $2, $3, 'processing', $4, $5, $6, $7, $8,
-        clock_timestamp() + make_interval(secs => $9), $10, $11, $12)
+        clock_timestamp() + make_interval(secs => $9), $10, $11, $12, $13)
 RETURNING {TRAINING_FILE_COLUMNS}
 """
 
@@ -286,6 +288,67 @@ WHERE m.training_file_id = $1 AND m.removed_in_version IS NULL
        OR ch.changed_at > m.built_at)
 """
 STALE_COUNT = "SELECT count(*) " + _STALE
+
+# Files due for an automatic refresh ($1: the debounce in seconds), oldest change first:
+# opted in, active, free, not backing off, with a stale member, and no member changed
+# within the debounce (a burst of changes makes one refresh).
+DUE_REFRESHES = """
+SELECT f.id FROM training_files f
+WHERE f.auto_refresh AND f.status = 'active'
+  AND (f.lease_token IS NULL OR f.lease_expires_at <= clock_timestamp())
+  AND (f.refresh_after IS NULL OR f.refresh_after <= now())
+  AND EXISTS (
+      SELECT 1 FROM training_file_conversations m
+      LEFT JOIN conversations c ON c.conversation_id = m.conversation_id
+      LEFT JOIN conversation_changes ch ON ch.conversation_id = m.conversation_id
+      WHERE m.training_file_id = f.id AND m.removed_in_version IS NULL
+        AND (c.conversation_id IS NULL OR c.enrichment_status <> 'completed'
+             OR c.enriched_file_path IS NULL
+             OR (m.document_key IS NOT NULL AND c.enriched_file_path <> m.document_key)
+             OR ch.changed_at > m.built_at))
+  AND NOT EXISTS (
+      SELECT 1 FROM training_file_conversations m
+      JOIN conversation_changes ch ON ch.conversation_id = m.conversation_id
+      WHERE m.training_file_id = f.id AND m.removed_in_version IS NULL
+        AND ch.changed_at > now() - make_interval(secs => $1))
+ORDER BY f.updated_at
+"""
+
+NEXT_REFRESH_CHECK = """
+SELECT extract(epoch FROM least(
+    (SELECT min(refresh_after) FROM training_files
+     WHERE auto_refresh AND status = 'active' AND refresh_after > now()),
+    (SELECT min(ch.changed_at) + make_interval(secs => $1)
+     FROM conversation_changes ch
+     WHERE ch.changed_at > now() - make_interval(secs => $1)
+       AND EXISTS (SELECT 1 FROM training_file_conversations m
+                   JOIN training_files f ON f.id = m.training_file_id
+                   WHERE m.conversation_id = ch.conversation_id
+                     AND m.removed_in_version IS NULL
+                     AND f.auto_refresh AND f.status = 'active'))
+) - now())::float8
+"""
+
+REFRESH_SUCCEEDED = """
+UPDATE training_files SET refresh_attempts = 0, refresh_error = NULL, refresh_after = NULL
+WHERE id = $1
+"""
+
+# A failed automatic refresh: counted, its reason kept, the next try after $3 seconds.
+REFRESH_FAILED = """
+UPDATE training_files
+SET refresh_attempts = refresh_attempts + 1, refresh_error = $2,
+    refresh_after = now() + make_interval(secs => $3)
+WHERE id = $1
+RETURNING refresh_attempts
+"""
+
+SET_AUTO_REFRESH_FILE = f"""
+UPDATE training_files
+SET auto_refresh = $2, refresh_attempts = 0, refresh_error = NULL, refresh_after = NULL
+WHERE id = $1
+RETURNING {TRAINING_FILE_COLUMNS}
+"""
 STALE_MEMBERS = (
     """
 SELECT m.conversation_id, c.conversation_id IS NOT NULL AS known, c.enrichment_status,
@@ -445,6 +508,7 @@ WHERE bucket = $1 AND upload_id IS NOT NULL AND lease_token IS NOT NULL
 
 # One sweeper at a time across replicas: a session-level advisory lock on this key.
 SWEEPER_LOCK_KEY = 0x7472_6169_6E66  # "trainf"
+REFRESHER_LOCK_KEY = 0x7472_6169_6E67  # one automatic refresher at a time
 TRY_SWEEPER_LOCK = "SELECT pg_try_advisory_lock($1)"
 SWEEPER_UNLOCK = "SELECT pg_advisory_unlock($1)"
 
@@ -623,6 +687,7 @@ class Database:
         output_formats: Sequence[str],
         split_spec: dict[str, Any] | None,
         drop_duplicates: bool,
+        auto_refresh: bool = False,
     ) -> TrainingFileRecord:
         """Take the name, the lease and record the keys to clean up, in one transaction."""
         async with self.transaction() as conn:
@@ -641,6 +706,7 @@ class Database:
                     list(output_formats),
                     split_spec,
                     drop_duplicates,
+                    auto_refresh,
                 )
             except asyncpg.exceptions.UniqueViolationError:
                 raise AlreadyExists(
@@ -869,6 +935,38 @@ class Database:
         stale = await self.stale_count(record.id)
         return dataclasses.replace(record, stale_conversation_count=stale)
 
+    async def due_refreshes(self, debounce_seconds: float) -> list[UUID]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(DUE_REFRESHES, debounce_seconds)
+        return [row["id"] for row in rows]
+
+    async def next_refresh_check(self, debounce_seconds: float) -> float | None:
+        """Seconds until an opted-in file may become due: a back-off ends, or a recent
+        change of one of its conversations is older than the debounce; None: neither."""
+        async with self.connection() as conn:
+            seconds: float | None = await conn.fetchval(NEXT_REFRESH_CHECK, debounce_seconds)
+        return seconds
+
+    async def refresh_succeeded(self, file_id: UUID) -> None:
+        async with self.connection() as conn:
+            await conn.execute(REFRESH_SUCCEEDED, file_id)
+
+    async def refresh_failed(self, file_id: UUID, reason: str, retry_in: float) -> None:
+        async with self.connection() as conn:
+            await conn.execute(REFRESH_FAILED, file_id, reason[:2000], retry_in)
+
+    async def refresh_attempts(self, file_id: UUID) -> int:
+        async with self.connection() as conn:
+            attempts: int = await conn.fetchval(
+                "SELECT refresh_attempts FROM training_files WHERE id = $1", file_id
+            )
+        return attempts
+
+    async def set_auto_refresh(self, file_id: UUID, enabled: bool) -> TrainingFileRecord | None:
+        async with self.connection() as conn:
+            row = await conn.fetchrow(SET_AUTO_REFRESH_FILE, file_id, enabled)
+        return _file(row) if row is not None else None
+
     async def stale_count(self, file_id: UUID) -> int:
         async with self.connection() as conn:
             count: int = await conn.fetchval(STALE_COUNT, file_id)
@@ -1048,10 +1146,11 @@ class Database:
     # ------------------------------------------------------------- the sweeper's
 
     @contextlib.asynccontextmanager
-    async def sweeper_lock(self) -> AsyncIterator[Connection | None]:
-        """The sweeper's connection if this process may sweep now, else None."""
+    async def sweeper_lock(self, key: int = SWEEPER_LOCK_KEY) -> AsyncIterator[Connection | None]:
+        """The sweeper's connection if this process may sweep now, else None; with
+        `key`, another job's lock of the same kind (one replica at a time)."""
         async with self.connection() as conn:
-            if not await conn.fetchval(TRY_SWEEPER_LOCK, SWEEPER_LOCK_KEY):
+            if not await conn.fetchval(TRY_SWEEPER_LOCK, key):
                 yield None
                 return
             try:
@@ -1060,7 +1159,23 @@ class Database:
                 # Released by hand: the pool's reset is off (see `_keep_session`). A
                 # connection that broke has lost the lock with its session anyway.
                 with contextlib.suppress(Exception):
-                    await conn.execute(SWEEPER_UNLOCK, SWEEPER_LOCK_KEY)
+                    await conn.execute(SWEEPER_UNLOCK, key)
+
+    @contextlib.asynccontextmanager
+    async def listening(self, channel: str, wake: Callable[[], None]) -> AsyncIterator[None]:
+        """Call `wake` on every notification on `channel` while the block runs, on a
+        connection of its own (held for as long)."""
+        async with self.pool.acquire() as conn:
+
+            def notified(*_: object) -> None:
+                wake()
+
+            await conn.add_listener(channel, notified)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(channel, notified)
 
     async def expire_builds(self, conn: Connection) -> list[UUID]:
         """Fail Creates and free Adds whose lease expired; their intents become due."""

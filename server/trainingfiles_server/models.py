@@ -88,6 +88,12 @@ class TrainingFileRecord:
     duplicate_pair_count: int
     untrainable_pair_count: int
     outputs: tuple[OutputRecord, ...] = ()
+    # Automatic refresh: opted in, failed attempts in a row, the last one's reason, and
+    # when the next one may start.
+    auto_refresh: bool = False
+    refresh_attempts: int = 0
+    refresh_error: str | None = None
+    refresh_after: datetime | None = None
     # Current members whose conversation changed since their build; set by a Get only.
     stale_conversation_count: int | None = None
 

@@ -105,6 +105,15 @@ class Reads:
             next_token = self.tokens.issue(query, [rows[-1].version])
         return rows, record, next_token
 
+    async def set_auto_refresh(
+        self, caller: Caller, training_file_id: str, enabled: bool
+    ) -> TrainingFileRecord:
+        record = await self.get(caller, training_file_id)
+        updated = await self.database.set_auto_refresh(record.id, enabled)
+        if updated is None:
+            raise NotFound("training_file", str(record.id))
+        return await self.database.with_staleness(updated)
+
     async def archive(self, caller: Caller, training_file_id: str) -> TrainingFileRecord:
         record = await self.get(caller, training_file_id)
         if record.status is Status.ARCHIVED:

@@ -64,6 +64,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             convert.requested_formats(request.formats),
             convert.split_spec(request.split if request.HasField("split") else None),
             request.drop_duplicates,
+            request.auto_refresh,
         )
         async for message in _progress(events):
             yield message
@@ -97,6 +98,14 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
         )
         async for message in _progress(events):
             yield message
+
+    async def SetAutoRefresh(
+        self, request: service_pb2.SetAutoRefreshRequest, context: Context
+    ) -> resources_pb2.TrainingFile:
+        record = await self.operations.set_auto_refresh(
+            _caller(context), request.training_file_id, request.enabled
+        )
+        return convert.training_file(record)
 
     async def ExportTrainingFile(
         self, request: service_pb2.ExportTrainingFileRequest, context: Context

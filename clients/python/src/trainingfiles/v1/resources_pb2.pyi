@@ -284,6 +284,10 @@ class TrainingFile(_message.Message):
     DUPLICATES_DROPPED_FIELD_NUMBER: _builtins.int
     UNTRAINABLE_PAIR_COUNT_FIELD_NUMBER: _builtins.int
     STALE_CONVERSATION_COUNT_FIELD_NUMBER: _builtins.int
+    AUTO_REFRESH_FIELD_NUMBER: _builtins.int
+    REFRESH_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    REFRESH_ERROR_FIELD_NUMBER: _builtins.int
+    NEXT_REFRESH_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The file's id (UUID), assigned by the server."""
     name: _builtins.str
@@ -349,6 +353,14 @@ class TrainingFile(_message.Message):
     GetTrainingFile for the current version of an ACTIVE or ARCHIVED file; unset in
     lists and for earlier versions.
     """
+    auto_refresh: _builtins.bool
+    """Whether the service refreshes the file by itself when its conversations change
+    (see `CreateTrainingFileRequest.auto_refresh`).
+    """
+    refresh_attempts: _builtins.int
+    """Automatic refreshes that failed in a row; 0 after one succeeds."""
+    refresh_error: _builtins.str
+    """Why the last automatic refresh failed; empty unless `refresh_attempts` > 0."""
     @_builtins.property
     def quality_summary(self) -> Global___QualitySummary:
         """Quality figures over the file's conversations; unset while the file has no content."""
@@ -375,6 +387,10 @@ class TrainingFile(_message.Message):
     @_builtins.property
     def split(self) -> Global___SplitOptions:
         """The version's split; unset when its trainer formats hold the whole file."""
+
+    @_builtins.property
+    def next_refresh_time(self) -> _timestamp_pb2.Timestamp:
+        """When the next automatic refresh may start, after a failure; unset otherwise."""
 
     def __init__(
         self,
@@ -403,10 +419,14 @@ class TrainingFile(_message.Message):
         duplicates_dropped: _builtins.bool = ...,
         untrainable_pair_count: _builtins.int = ...,
         stale_conversation_count: _builtins.int | None = ...,
+        auto_refresh: _builtins.bool = ...,
+        refresh_attempts: _builtins.int = ...,
+        refresh_error: _builtins.str = ...,
+        next_refresh_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_stale_conversation_count", b"_stale_conversation_count", "created_at", b"created_at", "description", b"description", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "stale_conversation_count", b"stale_conversation_count", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_stale_conversation_count", b"_stale_conversation_count", "created_at", b"created_at", "description", b"description", "next_refresh_time", b"next_refresh_time", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "stale_conversation_count", b"stale_conversation_count", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_stale_conversation_count", b"_stale_conversation_count", "conversation_count", b"conversation_count", "created_at", b"created_at", "created_by", b"created_by", "description", b"description", "duplicate_pair_count", b"duplicate_pair_count", "duplicates_dropped", b"duplicates_dropped", "error_message", b"error_message", "id", b"id", "json_file_path", b"json_file_path", "json_file_size", b"json_file_size", "jsonl_file_path", b"jsonl_file_path", "jsonl_file_size", b"jsonl_file_size", "name", b"name", "outputs", b"outputs", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "stale_conversation_count", b"stale_conversation_count", "status", b"status", "storage_bucket", b"storage_bucket", "total_training_pairs", b"total_training_pairs", "untrainable_pair_count", b"untrainable_pair_count", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_stale_conversation_count", b"_stale_conversation_count", "auto_refresh", b"auto_refresh", "conversation_count", b"conversation_count", "created_at", b"created_at", "created_by", b"created_by", "description", b"description", "duplicate_pair_count", b"duplicate_pair_count", "duplicates_dropped", b"duplicates_dropped", "error_message", b"error_message", "id", b"id", "json_file_path", b"json_file_path", "json_file_size", b"json_file_size", "jsonl_file_path", b"jsonl_file_path", "jsonl_file_size", b"jsonl_file_size", "name", b"name", "next_refresh_time", b"next_refresh_time", "outputs", b"outputs", "quality_summary", b"quality_summary", "refresh_attempts", b"refresh_attempts", "refresh_error", b"refresh_error", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "stale_conversation_count", b"stale_conversation_count", "status", b"status", "storage_bucket", b"storage_bucket", "total_training_pairs", b"total_training_pairs", "untrainable_pair_count", b"untrainable_pair_count", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015

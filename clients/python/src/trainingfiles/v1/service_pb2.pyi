@@ -98,6 +98,7 @@ class CreateTrainingFileRequest(_message.Message):
     FORMATS_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
     DROP_DUPLICATES_FIELD_NUMBER: _builtins.int
+    AUTO_REFRESH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. The file's name: 1 to 128 characters of `[A-Za-z0-9_.-]`, not starting
     with `.` (so it is safe in object keys and file names). Must differ from the names
@@ -118,6 +119,15 @@ class CreateTrainingFileRequest(_message.Message):
     """Optional. Leave pairs that repeat an earlier pair (see
     `TrainingFile.duplicate_pair_count`) out of the trainer formats. Duplicates are
     always counted and reported; they are dropped only when asked.
+    """
+    auto_refresh: _builtins.bool
+    """Refresh the file automatically: when conversations it holds are re-enriched (their
+    `enriched_file_path` or `enrichment_status` changes), the service rebuilds them as
+    RefreshTrainingFile would, once the changes have settled for
+    `REFRESH_DEBOUNCE_SECONDS` (5 s): one refresh per burst of changes, by one replica,
+    also after a restart. A refresh that fails (a stale conversation no longer eligible,
+    an invalid new document, an outage) is shown on the file (`refresh_attempts`,
+    `refresh_error`) and tried again after a back-off (`next_refresh_time`).
     """
     @_builtins.property
     def conversation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -150,10 +160,11 @@ class CreateTrainingFileRequest(_message.Message):
         formats: _abc.Iterable[_resources_pb2.FileFormat.ValueType] | None = ...,
         split: _resources_pb2.SplitOptions | None = ...,
         drop_duplicates: _builtins.bool = ...,
+        auto_refresh: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description", "split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "conversation_ids", b"conversation_ids", "description", b"description", "drop_duplicates", b"drop_duplicates", "formats", b"formats", "name", b"name", "on_behalf_of", b"on_behalf_of", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "auto_refresh", b"auto_refresh", "conversation_ids", b"conversation_ids", "description", b"description", "drop_duplicates", b"drop_duplicates", "formats", b"formats", "name", b"name", "on_behalf_of", b"on_behalf_of", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -697,6 +708,32 @@ class RefreshTrainingFileRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RefreshTrainingFileRequest: _TypeAlias = RefreshTrainingFileRequest  # noqa: Y015
+
+@_typing.final
+class SetAutoRefreshRequest(_message.Message):
+    """Request of SetAutoRefresh."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    training_file_id: _builtins.str
+    """Required. The training file's id (UUID)."""
+    enabled: _builtins.bool
+    """Whether the service refreshes the file by itself."""
+    def __init__(
+        self,
+        *,
+        training_file_id: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "training_file_id", b"training_file_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAutoRefreshRequest: _TypeAlias = SetAutoRefreshRequest  # noqa: Y015
 
 @_typing.final
 class ListTrainingFileVersionsRequest(_message.Message):

@@ -102,6 +102,11 @@ class TrainingFileServiceStub:
                 request_serializer=trainingfiles_dot_v1_dot_service__pb2.RefreshTrainingFileRequest.SerializeToString,
                 response_deserializer=trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.FromString,
                 _registered_method=True)
+        self.SetAutoRefresh = channel.unary_unary(
+                '/trainingfiles.v1.TrainingFileService/SetAutoRefresh',
+                request_serializer=trainingfiles_dot_v1_dot_service__pb2.SetAutoRefreshRequest.SerializeToString,
+                response_deserializer=trainingfiles_dot_v1_dot_resources__pb2.TrainingFile.FromString,
+                _registered_method=True)
 
 
 class TrainingFileServiceServicer:
@@ -406,6 +411,20 @@ class TrainingFileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAutoRefresh(self, request, context):
+        """Turns automatic refresh of a training file on or off (see
+        `CreateTrainingFileRequest.auto_refresh`); returns the file. Turning it on or off
+        clears the failures counted so far.
+
+        Errors:
+        INVALID_ARGUMENT  (BadRequest) `training_file_id` malformed.
+        NOT_FOUND         no such training file (or another user's).
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingFileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -473,6 +492,11 @@ def add_TrainingFileServiceServicer_to_server(servicer, server):
                     servicer.RefreshTrainingFile,
                     request_deserializer=trainingfiles_dot_v1_dot_service__pb2.RefreshTrainingFileRequest.FromString,
                     response_serializer=trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.SerializeToString,
+            ),
+            'SetAutoRefresh': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAutoRefresh,
+                    request_deserializer=trainingfiles_dot_v1_dot_service__pb2.SetAutoRefreshRequest.FromString,
+                    response_serializer=trainingfiles_dot_v1_dot_resources__pb2.TrainingFile.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -828,6 +852,33 @@ class TrainingFileService:
             '/trainingfiles.v1.TrainingFileService/RefreshTrainingFile',
             trainingfiles_dot_v1_dot_service__pb2.RefreshTrainingFileRequest.SerializeToString,
             trainingfiles_dot_v1_dot_service__pb2.TrainingFileProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAutoRefresh(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainingfiles.v1.TrainingFileService/SetAutoRefresh',
+            trainingfiles_dot_v1_dot_service__pb2.SetAutoRefreshRequest.SerializeToString,
+            trainingfiles_dot_v1_dot_resources__pb2.TrainingFile.FromString,
             options,
             channel_credentials,
             insecure,

@@ -327,6 +327,16 @@ class TrainingFileServiceStub:
       CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
       UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
     """
+    SetAutoRefresh: _aio.UnaryUnaryMultiCallable[_service_pb2.SetAutoRefreshRequest, _resources_pb2.TrainingFile]
+    """Turns automatic refresh of a training file on or off (see
+    `CreateTrainingFileRequest.auto_refresh`); returns the file. Turning it on or off
+    clears the failures counted so far.
+
+    Errors:
+      INVALID_ARGUMENT  (BadRequest) `training_file_id` malformed.
+      NOT_FOUND         no such training file (or another user's).
+      UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+    """
 
 class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
     """Builds LoRA training files from enriched conversations, stores them, and hands out
@@ -653,6 +663,22 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
                               NOTHING_STALE, another refresh took them meanwhile.
           RESOURCE_EXHAUSTED  an output too large.
           CANCELLED, DEADLINE_EXCEEDED, ABORTED (LEASE_LOST)  nothing was changed.
+          UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+
+    @_abc_1.abstractmethod
+    def SetAutoRefresh(
+        self,
+        request: _service_pb2.SetAutoRefreshRequest,
+        context: _aio.ServicerContext[_service_pb2.SetAutoRefreshRequest, _abc.Awaitable[_resources_pb2.TrainingFile]],
+    ) -> _abc.Awaitable[_resources_pb2.TrainingFile]:
+        """Turns automatic refresh of a training file on or off (see
+        `CreateTrainingFileRequest.auto_refresh`); returns the file. Turning it on or off
+        clears the failures counted so far.
+
+        Errors:
+          INVALID_ARGUMENT  (BadRequest) `training_file_id` malformed.
+          NOT_FOUND         no such training file (or another user's).
           UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
         """
 
