@@ -32,13 +32,15 @@ from uuid import UUID
 from . import failpoints
 from .config import Settings
 from .db import Database, LeaseLost
-from .errors import FailedPrecondition, ServiceError
+from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, ServiceError
 from .fetching import Targets
 from .formats import Format
 from .leases import FileQueue, Lease, claim_with_retry, lease_lost
 from .models import (
     Caller,
+    CandidateConversation,
     Progress,
+    Selector,
     Split,
     Stage,
     Status,
@@ -51,11 +53,13 @@ from .rules import (
     check_ids,
     check_name,
     ineligible,
+    merge_selected,
     not_active,
     parse_uuid,
     reject_ineligible,
     reject_removal,
     removal_violations,
+    selection_owner,
     uuid_violations,
     visible,
 )
@@ -92,15 +96,26 @@ class Builds:
         split: SplitSpec | None = None,
         drop_duplicates: bool = False,
         auto_refresh: bool = False,
+        selector: Selector | None = None,
     ) -> AsyncGenerator[Progress, None]:
         conversation_ids = check_ids(
-            ids, self.settings.max_conversations_per_request, check_name(name, description)
+            ids,
+            self.settings.max_conversations_per_request,
+            check_name(name, description),
+            required=selector is None,
         )
         del ids  # nothing per conversation is kept longer than needed (memory)
         owner = caller.owner_for(on_behalf_of)
-        candidates = await self.database.check_conversations(conversation_ids, None)
+        candidates = (
+            await self.database.check_conversations(conversation_ids, None)
+            if conversation_ids
+            else []
+        )
         del conversation_ids
         reject_ineligible(ineligible(candidates, owner))
+        if selector is not None:
+            chosen = await self._select(caller, owner, selector, None)
+            candidates = merge_selected(candidates, chosen)
         plan = OutputPlan.of(requested, split, drop_duplicates)
         validation = plan.validation(strata(candidates))
         targets = Targets(candidates)
@@ -148,23 +163,32 @@ class Builds:
         training_file_id: str,
         ids: Sequence[str],
         requested: Sequence[Format] = (),
+        selector: Selector | None = None,
     ) -> AsyncGenerator[Progress, None]:
         conversation_ids = check_ids(
             ids,
             self.settings.max_conversations_per_request,
             uuid_violations(training_file_id, "training_file_id"),
+            required=selector is None,
         )
         del ids  # nothing per conversation is kept longer than needed (memory)
         file_id = UUID(training_file_id)
         record = await self._active(caller, file_id, "only active files can be extended")
 
         async def build_it(build: Build) -> AsyncIterator[Progress]:
-            candidates = await self.database.check_conversations(conversation_ids, file_id)
+            candidates = (
+                await self.database.check_conversations(conversation_ids, file_id)
+                if conversation_ids
+                else []
+            )
             conversation_ids.clear()
             # Added conversations must belong to the file's owner (any, for a system file
             # extended by a service), and to a calling user.
             owner = build.stored.created_by if build.stored else None
             reject_ineligible(ineligible(candidates, owner or caller.user_id))
+            if selector is not None:
+                chosen = await self._select(caller, owner or caller.user_id, selector, file_id)
+                candidates = merge_selected(candidates, chosen)
             build.existing = await self.database.stored_conversations(file_id)
             validation = build.plan.validation([*strata(build.existing), *strata(candidates)])
             targets = Targets(candidates)
@@ -283,6 +307,26 @@ class Builds:
 
         async for event in self._extend(caller, record, plan_for, build_it, v4=False):
             yield event
+
+    async def _select(
+        self, caller: Caller, owner: UUID | None, selector: Selector, exclude: UUID | None
+    ) -> list[CandidateConversation]:
+        """What the selector chooses, within the server's limit per selector."""
+        cap = self.settings.max_conversations_per_selector
+        if selector.limit > cap:
+            raise InvalidArgument.field(
+                "selector.limit", f"at most {cap} (the server's limit per selector)"
+            )
+        chosen = await self.database.select_conversations(
+            selector, selection_owner(caller, owner, selector), exclude, (selector.limit or cap + 1)
+        )
+        if len(chosen) > cap:
+            raise ResourceExhausted(
+                f"the selector matches more than {cap} conversations; narrow it or set a limit",
+                "selector",
+                reason="TOO_MANY_CONVERSATIONS",
+            )
+        return chosen
 
     async def _active(self, caller: Caller, file_id: UUID, why: str) -> TrainingFileRecord:
         record = visible(caller, await self.database.get_file(file_id), file_id)

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     fetch_concurrency: PositiveInt = 16
     max_conversations_per_request: PositiveInt = 10_000
     max_object_bytes: PositiveInt = 50 * 1024 * 1024
+    # Conversations a selector may choose for one Create or Add (its `limit` may cap less).
+    max_conversations_per_selector: PositiveInt = 100_000
 
     # --- crash safety (README: "Leases and the sweeper") ---
     # A build holds a lease on its file for this long, renewed every third of it; the

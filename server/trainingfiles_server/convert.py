@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from uuid import UUID
 
 from google.protobuf import timestamp_pb2
 
@@ -19,6 +20,7 @@ from .models import (
     FileConversation,
     OutputRecord,
     Progress,
+    Selector,
     Split,
     Stage,
     Status,
@@ -251,6 +253,49 @@ def split_spec(options: resources_pb2.SplitOptions | None) -> SplitSpec | None:
         )
     except SplitError as exc:
         raise InvalidArgument.field(exc.field, str(exc), "INVALID_SPLIT") from None
+
+
+def selector(message: service_pb2.ConversationSelector | None) -> Selector | None:
+    """A requested selector, checked: every malformed field is named at once."""
+    if message is None:
+        return None
+    problems: list[Violation] = []
+
+    def ids(field: str, values: Sequence[str]) -> tuple[UUID, ...]:
+        parsed = []
+        for index, value in enumerate(values):
+            try:
+                parsed.append(UUID(value))
+            except ValueError:
+                problems.append(
+                    Violation(f"selector.{field}[{index}]", "MALFORMED_ID", f"{value[:64]!r}")
+                )
+        return tuple(parsed)
+
+    owner = None
+    if message.owner:
+        try:
+            owner = UUID(message.owner)
+        except ValueError:
+            problems.append(Violation("selector.owner", "MALFORMED_ID", "not a UUID"))
+    chosen = Selector(
+        persona_ids=ids("persona_ids", message.persona_ids),
+        emotional_arc_ids=ids("emotional_arc_ids", message.emotional_arc_ids),
+        training_topic_ids=ids("training_topic_ids", message.training_topic_ids),
+        created_after=message.created_after.ToDatetime(tzinfo=UTC)
+        if message.HasField("created_after")
+        else None,
+        created_before=message.created_before.ToDatetime(tzinfo=UTC)
+        if message.HasField("created_before")
+        else None,
+        owner=owner,
+        limit=message.limit,
+    )
+    if message.limit < 0:
+        problems.append(Violation("selector.limit", "INVALID_FIELD", "0 or more"))
+    if problems:
+        raise InvalidArgument(f"{len(problems)} invalid selector field(s)", problems)
+    return chosen
 
 
 def split_options(spec: SplitSpec) -> resources_pb2.SplitOptions:

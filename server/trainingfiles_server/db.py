@@ -26,6 +26,7 @@ from .models import (
     FileConversation,
     OutputRecord,
     Provenance,
+    Selector,
     Split,
     Status,
     StoredConversation,
@@ -445,7 +446,22 @@ ORDER BY position
 LIMIT $3
 """
 
-LIST_ELIGIBLE = """
+
+def _selected(first: int) -> str:
+    """A selector's filters over `conversations c`, from parameter `first` on: personas,
+    arcs, topics (empty: any), created at or after, created before."""
+    p, a, t, after, before = (f"${first + i}" for i in range(5))
+    return f"""
+  AND (cardinality({p}::uuid[]) = 0 OR c.persona_id = ANY({p}::uuid[]))
+  AND (cardinality({a}::uuid[]) = 0 OR c.emotional_arc_id = ANY({a}::uuid[]))
+  AND (cardinality({t}::uuid[]) = 0 OR c.training_topic_id = ANY({t}::uuid[]))
+  AND ({after}::timestamptz IS NULL OR c.created_at >= {after})
+  AND ({before}::timestamptz IS NULL OR c.created_at < {before})
+"""
+
+
+LIST_ELIGIBLE = (
+    """
 SELECT c.conversation_id, c.persona_id, c.emotional_arc_id, c.training_topic_id,
        c.created_by, c.created_at
 FROM conversations c
@@ -456,9 +472,34 @@ WHERE c.enrichment_status = 'completed' AND c.enriched_file_path IS NOT NULL
           AND m.removed_in_version IS NULL))
   AND ($2::timestamptz IS NULL OR (c.created_at, c.conversation_id) < ($2, $3::uuid))
   AND ($5::uuid IS NULL OR c.created_by = $5)
+"""
+    + _selected(6)
+    + """
 ORDER BY c.created_at DESC, c.conversation_id DESC
 LIMIT $4
 """
+)
+
+# What a selector chooses for a build, oldest first, as validated candidates: $1 the
+# file whose members are left out (an Add), $2 the row limit, $3 the owner.
+SELECT_CONVERSATIONS = (
+    """
+SELECT c.conversation_id, true AS known, c.enrichment_status, c.enriched_file_path,
+       c.created_by, false AS in_file, c.persona_id, c.training_topic_id
+FROM conversations c
+WHERE c.enrichment_status = 'completed' AND c.enriched_file_path IS NOT NULL
+  AND ($1::uuid IS NULL OR NOT EXISTS (
+        SELECT 1 FROM training_file_conversations m
+        WHERE m.training_file_id = $1 AND m.conversation_id = c.conversation_id
+          AND m.removed_in_version IS NULL))
+  AND ($3::uuid IS NULL OR c.created_by = $3)
+"""
+    + _selected(4)
+    + """
+ORDER BY c.created_at, c.conversation_id
+LIMIT $2
+"""
+)
 
 # The sweeper (sweeper.py). Builds whose lease expired: a Create fails, an Add lets go.
 FAIL_EXPIRED_BUILDS = """
@@ -563,6 +604,16 @@ def _file(row: asyncpg.Record) -> TrainingFileRecord:
     values["status"] = Status(values["status"])
     values["outputs"] = _outputs(values["outputs"])
     return TrainingFileRecord(**values)
+
+
+def _selector_arguments(selector: Selector) -> tuple[Any, ...]:
+    return (
+        list(selector.persona_ids),
+        list(selector.emotional_arc_ids),
+        list(selector.training_topic_ids),
+        selector.created_after,
+        selector.created_before,
+    )
 
 
 def _outputs(rows: list[list[Any]]) -> tuple[OutputRecord, ...]:
@@ -1131,6 +1182,7 @@ class Database:
         after: tuple[datetime, UUID] | None,
         limit: int,
         owner: UUID | None,
+        selector: Selector | None = None,
     ) -> list[EligibleConversation]:
         async with self.connection() as conn:
             rows = await conn.fetch(
@@ -1140,8 +1192,28 @@ class Database:
                 after[1] if after else None,
                 limit,
                 owner,
+                *_selector_arguments(selector or Selector()),
             )
         return [EligibleConversation(**dict(row.items())) for row in rows]
+
+    async def select_conversations(
+        self, selector: Selector, owner: UUID | None, exclude_file: UUID | None, limit: int
+    ) -> list[CandidateConversation]:
+        """What `selector` chooses (of `owner`, not in `exclude_file`), oldest first, at
+        most `limit`; read with a cursor, a page at a time."""
+        found: list[CandidateConversation] = []
+        async with self.transaction() as conn:
+            cursor = conn.cursor(
+                SELECT_CONVERSATIONS,
+                exclude_file,
+                limit,
+                owner,
+                *_selector_arguments(selector),
+                prefetch=1000,
+            )
+            async for row in cursor:
+                found.append(CandidateConversation(**dict(row.items())))
+        return found
 
     # ------------------------------------------------------------- the sweeper's
 

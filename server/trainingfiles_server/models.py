@@ -181,6 +181,32 @@ class Provenance:
 
 
 @dataclass(frozen=True, slots=True)
+class Selector:
+    """Conversations chosen by what the `conversations` table says of them."""
+
+    persona_ids: tuple[UUID, ...] = ()
+    emotional_arc_ids: tuple[UUID, ...] = ()
+    training_topic_ids: tuple[UUID, ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    owner: UUID | None = None
+    limit: int = 0
+
+    def key(self) -> str:
+        """A stable text of the selector (page tokens are tied to it)."""
+        return "|".join(
+            [
+                ",".join(map(str, self.persona_ids)),
+                ",".join(map(str, self.emotional_arc_ids)),
+                ",".join(map(str, self.training_topic_ids)),
+                self.created_after.isoformat() if self.created_after else "",
+                self.created_before.isoformat() if self.created_before else "",
+                str(self.owner or ""),
+            ]
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class CandidateConversation:
     """A requested conversation as the database knows it (None fields: unknown id)."""
 

@@ -17,6 +17,7 @@ from .models import (
     EligibleConversation,
     FileConversation,
     OutputRecord,
+    Selector,
     Split,
     Status,
     TrainingFileRecord,
@@ -29,6 +30,7 @@ from .rules import (
     ineligible,
     not_active,
     parse_uuid,
+    selection_owner,
     url_expiry,
     visible,
 )
@@ -174,7 +176,12 @@ class Reads:
         return rows, next_token
 
     async def list_eligible(
-        self, caller: Caller, exclude_training_file_id: str, size: int, token: str
+        self,
+        caller: Caller,
+        exclude_training_file_id: str,
+        size: int,
+        token: str,
+        selector: Selector | None = None,
     ) -> tuple[list[EligibleConversation], str]:
         limit = page_size(size)
         exclude: UUID | None = None
@@ -182,11 +189,13 @@ class Reads:
             # Parsed here so that a malformed id is reported under its own field name.
             file_id = parse_uuid(exclude_training_file_id, "exclude_training_file_id")
             exclude = visible(caller, await self.database.get_file(file_id), file_id).id
-        query = f"eligible:{exclude or ''}:{caller.user_id or ''}"
+        chosen = selector or Selector()
+        owner = selection_owner(caller, caller.user_id, chosen)
+        query = f"eligible:{exclude or ''}:{owner or ''}:{chosen.key()}"
         position = self.tokens.position(query, token)
         after = (datetime.fromisoformat(position[0]), UUID(position[1])) if position else None
         rows = await self.database.list_eligible(
-            exclude_file=exclude, after=after, limit=limit + 1, owner=caller.user_id
+            exclude_file=exclude, after=after, limit=limit + 1, owner=owner, selector=chosen
         )
         next_token = ""
         if len(rows) > limit:

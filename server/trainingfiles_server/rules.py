@@ -11,8 +11,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from .errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Violation
-from .models import Caller, CandidateConversation, TrainingFileRecord
+from .errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Violation,
+)
+from .models import Caller, CandidateConversation, Selector, TrainingFileRecord
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 MAX_DESCRIPTION = 2000
@@ -29,15 +36,20 @@ def parse_uuid(value: str, field: str) -> UUID:
         ) from None
 
 
-def check_ids(ids: Sequence[str], limit: int, other: Sequence[Violation] = ()) -> list[UUID]:
+def check_ids(
+    ids: Sequence[str], limit: int, other: Sequence[Violation] = (), *, required: bool = True
+) -> list[UUID]:
     """Parse the requested ids; every malformed or repeated one is reported.
 
     `other` holds the request's other argument problems (name, file id, ...): they are
     reported in the same `InvalidArgument`, so the caller hears of every problem at once.
+    Without `required` (a selector chooses conversations too) no id is fine.
     """
     violations = list(other)
     check_count(ids, limit, violations)
     parsed, problems = id_violations(ids)
+    if not required:
+        problems = [p for p in problems if p.reason != "REQUIRED"]
     violations.extend(problems)
     if violations:
         raise invalid(violations)
@@ -158,6 +170,37 @@ def reject_ineligible(violations: list[Violation]) -> None:
             violations,
             reason="CONVERSATIONS_NOT_ELIGIBLE",
         )
+
+
+def selection_owner(caller: Caller, file_owner: UUID | None, selector: Selector) -> UUID | None:
+    """Whose conversations a selector may choose: the file's owner's (a user's file is
+    theirs), else, for a service building a system file, the selector's owner (None:
+    anyone's)."""
+    if selector.owner is not None and selector.owner != (file_owner or selector.owner):
+        raise PermissionDenied(
+            "a selector chooses the file owner's conversations only",
+            reason="SELECTOR_OWNER_NOT_ALLOWED",
+        )
+    if file_owner is None and selector.owner is not None and not caller.is_service:
+        raise PermissionDenied(
+            "only service_role callers may select another owner's conversations",
+            reason="SELECTOR_OWNER_NOT_ALLOWED",
+        )
+    return file_owner or selector.owner
+
+
+def merge_selected(
+    listed: Sequence[CandidateConversation], selected: Sequence[CandidateConversation]
+) -> list[CandidateConversation]:
+    """The listed conversations, then the selected ones not listed; none is refused."""
+    if not listed and not selected:
+        raise FailedPrecondition(
+            "the selector matched no eligible conversation and no id was listed",
+            [Violation("selector", "NO_CONVERSATIONS_SELECTED", "nothing matched")],
+            reason="NO_CONVERSATIONS_SELECTED",
+        )
+    seen = {c.conversation_id for c in listed}
+    return [*listed, *(c for c in selected if c.conversation_id not in seen)]
 
 
 def removal_violations(requested: Sequence[UUID], members: set[str]) -> list[Violation]:

@@ -65,6 +65,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             convert.split_spec(request.split if request.HasField("split") else None),
             request.drop_duplicates,
             request.auto_refresh,
+            convert.selector(request.selector if request.HasField("selector") else None),
         )
         async for message in _progress(events):
             yield message
@@ -77,6 +78,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             request.training_file_id,
             list(request.conversation_ids),
             convert.requested_formats(request.formats),
+            convert.selector(request.selector if request.HasField("selector") else None),
         )
         async for message in _progress(events):
             yield message
@@ -193,6 +195,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             request.exclude_training_file_id,
             request.page_size,
             request.page_token,
+            convert.selector(request.selector if request.HasField("selector") else None),
         )
         return service_pb2.ListEligibleConversationsResponse(
             conversations=[convert.eligible_conversation(r) for r in rows], next_page_token=token

@@ -99,6 +99,7 @@ class CreateTrainingFileRequest(_message.Message):
     SPLIT_FIELD_NUMBER: _builtins.int
     DROP_DUPLICATES_FIELD_NUMBER: _builtins.int
     AUTO_REFRESH_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. The file's name: 1 to 128 characters of `[A-Za-z0-9_.-]`, not starting
     with `.` (so it is safe in object keys and file names). Must differ from the names
@@ -150,6 +151,16 @@ class CreateTrainingFileRequest(_message.Message):
         trainer format holds the whole file.
         """
 
+    @_builtins.property
+    def selector(self) -> Global___ConversationSelector:
+        """Conversations chosen by the database instead of (or besides) `conversation_ids`:
+        every enriched conversation of the file's owner that matches, oldest first, after
+        the listed ids (a conversation both listed and selected is taken once). At most
+        MAX_CONVERSATIONS_PER_SELECTOR (100000) may match, unless `limit` caps them.
+        Matching nothing, with no ids listed, is FAILED_PRECONDITION
+        (NO_CONVERSATIONS_SELECTED).
+        """
+
     def __init__(
         self,
         *,
@@ -161,10 +172,11 @@ class CreateTrainingFileRequest(_message.Message):
         split: _resources_pb2.SplitOptions | None = ...,
         drop_duplicates: _builtins.bool = ...,
         auto_refresh: _builtins.bool = ...,
+        selector: Global___ConversationSelector | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description", "split", b"split"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description", "selector", b"selector", "split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "auto_refresh", b"auto_refresh", "conversation_ids", b"conversation_ids", "description", b"description", "drop_duplicates", b"drop_duplicates", "formats", b"formats", "name", b"name", "on_behalf_of", b"on_behalf_of", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "auto_refresh", b"auto_refresh", "conversation_ids", b"conversation_ids", "description", b"description", "drop_duplicates", b"drop_duplicates", "formats", b"formats", "name", b"name", "on_behalf_of", b"on_behalf_of", "selector", b"selector", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -181,6 +193,7 @@ class AddConversationsRequest(_message.Message):
     TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
     CONVERSATION_IDS_FIELD_NUMBER: _builtins.int
     FORMATS_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
     training_file_id: _builtins.str
     """Required. The id (UUID) of the ACTIVE training file to extend."""
     @_builtins.property
@@ -197,16 +210,23 @@ class AddConversationsRequest(_message.Message):
         duplicate handling.
         """
 
+    @_builtins.property
+    def selector(self) -> Global___ConversationSelector:
+        """Conversations chosen by the database besides (or instead of) `conversation_ids`:
+        as for CreateTrainingFile, of the file's owner, and not already in the file.
+        """
+
     def __init__(
         self,
         *,
         training_file_id: _builtins.str = ...,
         conversation_ids: _abc.Iterable[_builtins.str] | None = ...,
         formats: _abc.Iterable[_resources_pb2.FileFormat.ValueType] | None = ...,
+        selector: Global___ConversationSelector | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_ids", b"conversation_ids", "formats", b"formats", "training_file_id", b"training_file_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_ids", b"conversation_ids", "formats", b"formats", "selector", b"selector", "training_file_id", b"training_file_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -855,6 +875,7 @@ class ListEligibleConversationsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXCLUDE_TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of conversations to return: 0 means 50, at most 1000."""
     page_token: _builtins.str
@@ -863,20 +884,90 @@ class ListEligibleConversationsRequest(_message.Message):
     """Optional. A training file id (UUID): leave out the conversations already in that
     file. Empty: no exclusion.
     """
+    @_builtins.property
+    def selector(self) -> Global___ConversationSelector:
+        """Optional. Only the conversations this selector matches (its `limit` is ignored:
+        pages are `page_size`), as a Create with it would take them.
+        """
+
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         exclude_training_file_id: _builtins.str = ...,
+        selector: Global___ConversationSelector | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_training_file_id", b"exclude_training_file_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_training_file_id", b"exclude_training_file_id", "page_size", b"page_size", "page_token", b"page_token", "selector", b"selector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListEligibleConversationsRequest: _TypeAlias = ListEligibleConversationsRequest  # noqa: Y015
+
+@_typing.final
+class ConversationSelector(_message.Message):
+    """Conversations chosen by what the `conversations` table says of them. Every field is
+    optional; the conversation must match all that are set (and any value of a list).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_IDS_FIELD_NUMBER: _builtins.int
+    EMOTIONAL_ARC_IDS_FIELD_NUMBER: _builtins.int
+    TRAINING_TOPIC_IDS_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    """Owner (UUID, `conversations.created_by`): only for `service_role` callers, and only
+    where the file has no owner; a user's selection is always of their own
+    conversations, and a file's of its owner's.
+    """
+    limit: _builtins.int
+    """At most this many (the oldest); 0 means no cap but the server's limit."""
+    @_builtins.property
+    def persona_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Personas (UUIDs, `conversations.persona_id`)."""
+
+    @_builtins.property
+    def emotional_arc_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Emotional arcs (UUIDs, `conversations.emotional_arc_id`)."""
+
+    @_builtins.property
+    def training_topic_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Training topics (UUIDs, `conversations.training_topic_id`)."""
+
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Created at or after this time (`conversations.created_at`; the table keeps no
+        enrichment time).
+        """
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Created before this time."""
+
+    def __init__(
+        self,
+        *,
+        persona_ids: _abc.Iterable[_builtins.str] | None = ...,
+        emotional_arc_ids: _abc.Iterable[_builtins.str] | None = ...,
+        training_topic_ids: _abc.Iterable[_builtins.str] | None = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        owner: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "emotional_arc_ids", b"emotional_arc_ids", "limit", b"limit", "owner", b"owner", "persona_ids", b"persona_ids", "training_topic_ids", b"training_topic_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConversationSelector: _TypeAlias = ConversationSelector  # noqa: Y015
 
 @_typing.final
 class ListEligibleConversationsResponse(_message.Message):
