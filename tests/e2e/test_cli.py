@@ -24,15 +24,19 @@ from typing import Any
 import pytest
 
 import trainingfiles_client as tfc
+from tests.conftest import authorized_channel
 from tests.e2e.cli_runner import Cli, cli_env, command
-from tests.e2e.conftest import Dataset
-from trainingfiles.v1 import resources_pb2
-from trainingfiles_dev.generator import Kind
+from tests.e2e.conftest import OWNER, Dataset
+from tests.e2e.test_refresh import Setup, _reenrich_at_new_key
+from trainingfiles.v1 import resources_pb2, service_pb2_grpc
+from trainingfiles_dev.generator import GeneratedConversation, Kind, generate, load
 from trainingfiles_server.app import RunningServer
 from trainingfiles_server.storage import Storage
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIMEOUT = 60.0
+# Conversations of this module's refresh test only: it re-enriches them.
+REFRESH_SEED = 9411
 
 
 # Runs the command that follows with SIGINT's default disposition, as in a terminal: a
@@ -224,6 +228,130 @@ async def test_a_remove_of_many_outsiders_says_how_many_there_are(
     assert error["violations_total"] == 3000
     assert [v["subject"] for v in error["violations"]] == shown
     assert {v["reason"] for v in error["violations"]} == {"CONVERSATION_NOT_IN_FILE"}
+
+
+@pytest.fixture(scope="module")
+async def own(server: RunningServer, storage: Storage) -> list[GeneratedConversation]:
+    made = list(generate(REFRESH_SEED, 4, owners=[OWNER]))
+    await load(server.database.pool, storage.client, storage.conversations_bucket, made)
+    return made
+
+
+async def test_refresh_rebuilds_the_stale_conversations_or_says_nothing_is_stale(
+    cli: Cli,
+    aclient: tfc.AsyncTrainingFilesClient,
+    own: list[GeneratedConversation],
+    server: RunningServer,
+    storage: Storage,
+    token: str,
+) -> None:
+    ids = [str(c.conversation_id) for c in own[:3]]
+    name = unique("refresh")
+    created = await aclient.create_training_file(name, ids).result()
+
+    unchanged = await cli("refresh", created.id)
+    assert unchanged.code == 0, unchanged.stderr
+    assert f"nothing stale: {name} {created.id} unchanged, 3 conversations" in unchanged.stdout
+    assert "version 1" in unchanged.stdout and "fetching" not in unchanged.stderr
+    shown = await cli("show", created.id)
+    assert re.search(r"^stale conversations\s+0$", shown.stdout, re.MULTILINE), shown.stdout
+
+    async with authorized_channel(server.port, token) as channel:
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        await _reenrich_at_new_key(Setup(stub, server, storage, own), own[1])
+    stale = await cli("show", created.id)
+    assert re.search(r"^stale conversations\s+1$", stale.stdout, re.MULTILINE), stale.stdout
+
+    run = await cli("refresh", created.id)
+    assert run.code == 0, run.stderr
+    for stage in ("validating", "fetching", "rendering", "aggregating", "uploading", "saving"):
+        assert stage in run.stderr, stage
+    assert "1/1" in run.stderr  # only the stale document was fetched
+    assert f"refreshed {name} {created.id}: 3 conversations" in run.stdout
+    assert "version 2" in run.stdout and "nothing stale" not in run.stdout
+    after = await cli("show", created.id)
+    assert re.search(r"^stale conversations\s+0$", after.stdout, re.MULTILINE)
+    versions = await cli("versions", created.id)
+    assert [line.split()[:3] for line in versions.stdout.splitlines()[1:]] == [
+        ["2", "refreshed", "1"],
+        ["1", "created", "3"],
+    ]
+    members = await cli("conversations", created.id)
+    assert UUID.findall(members.stdout) == ids  # the refreshed one kept its place
+
+    # With --json: the events; nothing stale is VALIDATING, then the file as it was.
+    again = await cli("--json", "refresh", created.id)
+    assert again.code == 0, again.stderr
+    events = again.json_lines()
+    assert events[0]["stage"] == "STAGE_VALIDATING"
+    assert "STAGE_FETCHING" not in {event["stage"] for event in events}
+    assert events[-1]["training_file"]["version"] == "2"
+
+    # A stale conversation that can no longer be used: listed with why (exit 6), then
+    # left out with --remove-ineligible.
+    await server.database.pool.execute(
+        "UPDATE conversations SET enrichment_status = 'enrichment_in_progress' "
+        "WHERE conversation_id = $1",
+        own[2].conversation_id,
+    )
+    refused = await cli("refresh", created.id)
+    assert refused.code == 6, refused.stderr
+    assert "CONVERSATIONS_NOT_ELIGIBLE" in refused.stderr
+    assert re.search(rf"^\s+{ids[2]}\s+CONVERSATION_NOT_ENRICHED\s", refused.stderr, re.M)
+    assert "--remove-ineligible" in refused.stderr
+    assert ids[0] not in refused.stderr and ids[1] not in refused.stderr
+    assert (await aclient.get_training_file(created.id)).version == 2  # nothing changed
+    as_json = await cli("--json", "refresh", created.id)
+    assert as_json.code == 6
+    error = json.loads(as_json.stderr)["error"]
+    assert [(v["subject"], v["reason"]) for v in error["violations"]] == [
+        (ids[2], "CONVERSATION_NOT_ENRICHED")
+    ]
+
+    removed = await cli("refresh", created.id, "--remove-ineligible")
+    assert removed.code == 0, removed.stderr
+    assert f"refreshed {name} {created.id}: 2 conversations" in removed.stdout
+    assert "version 3" in removed.stdout
+    members = await cli("conversations", created.id)
+    assert UUID.findall(members.stdout) == ids[:2]
+
+    missing = await cli("refresh", str(uuid.uuid4()))
+    assert missing.code == 4 and "NOT_FOUND" in missing.stderr
+
+
+async def test_auto_refresh_is_set_at_create_and_switched_on_and_off(
+    cli: Cli, dataset: Dataset
+) -> None:
+    created = await cli(
+        "--json", "create", unique("auto"), "--ids", dataset.ids()[31], "--auto-refresh"
+    )
+    assert created.code == 0, created.stderr
+    training_file = created.json_lines()[-1]["training_file"]
+    file_id = training_file["id"]
+    assert training_file["auto_refresh"] is True
+    shown = await cli("show", file_id)
+    assert re.search(r"^auto refresh\s+on$", shown.stdout, re.MULTILINE), shown.stdout
+    assert "refresh attempts" not in shown.stdout  # none failed
+
+    off = await cli("auto-refresh", file_id, "off")
+    assert off.code == 0, off.stderr
+    assert f"auto refresh off for {training_file['name']} {file_id}" in off.stdout
+    shown = await cli("show", file_id)
+    assert re.search(r"^auto refresh\s+off$", shown.stdout, re.MULTILINE), shown.stdout
+
+    on = await cli("--json", "auto-refresh", file_id, "on")
+    assert on.code == 0, on.stderr
+    assert on.json()["auto_refresh"] is True
+    assert (await cli("show", file_id, "--json")).json()["auto_refresh"] is True
+    # Left off: no other test's server may refresh it.
+    assert (await cli("auto-refresh", file_id, "off")).code == 0
+
+    plain = await cli("--json", "create", unique("manual"), "--ids", dataset.ids()[32])
+    assert plain.json_lines()[-1]["training_file"]["auto_refresh"] is False
+    missing = await cli("auto-refresh", str(uuid.uuid4()), "on")
+    assert missing.code == 4 and "NOT_FOUND" in missing.stderr
+    usage = await cli("auto-refresh", file_id, "maybe")
+    assert usage.code == 2
 
 
 async def test_download_matches_the_stored_object(
@@ -439,8 +567,8 @@ async def test_every_offender_is_shown_when_the_details_were_cut(cli: Cli, tmp_p
 
 async def test_help_has_examples_and_the_shared_options_everywhere(cli: Cli) -> None:
     commands = [
-        "create", "add", "remove", "list", "show", "archive", "conversations", "eligible",
-        "download", "url", "completion",
+        "create", "add", "remove", "refresh", "list", "show", "auto-refresh", "archive",
+        "conversations", "eligible", "download", "url", "completion",
     ]  # fmt: skip
     root = await cli("--help")
     assert root.code == 0

@@ -217,6 +217,27 @@ async def test_every_method_through_both_faces(
     )
     assert got == removed
 
+    # Nothing is stale: the refresh is VALIDATING, then the file as it was (no version).
+    refreshing = {"training_file_id": created.id, "remove_ineligible": True}
+    events, refreshed, _ = await driver.operation(
+        "refresh_training_file", way(style, (created.id,), refreshing, timeout=TIMEOUT * 2)
+    )
+    assert events[0].stage == Stage.STAGE_VALIDATING
+    assert Stage.STAGE_FETCHING not in stage_order(events)
+    assert (refreshed.version, refreshed.conversation_count) == (3, 6)
+    assert refreshed.jsonl_file_path == removed.jsonl_file_path
+
+    switch = service_pb2.SetAutoRefreshRequest(training_file_id=created.id, enabled=True)
+    switched_on = await driver.call("set_auto_refresh", way(style, (created.id, True), switch))
+    assert switched_on.auto_refresh and switched_on.id == created.id
+    shown = await driver.call(
+        "get_training_file", way(style, (created.id,), {"training_file_id": created.id})
+    )
+    assert shown.auto_refresh and shown.stale_conversation_count == 0
+    off = {"training_file_id": created.id, "enabled": False}
+    switched_off = await driver.call("set_auto_refresh", way(style, (created.id, False), off))
+    assert not switched_off.auto_refresh and switched_off.version == 3
+
     export = {"training_file_id": created.id, "formats": ["openai_chat"]}
     _, exported, _ = await driver.operation(
         "export_training_file", way(style, (created.id, ["openai_chat"]), export)
@@ -245,6 +266,7 @@ async def test_every_method_through_both_faces(
     versions = await driver.items(
         "list_training_file_versions", way(style, (created.id, 1), history)
     )
+    # The refresh made no version: nothing was stale.
     assert [(v.version, v.reason, v.change_count, v.current) for v in versions] == [
         (3, resources_pb2.VERSION_REASON_REMOVED, 1, True),
         (2, resources_pb2.VERSION_REASON_ADDED, 3, False),

@@ -1,8 +1,9 @@
 """The client's and the command's outputs surface: formats and splits by name, a build's
 split, ExportTrainingFile, downloading every output into a folder, a file's versions
 (ListTrainingFileVersions, and `version` on the reads and downloads), RemoveConversations,
-and the options of `create`, `add`, `remove`, `export`, `url`, `download`, `show`,
-`conversations` and `versions`.
+RefreshTrainingFile and SetAutoRefresh, and the options of `create`, `add`, `remove`,
+`refresh`, `auto-refresh`, `export`, `url`, `download`, `show`, `conversations` and
+`versions`.
 
 Pure tests: nothing connects to a server. The downloads read ``file://`` URLs, and the
 commands run against a stand-in client (click's CliRunner).
@@ -550,6 +551,7 @@ class Recorder:
                 "create_training_file",
                 "add_conversations",
                 "remove_conversations",
+                "refresh_training_file",
                 "export_training_file",
             ):
                 return Operation(self.training_file)
@@ -695,6 +697,10 @@ def test_add_and_export_pass_their_formats(
         (["remove"], "Missing argument 'FILE_ID'"),
         (["remove", "f"], "no conversation ids"),
         (["remove", "f", "--ids", "a", "--format", "alpaca"], "No such option '--format'"),
+        (["refresh"], "Missing argument 'FILE_ID'"),
+        (["refresh", "f", "--ids", "a"], "No such option '--ids'"),
+        (["auto-refresh", "f"], "Missing argument 'on|off'"),
+        (["auto-refresh", "f", "yes"], "'yes' is not one of 'on', 'off'"),
     ],
 )
 def test_argument_errors_exit_2_and_say_what_is_valid(
@@ -926,7 +932,13 @@ def test_remove_shows_the_rendering_of_pairs_and_json_lines(
     assert events[-1]["training_file"]["version"] == "2"  # int64: a JSON string
 
 
-def refusal(reason: str, offenders: list[tuple[str, str]], total: int | None = None) -> Any:
+def refusal(
+    reason: str,
+    offenders: list[tuple[str, str]],
+    total: int | None = None,
+    description: str = "not in the training file",
+    what: str = "removed",
+) -> Any:
     """A FAILED_PRECONDITION as the server sends it: ErrorInfo, then PreconditionFailure."""
     info = error_details_pb2.ErrorInfo(reason=reason, domain="trainingfiles.v1")
     if total is not None:
@@ -934,8 +946,8 @@ def refusal(reason: str, offenders: list[tuple[str, str]], total: int | None = N
         info.metadata["violations_listed"] = str(len(offenders))
     failure = error_details_pb2.PreconditionFailure()
     for subject, kind in offenders:
-        failure.violations.add(type=kind, subject=subject, description="not in the training file")
-    message = f"{total or len(offenders)} conversation(s) cannot be removed: …"
+        failure.violations.add(type=kind, subject=subject, description=description)
+    message = f"{total or len(offenders)} conversation(s) cannot be {what}: …"
     return tfc.FailedPrecondition(message, details=[info, failure])
 
 
@@ -985,3 +997,248 @@ def test_ctrl_c_cancels_the_remove_on_the_server(
     assert result.exit_code == 130, result.output
     assert stream.cancelled
     assert "cancelled on the server; training file f keeps its previous content" in result.output
+
+
+# ----------------------------------------------------------------- refreshes
+
+
+def test_refresh_is_a_build_like_remove(client: tfc.TrainingFilesClient) -> None:
+    method = _methods.METHODS["RefreshTrainingFile"]
+    assert (method.kind, method.timeout, method.retry) == (_methods.Kind.STREAMING, None, None)
+    assert method.response is service_pb2.TrainingFileProgress
+    expected = service_pb2.RefreshTrainingFileRequest(training_file_id="f", remove_ineligible=True)
+    by_fields = prepared(client, "refresh_training_file", "f", True)
+    assert (by_fields.request, by_fields.timeout) == (expected, None)
+    as_dict = {"training_file_id": "f", "remove_ineligible": True}
+    assert prepared(client, "refresh_training_file", request=as_dict).request == expected
+    assert prepared(client, "refresh_training_file", request=expected).request == expected
+    plain = prepared(client, "refresh_training_file", "f").request
+    assert plain == service_pb2.RefreshTrainingFileRequest(training_file_id="f")
+
+
+def test_set_auto_refresh_is_a_write_like_archive(client: tfc.TrainingFilesClient) -> None:
+    method = _methods.METHODS["SetAutoRefresh"]
+    archive = _methods.METHODS["ArchiveTrainingFile"]
+    assert (method.kind, method.timeout, method.retry) == (archive.kind, archive.timeout, None)
+    assert (method.kind, method.timeout) == (_methods.Kind.UNARY, _methods.UNARY_TIMEOUT)
+    assert method.response is resources_pb2.TrainingFile
+    on = prepared(client, "set_auto_refresh", "f", True)
+    assert on.request == service_pb2.SetAutoRefreshRequest(training_file_id="f", enabled=True)
+    assert on.timeout == _methods.UNARY_TIMEOUT
+    off = prepared(client, "set_auto_refresh", request={"training_file_id": "f", "enabled": False})
+    assert off.request == service_pb2.SetAutoRefreshRequest(training_file_id="f")
+    created = prepared(client, "create_training_file", "n", ["a"], auto_refresh=True).request
+    assert created == Request(name="n", conversation_ids=["a"], auto_refresh=True)
+    assert not prepared(client, "create_training_file", "n", ["a"]).request.auto_refresh  # type: ignore[attr-defined]
+
+
+def refresh_events(after: resources_pb2.TrainingFile) -> list[service_pb2.TrainingFileProgress]:
+    """A RefreshTrainingFile stream: FETCHING counts the stale documents, RENDERING pairs."""
+    return [
+        Stage(stage=Stage.STAGE_VALIDATING, training_file_id="f"),
+        Stage(stage=Stage.STAGE_FETCHING, done=2, total=2, training_file_id="f"),
+        Stage(stage=Stage.STAGE_RENDERING, done=44, total=44, training_file_id="f"),
+        Stage(stage=Stage.STAGE_AGGREGATING, training_file_id="f"),
+        Stage(stage=Stage.STAGE_UPLOADING, training_file_id="f"),
+        Stage(stage=Stage.STAGE_SAVING, training_file_id="f", training_file=after),
+    ]
+
+
+def test_refresh_prints_the_new_version_or_that_nothing_was_stale(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    # Nothing stale: VALIDATING, then the file as it was (the same version).
+    same = a_file()
+    nothing = [
+        Stage(stage=Stage.STAGE_VALIDATING, training_file_id="f"),
+        Stage(stage=Stage.STAGE_SAVING, training_file_id="f", training_file=same),
+    ]
+    recorder.operations["refresh_training_file"] = Stream(same, nothing)
+    unchanged = trainingfiles("refresh", "f")
+    assert unchanged.exit_code == 0, unchanged.output
+    assert [call[:2] for call in recorder.calls] == [
+        ("get_training_file", ("f",)),
+        ("refresh_training_file", ("f",)),
+    ]
+    assert recorder.calls[-1][2] == {"remove_ineligible": None}
+    assert (
+        "nothing stale: demo f unchanged, 20 conversations, 40 training pairs, version 1"
+        in unchanged.output
+    )
+    assert "refreshed" not in unchanged.output
+
+    after = a_file()
+    after.version, after.conversation_count, after.total_training_pairs = 2, 19, 44
+    recorder.operations["refresh_training_file"] = Stream(after, refresh_events(after))
+    shown = trainingfiles("refresh", "f", "--remove-ineligible", "--timeout", "9")
+    assert shown.exit_code == 0, shown.output
+    assert recorder.calls[-2:] == [
+        ("get_training_file", ("f",), {"timeout": 9}),
+        ("refresh_training_file", ("f",), {"remove_ineligible": True, "timeout": 9}),
+    ]
+    for stage in ("validating", "fetching", "rendering", "aggregating", "uploading", "saving"):
+        assert stage in shown.output, stage
+    assert "2/2" in shown.output and "44/44" in shown.output
+    assert "refreshed demo f: 19 conversations, 44 training pairs, version 2" in shown.output
+    assert "nothing stale" not in shown.output
+
+    # JSON lines: the events alone, and no read before (the events tell).
+    calls = len(recorder.calls)
+    lines = trainingfiles("--json", "refresh", "f")
+    assert lines.exit_code == 0, lines.output
+    events = [json.loads(line) for line in lines.output.splitlines()]
+    assert [e["stage"] for e in events] == [
+        "STAGE_VALIDATING", "STAGE_FETCHING", "STAGE_RENDERING", "STAGE_AGGREGATING",
+        "STAGE_UPLOADING", "STAGE_SAVING",
+    ]  # fmt: skip
+    assert events[-1]["training_file"]["version"] == "2"
+    assert [name for name, *_ in recorder.calls[calls:]] == ["refresh_training_file"]
+
+
+def test_a_refused_refresh_lists_every_stale_conversation_it_cannot_use(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    listed = [("1" * 8, "CONVERSATION_NOT_ENRICHED"), ("2" * 8, "CONVERSATION_NOT_FOUND")]
+    refused = refusal(
+        "CONVERSATIONS_NOT_ELIGIBLE", listed, description="cannot be used", what="used"
+    )
+    recorder.operations["refresh_training_file"] = Stream(a_file(), error=refused)
+    result = trainingfiles("refresh", "f")
+    assert result.exit_code == 6, result.output
+    assert "FAILED_PRECONDITION (CONVERSATIONS_NOT_ELIGIBLE)" in result.output
+    for subject, reason in listed:
+        assert re.search(rf"^\s+{subject}\s+{reason}\s+cannot be used$", result.output, re.M)
+    assert "hint: refresh with --remove-ineligible" in result.output
+    assert "more" not in result.output
+    # No ValidateConversations of a refresh either.
+    assert "validate_conversations" not in [name for name, *_ in recorder.calls]
+
+    as_json = trainingfiles("--json", "refresh", "f")
+    assert as_json.exit_code == 6
+    error = json.loads(as_json.output)["error"]
+    assert (error["reason"], error["exit_code"]) == ("CONVERSATIONS_NOT_ELIGIBLE", 6)
+    assert [(v["subject"], v["reason"]) for v in error["violations"]] == listed
+    assert "violations_total" not in error and "hint" not in as_json.output
+
+    cut = refusal("CONVERSATIONS_NOT_ELIGIBLE", listed, total=7, what="used")
+    recorder.operations["refresh_training_file"] = Stream(a_file(), error=cut)
+    many = trainingfiles("refresh", "f")
+    assert many.exit_code == 6, many.output
+    assert "… and 5 more the server did not list (7 in all)" in many.output
+
+    emptying = refusal("WOULD_EMPTY_FILE", [("conversation_ids", "WOULD_EMPTY_FILE")])
+    recorder.operations["refresh_training_file"] = Stream(a_file(), error=emptying)
+    emptied = trainingfiles("refresh", "f", "--remove-ineligible")
+    assert emptied.exit_code == 6, emptied.output
+    assert re.search(r"^\s+conversation_ids\s+WOULD_EMPTY_FILE\s", emptied.output, re.M)
+
+
+def test_ctrl_c_cancels_the_refresh_on_the_server(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    first = [Stage(stage=Stage.STAGE_VALIDATING, training_file_id="f")]
+    stream = Stream(a_file(), first, interrupt=True)
+    recorder.operations["refresh_training_file"] = stream
+    result = trainingfiles("refresh", "f")
+    assert result.exit_code == 130, result.output
+    assert stream.cancelled
+    assert "cancelled on the server; training file f keeps its previous content" in result.output
+
+
+# ----------------------------------------------------------------- automatic refresh
+
+
+def test_create_asks_for_auto_refresh(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    assert trainingfiles("create", "demo", "--ids", "a", "--auto-refresh").exit_code == 0
+    assert recorder.calls[-1][2]["auto_refresh"] is True
+    assert trainingfiles("create", "demo", "--ids", "a").exit_code == 0
+    assert recorder.calls[-1][2]["auto_refresh"] is None
+
+
+def test_auto_refresh_turns_it_on_and_off(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    recorder.training_file.auto_refresh = True
+    on = trainingfiles("auto-refresh", "f", "on")
+    assert on.exit_code == 0, on.output
+    assert recorder.calls[-1] == ("set_auto_refresh", ("f", True), {})
+    assert "auto refresh on for demo f" in on.output
+
+    recorder.training_file.auto_refresh = False
+    off = trainingfiles("auto-refresh", "f", "off", "--timeout", "4")
+    assert off.exit_code == 0, off.output
+    assert recorder.calls[-1] == ("set_auto_refresh", ("f", False), {"timeout": 4})
+    assert "auto refresh off for demo f" in off.output
+
+    as_json = trainingfiles("--json", "auto-refresh", "f", "off")
+    assert as_json.exit_code == 0, as_json.output
+    document = json.loads(as_json.output)
+    assert (document["id"], document["auto_refresh"]) == ("f", False)
+
+
+def test_show_says_how_stale_the_file_is_and_how_it_is_refreshed(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    quiet = trainingfiles("show", "f")
+    assert quiet.exit_code == 0, quiet.output
+    assert re.search(r"^auto refresh\s+off$", quiet.output, re.M)
+    assert "stale" not in quiet.output  # unset: an earlier version, or an older server
+    assert "refresh attempts" not in quiet.output and "next refresh" not in quiet.output
+
+    f = recorder.training_file
+    f.stale_conversation_count, f.auto_refresh = 0, True
+    fresh = trainingfiles("show", "f")
+    assert re.search(r"^stale conversations\s+0$", fresh.output, re.M)
+    assert re.search(r"^auto refresh\s+on$", fresh.output, re.M)
+    assert "refresh attempts" not in fresh.output
+
+    f.stale_conversation_count, f.refresh_attempts = 2, 3
+    f.refresh_error = "1 conversation(s) cannot be used: [not enriched]"
+    f.next_refresh_time.FromSeconds(1_790_000_000)
+    failing = trainingfiles("show", "f")
+    assert failing.exit_code == 0, failing.output
+    for pattern in (
+        r"^stale conversations\s+2$",
+        r"^auto refresh\s+on$",
+        r"^refresh attempts\s+3 failed in a row$",
+        r"^refresh error\s+1 conversation\(s\) cannot be used: \[not enriched\]$",
+        r"^next refresh\s+2026-09-21 14:13:20Z$",
+    ):
+        assert re.search(pattern, failing.output, re.M), pattern
+
+    document = json.loads(trainingfiles("--json", "show", "f").output)
+    assert (document["stale_conversation_count"], document["refresh_attempts"]) == (2, 3)
+    assert document["auto_refresh"] is True
+
+
+def test_versions_name_removals_and_refreshes(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    reasons = [
+        (5, resources_pb2.VERSION_REASON_REFRESHED, 2),
+        (4, resources_pb2.VERSION_REASON_REMOVED, 1),
+        (3, resources_pb2.VERSION_REASON_ADDED, 3),
+        (2, 99, 1),  # newer than this client: its number
+        (1, resources_pb2.VERSION_REASON_CREATED, 4),
+    ]
+    recorder.operations["list_training_file_versions"] = [
+        resources_pb2.TrainingFileVersion(version=v, reason=r, change_count=c)  # type: ignore[arg-type]
+        for v, r, c in reasons
+    ]
+    result = trainingfiles("versions", "f")
+    assert result.exit_code == 0, result.output
+    rows = [line.split()[:3] for line in result.output.splitlines()[1:6]]
+    assert rows == [
+        ["5", "refreshed", "2"],
+        ["4", "removed", "1"],
+        ["3", "added", "3"],
+        ["2", "99", "1"],
+        ["1", "created", "4"],
+    ]
+    listed = json.loads(trainingfiles("--json", "versions", "f").output)["versions"]
+    assert [v["reason"] for v in listed[:2]] == [
+        "VERSION_REASON_REFRESHED",
+        "VERSION_REASON_REMOVED",
+    ]

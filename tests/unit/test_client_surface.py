@@ -39,19 +39,27 @@ RPC_METHODS = {
     "CreateTrainingFile": "create_training_file",
     "AddConversations": "add_conversations",
     "RemoveConversations": "remove_conversations",
+    "RefreshTrainingFile": "refresh_training_file",
     "GetTrainingFile": "get_training_file",
     "ListTrainingFiles": "list_training_files",
     "ListTrainingFileConversations": "list_training_file_conversations",
     "ListTrainingFileVersions": "list_training_file_versions",
     "GetDownloadUrl": "get_download_url",
     "ArchiveTrainingFile": "archive_training_file",
+    "SetAutoRefresh": "set_auto_refresh",
     "ListEligibleConversations": "list_eligible_conversations",
     "ValidateConversations": "validate_conversations",
     "ExportTrainingFile": "export_training_file",
 }
 # Methods of both faces made of several calls (`_calls.helper`), not one rpc.
 HELPERS = ["download_outputs"]
-BUILDS = {"CreateTrainingFile", "AddConversations", "RemoveConversations", "ExportTrainingFile"}
+BUILDS = {
+    "CreateTrainingFile",
+    "AddConversations",
+    "RemoveConversations",
+    "RefreshTrainingFile",
+    "ExportTrainingFile",
+}
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["TrainingFileService"]
 
 
@@ -127,7 +135,7 @@ def test_the_cli_is_small_modules() -> None:
 JSONL = resources_pb2.FILE_FORMAT_JSONL
 FACES = [tfc.TrainingFilesClient, tfc.AsyncTrainingFilesClient]
 OPTIONS = ["request", "timeout", "metadata", "retry"]
-WRITES = {*BUILDS, "ArchiveTrainingFile"}
+WRITES = {*BUILDS, "ArchiveTrainingFile", "SetAutoRefresh"}
 
 
 def test_one_method_per_rpc_on_both_faces() -> None:
@@ -186,12 +194,13 @@ def test_the_table_has_a_row_per_rpc_of_the_contract() -> None:
 
 def test_unary_methods_are_coroutines_and_lists_are_not() -> None:
     client = tfc.AsyncTrainingFilesClient
-    for name in ("get_training_file", "get_download_url", "archive_training_file", "close"):
+    unary = ("get_training_file", "get_download_url", "archive_training_file", "set_auto_refresh")
+    for name in (*unary, "close"):
         assert inspect.iscoroutinefunction(getattr(client, name)), name
     assert inspect.iscoroutinefunction(client.validate_conversations)
     assert inspect.iscoroutinefunction(client.download_outputs)
     builds = ("create_training_file", "add_conversations", "remove_conversations")
-    for name in (*builds, "export_training_file"):
+    for name in (*builds, "refresh_training_file", "export_training_file"):
         assert not inspect.iscoroutinefunction(getattr(client, name)), name
     assert not inspect.iscoroutinefunction(client.list_training_files)
     assert not inspect.iscoroutinefunction(client.list_training_file_versions)

@@ -34,7 +34,9 @@ from trainingfiles.v1.service_pb2 import (
     ListTrainingFileConversationsRequest,
     ListTrainingFilesRequest,
     ListTrainingFileVersionsRequest,
+    RefreshTrainingFileRequest,
     RemoveConversationsRequest,
+    SetAutoRefreshRequest,
     ValidateConversationsRequest,
 )
 
@@ -73,8 +75,9 @@ class BaseClient(Faced[FaceT]):
     no token, and plaintext for loopback targets (TLS for any other). The token goes out
     as ``authorization: Bearer <token>`` on every call. Each method has a default
     deadline and retry policy (reads are retried on UNAVAILABLE by the channel; Create,
-    Add, Remove, Export and Archive never are), which ``timeout=`` and ``retry=``
-    override per call. Every failure raises a `TrainingFilesError` subclass.
+    Add, Remove, Refresh, Export, Archive and SetAutoRefresh never are), which
+    ``timeout=`` and ``retry=`` override per call. Every failure raises a
+    `TrainingFilesError` subclass.
     """
 
     asynchronous: ClassVar[bool] = False
@@ -171,6 +174,7 @@ class BaseClient(Faced[FaceT]):
         formats: Iterable[FormatLike] | None = None,
         split: SplitOptions | resources_pb2.SplitOptions | None = None,
         drop_duplicates: bool | None = None,
+        auto_refresh: bool | None = None,
         **options: Unpack[CallOptions[CreateTrainingFileRequest]],
     ) -> Streamed:
         """Create a training file from conversations; returns the running operation.
@@ -184,7 +188,9 @@ class BaseClient(Faced[FaceT]):
         `formats` (names such as ``"openai_chat"``, `Format` members or `FileFormat`
         values) are produced besides the two v4 outputs every version has; `split`
         divides the trainer formats into train and validation outputs; with
-        `drop_duplicates`, repeated pairs are left out of them.
+        `drop_duplicates`, repeated pairs are left out of them. With `auto_refresh`, the
+        service refreshes the file by itself when its conversations are re-enriched (as
+        `refresh_training_file` would; see `set_auto_refresh`).
 
         Example:
             >>> operation = client.create_training_file("advisors-q3", ids, "Q3 set")
@@ -197,6 +203,8 @@ class BaseClient(Faced[FaceT]):
             ...     "q4", ids, formats=["openai_chat", "parquet"],
             ...     split=SplitOptions(validation_fraction=0.1, seed=7), drop_duplicates=True,
             ... ).result().outputs
+            >>> client.create_training_file("q4", ids, auto_refresh=True).result().auto_refresh
+            True
         """
         return Call.of(locals())
 
@@ -246,6 +254,40 @@ class BaseClient(Faced[FaceT]):
             >>> updated = await aclient.remove_conversations(file_id, ids).result()
             >>> updated.version, updated.conversation_count
             (3, 6)
+        """
+        return Call.of(locals())
+
+    @rpc
+    def refresh_training_file(
+        self,
+        training_file_id: str | None = None,
+        remove_ineligible: bool | None = None,
+        **options: Unpack[CallOptions[RefreshTrainingFileRequest]],
+    ) -> Streamed:
+        """Rebuild the stale conversations of an ACTIVE file; returns the running operation.
+
+        A conversation is stale when it was re-enriched since the file was built (its
+        `stale_conversation_count` on `get_training_file`). Only the stale documents are
+        fetched (stage FETCHING), the other pairs are kept as they were, each refreshed
+        conversation keeps its place, every format (and the split) is written again, as a
+        new version (`version` + 1, reason REFRESHED). Nothing stale: the stream is
+        VALIDATING, then the file as it is, `version` unchanged. A stale conversation that
+        can no longer be used (not enriched, no enriched file, gone) fails the call
+        (`FailedPrecondition`, reason ``CONVERSATIONS_NOT_ELIGIBLE``, a violation per
+        conversation, its id the subject) unless `remove_ineligible` leaves it out of the
+        new version; leaving out every conversation is refused (``WOULD_EMPTY_FILE``). On
+        any failure nothing changes. Never retried by default.
+
+        Example:
+            >>> before = client.get_training_file(file_id)
+            >>> before.version, before.stale_conversation_count
+            (3, 2)
+            >>> client.refresh_training_file(file_id).result().version
+            4
+            >>> again = await aclient.refresh_training_file(file_id).result()
+            >>> again.version  # nothing stale any more: the file as it was
+            4
+            >>> client.refresh_training_file(file_id, remove_ineligible=True).result()
         """
         return Call.of(locals())
 
@@ -352,10 +394,11 @@ class BaseClient(Faced[FaceT]):
     ) -> Listed[service_pb2.ListTrainingFileVersionsResponse, resources_pb2.TrainingFileVersion]:
         """A file's versions, newest first, across every page. Retried on UNAVAILABLE.
 
-        Each Create and Add that succeeds makes a version, which keeps its members,
-        counts and outputs (an Export adds outputs to the current one). Versions past
-        the server's retention are `pruned`: their metadata stays, their objects are
-        gone, and a download URL of one is FAILED_PRECONDITION (`VERSION_PRUNED`).
+        Each Create, Add, Remove and Refresh that succeeds makes a version, which keeps
+        its members, counts and outputs (an Export adds outputs to the current one).
+        Versions past the server's retention are `pruned`: their metadata stays, their
+        objects are gone, and a download URL of one is FAILED_PRECONDITION
+        (`VERSION_PRUNED`).
 
         Example:
             >>> for v in client.list_training_file_versions(file_id):  # asyncio: async for
@@ -412,6 +455,30 @@ class BaseClient(Faced[FaceT]):
             >>> archived = await aclient.archive_training_file(request={"training_file_id": i})
             >>> archived.status == resources_pb2.TRAINING_FILE_STATUS_ARCHIVED
             True
+        """
+        return Call.of(locals())
+
+    @rpc
+    def set_auto_refresh(
+        self,
+        training_file_id: str | None = None,
+        enabled: bool | None = None,
+        **options: Unpack[CallOptions[SetAutoRefreshRequest]],
+    ) -> Unary[resources_pb2.TrainingFile]:
+        """Turn automatic refresh of a file on or off; returns the file.
+
+        While it is on, the service refreshes the file by itself (as
+        `refresh_training_file` would) once changes to its conversations' enrichment
+        have settled; a refresh that fails is counted on the file (`refresh_attempts`,
+        `refresh_error`) and tried again after a back-off (`next_refresh_time`).
+        Switching clears the failures counted so far. Setting the state it already has
+        is harmless, so calling again after a failure is safe; like every write, it is
+        not retried unless `retry` asks for it.
+
+        Example:
+            >>> client.set_auto_refresh(file_id, True).auto_refresh
+            True
+            >>> await aclient.set_auto_refresh(file_id, enabled=False)
         """
         return Call.of(locals())
 

@@ -92,20 +92,23 @@ UNARY_TIMEOUT: Final = 30.0
 
 # The one table of per-method defaults: (deadline in seconds, retry policy); None is
 # none. Reads are retried. Writes never are: a retried Create or Add could build a second
-# file or race the first attempt, and although archiving twice or exporting again is
-# harmless (the same content is rendered again), a caller should see that its Archive or
-# Export failed and decide for itself; a retried Export would also queue behind the
-# first attempt, which may still hold the file (as would a retried Remove, which after a
-# first attempt that succeeded fails: the conversations are no longer in the file).
-# Create, Add, Remove and Export stream for as long as the build runs, so they have no
-# deadline of their own. An rpc of the contract missing here gets neither (the surface
-# test insists on a row for each).
+# file or race the first attempt, and although archiving twice, exporting again or
+# setting auto refresh to the state it has is harmless (the same content is rendered
+# again), a caller should see that its Archive, Export or SetAutoRefresh failed and
+# decide for itself; a retried Export would also queue behind the first attempt, which
+# may still hold the file, as would a retried Remove or Refresh (and a Remove retried
+# after a first attempt that succeeded fails: the conversations are no longer in the
+# file). Create, Add, Remove, Refresh and Export stream for as long as the build runs,
+# so they have no deadline of their own. An rpc of the contract missing here gets
+# neither (the surface test insists on a row for each).
 _DEFAULTS: Final[Mapping[str, tuple[float | None, Retry | None]]] = {
     "CreateTrainingFile": (None, None),
     "AddConversations": (None, None),
     "RemoveConversations": (None, None),
+    "RefreshTrainingFile": (None, None),
     "ExportTrainingFile": (None, None),
     "ArchiveTrainingFile": (UNARY_TIMEOUT, None),
+    "SetAutoRefresh": (UNARY_TIMEOUT, None),
     "GetTrainingFile": (UNARY_TIMEOUT, READ),
     "ListTrainingFiles": (UNARY_TIMEOUT, READ),
     "ListTrainingFileConversations": (UNARY_TIMEOUT, READ),

@@ -1,11 +1,12 @@
-"""Operations: the handle a streaming call (Create, Add, Remove, Export) returns.
+"""Operations: the handle a streaming call (Create, Add, Remove, Refresh, Export)
+returns.
 
 The server streams progress events and ends the stream with the finished training file
 in its last event. An operation is that stream seen from the caller's side: iterate it
 for the events, call `result()` for the file (it reads whatever events are left), or
 `cancel()` it, which cancels the call on the server (a Create's file then ends FAILED;
-an Add, a Remove or an Export changes nothing). Events are read once: an event consumed
-by `result()` is not seen by a later iteration.
+an Add, a Remove, a Refresh or an Export changes nothing). Events are read once: an
+event consumed by `result()` is not seen by a later iteration.
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ class _Operation:
 
 
 class TrainingFileOperation(_Operation):
-    """A running CreateTrainingFile, AddConversations, RemoveConversations or
-    ExportTrainingFile call (sync client).
+    """A running CreateTrainingFile, AddConversations, RemoveConversations,
+    RefreshTrainingFile or ExportTrainingFile call (sync client).
 
     Example:
         >>> operation = client.create_training_file("advisors-q3", conversation_ids)
@@ -167,8 +168,8 @@ class TrainingFileOperation(_Operation):
 
 
 class AsyncTrainingFileOperation(_Operation):
-    """A running CreateTrainingFile, AddConversations, RemoveConversations or
-    ExportTrainingFile call (asyncio).
+    """A running CreateTrainingFile, AddConversations, RemoveConversations,
+    RefreshTrainingFile or ExportTrainingFile call (asyncio).
 
     Example:
         >>> operation = client.create_training_file("advisors-q3", conversation_ids)

@@ -9,7 +9,7 @@ for tables and progress bars; installed with the ``cli`` extra. One module per c
 ``exits``          exit codes, and the errors that are not the server's
 ``output``         stdout/stderr, JSON, tables, formatting
 ``report``         errors with every violation (ValidateConversations, or the count, if cut)
-``progress``       the live view of a Create, Add, Remove or Export
+``progress``       the live view of a build (Create, Add, Remove, Refresh, Export)
 ``ids``            conversation ids from flags, files and standard input
 ``outputs``        format and split options; a file's outputs as shown
 ``download``       saving an object with a progress bar

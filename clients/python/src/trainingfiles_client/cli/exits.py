@@ -31,16 +31,16 @@ MEANINGS: dict[Exit, str] = {
     Exit.INVALID_ARGUMENT: "INVALID_ARGUMENT: malformed or repeated ids, bad name, ...",
     Exit.NOT_FOUND: "NOT_FOUND: no such training file (or version)",
     Exit.ALREADY_EXISTS: "ALREADY_EXISTS: the name is taken",
-    Exit.FAILED_PRECONDITION: "FAILED_PRECONDITION: ineligible ids, ids not in the file, "
-    "removing all, file not active, version pruned",
+    Exit.FAILED_PRECONDITION: "FAILED_PRECONDITION: ineligible ids (or stale conversations), "
+    "ids not in the file, removing all, file not active, version pruned",
     Exit.RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED: too many ids, file too large",
     Exit.UNAUTHENTICATED: "UNAUTHENTICATED: missing, expired or invalid token",
     Exit.PERMISSION_DENIED: "PERMISSION_DENIED",
     Exit.UNAVAILABLE: "UNAVAILABLE: server (or its database or storage) unreachable",
     Exit.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED: --timeout passed",
     Exit.DOWNLOAD_FAILED: "download failed, or its size or SHA-256 differs from the stored one",
-    Exit.INTERRUPTED: "interrupted (Ctrl-C); a running create/add/remove/export was cancelled on "
-    "the server",
+    Exit.INTERRUPTED: "interrupted (Ctrl-C); a running create/add/remove/refresh/export was "
+    "cancelled on the server",
 }
 
 _BY_ERROR: tuple[tuple[type[tfc.TrainingFilesError], Exit], ...] = (

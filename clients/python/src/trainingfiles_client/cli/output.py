@@ -2,7 +2,7 @@
 
 ``--json`` turns every result into one JSON document (the proto3 JSON mapping with the
 proto's field names) and the progress of a build (``create``, ``add``, ``remove``,
-``export``) into JSON lines.
+``refresh``, ``export``) into JSON lines.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def status_name(status: int) -> str:
 
 
 def reason_name(reason: int) -> str:
-    """A version's reason: ``created``, ``added``, ``recorded`` (or its number, if newer)."""
+    """A version's reason: ``created``, ``added``, ``recorded``, ``removed``,
+    ``refreshed`` (or its number, if newer than this client)."""
     try:
         name: str = resources_pb2.VersionReason.Name(reason)  # type: ignore[arg-type]
     except ValueError:

@@ -1,9 +1,9 @@
-"""The live view of a Create, Add, Remove or Export: one progress line per stage, fed by
-the stream."""
+"""The live view of a Create, Add, Remove, Refresh or Export: one progress line per stage,
+fed by the stream."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -53,8 +53,8 @@ _RENDERING = service_pb2.TrainingFileProgress.STAGE_RENDERING
 
 
 class StageProgress:
-    """One progress line per stage of a build (Create, Add, Remove, Export), fed by its
-    stream's events."""
+    """One progress line per stage of a build (Create, Add, Remove, Refresh, Export), fed
+    by its stream's events."""
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
@@ -114,11 +114,13 @@ def follow(
     describe: Callable[[resources_pb2.TrainingFile], str],
     on_cancel: Callable[[str | None], str],
     validate: Validate | None = None,
+    hints: Mapping[str, str] | None = None,
 ) -> Exit:
     """Show a build's stream until its end; Ctrl-C cancels the call on the server.
 
     When the error's details list only the first violations (the server keeps them
-    under gRPC's metadata limit), `validate` fetches every one to show.
+    under gRPC's metadata limit), `validate` fetches every one to show. `hints` maps an
+    error's reason to what to try next, printed after it.
     """
     try:
         try:
@@ -139,8 +141,12 @@ def follow(
             )
     except tfc.TrainingFilesError as error:
         code = report_error(output, error, ids, target, every_violation(error, validate))
-        if operation.training_file_id and not output.json:
-            output.err.print(f"training file: {operation.training_file_id}", highlight=False)
+        if not output.json:
+            hint = (hints or {}).get(error.reason)
+            if hint:
+                output.err.print(f"hint: {escape(hint)}", highlight=False)
+            if operation.training_file_id:
+                output.err.print(f"training file: {operation.training_file_id}", highlight=False)
         return code
     if not output.json:
         output.out.print(describe(training_file), highlight=False)

@@ -83,7 +83,7 @@ def shared() -> list[click.Parameter]:
                 "type": click.FloatRange(min=0, min_open=True),
                 "metavar": "SECONDS",
                 "help": "deadline per call (default: each call's own, 30 s for reads; "
-                "none for create, add, remove and export)",
+                "none for create, add, remove, refresh and export)",
             },
         ),
     ]

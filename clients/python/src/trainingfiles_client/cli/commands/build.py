@@ -1,5 +1,5 @@
-"""Building training files: ``create``, ``add``, ``remove`` and ``export``, with live
-progress."""
+"""Building training files: ``create``, ``add``, ``remove``, ``refresh`` and ``export``,
+with live progress."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def _summary(training_file: resources_pb2.TrainingFile) -> str:
         "eligible --limit 20 --ids-only | trainingfiles create twenty --ids -",
         "create tuned --ids-file ids.txt --format openai_chat --format parquet "
         "--validation-fraction 0.1 --seed 7 --stratify persona --drop-duplicates",
+        "create live --ids-file ids.txt --auto-refresh",
     ],
 )
 @click.argument("name")
@@ -42,6 +43,11 @@ def _summary(training_file: resources_pb2.TrainingFile) -> str:
 @ids_options
 @formats_option("a format to produce besides v4_json and v4_jsonl")
 @split_options
+@click.option(
+    "--auto-refresh",
+    is_flag=True,
+    help="refresh the file by itself when its conversations are re-enriched",
+)
 def create(
     session: Session,
     name: str,
@@ -54,12 +60,15 @@ def create(
     seed: int | None,
     stratify: str | None,
     drop_duplicates: bool,
+    auto_refresh: bool,
 ) -> int:
     """Create a training file, with live progress.
 
     NAME is the new file's name; the server says what it accepts. Every offending id is
     listed with its reason; Ctrl-C cancels the build on the server. A split (by
-    conversation) divides the trainer formats into train and validation outputs.
+    conversation) divides the trainer formats into train and validation outputs. With
+    --auto-refresh the service refreshes the file by itself (see `refresh` and
+    `auto-refresh`).
     """
     split = split_of(validation_fraction, validation_count, seed, stratify)
     chosen = read_ids(ids, ids_file)
@@ -71,6 +80,7 @@ def create(
         formats=formats or None,
         split=split,
         drop_duplicates=drop_duplicates or None,
+        auto_refresh=auto_refresh or None,
         **session.options(),
     )
     return follow(
@@ -159,6 +169,60 @@ def remove(session: Session, file_id: str, ids: tuple[str, ...], ids_file: tuple
 
 
 @command(
+    "refresh",
+    examples=[
+        "refresh FILE_ID",
+        "refresh FILE_ID --remove-ineligible",
+        "refresh FILE_ID --json",
+    ],
+)
+@file_id_argument
+@click.option(
+    "--remove-ineligible",
+    is_flag=True,
+    help="leave out stale conversations that can no longer be used, instead of failing",
+)
+def refresh(session: Session, file_id: str, remove_ineligible: bool) -> int:
+    """Rebuild the stale conversations of an active training file, with live progress.
+
+    A conversation is stale once it was re-enriched after the file was built (`show`
+    counts them). Only their documents are fetched again; each keeps its place, and the
+    new version (version + 1) keeps the file's formats, split and duplicate handling.
+    Nothing stale: the file stays as it is, same version. A stale conversation that can
+    no longer be used fails the refresh (each listed with its reason) unless
+    --remove-ineligible leaves it out. On any failure, or Ctrl-C, the file stays as it
+    was.
+    """
+    client = session.client
+    # The version before, to tell a refresh from "nothing stale" (with --json, the events
+    # tell: nothing stale is VALIDATING, then the file as it was).
+    before: resources_pb2.TrainingFile | None = None
+    if not session.output.json:
+        before = client.get_training_file(file_id, **session.options())
+    operation = client.refresh_training_file(
+        file_id, remove_ineligible=remove_ineligible or None, **session.options()
+    )
+
+    def describe(f: resources_pb2.TrainingFile) -> str:
+        if before is not None and f.version == before.version:
+            return f"[green]✓[/] nothing stale: {escape(f.name)} {f.id} unchanged, {_summary(f)}"
+        return f"[green]✓[/] refreshed {escape(f.name)} {f.id}: {_summary(f)}"
+
+    return follow(
+        session.output,
+        client.target,
+        operation,
+        (),
+        describe,
+        lambda _: f"training file {file_id} keeps its previous content",
+        hints={
+            "CONVERSATIONS_NOT_ELIGIBLE": "refresh with --remove-ineligible to leave them "
+            "out, or remove them"
+        },
+    )
+
+
+@command(
     "export",
     examples=[
         "export FILE_ID --format openai_chat",
@@ -187,4 +251,4 @@ def export(session: Session, file_id: str, formats: tuple[str, ...]) -> int:
     )
 
 
-COMMANDS = [create, add, remove, export]
+COMMANDS = [create, add, remove, refresh, export]

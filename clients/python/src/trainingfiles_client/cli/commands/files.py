@@ -1,4 +1,4 @@
-"""Training files: ``list``, ``show``, ``versions`` and ``archive``."""
+"""Training files: ``list``, ``show``, ``versions``, ``auto-refresh`` and ``archive``."""
 
 from __future__ import annotations
 
@@ -69,8 +69,10 @@ def list_files(
 def show(session: Session, file_id: str, version: int | None) -> int:
     """A training file's metadata, outputs, quality and distribution.
 
-    With --version, that version's counts, quality, objects and outputs; name, status and
-    build settings are the file's.
+    Also how many of its conversations are stale (re-enriched since they were built;
+    `refresh` rebuilds them), whether it is refreshed automatically, and the failures of
+    the last automatic refreshes. With --version, that version's counts, quality, objects
+    and outputs; name, status and build settings are the file's.
     """
     f = session.client.get_training_file(file_id, version=version, **session.options())
     if session.output.json:
@@ -88,12 +90,16 @@ def show(session: Session, file_id: str, version: int | None) -> int:
         grid.add_row("error", escape(f.error_message))
     grid.add_row("conversations", str(f.conversation_count))
     grid.add_row("training pairs", str(f.total_training_pairs))
+    if f.HasField("stale_conversation_count"):  # the current version's only
+        grid.add_row("stale conversations", str(f.stale_conversation_count))
     if f.json_file_path:
         grid.add_row("json", f"{f.storage_bucket}/{f.json_file_path} ({size(f.json_file_size)})")
         grid.add_row("jsonl", f"{f.storage_bucket}/{f.jsonl_file_path} ({size(f.jsonl_file_size)})")
     if f.outputs:
         for label, value in quality_rows(f):
             grid.add_row(label, value)
+    for label, value in _refresh_rows(f):
+        grid.add_row(label, value)
     by = f" by {f.created_by}" if f.created_by else ""
     grid.add_row("created", f"{when(f.created_at)}{by}")
     grid.add_row("updated", when(f.updated_at))
@@ -112,6 +118,18 @@ def show(session: Session, file_id: str, version: int | None) -> int:
         session.output.print("")
         session.output.print(_distribution(f.scaffolding_distribution))
     return Exit.OK
+
+
+def _refresh_rows(f: resources_pb2.TrainingFile) -> list[tuple[str, str]]:
+    """Automatic refresh: on or off, and the failures in a row of the last ones."""
+    rows = [("auto refresh", "on" if f.auto_refresh else "off")]
+    if f.refresh_attempts > 0:
+        rows.append(("refresh attempts", f"{f.refresh_attempts} failed in a row"))
+        if f.refresh_error:
+            rows.append(("refresh error", escape(f.refresh_error)))
+        if f.HasField("next_refresh_time"):
+            rows.append(("next refresh", when(f.next_refresh_time)))
+    return rows
 
 
 def _distribution(d: resources_pb2.ScaffoldingDistribution) -> Table:
@@ -133,8 +151,9 @@ def _distribution(d: resources_pb2.ScaffoldingDistribution) -> Table:
 def versions(session: Session, file_id: str, limit: int | None) -> int:
     """List a training file's versions, newest first.
 
-    Each create and add makes one, kept as built; an export adds outputs to the current
-    one. A pruned version's objects were deleted (retention); its metadata stays.
+    Each create, add, remove and refresh makes one, kept as built; an export adds outputs
+    to the current one. A pruned version's objects were deleted (retention); its metadata
+    stays.
     """
     pager = session.client.list_training_file_versions(
         file_id, page_size(limit), **session.options()
@@ -165,6 +184,30 @@ def versions(session: Session, file_id: str, limit: int | None) -> int:
     return Exit.OK
 
 
+@command(
+    "auto-refresh",
+    examples=["auto-refresh FILE_ID on", "auto-refresh FILE_ID off --json"],
+)
+@file_id_argument
+@click.argument("state", type=click.Choice(["on", "off"]), metavar="on|off")
+def auto_refresh(session: Session, file_id: str, state: str) -> int:
+    """Turn automatic refresh of a training file on or off.
+
+    While on, the service refreshes the file by itself (as `refresh` would) once
+    re-enrichment of its conversations has settled; a refresh that fails is shown by
+    `show` and tried again after a back-off. Switching clears the failures so far.
+    """
+    f = session.client.set_auto_refresh(file_id, state == "on", **session.options())
+    if session.output.json:
+        session.output.document(as_dict(f))
+    else:
+        state = "on" if f.auto_refresh else "off"
+        session.output.out.print(
+            f"[green]✓[/] auto refresh {state} for {escape(f.name)} {f.id}", highlight=False
+        )
+    return Exit.OK
+
+
 @command("archive", examples=["archive FILE_ID"])
 @file_id_argument
 def archive(session: Session, file_id: str) -> int:
@@ -177,4 +220,4 @@ def archive(session: Session, file_id: str) -> int:
     return Exit.OK
 
 
-COMMANDS = [list_files, show, versions, archive]
+COMMANDS = [list_files, show, versions, auto_refresh, archive]
