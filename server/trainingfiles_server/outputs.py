@@ -112,8 +112,12 @@ class V4Outputs:
     a comma), so both uploads proceed while documents are still being fetched. The JSON's
     first part waits for the header, which needs every conversation's metrics: `close`
     sends it last. Nothing is visible in the bucket before `close`; `abort` drops it all.
-    The JSONL is checksummed as it is written (an Add's stored pairs by the replay); the
-    JSON, whose header comes last, by reading it back once stored.
+    The JSONL is checksummed as it is written (an Add's stored pairs by the replay). The
+    JSON's header comes last but is its first bytes, so its checksum needs the rest again
+    at the end: what the JSON gets after the header is also spooled to an unnamed
+    temporary file (the page cache, as much temporary space as the JSON's size) and
+    hashed behind the header at `close`. An Add's JSON starts with bytes the store
+    copied, which this process never sees: it is read back from the store instead.
     """
 
     def __init__(
@@ -142,6 +146,8 @@ class V4Outputs:
         # None: the JSONL starts with content the store copied, which this process never
         # sees; it is read back for its checksum, like the JSON.
         self.jsonl_sha256: hashlib._Hash | None = hashlib.sha256()
+        # Everything the JSON gets after its header; None once the store copied some.
+        self._json_rest: io.BufferedRandom | None = tempfile.TemporaryFile()  # noqa: SIM115
         self._pairs = JsonlToJsonPairs()
         self._max_bytes = max_bytes
 
@@ -160,6 +166,7 @@ class V4Outputs:
         pairs = jsonl_size - 1
         start = json_size - len(aggregate.JSON_FOOTER) - pairs
         self._pairs.feed(b"\n")  # the stored pairs ended a line: the next pair follows a comma
+        self._drop_json_rest()  # the JSON is read back for its checksum instead
         return together(
             self.jsonl.append_object(jsonl_key, 0, jsonl_size),
             self.json.append_object(json_key, start, start + pairs),
@@ -173,18 +180,46 @@ class V4Outputs:
         await self.jsonl.write(lines)
         body = self._pairs.feed(lines)
         if body:
-            await self.json.write(body)
+            await self._write_json(body)
+
+    async def _write_json(self, body: bytes) -> None:
+        if self._json_rest is not None:
+            self._json_rest.write(body)
+        await self.json.write(body)
+
+    def _drop_json_rest(self) -> None:
+        if self._json_rest is not None:
+            self._json_rest.close()
+            self._json_rest = None
+
+    def _json_checksum(self, header: bytes) -> str:
+        """SHA-256 of the header and the spooled rest: the JSON's bytes, in order."""
+        assert self._json_rest is not None
+        digest = hashlib.sha256(header)
+        self._json_rest.seek(0)
+        while chunk := self._json_rest.read(1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
 
     async def close(self, header: bytes, pair_count: int) -> list[OutputRecord]:
         """Store both objects; their records, with checksums of what was stored."""
-        await self.json.write(self._pairs.close())
+        await self._write_json(self._pairs.close())
         json_size, jsonl_size = await together(self.json.close(header), self.jsonl.close())
-        read_back = [self._storage.sha256(self._bucket, self.json.key)]
-        if self.jsonl_sha256 is None:
-            read_back.append(self._storage.sha256(self._bucket, self.jsonl.key))
-        checksums = await together(*read_back)
-        json_sha256 = checksums[0]
-        jsonl_sha256 = checksums[1] if self.jsonl_sha256 is None else self.jsonl_sha256.hexdigest()
+        try:
+            read_back = []
+            if self._json_rest is None:
+                read_back.append(self._storage.sha256(self._bucket, self.json.key))
+            if self.jsonl_sha256 is None:
+                read_back.append(self._storage.sha256(self._bucket, self.jsonl.key))
+            checksums = await together(*read_back)
+            if self._json_rest is None:
+                json_sha256 = checksums.pop(0)
+            else:
+                # Hashing ~1 GB/s: off the event loop, which keeps serving other calls.
+                json_sha256 = await asyncio.to_thread(self._json_checksum, header)
+        finally:
+            self._drop_json_rest()
+        jsonl_sha256 = checksums[0] if self.jsonl_sha256 is None else self.jsonl_sha256.hexdigest()
         return [
             _record(
                 formats.FORMATS["v4_json"],
@@ -205,6 +240,7 @@ class V4Outputs:
         ]
 
     async def abort(self) -> None:
+        self._drop_json_rest()
         await asyncio.gather(self.json.abort(), self.jsonl.abort())
 
 
