@@ -275,20 +275,29 @@ FROM unnest($4::uuid[], $5::int[], $6::float8[], $7::bool[], $8::text[], $9::tex
       FROM training_file_conversations WHERE training_file_id = $1) AS n
 """
 
-# Current members whose conversation changed after their build: its enriched key is not
-# the one fetched, it is no longer completed (or gone), or the trigger recorded a change
-# of its enrichment since the build began (see the refresh migration).
+# Current members whose conversation changed after their build began: the trigger on
+# `conversations` marks them (`stale_since`), and a commit marks the members it adds whose
+# conversation changed while it ran (see the stale-members migration).
 _STALE = """
 FROM training_file_conversations m
 LEFT JOIN conversations c ON c.conversation_id = m.conversation_id
-LEFT JOIN conversation_changes ch ON ch.conversation_id = m.conversation_id
 WHERE m.training_file_id = $1 AND m.removed_in_version IS NULL
-  AND (c.conversation_id IS NULL OR c.enrichment_status <> 'completed'
-       OR c.enriched_file_path IS NULL
-       OR (m.document_key IS NOT NULL AND c.enriched_file_path <> m.document_key)
-       OR ch.changed_at > m.built_at)
+  AND m.stale_since IS NOT NULL
 """
-STALE_COUNT = "SELECT count(*) " + _STALE
+STALE_COUNT = """
+SELECT count(*) FROM training_file_conversations
+WHERE training_file_id = $1 AND removed_in_version IS NULL AND stale_since IS NOT NULL
+"""
+
+# The members a commit added (version $2) whose conversation changed after their build
+# began (while the build ran): stale from the start.
+MARK_STALE_ON_ARRIVAL = """
+UPDATE training_file_conversations m SET stale_since = ch.changed_at
+FROM conversation_changes ch
+WHERE m.training_file_id = $1 AND m.added_in_version = $2
+  AND m.removed_in_version IS NULL AND m.stale_since IS NULL
+  AND ch.conversation_id = m.conversation_id AND ch.changed_at > m.built_at
+"""
 
 # Files due for an automatic refresh ($1: the debounce in seconds), oldest change first:
 # opted in, active, free, not backing off, with a stale member, and no member changed
@@ -300,17 +309,13 @@ WHERE f.auto_refresh AND f.status = 'active'
   AND (f.refresh_after IS NULL OR f.refresh_after <= now())
   AND EXISTS (
       SELECT 1 FROM training_file_conversations m
-      LEFT JOIN conversations c ON c.conversation_id = m.conversation_id
-      LEFT JOIN conversation_changes ch ON ch.conversation_id = m.conversation_id
       WHERE m.training_file_id = f.id AND m.removed_in_version IS NULL
-        AND (c.conversation_id IS NULL OR c.enrichment_status <> 'completed'
-             OR c.enriched_file_path IS NULL
-             OR (m.document_key IS NOT NULL AND c.enriched_file_path <> m.document_key)
-             OR ch.changed_at > m.built_at))
+        AND m.stale_since IS NOT NULL)
   AND NOT EXISTS (
       SELECT 1 FROM training_file_conversations m
       JOIN conversation_changes ch ON ch.conversation_id = m.conversation_id
       WHERE m.training_file_id = f.id AND m.removed_in_version IS NULL
+        AND m.stale_since IS NOT NULL
         AND ch.changed_at > now() - make_interval(secs => $1))
 ORDER BY f.updated_at
 """
@@ -915,6 +920,7 @@ class Database:
                     refreshed_provenance or Provenance(),
                     built_at or datetime.now(UTC),
                 )
+            await conn.execute(MARK_STALE_ON_ARRIVAL, file_id, version)
             await self._insert_outputs(conn, file_id, version, outputs)
             await conn.execute(
                 INSERT_VERSION,
