@@ -129,6 +129,19 @@ class Passes:
             slots=slots,
         )
 
+    def _v4_outputs(
+        self, build: Build, on_upload: UploadHook, slots: asyncio.Semaphore
+    ) -> V4Outputs:
+        return V4Outputs(
+            self.storage,
+            build.bucket,
+            build.keys[("v4_json", Split.ALL)],
+            build.keys[("v4_jsonl", Split.ALL)],
+            self.settings.max_object_bytes,
+            on_upload=on_upload,
+            slots=slots,
+        )
+
     async def build(
         self,
         build: Build,
@@ -144,15 +157,7 @@ class Passes:
         file_id, stored, total = build.file_id, build.stored, len(targets)
         yield Progress(Stage.VALIDATING, total, total, file_id)
         slots = parts_in_flight(BUILD_PARTS_IN_FLIGHT)
-        v4 = V4Outputs(
-            self.storage,
-            build.bucket,
-            build.keys[("v4_json", Split.ALL)],
-            build.keys[("v4_jsonl", Split.ALL)],
-            self.settings.max_object_bytes,
-            on_upload=on_upload,
-            slots=slots,
-        )
+        v4 = self._v4_outputs(build, on_upload, slots)
         outputs = self._output_set(build, validation, v4, on_upload, slots)
         try:
             if stored is None:
@@ -351,15 +356,7 @@ class Passes:
         assert stored is not None and stored.jsonl_file_path
         file_id, total = build.file_id, stored.total_training_pairs
         slots = parts_in_flight(BUILD_PARTS_IN_FLIGHT)
-        v4 = V4Outputs(
-            self.storage,
-            build.bucket,
-            build.keys[("v4_json", Split.ALL)],
-            build.keys[("v4_jsonl", Split.ALL)],
-            self.settings.max_object_bytes,
-            on_upload=on_upload,
-            slots=slots,
-        )
+        v4 = self._v4_outputs(build, on_upload, slots)
         outputs = self._output_set(build, validation, v4, on_upload, slots)
         try:
             stored_digests = [c.digests for c in build.existing]
