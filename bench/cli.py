@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -219,6 +220,18 @@ async def _one_size(
         async with _profiled(args.profile, service, profiles / f"{run_id}-add-{n}"):
             add = await workload.add(service, create.training_file_id, added, pids)
         print(f"  Add of {extra:,}: {add.wall_s:.2f} s", flush=True)
+        # Versions, on the v4-only file (N + 1 %): 1 % of N removed, spread over the file
+        # (every 100th); then 1 % re-enriched (in place: the pipeline's status updates,
+        # which the trigger records) and refreshed.
+        gone = ids[::100][: max(1, n // 100)]
+        async with _profiled(args.profile, service, profiles / f"{run_id}-remove-{n}"):
+            remove = await workload.remove(service, create.training_file_id, gone, pids)
+        print(f"  Remove of {len(gone):,}: {_stream_line(remove)}", flush=True)
+        stale = ids[50::100][: max(1, n // 100)]
+        await _reenrich(stack, stale)
+        async with _profiled(args.profile, service, profiles / f"{run_id}-refresh-{n}"):
+            refresh = await workload.refresh(service, create.training_file_id, pids)
+        print(f"  Refresh of {len(stale):,} stale: {_stream_line(refresh)}", flush=True)
         if not args.skip_reads:
             await _fill_list(stack, create.training_file_id, name)
             for method, request in (
@@ -306,6 +319,9 @@ async def _one_size(
         "input_bytes": input_bytes,
         "create": asdict(create),
         "add": asdict(add),
+        "remove": asdict(remove),
+        "refresh": asdict(refresh),
+        "versions_changed": {"removed": len(gone), "refreshed": len(stale)},
         "create_formats": asdict(create_formats) if create_formats is not None else None,
         "create_formats_settings": {
             "formats": [workload.format_name(f) for f in workload.TRAINER_FORMATS],
@@ -419,6 +435,21 @@ async def _fill_list(stack: Stack, file_id: str, name: str) -> None:
             name,
             LIST_FILLERS,
         )
+    finally:
+        await conn.close()
+
+
+async def _reenrich(stack: Stack, ids: Sequence[str]) -> None:
+    """What the pipeline does when it re-enriches conversations in place."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        for status in ("enrichment_in_progress", "completed"):
+            await conn.execute(
+                "UPDATE conversations SET enrichment_status = $2 "
+                "WHERE conversation_id = ANY($1::uuid[])",
+                [uuid.UUID(i) for i in ids],
+                status,
+            )
     finally:
         await conn.close()
 

@@ -35,6 +35,7 @@ FORMATS_VS_V4_AT = (10_000,)
 FORMATS_RSS_MB = 150.0  # strictly below
 EXPORT_VS_CREATE = 0.5
 EXPORT_JUDGED = "openai_chat"  # the export the target is about; others are shown
+VERSIONS_VS_CREATE = 0.15  # Remove of 1 %, Refresh of 1 % stale, against the Create
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,14 @@ def checks_for(size: dict[str, Any]) -> list[Check]:
             found.append(Check("formats_vs_v4", share, FORMATS_VS_V4, share <= FORMATS_VS_V4, "×"))
         rss = rss_above_idle(formats)
         found.append(Check("formats_rss", rss, FORMATS_RSS_MB, rss < FORMATS_RSS_MB, "MB"))
+    for key in ("remove", "refresh"):
+        if size.get(key) is not None:
+            share = round(size[key]["wall_s"] / create["wall_s"], 3)
+            found.append(
+                Check(
+                    f"{key}_vs_create", share, VERSIONS_VS_CREATE, share <= VERSIONS_VS_CREATE, "×"
+                )
+            )
     exported = (size.get("exports") or {}).get(EXPORT_JUDGED)
     if exported is not None:
         share = round(exported["wall_s"] / create["wall_s"], 3)
@@ -249,6 +258,31 @@ def formats_table(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     return header + "\n".join(lines) + "\n"
 
 
+def versions_table(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    lines = [
+        "| N | Create | Remove 1 % | ÷ Create | its RSS, CPU | Refresh 1 % stale | ÷ Create "
+        "| its RSS, CPU | run |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for run, size in rows:
+        if size.get("remove") is None:
+            continue
+        checks = checks_for(size)
+        cells = [f"{size['n']:,}", _s(size["create"]["wall_s"])]
+        for key in ("remove", "refresh"):
+            result = size[key]
+            cpu = result["cpu_s"].get("service", 0.0)
+            share = result["wall_s"] / size["create"]["wall_s"]
+            cells += [
+                _s(result["wall_s"]),
+                f"{share:.2f}{_mark(checks, key + '_vs_create')}",
+                f"{rss_above_idle(result):.0f} MB, {cpu:.1f} s",
+            ]
+        cells.append(run["run_id"])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def growth_check(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> Check | None:
     """RSS above idle must not grow from 10,000 to 50,000 (within noise)."""
     by_n = {size["n"]: size for _, size in rows}
@@ -291,6 +325,13 @@ def markdown(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
             "v4-only file (after its Add: N + 1 % conversations), against that file's "
             "Create.\n\n" + formats
         )
+    versions = versions_table(rows)
+    if versions:
+        parts.append(
+            "\nVersions: RemoveConversations of 1 % of N (every 100th conversation) from the "
+            "v4-only file after its Add, then RefreshTrainingFile after 1 % were re-enriched "
+            "in place, against that file's Create.\n\n" + versions
+        )
     old = [size["n"] for _, size in rows if predates_formats(size)]
     if old:
         parts.append(
@@ -313,8 +354,8 @@ def markdown(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
         "≤ 150 MB and not growing from 10,000 to 50,000; first message ≤ 1 s at 10,000; "
         "Add of 1 % ≤ 15 % of Create; Get ≥ 1,000/s with p99 ≤ 20 ms and List ≥ 300/s at "
         "32 callers; all-formats Create ≤ 1.25 × the v4-only Create at 10,000, its RSS above "
-        "idle < 150 MB; Export of one format (openai_chat) ≤ 0.5 × the file's Create. See "
-        "docs/bench.md.\n"
+        "idle < 150 MB; Export of one format (openai_chat) ≤ 0.5 × the file's Create; "
+        "Remove of 1 % and Refresh of 1 % stale ≤ 15 % of the Create. See docs/bench.md.\n"
     )
     return "".join(parts)
 

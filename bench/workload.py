@@ -177,6 +177,40 @@ async def add(
         )
 
 
+async def remove(
+    service: Service, file_id: str, ids: Sequence[str], other_pids: dict[str, int | None]
+) -> StreamResult:
+    """RemoveConversations: `ids` out of the file, from its stored JSONL."""
+    async with channel(service) as ch:
+        stub = service_pb2_grpc.TrainingFileServiceStub(ch)
+        request = service_pb2.RemoveConversationsRequest(
+            training_file_id=file_id, conversation_ids=list(ids)
+        )
+        return await _stream(
+            stub,
+            lambda: stub.RemoveConversations(request, metadata=service.metadata),
+            0,
+            service,
+            other_pids,
+        )
+
+
+async def refresh(
+    service: Service, file_id: str, other_pids: dict[str, int | None]
+) -> StreamResult:
+    """RefreshTrainingFile: the file's stale conversations fetched again."""
+    async with channel(service) as ch:
+        stub = service_pb2_grpc.TrainingFileServiceStub(ch)
+        request = service_pb2.RefreshTrainingFileRequest(training_file_id=file_id)
+        return await _stream(
+            stub,
+            lambda: stub.RefreshTrainingFile(request, metadata=service.metadata),
+            0,
+            service,
+            other_pids,
+        )
+
+
 async def export(
     service: Service,
     file_id: str,
