@@ -81,6 +81,8 @@ ADD_POINTS = (
 EXPORT_POINTS = ("build.leased", "build.uploaded", "build.committed")
 # A Remove neither: it streams the stored JSONL into every output, then commits.
 REMOVE_POINTS = ("build.leased", "build.upload_recorded", "build.uploaded", "build.committed")
+# A Refresh fetches the stale documents first, then does what a Remove does.
+REFRESH_POINTS = ("build.leased", "build.fetched:1", "build.uploaded", "build.committed")
 
 
 @dataclass(frozen=True)
@@ -537,6 +539,49 @@ async def run_remove(
                 outcome.problems.append(f"version {record.version}, expected {before}(+1)")
             if len(members.conversations) != record.conversation_count:
                 outcome.problems.append("membership and conversation_count disagree")
+    return outcome
+
+
+async def run_refresh(
+    backend: Backend,
+    observer: Observer,
+    workdir: Path,
+    token: str,
+    base_file_id: str,
+    fault: str,
+) -> Outcome:
+    """A Refresh killed at `fault`: afterwards the file is on a complete version, the one
+    before (still stale) or the refreshed one (stale no more), and free."""
+    outcome = Outcome("refresh", fault)
+    outcome.file_id = uuid.UUID(base_file_id)
+    before = await observer.pool.fetchval(
+        "SELECT version FROM training_files WHERE id = $1", outcome.file_id
+    )
+    log = workdir / f"refresh-{base_file_id}.log"
+    request = service_pb2.RefreshTrainingFileRequest(training_file_id=base_file_id)
+    await _until_it_dies(
+        backend,
+        log,
+        fault,
+        None,
+        token,
+        outcome,
+        lambda stub: stub.RefreshTrainingFile(request, timeout=60),
+    )
+    async with _restarted(backend, observer, log, token, outcome) as found:
+        if found is not None:
+            _, record = found
+            stale = await observer.pool.fetchval(
+                "SELECT count(*) FROM training_file_conversations WHERE training_file_id = $1 "
+                "AND removed_in_version IS NULL AND stale_since IS NOT NULL",
+                outcome.file_id,
+            )
+            if record.version == before and not stale:
+                outcome.problems.append("the version before is no longer stale")
+            elif record.version == before + 1 and stale:
+                outcome.problems.append("the refreshed version is still stale")
+            elif record.version not in (before, before + 1):
+                outcome.problems.append(f"version {record.version}, expected {before}(+1)")
     return outcome
 
 

@@ -24,6 +24,7 @@ from tests.crash.harness import (
     CREATE_POINTS,
     EXPORT_POINTS,
     LEASE_SECONDS,
+    REFRESH_POINTS,
     REMOVE_POINTS,
     Backend,
     Observer,
@@ -32,6 +33,7 @@ from tests.crash.harness import (
     run_add,
     run_create,
     run_export,
+    run_refresh,
     run_remove,
     server_process,
 )
@@ -196,6 +198,43 @@ async def test_a_remove_killed_at_any_stage_leaves_a_complete_version(
     ):
         last = message
     assert last is not None and last.training_file.conversation_count == 18
+
+
+@pytest.mark.parametrize("fault", REFRESH_POINTS)
+async def test_a_refresh_killed_at_any_stage_leaves_a_complete_version(
+    backend: Backend,
+    observer: Observer,
+    workdir: Path,
+    token: str,
+    stub: service_pb2_grpc.TrainingFileServiceStub,
+    server: RunningServer,
+    crash_ids: list[str],
+    fault: str,
+) -> None:
+    ids = crash_ids[20:32]
+    base = await create_ok(stub, unique_name("crash-refresh"), ids)
+    # Two conversations re-enriched in place, as the pipeline does.
+    for status in ("enrichment_in_progress", "completed"):
+        await server.database.pool.execute(
+            "UPDATE conversations SET enrichment_status = $2 "
+            "WHERE conversation_id = ANY($1::uuid[])",
+            [uuid.UUID(ids[2]), uuid.UUID(ids[7])],
+            status,
+        )
+    outcome = await run_refresh(backend, observer, workdir, token, base.id, fault)
+    assert outcome.died, "the failpoint was not reached"
+    assert outcome.problems == []
+    assert outcome.version == base.version + (1 if fault == "build.committed" else 0)
+    if fault == "build.committed":
+        return
+    # The file is free and still stale: the Refresh now succeeds.
+    last = None
+    async for message in stub.RefreshTrainingFile(
+        service_pb2.RefreshTrainingFileRequest(training_file_id=base.id), timeout=60
+    ):
+        last = message
+    assert last is not None and last.training_file.version == base.version + 1
+    assert last.training_file.stale_conversation_count == 0
 
 
 @pytest.mark.parametrize("fault", ["build.fetched:5", "build.uploaded"])
