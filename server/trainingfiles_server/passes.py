@@ -202,7 +202,7 @@ class Passes:
             json_size = self._check_sizes(header, v4.jsonl_size)
             yield Progress(Stage.UPLOADING, 0, 0, file_id)
             build.lease.check()
-            # The v4 JSON is checksummed (its spooled bytes behind the header) while the others finish.
+            # The v4 JSON is checksummed (its spooled bytes) while the others finish.
             v4_records, trainer_records = await together(
                 v4.close(header, metrics.total_training_pairs), outputs.close_trainers()
             )
