@@ -67,6 +67,10 @@ clean: ## remove the virtual environment and local data
 token: $(STAMP) ## print a development token: make -s token [USER_ID=<uuid>] [ROLE=service_role] [DAYS=1]
 	@$(BIN)/python -m trainingfiles_dev.token $(if $(USER_ID),--user $(USER_ID)) $(if $(ROLE),--role $(ROLE)) $(if $(DAYS),--days $(DAYS))
 
+.PHONY: reenrich
+reenrich: $(STAMP) ## re-enrich demo conversations as the pipeline does (while make run serves): make reenrich ID="<uuid> …"
+	$(BIN)/python -m trainingfiles_dev.reenrich $(ID)
+
 .PHONY: chaos
 chaos: $(STAMP) ## kill and stall servers at 100+ points, check the invariants: make chaos [N=100]
 	$(BIN)/python -m tests.crash.chaos --write $(if $(N),--count $(N))
