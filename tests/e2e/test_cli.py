@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 
 import trainingfiles_client as tfc
-from tests.conftest import authorized_channel
+from tests.conftest import authorized_channel, mint
 from tests.e2e.cli_runner import Cli, cli_env, command
 from tests.e2e.conftest import OWNER, Dataset
 from tests.e2e.test_refresh import Setup, _reenrich_at_new_key
+from tests.e2e.test_selectors import ORACLE
 from trainingfiles.v1 import resources_pb2, service_pb2_grpc
 from trainingfiles_dev.generator import GeneratedConversation, Kind, generate, load
 from trainingfiles_server.app import RunningServer
@@ -37,6 +38,10 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 TIMEOUT = 60.0
 # Conversations of this module's refresh test only: it re-enriches them.
 REFRESH_SEED = 9411
+# Conversations of this module's selector test only, of an owner of its own: whatever the
+# selector's filter matches in the table is exactly what the command must take.
+SELECT_SEED = 9419
+SELECT_OWNER = uuid.UUID("00000000-0000-4000-8000-00000000c5e1")
 
 
 # Runs the command that follows with SIGINT's default disposition, as in a terminal: a
@@ -317,6 +322,84 @@ async def test_refresh_rebuilds_the_stale_conversations_or_says_nothing_is_stale
 
     missing = await cli("refresh", str(uuid.uuid4()))
     assert missing.code == 4 and "NOT_FOUND" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+async def selectable(server: RunningServer, storage: Storage) -> list[GeneratedConversation]:
+    made = list(generate(SELECT_SEED, 24, owners=[SELECT_OWNER]))
+    await load(server.database.pool, storage.client, storage.conversations_bucket, made)
+    return made
+
+
+async def test_selector_options_take_exactly_what_the_filter_selects(
+    cli: Cli, selectable: list[GeneratedConversation], server: RunningServer
+) -> None:
+    pool = server.database.pool
+    rows = await pool.fetch(
+        "SELECT persona_id FROM conversations WHERE created_by = $1 "
+        "GROUP BY persona_id ORDER BY count(*) DESC, persona_id LIMIT 2",
+        SELECT_OWNER,
+    )
+    personas = [r["persona_id"] for r in rows]
+    after = await pool.fetchval(
+        "SELECT percentile_disc(0.25) WITHIN GROUP (ORDER BY created_at) FROM conversations "
+        "WHERE created_by = $1",
+        SELECT_OWNER,
+    )
+    expected = [
+        r["conversation_id"] for r in await pool.fetch(ORACLE, SELECT_OWNER, personas, after)
+    ]
+    assert 2 < len(expected) < len(selectable)  # the filter leaves some out
+    filters = ["--persona", str(personas[0]), "--persona", str(personas[1])]
+    filters += ["--created-after", after.isoformat()]
+    # A service_role token: a system file of SELECT_OWNER's conversations.
+    options = [*filters, "--owner", str(SELECT_OWNER)]
+
+    name = unique("selected")
+    run = await cli("create", name, *options)  # no ids
+    assert run.code == 0, run.stderr
+    assert f"created {name}" in run.stdout and f"{len(expected)} conversations" in run.stdout
+    file_id = UUID.findall(run.stdout)[0]
+    members = await cli("conversations", file_id)
+    assert UUID.findall(members.stdout) == expected  # oldest first
+
+    # The pickers list the same conversations, newest first.
+    listed = await cli("eligible", *options, "--ids-only")
+    assert listed.code == 0, listed.stderr
+    assert listed.stdout.split() == expected[::-1]
+    as_json = (await cli("eligible", *options, "--json")).json()["conversations"]
+    assert [c["conversation_id"] for c in as_json] == expected[::-1]
+    assert {c["created_by"] for c in as_json} == {str(SELECT_OWNER)}
+    excluded = await cli("eligible", *options, "--exclude", file_id, "--ids-only")
+    assert excluded.code == 0 and excluded.stdout == ""
+    # A user's selection is their own: no --owner.
+    user = mint("authenticated", SELECT_OWNER)
+    own = await cli("eligible", *filters, "--ids-only", TRAININGFILES_TOKEN=user)
+    assert own.code == 0, own.stderr
+    assert own.stdout.split() == expected[::-1]
+
+    # An Add takes what the file lacks, after the ids given.
+    partial = await cli("--json", "create", unique("partial"), "--ids", expected[1])
+    partial_id = partial.json_lines()[-1]["training_file"]["id"]
+    added = await cli("add", partial_id, "--ids", expected[0], *options)
+    assert added.code == 0, added.stderr
+    assert f"added {len(expected) - 1} to" in added.stdout
+    members = await cli("conversations", partial_id)
+    assert UUID.findall(members.stdout) == [expected[1], expected[0], *expected[2:]]
+
+    # Refusals: the server's, with their exit codes; a bad time, the command's.
+    malformed = await cli(
+        "create", unique("bad"), "--persona", "nope", "--owner", str(SELECT_OWNER)
+    )
+    assert malformed.code == 3, malformed.stderr
+    assert re.search(r"^\s+selector\.persona_ids\[0\]\s+MALFORMED_ID", malformed.stderr, re.M)
+    nothing = await cli("create", unique("none"), "--persona", str(uuid.uuid4()), *options[-2:])
+    assert nothing.code == 6, nothing.stderr
+    assert "NO_CONVERSATIONS_SELECTED" in nothing.stderr and "hint:" in nothing.stderr
+    theirs = await cli("eligible", "--owner", str(OWNER), TRAININGFILES_TOKEN=user)
+    assert theirs.code == 9 and "SELECTOR_OWNER_NOT_ALLOWED" in theirs.stderr
+    usage = await cli("create", unique("usage"), "--created-after", "last tuesday")
+    assert usage.code == 2 and "ISO 8601" in usage.stderr
 
 
 async def test_auto_refresh_is_set_at_create_and_switched_on_and_off(

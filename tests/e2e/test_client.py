@@ -31,7 +31,7 @@ import pytest
 
 import trainingfiles_client as tfc
 from tests.conftest import Stack, mint, stack_settings
-from tests.e2e.conftest import Dataset
+from tests.e2e.conftest import OWNER, Dataset
 from tests.e2e.helpers import ACTIVE, ARCHIVED, FAILED, JSON, JSONL, TIMEOUT
 from trainingfiles.v1 import resources_pb2, service_pb2
 from trainingfiles_dev.generator import Kind
@@ -287,12 +287,15 @@ async def test_every_method_through_both_faces(
     )
     assert datetime.timedelta(minutes=9) < remaining <= ten_minutes
 
-    excluded = {"exclude_training_file_id": created.id}
+    # A selector (a Selector, or in a request dict the message's fields): the owner's.
+    theirs = tfc.Selector(owner=OWNER)
+    excluded = {"exclude_training_file_id": created.id, "selector": {"owner": str(OWNER)}}
     eligible = await driver.items(
-        "list_eligible_conversations", way(style, (created.id,), excluded)
+        "list_eligible_conversations", way(style, (created.id, None, theirs), excluded)
     )
     offered = {c.conversation_id for c in eligible}
     assert offered.isdisjoint(kept) and gone in offered  # a removed one may be added again
+    assert {c.created_by for c in eligible} == {str(OWNER)}
 
     tagged = [("x-request-id", f"archive-{face}")]
     archive = way(style, (created.id,), {"training_file_id": created.id}, metadata=tagged)

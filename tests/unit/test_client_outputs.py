@@ -1,9 +1,10 @@
 """The client's and the command's outputs surface: formats and splits by name, a build's
 split, ExportTrainingFile, downloading every output into a folder, a file's versions
 (ListTrainingFileVersions, and `version` on the reads and downloads), RemoveConversations,
-RefreshTrainingFile and SetAutoRefresh, and the options of `create`, `add`, `remove`,
-`refresh`, `auto-refresh`, `export`, `url`, `download`, `show`, `conversations` and
-`versions`.
+RefreshTrainingFile and SetAutoRefresh, selectors (`Selector` on Create, Add and
+ListEligibleConversations), and the options of `create`, `add`, `remove`, `refresh`,
+`auto-refresh`, `export`, `url`, `download`, `show`, `conversations`, `versions` and
+`eligible`.
 
 Pure tests: nothing connects to a server. The downloads read ``file://`` URLs, and the
 commands run against a stand-in client (click's CliRunner).
@@ -12,9 +13,11 @@ commands run against a stand-in client (click's CliRunner).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +35,7 @@ from trainingfiles_client.cli.main import cli, main
 from trainingfiles_client.cli.session import Session
 
 Request = service_pb2.CreateTrainingFileRequest
+ONE_HOUR = datetime.timedelta(hours=1)
 PARQUET = resources_pb2.FILE_FORMAT_PARQUET
 OPENAI = resources_pb2.FILE_FORMAT_OPENAI_CHAT
 NAMES = [
@@ -1242,3 +1246,237 @@ def test_versions_name_removals_and_refreshes(
         "VERSION_REASON_REFRESHED",
         "VERSION_REASON_REMOVED",
     ]
+
+
+# ----------------------------------------------------------------- selectors
+
+PERSONA = "6f1d2c3b-0a9e-4d8c-b7a6-5e4f3d2c1b0a"
+NOVEMBER = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
+
+
+def test_a_selector_is_the_contracts_message() -> None:
+    owner = uuid.UUID("00000000-0000-4000-8000-0000000000d1")
+    selector = tfc.Selector(
+        persona_ids=[PERSONA, uuid.UUID(PERSONA)],
+        emotional_arc_ids=("a",),
+        training_topic_ids=iter(["t1", "t2"]),
+        created_after=NOVEMBER,
+        created_before=datetime.datetime(2026, 12, 1, 1, tzinfo=datetime.timezone(ONE_HOUR)),
+        owner=owner,
+        limit=50,
+    )
+    expected = service_pb2.ConversationSelector(
+        persona_ids=[PERSONA, PERSONA],
+        emotional_arc_ids=["a"],
+        training_topic_ids=["t1", "t2"],
+        owner=str(owner),
+        limit=50,
+    )
+    expected.created_after.FromDatetime(NOVEMBER)
+    expected.created_before.FromDatetime(datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC))
+    assert selector.proto() == expected
+    # Kept as tuples of strings: equal selectors are equal, however their ids came.
+    assert selector.training_topic_ids == ("t1", "t2")
+    assert tfc.Selector(persona_ids=[PERSONA]) == tfc.Selector(persona_ids=(uuid.UUID(PERSONA),))
+    assert hash(tfc.Selector(limit=3)) == hash(tfc.Selector(limit=3))
+    # A naive time is UTC; fields left out are not set (an empty selector matches all).
+    naive = tfc.Selector(created_after=datetime.datetime(2026, 11, 1)).proto()
+    assert naive.created_after == expected.created_after
+    assert not naive.HasField("created_before") and not naive.persona_ids
+    assert (naive.owner, naive.limit) == ("", 0)
+    assert tfc.Selector().proto() == service_pb2.ConversationSelector()
+    with pytest.raises(TypeError, match="persona_ids must be a list, not a single id"):
+        tfc.Selector(persona_ids=PERSONA)
+    with pytest.raises(TypeError, match="training_topic_ids must be a list"):
+        tfc.Selector(training_topic_ids=uuid.UUID(PERSONA))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="created_after must be a datetime, not str"):
+        tfc.Selector(created_after="2026-11-01")  # type: ignore[arg-type]
+
+
+def test_create_add_and_eligible_take_a_selector(client: tfc.TrainingFilesClient) -> None:
+    selector = tfc.Selector(persona_ids=[PERSONA], created_after=NOVEMBER, limit=5)
+    # With a selector, no id need be listed.
+    created = prepared(client, "create_training_file", "n", selector=selector).request
+    assert created == Request(name="n", selector=selector.proto())
+    assert not created.conversation_ids  # type: ignore[attr-defined]
+    both = prepared(client, "create_training_file", "n", ["c"], selector=selector.proto())
+    assert both.request == Request(name="n", conversation_ids=["c"], selector=selector.proto())
+    # In a request dict: a Selector, or the message's fields as a dict.
+    for given in (selector, {"persona_ids": [PERSONA], "limit": 5}):
+        by_dict = prepared(client, "create_training_file", request={"name": "n", "selector": given})
+        assert by_dict.request.selector.persona_ids == [PERSONA]  # type: ignore[attr-defined]
+        assert by_dict.request.selector.limit == 5  # type: ignore[attr-defined]
+    # Left out: the field is not set (an empty selector would select everything).
+    plain = prepared(client, "create_training_file", "n", ["c"]).request
+    assert not plain.HasField("selector")
+
+    added = prepared(client, "add_conversations", "f", selector=selector)
+    assert added.request == service_pb2.AddConversationsRequest(
+        training_file_id="f", selector=selector.proto()
+    )
+    assert added.timeout is None  # still a build: no deadline
+    listed = prepared(client, "list_eligible_conversations", "x", 10, selector)
+    assert listed.request == service_pb2.ListEligibleConversationsRequest(
+        exclude_training_file_id="x", page_size=10, selector=selector.proto()
+    )
+    assert listed.timeout == _methods.UNARY_TIMEOUT  # still a read
+    assert not prepared(client, "list_eligible_conversations").request.HasField("selector")
+
+
+def test_the_asyncio_face_takes_a_selector() -> None:
+    async def scenario() -> list[Any]:
+        async with tfc.AsyncTrainingFilesClient("127.0.0.1:1") as aclient:
+            selector = tfc.Selector(training_topic_ids=["t"])
+            return [
+                prepared(aclient, "create_training_file", "n", selector=selector).request,
+                prepared(aclient, "add_conversations", "f", ["c"], selector=selector).request,
+                prepared(aclient, "list_eligible_conversations", selector=selector).request,
+            ]
+
+    created, added, listed = asyncio.run(scenario())
+    chosen = service_pb2.ConversationSelector(training_topic_ids=["t"])
+    assert created == Request(name="n", selector=chosen)
+    assert added == service_pb2.AddConversationsRequest(
+        training_file_id="f", conversation_ids=["c"], selector=chosen
+    )
+    assert listed == service_pb2.ListEligibleConversationsRequest(selector=chosen)
+
+
+def test_create_selects_with_no_ids(recorder: Recorder, trainingfiles: Callable[..., Ran]) -> None:
+    result = trainingfiles(
+        "create", "demo", "--persona", PERSONA, "--persona", "p2", "--arc", "a", "--topic", "t",
+        "--created-after", "2026-11-01", "--created-before", "2026-12-01T09:30:00+02:00",
+        "--owner", "o", "--limit", "5",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    name, args, kwargs = recorder.calls[0]
+    assert (name, args[:2]) == ("create_training_file", ("demo", []))
+    later = datetime.datetime(2026, 12, 1, 9, 30, tzinfo=datetime.timezone(2 * ONE_HOUR))
+    assert kwargs["selector"] == tfc.Selector(
+        persona_ids=[PERSONA, "p2"],
+        emotional_arc_ids=["a"],
+        training_topic_ids=["t"],
+        created_after=NOVEMBER,  # no zone: UTC
+        created_before=later,
+        owner="o",
+        limit=5,
+    )
+    assert "created demo f" in result.output
+
+    # Ids and a selector: both go; no selector option, no selector.
+    both = trainingfiles(
+        "create", "demo", "--ids", "a", "b", "--created-after", "2026-11-01T00:00:00Z"
+    )
+    assert both.exit_code == 0, both.output
+    assert recorder.calls[-1][1][:2] == ("demo", ["a", "b"])
+    assert recorder.calls[-1][2]["selector"] == tfc.Selector(created_after=NOVEMBER)
+    assert trainingfiles("create", "demo", "--ids", "a").exit_code == 0
+    assert recorder.calls[-1][2]["selector"] is None
+    only_limit = trainingfiles("create", "demo", "--limit", "3")  # the 3 oldest
+    assert only_limit.exit_code == 0, only_limit.output
+    assert recorder.calls[-1][2]["selector"] == tfc.Selector(limit=3)
+
+
+def test_add_selects_and_says_how_many_it_added(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    after = a_file()
+    after.version, after.conversation_count = 2, 27
+    events = [
+        Stage(stage=Stage.STAGE_VALIDATING, done=7, total=7, training_file_id="f"),
+        Stage(stage=Stage.STAGE_FETCHING, done=7, total=7, training_file_id="f"),
+        Stage(stage=Stage.STAGE_SAVING, training_file_id="f", training_file=after),
+    ]
+    recorder.operations["add_conversations"] = Stream(after, events)
+    result = trainingfiles("add", "f", "--topic", "t", "--created-after", "2026-11-01")
+    assert result.exit_code == 0, result.output
+    name, args, kwargs = recorder.calls[-1]
+    assert (name, args) == ("add_conversations", ("f", []))
+    assert kwargs["selector"] == tfc.Selector(training_topic_ids=["t"], created_after=NOVEMBER)
+    assert "added 7 to demo f: 27 conversations" in result.output  # VALIDATING counted them
+
+    lines = trainingfiles("--json", "add", "f", "--ids", "a", "--persona", PERSONA)
+    assert lines.exit_code == 0, lines.output
+    assert json.loads(lines.output.splitlines()[0])["total"] == 7
+    assert recorder.calls[-1][1] == ("f", ["a"])
+    assert recorder.calls[-1][2]["selector"] == tfc.Selector(persona_ids=[PERSONA])
+
+
+def test_eligible_lists_what_a_selector_matches(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    found = [resources_pb2.EligibleConversation(conversation_id=c) for c in ("c2", "c1")]
+    recorder.operations["list_eligible_conversations"] = found
+    result = trainingfiles(
+        "eligible", "--persona", PERSONA, "--created-before", "2026-11-01", "--limit", "2",
+        "--ids-only",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["c2", "c1"]
+    name, args, _ = recorder.calls[-1]
+    # --limit is the listing's (how many to show): the selector has none.
+    assert (name, args) == (
+        "list_eligible_conversations",
+        ("", 2, tfc.Selector(persona_ids=[PERSONA], created_before=NOVEMBER)),
+    )
+    assert trainingfiles("eligible", "--exclude", "f", "--json").exit_code == 0
+    assert recorder.calls[-1][1][0] == "f" and recorder.calls[-1][1][2] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["create", "x"], "or select conversations with --persona, --arc, --topic"),
+        (["add", "f"], "no conversation ids"),
+        (["create", "x", "--created-after", "yesterday"], "not an ISO 8601 date or time"),
+        (["eligible", "--created-before", "2026-13-01"], "not an ISO 8601 date or time"),
+        (["create", "x", "--limit", "many"], "'many' is not a valid integer"),
+        (["remove", "f", "--persona", "p"], "No such option '--persona'"),
+    ],
+)
+def test_selector_usage_errors_exit_2(recorder: Recorder, args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not recorder.calls
+
+
+def test_refused_selectors_exit_as_other_refusals(
+    recorder: Recorder, trainingfiles: Callable[..., Ran]
+) -> None:
+    bad = error_details_pb2.BadRequest()
+    bad.field_violations.add(field="selector.persona_ids[0]", description="'nope'")
+    info = error_details_pb2.ErrorInfo(reason="INVALID_ARGUMENT", domain="trainingfiles.v1")
+    invalid = tfc.InvalidArgument("1 invalid selector field(s)", details=[info, bad])
+    recorder.operations["create_training_file"] = Stream(a_file(), error=invalid)
+    refused = trainingfiles("create", "x", "--persona", "nope")
+    assert refused.exit_code == 3, refused.output
+    assert re.search(r"^\s+selector\.persona_ids\[0\]\s", refused.output, re.MULTILINE)
+
+    nothing = refusal(
+        "NO_CONVERSATIONS_SELECTED",
+        [("selector", "NO_CONVERSATIONS_SELECTED")],
+        description="nothing matched",
+    )
+    recorder.operations["create_training_file"] = Stream(a_file(), error=nothing)
+    empty = trainingfiles("create", "x", "--persona", PERSONA)
+    assert empty.exit_code == 6, empty.output
+    assert "NO_CONVERSATIONS_SELECTED" in empty.output
+    assert "hint: `trainingfiles eligible` with the same options" in empty.output
+    # No id was listed: nothing to ask ValidateConversations about.
+    assert [name for name, *_ in recorder.calls] == ["create_training_file"] * 2
+
+    many = tfc.ResourceExhausted(
+        "the selector matches more than 100000 conversations",
+        details=[error_details_pb2.ErrorInfo(reason="TOO_MANY_CONVERSATIONS")],
+    )
+    recorder.operations["add_conversations"] = Stream(a_file(), error=many)
+    exhausted = trainingfiles("add", "f", "--owner", "o")
+    assert exhausted.exit_code == 7, exhausted.output
+    assert "--limit N" in exhausted.output
+    denied = tfc.PermissionDenied(
+        "only service_role callers may select another owner's conversations",
+        details=[error_details_pb2.ErrorInfo(reason="SELECTOR_OWNER_NOT_ALLOWED")],
+    )
+    recorder.operations["create_training_file"] = Stream(a_file(), error=denied)
+    assert trainingfiles("create", "x", "--owner", "o").exit_code == 9

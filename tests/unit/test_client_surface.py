@@ -29,8 +29,8 @@ PUBLIC = [
     "Aborted", "AlreadyExists", "AsyncPager", "AsyncTrainingFileOperation",
     "AsyncTrainingFilesClient", "Cancelled", "DataLoss", "DeadlineExceeded", "DownloadError",
     "Downloaded", "FailedPrecondition", "Format", "Internal", "InvalidArgument", "NotFound",
-    "OutOfRange", "Pager", "PermissionDenied", "ResourceExhausted", "Retry", "Split",
-    "SplitOptions", "TrainingFileOperation", "TrainingFilesClient", "TrainingFilesError",
+    "OutOfRange", "Pager", "PermissionDenied", "ResourceExhausted", "Retry", "Selector",
+    "Split", "SplitOptions", "TrainingFileOperation", "TrainingFilesClient", "TrainingFilesError",
     "Unauthenticated", "Unavailable", "Unimplemented", "Unknown", "Violation", "download",
 ]
 # fmt: on
@@ -220,6 +220,7 @@ def test_unary_methods_are_coroutines_and_lists_are_not() -> None:
         tfc.TrainingFilesError,
         tfc.Retry,
         tfc.SplitOptions,
+        tfc.Selector,
         tfc.DownloadError,
     ],
 )
@@ -450,6 +451,7 @@ def test_usage_errors_exit_with_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--json", "--target", "127.0.0.1:1", "create", "name"]) == 2
     error = json.loads(capsys.readouterr().err)["error"]
     assert error["exit_code"] == 2 and "no conversation ids" in error["message"]
+    assert "--persona" in error["message"]  # a selector instead of ids
 
 
 def test_ids_are_read_from_every_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

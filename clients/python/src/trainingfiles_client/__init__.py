@@ -3,10 +3,11 @@
 A small public surface over private modules: the sync and asyncio clients (two faces of
 one base), the operations their streaming calls return, the pagers their list calls
 return, the retry policy a call may override, one error hierarchy mirroring the gRPC
-status codes, the names of the outputs' formats and splits (`Format`, `Split`) and a
-build's split (`SplitOptions`), and the checked download of an output (`download`,
-`Downloaded`, `DownloadError`). Requests and replies are the generated messages of
-``trainingfiles.v1`` (``resources_pb2``, ``service_pb2``).
+status codes, the names of the outputs' formats and splits (`Format`, `Split`), a
+build's split (`SplitOptions`), the conversations the database chooses (`Selector`),
+and the checked download of an output (`download`, `Downloaded`, `DownloadError`).
+Requests and replies are the generated messages of ``trainingfiles.v1``
+(``resources_pb2``, ``service_pb2``).
 
 Example:
     >>> from trainingfiles_client import TrainingFilesClient
@@ -44,6 +45,7 @@ from ._methods import Retry
 from ._operations import AsyncTrainingFileOperation, TrainingFileOperation
 from ._outputs import Format, Split, SplitOptions
 from ._pagers import AsyncPager, Pager
+from ._selectors import Selector
 
 __all__ = [
     "Aborted",
@@ -66,6 +68,7 @@ __all__ = [
     "PermissionDenied",
     "ResourceExhausted",
     "Retry",
+    "Selector",
     "Split",
     "SplitOptions",
     "TrainingFileOperation",

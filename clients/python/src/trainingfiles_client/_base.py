@@ -60,6 +60,7 @@ from ._config import Connection, channel_options, resolve
 from ._downloads import Downloaded, DownloadError, download, safe_name
 from ._methods import DEFAULT, Kind, Method, Policy, service_config
 from ._outputs import Format, FormatLike, Split, SplitLike, SplitOptions
+from ._selectors import Selector
 
 __all__ = ["BaseClient"]
 
@@ -175,6 +176,7 @@ class BaseClient(Faced[FaceT]):
         split: SplitOptions | resources_pb2.SplitOptions | None = None,
         drop_duplicates: bool | None = None,
         auto_refresh: bool | None = None,
+        selector: Selector | service_pb2.ConversationSelector | None = None,
         **options: Unpack[CallOptions[CreateTrainingFileRequest]],
     ) -> Streamed:
         """Create a training file from conversations; returns the running operation.
@@ -192,6 +194,15 @@ class BaseClient(Faced[FaceT]):
         service refreshes the file by itself when its conversations are re-enriched (as
         `refresh_training_file` would; see `set_auto_refresh`).
 
+        With a `selector` (a `Selector`, or the contract's `ConversationSelector`) the
+        database chooses conversations too: every enriched one of the file's owner that
+        matches, oldest first, after the listed `conversation_ids` (which may then be
+        left out). Nothing matched and no id listed is `FailedPrecondition`
+        (``NO_CONVERSATIONS_SELECTED``); more than the server's cap (100,000 by default)
+        matched, `ResourceExhausted` (``TOO_MANY_CONVERSATIONS``); a selector's `owner`
+        from a caller other than ``service_role``, or other than the file's owner,
+        `PermissionDenied` (``SELECTOR_OWNER_NOT_ALLOWED``).
+
         Example:
             >>> operation = client.create_training_file("advisors-q3", ids, "Q3 set")
             >>> for event in operation:  # asyncio client: async for
@@ -205,6 +216,11 @@ class BaseClient(Faced[FaceT]):
             ... ).result().outputs
             >>> client.create_training_file("q4", ids, auto_refresh=True).result().auto_refresh
             True
+            >>> since = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
+            >>> client.create_training_file(
+            ...     "november", selector=Selector(persona_ids=[persona], created_after=since)
+            ... ).result().conversation_count
+            57
         """
         return Call.of(locals())
 
@@ -214,6 +230,7 @@ class BaseClient(Faced[FaceT]):
         training_file_id: str | None = None,
         conversation_ids: Iterable[str] | None = None,
         formats: Iterable[FormatLike] | None = None,
+        selector: Selector | service_pb2.ConversationSelector | None = None,
         **options: Unpack[CallOptions[AddConversationsRequest]],
     ) -> Streamed:
         """Add conversations to an ACTIVE file; returns the running operation.
@@ -221,7 +238,9 @@ class BaseClient(Faced[FaceT]):
         The file keeps its previous content until the rebuilt one is swapped in at the
         end (`version` + 1); on any failure nothing changes. The new version keeps the
         formats, split and duplicate handling of the current one, plus any `formats`
-        named here. Never retried by default.
+        named here. With a `selector`, the conversations of the file's owner it matches
+        that the file lacks are added too, oldest first, after the listed ids (which may
+        then be left out); see `create_training_file`. Never retried by default.
 
         Example:
             >>> updated = client.add_conversations(file_id, more_ids).result()
@@ -229,6 +248,7 @@ class BaseClient(Faced[FaceT]):
             >>> updated.version
             2
             >>> client.add_conversations(file_id, more_ids, formats=["sharegpt"]).result()
+            >>> client.add_conversations(file_id, selector=Selector(training_topic_ids=[t]))
         """
         return Call.of(locals())
 
@@ -487,16 +507,20 @@ class BaseClient(Faced[FaceT]):
         self,
         exclude_training_file_id: str | None = None,
         page_size: int | None = None,
+        selector: Selector | service_pb2.ConversationSelector | None = None,
         **options: Unpack[CallOptions[ListEligibleConversationsRequest]],
     ) -> Listed[service_pb2.ListEligibleConversationsResponse, resources_pb2.EligibleConversation]:
         """Conversations that can be added to a file, newest first, across every page.
 
-        With `exclude_training_file_id`, those already in that file are left out.
+        With `exclude_training_file_id`, those already in that file are left out. With a
+        `selector`, only those it matches: what a Create with it would take (its `limit`
+        aside: the pager reads every page).
 
         Example:
             >>> import itertools
             >>> newest = itertools.islice(client.list_eligible_conversations(), 20)
             >>> ids = [c.conversation_id async for c in aclient.list_eligible_conversations()]
+            >>> theirs = client.list_eligible_conversations(selector=Selector(persona_ids=[p]))
         """
         return Call.of(locals())
 

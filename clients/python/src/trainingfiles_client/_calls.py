@@ -182,7 +182,8 @@ def request(method: Method, call: Call[Any, Any]) -> Message:
 def _value(field: Any, name: str, value: Any) -> Any:
     """A field's value as the message takes it: a list for a repeated field (never a lone
     string, which would be a list of characters), a Duration from seconds or a timedelta,
-    a format or split from its name, a SplitOptions message from `SplitOptions`."""
+    a format or split from its name, a SplitOptions message from `SplitOptions`, a
+    ConversationSelector from `Selector`."""
     if field is None:
         return value  # the message's constructor names the unknown field
     kind = field.enum_type or field.message_type

@@ -15,7 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Self, TypeAlias
 
-from trainingfiles.v1 import resources_pb2
+from trainingfiles.v1 import resources_pb2, service_pb2
+
+from ._selectors import selector_message
 
 __all__ = ["CONVERTERS", "Format", "FormatLike", "Split", "SplitLike", "SplitOptions"]
 
@@ -200,4 +202,5 @@ CONVERTERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     resources_pb2.FileFormat.DESCRIPTOR.full_name: lambda value: Format.of(value).proto,
     resources_pb2.Split.DESCRIPTOR.full_name: lambda value: Split.of(value).proto,
     resources_pb2.SplitOptions.DESCRIPTOR.full_name: _split_options,
+    service_pb2.ConversationSelector.DESCRIPTOR.full_name: selector_message,
 }

@@ -11,6 +11,7 @@ for tables and progress bars; installed with the ``cli`` extra. One module per c
 ``report``         errors with every violation (ValidateConversations, or the count, if cut)
 ``progress``       the live view of a build (Create, Add, Remove, Refresh, Export)
 ``ids``            conversation ids from flags, files and standard input
+``selectors``      the selector options of create, add and eligible
 ``outputs``        format and split options; a file's outputs as shown
 ``download``       saving an object with a progress bar
 ``commands/``      one module per group of commands

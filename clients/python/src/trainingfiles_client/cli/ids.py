@@ -60,8 +60,17 @@ def _tokens(lines: Iterable[str]) -> Iterator[str]:
         yield from (token for token in _SEPARATORS.split(line.split("#", 1)[0]) if token)
 
 
-def read_ids(values: Sequence[str] | None, files: Sequence[str] | None) -> list[str]:
-    """Ids from ``--ids`` (``-``: standard input) then from each ``--ids-file``, in order."""
+def read_ids(
+    values: Sequence[str] | None,
+    files: Sequence[str] | None,
+    *,
+    required: bool = True,
+    otherwise: str = "",
+) -> list[str]:
+    """Ids from ``--ids`` (``-``: standard input) then from each ``--ids-file``, in order.
+
+    None at all is a usage error if `required` (`otherwise` says what else the command
+    takes instead), else an empty list."""
     ids: list[str] = []
     for value in values or ():
         ids.extend(_tokens(sys.stdin) if value == "-" else _tokens([value]))
@@ -74,6 +83,8 @@ def read_ids(values: Sequence[str] | None, files: Sequence[str] | None) -> list[
                 ids.extend(_tokens(lines))
         except OSError as error:
             raise UsageError(f"cannot read --ids-file {name}: {error.strerror}") from error
-    if not ids:
-        raise UsageError("no conversation ids: pass --ids ID ..., --ids-file FILE or --ids -")
+    if not ids and required:
+        raise UsageError(
+            "no conversation ids: pass --ids ID ..., --ids-file FILE or --ids -" + otherwise
+        )
     return ids

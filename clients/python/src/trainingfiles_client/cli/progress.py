@@ -115,21 +115,27 @@ def follow(
     on_cancel: Callable[[str | None], str],
     validate: Validate | None = None,
     hints: Mapping[str, str] | None = None,
+    on_event: Callable[[service_pb2.TrainingFileProgress], object] | None = None,
 ) -> Exit:
     """Show a build's stream until its end; Ctrl-C cancels the call on the server.
 
     When the error's details list only the first violations (the server keeps them
     under gRPC's metadata limit), `validate` fetches every one to show. `hints` maps an
-    error's reason to what to try next, printed after it.
+    error's reason to what to try next, printed after it. `on_event` sees each event
+    as it arrives.
     """
     try:
         try:
             if output.json:
                 for event in operation:
+                    if on_event is not None:
+                        on_event(event)
                     output.document(as_dict(event))
             else:
                 with StageProgress(output.err) as view:
                     for event in operation:
+                        if on_event is not None:
+                            on_event(event)
                         view.update(event)
             training_file = operation.result()
         except KeyboardInterrupt:

@@ -6,13 +6,18 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from trainingfiles.v1 import resources_pb2
+import trainingfiles_client as tfc
+from trainingfiles.v1 import resources_pb2, service_pb2
 
 from ..ids import options as ids_options
 from ..ids import read_ids
 from ..outputs import format_name, formats_option, split_of, split_options
 from ..progress import follow
+from ..selectors import FILTERS, HINTS, selector_options
 from ..session import Session, command, file_id_argument
+
+# What `create` and `add` take instead of ids.
+_OR_SELECT = f", or select conversations with {', '.join(FILTERS)} or --limit"
 
 
 def _summary(training_file: resources_pb2.TrainingFile) -> str:
@@ -36,11 +41,14 @@ def _summary(training_file: resources_pb2.TrainingFile) -> str:
         "create tuned --ids-file ids.txt --format openai_chat --format parquet "
         "--validation-fraction 0.1 --seed 7 --stratify persona --drop-duplicates",
         "create live --ids-file ids.txt --auto-refresh",
+        "create november --persona PERSONA_ID --created-after 2026-11-01",
+        "create system-q4 --owner USER_ID --topic TOPIC_ID --topic TOPIC_ID --limit 500",
     ],
 )
 @click.argument("name")
 @click.option("--description", help="free text kept with the file")
 @ids_options
+@selector_options()
 @formats_option("a format to produce besides v4_json and v4_jsonl")
 @split_options
 @click.option(
@@ -54,6 +62,7 @@ def create(
     description: str | None,
     ids: tuple[str, ...],
     ids_file: tuple[str, ...],
+    selector: tfc.Selector | None,
     formats: tuple[str, ...],
     validation_fraction: float | None,
     validation_count: int | None,
@@ -69,9 +78,14 @@ def create(
     conversation) divides the trainer formats into train and validation outputs. With
     --auto-refresh the service refreshes the file by itself (see `refresh` and
     `auto-refresh`).
+
+    With selector options (--persona, --arc, --topic, --created-after, --created-before,
+    --owner, --limit) the server also takes the enriched conversations that match all of
+    them, oldest first, after the ids given (which may then be left out); --owner is for
+    service_role tokens. `eligible` with the same options lists them.
     """
     split = split_of(validation_fraction, validation_count, seed, stratify)
-    chosen = read_ids(ids, ids_file)
+    chosen = read_ids(ids, ids_file, required=selector is None, otherwise=_OR_SELECT)
     client = session.client
     operation = client.create_training_file(
         name,
@@ -81,6 +95,7 @@ def create(
         split=split,
         drop_duplicates=drop_duplicates or None,
         auto_refresh=auto_refresh or None,
+        selector=selector,
         **session.options(),
     )
     return follow(
@@ -92,7 +107,8 @@ def create(
         lambda file_id: (
             f"training file {file_id} ends FAILED" if file_id else "no training file was created"
         ),
-        lambda: client.validate_conversations(chosen, **session.options()),
+        (lambda: client.validate_conversations(chosen, **session.options())) if chosen else None,
+        hints=HINTS,
     )
 
 
@@ -103,37 +119,55 @@ def create(
         "168391b5-de40-4120-a198-cba11f065424",
         "eligible --exclude FILE_ID --limit 3 --ids-only | trainingfiles add FILE_ID --ids -",
         "add FILE_ID --ids-file more.txt --format sharegpt",
+        "add FILE_ID --topic TOPIC_ID --created-after 2026-11-01T00:00:00Z",
     ],
 )
 @file_id_argument
 @ids_options
+@selector_options()
 @formats_option("a format to produce besides those the file has")
 def add(
     session: Session,
     file_id: str,
     ids: tuple[str, ...],
     ids_file: tuple[str, ...],
+    selector: tfc.Selector | None,
     formats: tuple[str, ...],
 ) -> int:
     """Add conversations to an active training file, with live progress.
 
     The file keeps its content until the rebuilt one replaces it (version + 1); on any
     failure, or Ctrl-C, it stays as it was. The new version keeps the file's formats,
-    split and duplicate handling.
+    split and duplicate handling. With selector options (as for `create`), the matching
+    conversations of the file's owner that it lacks are added too, after the ids given,
+    which may then be left out.
     """
-    chosen = read_ids(ids, ids_file)
+    chosen = read_ids(ids, ids_file, required=selector is None, otherwise=_OR_SELECT)
     client = session.client
     operation = client.add_conversations(
-        file_id, chosen, formats=formats or None, **session.options()
+        file_id, chosen, formats=formats or None, selector=selector, **session.options()
     )
+    # How many were added: VALIDATING counts them (with a selector, the ids given do not).
+    added = [len(chosen)]
+
+    def count(event: service_pb2.TrainingFileProgress) -> None:
+        if event.stage == service_pb2.TrainingFileProgress.STAGE_VALIDATING and event.total:
+            added[0] = event.total
+
     return follow(
         session.output,
         client.target,
         operation,
         chosen,
-        lambda f: f"[green]✓[/] added {len(chosen)} to {escape(f.name)} {f.id}: {_summary(f)}",
+        lambda f: f"[green]✓[/] added {added[0]} to {escape(f.name)} {f.id}: {_summary(f)}",
         lambda _: f"training file {file_id} keeps its previous content",
-        lambda: client.validate_conversations(chosen, file_id, **session.options()),
+        (
+            (lambda: client.validate_conversations(chosen, file_id, **session.options()))
+            if chosen
+            else None
+        ),
+        hints=HINTS,
+        on_event=count,
     )
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import click
 
+import trainingfiles_client as tfc
+
 from ..exits import Exit
 from ..output import table, when
+from ..selectors import selector_options
 from ..session import (
     Session,
     command,
@@ -60,15 +63,30 @@ def conversations(session: Session, file_id: str, limit: int | None, version: in
 
 @command(
     "eligible",
-    examples=["eligible --limit 5", "eligible --exclude FILE_ID --limit 20 --ids-only > ids.txt"],
+    examples=[
+        "eligible --limit 5",
+        "eligible --exclude FILE_ID --limit 20 --ids-only > ids.txt",
+        "eligible --persona PERSONA_ID --created-after 2026-11-01 --json",
+    ],
 )
 @click.option("--exclude", metavar="FILE_ID", help="leave out those in this file")
 @limit_option
+@selector_options(limit=False)
 @click.option("--ids-only", is_flag=True, help="print only the ids")
-def eligible(session: Session, exclude: str | None, limit: int | None, ids_only: bool) -> int:
-    """List conversations that can be added to a training file, newest first."""
+def eligible(
+    session: Session,
+    exclude: str | None,
+    limit: int | None,
+    selector: tfc.Selector | None,
+    ids_only: bool,
+) -> int:
+    """List conversations that can be added to a training file, newest first.
+
+    The selector options (as for `create`) list only those they match: what `create`
+    with the same options would take.
+    """
     pager = session.client.list_eligible_conversations(
-        exclude or "", page_size(limit), **session.options()
+        exclude or "", page_size(limit), selector, **session.options()
     )
     found = session.listed(pager, limit, "conversations")
     if found is None:
