@@ -2,13 +2,16 @@
 
 The demo conversations come from a fixed seed, so the ids the README names are the same
 on every machine; each must still be what the text says it is (eligible, not enriched,
-without an enriched file, another user's, with a missing document), and the token
-`make run` prints must be the demo user's.
+without an enriched file, another user's, with a missing document), the selector
+examples must select what the text says (and only conversations whose documents can be
+built), and the token `make run` prints must be the demo user's.
 """
 
 from __future__ import annotations
 
+import datetime
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from uuid import UUID
 
@@ -16,7 +19,7 @@ import jwt
 import pytest
 
 from trainingfiles_dev.demo import DEMO_AWKWARD, DEMO_COUNT, DEMO_SEED, DEMO_USERS
-from trainingfiles_dev.generator import GeneratedConversation, Kind, generate
+from trainingfiles_dev.generator import PERSONAS, GeneratedConversation, Kind, generate
 from trainingfiles_dev.token import DEVELOPMENT_JWT_SECRET, development_token
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +64,14 @@ def test_each_id_of_the_readme_session_is_what_the_readme_says(
 def test_every_id_the_documents_name_is_a_demo_conversation_or_user(
     demo: dict[str, GeneratedConversation],
 ) -> None:
-    known = set(demo) | {str(user) for user in DEMO_USERS}
+    # Or a persona, arc or topic of one (the selector examples name personas). The name
+    # stays as the promises ledger (DV-3) cites it.
+    scaffolds = {
+        str(each)
+        for c in demo.values()
+        for each in (c.persona_id, c.emotional_arc_id, c.training_topic_id)
+    }
+    known = set(demo) | {str(user) for user in DEMO_USERS} | scaffolds
     for path in DOCUMENTS:
         named = set(UUID_PATTERN.findall(path.read_text()))
         assert named, path
@@ -84,3 +94,55 @@ def test_the_printed_development_token_is_the_demo_users() -> None:
 
     assert (UUID(claims["sub"]), claims["role"]) == (DEMO_USER, "authenticated")
     assert str(DEMO_USER) in (ROOT / "README.md").read_text()
+
+
+# The selector examples' personas, and the time they select from.
+ANXIOUS_PLANNER = "a470bec7-786c-5fcb-94a4-6808e23da119"
+RECENT_WIDOW = "5b9a383e-17bc-5350-a2b1-ad89e37812c5"
+AFTERNOON = datetime.datetime(2025, 1, 6, 13, tzinfo=datetime.UTC)
+
+
+def selected(
+    demo: dict[str, GeneratedConversation],
+    personas: Sequence[str],
+    after: datetime.datetime | None = None,
+    limit: int | None = None,
+) -> list[GeneratedConversation]:
+    """What a selector of the demo user's takes, as the server chooses: enriched (completed,
+    with a file), of those personas, created at or after `after`, the oldest first."""
+    chosen = sorted(
+        (
+            c
+            for c in demo.values()
+            if c.created_by == DEMO_USER
+            and c.enrichment_status == "completed"
+            and c.enriched_file_path
+            and str(c.persona_id) in personas
+            and (after is None or c.created_at >= after)
+        ),
+        key=lambda c: (c.created_at, c.conversation_id),
+    )
+    return chosen[:limit]
+
+
+def test_the_selector_examples_select_what_the_documents_say(
+    demo: dict[str, GeneratedConversation],
+) -> None:
+    keys = {str(p.id): p.key for p in PERSONAS}
+    assert (keys[ANXIOUS_PLANNER], keys[RECENT_WIDOW]) == ("anxious_planner", "recent_widow")
+    readme, guide = ((ROOT / name).read_text() for name in ("README.md", "docs/client.md"))
+    assert '"created_after": "2025-01-06T13:00:00Z"' in readme
+    assert "--created-after 2025-01-06T13:00Z" in readme + guide
+    assert "datetime.datetime(2025, 1, 6, 13, tzinfo=datetime.UTC)" in guide
+    # README: "the demo's anxious_planner and recent_widow conversations created from 13:00
+    # on, 10 of them"; the guide's, the planners alone, then the 3 (README: 5) oldest.
+    examples = [
+        (10, selected(demo, [ANXIOUS_PLANNER, RECENT_WIDOW], AFTERNOON)),
+        (5, selected(demo, [ANXIOUS_PLANNER], AFTERNOON)),
+        (3, selected(demo, [RECENT_WIDOW], limit=3)),
+        (5, selected(demo, [ANXIOUS_PLANNER], limit=5)),
+    ]
+    for count, conversations in examples:
+        assert len(conversations) == count
+        # Every document can be built: the examples' Creates and Adds succeed.
+        assert all(c.kind.document_valid for c in conversations), count
