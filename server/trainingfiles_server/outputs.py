@@ -4,10 +4,10 @@ A build writes the v4.0 JSON and JSONL (`V4Outputs`), and each requested trainer
 once per side of the split (`FormatOutput`), each through its own streaming
 `storage.ObjectWriter`; `OutputSet` routes every pair to them, counts duplicates and
 untrainable pairs, and stores the dataset card last. An Add starts from the stored
-version: the store copies its v4 pairs (UploadPartCopy); when the file has trainer
-formats, the stored JSONL is streamed once through the service to render them again (a
-conversation's side of the split may change when conversations are added) and to
-checksum it, else the new JSONL is read back for its checksum, like the JSON.
+version: the store copies its v4 pairs (UploadPartCopy) while the stored JSONL is
+streamed once through the service, for the new objects' checksums and, when the file
+has trainer formats, to render them again (a conversation's side of the split may
+change when conversations are added).
 An export is the same pass over the stored JSONL, with no v4 outputs and no new documents.
 """
 
@@ -112,12 +112,12 @@ class V4Outputs:
     a comma), so both uploads proceed while documents are still being fetched. The JSON's
     first part waits for the header, which needs every conversation's metrics: `close`
     sends it last. Nothing is visible in the bucket before `close`; `abort` drops it all.
-    The JSONL is checksummed as it is written (an Add's stored pairs by the replay). The
-    JSON's header comes last but is its first bytes, so its checksum needs the rest again
-    at the end: what the JSON gets after the header is also spooled to an unnamed
-    temporary file (the page cache, as much temporary space as the JSON's size) and
-    hashed behind the header at `close`. An Add's JSON starts with bytes the store
-    copied, which this process never sees: it is read back from the store instead.
+    The JSONL is checksummed as it is written (an Add's stored pairs as they are streamed,
+    `absorb_stored`). The JSON's header comes last but is its first bytes, so its
+    checksum needs the rest again at the end: what the JSON gets after the header (an
+    Add's stored pairs included, as streamed) is also spooled to an unnamed temporary
+    file (the page cache, as much temporary space as the JSON's size) and hashed behind
+    the header at `close`. Nothing is read back from the store.
     """
 
     def __init__(
@@ -143,12 +143,13 @@ class V4Outputs:
         self.jsonl = storage.writer(
             bucket, jsonl_key, "application/x-ndjson", on_upload=on_upload, slots=slots
         )
-        # None: the JSONL starts with content the store copied, which this process never
-        # sees; it is read back for its checksum, like the JSON.
+        # None: the JSONL holds bytes this process never sees; it is read back for its
+        # checksum (no build leaves it so today: an Add streams what the store copies).
         self.jsonl_sha256: hashlib._Hash | None = hashlib.sha256()
-        # Everything the JSON gets after its header; None once the store copied some.
+        # Everything the JSON gets after its header; None: the JSON is read back instead.
         self._json_rest: io.BufferedRandom | None = tempfile.TemporaryFile()  # noqa: SIM115
         self._pairs = JsonlToJsonPairs()
+        self._stored_pairs = JsonlToJsonPairs()  # an Add's stored JSONL, as the JSON has it
         self._max_bytes = max_bytes
 
     @property
@@ -166,11 +167,18 @@ class V4Outputs:
         pairs = jsonl_size - 1
         start = json_size - len(aggregate.JSON_FOOTER) - pairs
         self._pairs.feed(b"\n")  # the stored pairs ended a line: the next pair follows a comma
-        self._drop_json_rest()  # the JSON is read back for its checksum instead
         return together(
             self.jsonl.append_object(jsonl_key, 0, jsonl_size),
             self.json.append_object(json_key, start, start + pairs),
         )
+
+    def absorb_stored(self, chunk: bytes) -> None:
+        """A chunk of the stored JSONL the store copies (an Add), streamed in order before
+        any new line: into both checksums, as the new JSONL and the new JSON hold it."""
+        if self.jsonl_sha256 is not None:
+            self.jsonl_sha256.update(chunk)
+        if self._json_rest is not None:
+            self._json_rest.write(self._stored_pairs.feed(chunk))
 
     async def write(self, lines: bytes) -> None:
         if self.jsonl.size + len(lines) > self._max_bytes:
@@ -360,16 +368,20 @@ class OutputSet:
         assert self.v4 is not None
         copies = self.v4.copy_stored(json_key, json_size, jsonl_key, jsonl_size)
         if not self.trainers:
-            # Nothing to render from the stored pairs: new lines follow the store's copy
-            # at once, and the new JSONL is checksummed by reading it back.
+            # Nothing to render from the stored pairs: they are streamed once for the new
+            # objects' checksums (while the documents are fetched), not decoded.
             for blob in stored_digests:
                 for digest in iter_digests(blob or b""):
                     self.duplicates.seen(digest)
             self.untrainable = stored_untrainable
-            self.v4.jsonl_sha256 = None
+            v4 = self.v4
+
+            async def absorb() -> None:
+                async for chunk in self._storage.stream(self._bucket, jsonl_key):
+                    v4.absorb_stored(chunk)
 
             async def copied() -> None:
-                await copies
+                await together(copies, absorb())
 
             self._stored = asyncio.ensure_future(copied())
             return
@@ -429,8 +441,8 @@ class OutputSet:
             )
 
         async for chunk in self._storage.stream(self._bucket, jsonl_key):
-            if not removing and self.v4 is not None and self.v4.jsonl_sha256 is not None:
-                self.v4.jsonl_sha256.update(chunk)
+            if not removing and self.v4 is not None:
+                self.v4.absorb_stored(chunk)
             lines = (rest + chunk).split(b"\n")
             rest = lines.pop()
             for line in lines:
