@@ -160,55 +160,47 @@ async def create(
         )
 
 
-async def add(
-    service: Service, file_id: str, ids: Sequence[str], other_pids: dict[str, int | None]
+async def _build(
+    service: Service, rpc: str, request: Any, counted: int, other_pids: dict[str, int | None]
 ) -> StreamResult:
+    """One streaming build rpc of the service (`rpc` names the stub's method)."""
     async with channel(service) as ch:
         stub = service_pb2_grpc.TrainingFileServiceStub(ch)
-        request = service_pb2.AddConversationsRequest(
-            training_file_id=file_id, conversation_ids=list(ids)
-        )
+        method = getattr(stub, rpc)
         return await _stream(
             stub,
-            lambda: stub.AddConversations(request, metadata=service.metadata),
-            len(ids),
+            lambda: method(request, metadata=service.metadata),
+            counted,
             service,
             other_pids,
         )
+
+
+async def add(
+    service: Service, file_id: str, ids: Sequence[str], other_pids: dict[str, int | None]
+) -> StreamResult:
+    request = service_pb2.AddConversationsRequest(
+        training_file_id=file_id, conversation_ids=list(ids)
+    )
+    return await _build(service, "AddConversations", request, len(ids), other_pids)
 
 
 async def remove(
     service: Service, file_id: str, ids: Sequence[str], other_pids: dict[str, int | None]
 ) -> StreamResult:
     """RemoveConversations: `ids` out of the file, from its stored JSONL."""
-    async with channel(service) as ch:
-        stub = service_pb2_grpc.TrainingFileServiceStub(ch)
-        request = service_pb2.RemoveConversationsRequest(
-            training_file_id=file_id, conversation_ids=list(ids)
-        )
-        return await _stream(
-            stub,
-            lambda: stub.RemoveConversations(request, metadata=service.metadata),
-            0,
-            service,
-            other_pids,
-        )
+    request = service_pb2.RemoveConversationsRequest(
+        training_file_id=file_id, conversation_ids=list(ids)
+    )
+    return await _build(service, "RemoveConversations", request, 0, other_pids)
 
 
 async def refresh(
     service: Service, file_id: str, other_pids: dict[str, int | None]
 ) -> StreamResult:
     """RefreshTrainingFile: the file's stale conversations fetched again."""
-    async with channel(service) as ch:
-        stub = service_pb2_grpc.TrainingFileServiceStub(ch)
-        request = service_pb2.RefreshTrainingFileRequest(training_file_id=file_id)
-        return await _stream(
-            stub,
-            lambda: stub.RefreshTrainingFile(request, metadata=service.metadata),
-            0,
-            service,
-            other_pids,
-        )
+    request = service_pb2.RefreshTrainingFileRequest(training_file_id=file_id)
+    return await _build(service, "RefreshTrainingFile", request, 0, other_pids)
 
 
 async def export(
@@ -218,18 +210,8 @@ async def export(
     other_pids: dict[str, int | None],
 ) -> StreamResult:
     """ExportTrainingFile: `formats` rendered from the file's stored v4 JSONL."""
-    async with channel(service) as ch:
-        stub = service_pb2_grpc.TrainingFileServiceStub(ch)
-        request = service_pb2.ExportTrainingFileRequest(
-            training_file_id=file_id, formats=list(formats)
-        )
-        return await _stream(
-            stub,
-            lambda: stub.ExportTrainingFile(request, metadata=service.metadata),
-            0,
-            service,
-            other_pids,
-        )
+    request = service_pb2.ExportTrainingFileRequest(training_file_id=file_id, formats=list(formats))
+    return await _build(service, "ExportTrainingFile", request, 0, other_pids)
 
 
 @dataclass

@@ -43,22 +43,29 @@ PING = "SELECT 1"
 _CANCEL_GRACE = 1.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# The file's outputs come with it, as one jsonb array (one round trip for a page of files).
-TRAINING_FILE_COLUMNS = """
+
+def _outputs_of(file_id: str, version: str) -> str:
+    """A version's outputs as one jsonb array column (one round trip for a page)."""
+    return f"""(SELECT coalesce(jsonb_agg(jsonb_build_array(o.format, o.split, o.object_key,
+                                                 o.size_bytes, o.record_count,
+                                                 o.content_type, o.sha256)), '[]')
+     FROM training_file_outputs o
+     WHERE o.training_file_id = {file_id} AND o.version = {version}) AS outputs"""
+
+
+# A file's row; with its current version's outputs (TRAINING_FILE_COLUMNS) or, in the
+# BASIC view of a list, none (their subquery and bytes are most of a page's cost).
+_FILE_COLUMNS = """
     id, name, description, status, storage_bucket, json_file_path, jsonl_file_path,
     conversation_count, total_training_pairs, json_file_size, jsonl_file_size,
     avg_quality_score, min_quality_score, max_quality_score, human_reviewed_count,
     scaffolding_distribution, vertical, consultant_profile, error_message, version,
     created_by, created_at, updated_at, output_formats, split_spec, drop_duplicates,
     duplicate_pair_count, untrainable_pair_count, auto_refresh, refresh_attempts,
-    refresh_error, refresh_after,
-    (SELECT coalesce(jsonb_agg(jsonb_build_array(o.format, o.split, o.object_key,
-                                                 o.size_bytes, o.record_count,
-                                                 o.content_type, o.sha256)), '[]')
-     FROM training_file_outputs o
-     WHERE o.training_file_id = training_files.id AND o.version = training_files.version
-    ) AS outputs
-"""
+    refresh_error, refresh_after"""
+TRAINING_FILE_COLUMNS = (
+    f"{_FILE_COLUMNS},\n    {_outputs_of('training_files.id', 'training_files.version')}\n"
+)
 
 # One round trip answers every eligibility question about every requested id, in
 # request order, and returns the enriched paths the fetch needs.
@@ -208,12 +215,8 @@ _VERSION_COLUMNS = """
     v.min_quality_score, v.max_quality_score, v.human_reviewed_count,
     v.scaffolding_distribution, v.duplicate_pair_count, v.untrainable_pair_count,
     v.pruned_at,
-    (SELECT coalesce(jsonb_agg(jsonb_build_array(o.format, o.split, o.object_key,
-                                                 o.size_bytes, o.record_count,
-                                                 o.content_type, o.sha256)), '[]')
-     FROM training_file_outputs o
-     WHERE o.training_file_id = v.training_file_id AND o.version = v.version) AS outputs
-"""
+    {outputs}
+""".format(outputs=_outputs_of("v.training_file_id", "v.version"))
 
 GET_VERSION = f"""
 SELECT {_VERSION_COLUMNS} FROM training_file_versions v
@@ -278,12 +281,6 @@ FROM unnest($4::uuid[], $5::int[], $6::float8[], $7::bool[], $8::text[], $9::tex
 # Current members whose conversation changed after their build began: the trigger on
 # `conversations` marks them (`stale_since`), and a commit marks the members it adds whose
 # conversation changed while it ran (see the stale-members migration).
-_STALE = """
-FROM training_file_conversations m
-LEFT JOIN conversations c ON c.conversation_id = m.conversation_id
-WHERE m.training_file_id = $1 AND m.removed_in_version IS NULL
-  AND m.stale_since IS NOT NULL
-"""
 STALE_COUNT = """
 SELECT count(*) FROM training_file_conversations
 WHERE training_file_id = $1 AND removed_in_version IS NULL AND stale_since IS NOT NULL
@@ -340,13 +337,14 @@ UPDATE training_files SET refresh_attempts = 0, refresh_error = NULL, refresh_af
 WHERE id = $1
 """
 
-# A failed automatic refresh: counted, its reason kept, the next try after $3 seconds.
+# A failed automatic refresh: counted, its reason kept, the next try after
+# 2^(failures before) × $3 seconds, at most $4; returns that wait.
 REFRESH_FAILED = """
 UPDATE training_files
 SET refresh_attempts = refresh_attempts + 1, refresh_error = $2,
-    refresh_after = now() + make_interval(secs => $3)
+    refresh_after = now() + make_interval(secs => least($4, $3 * 2 ^ refresh_attempts))
 WHERE id = $1
-RETURNING refresh_attempts
+RETURNING least($4, $3 * 2 ^ (refresh_attempts - 1))::float8 AS retry_in
 """
 
 SET_AUTO_REFRESH_FILE = f"""
@@ -355,15 +353,16 @@ SET auto_refresh = $2, refresh_attempts = 0, refresh_error = NULL, refresh_after
 WHERE id = $1
 RETURNING {TRAINING_FILE_COLUMNS}
 """
-STALE_MEMBERS = (
-    """
+STALE_MEMBERS = """
 SELECT m.conversation_id, c.conversation_id IS NOT NULL AS known, c.enrichment_status,
        c.enriched_file_path, c.created_by, false AS in_file, c.persona_id,
        c.training_topic_id
+FROM training_file_conversations m
+LEFT JOIN conversations c ON c.conversation_id = m.conversation_id
+WHERE m.training_file_id = $1 AND m.removed_in_version IS NULL
+  AND m.stale_since IS NOT NULL
+ORDER BY m.position
 """
-    + _STALE
-    + "ORDER BY m.position"
-)
 
 # A Refresh's members: the stale rows end with version $2, their replacements take
 # their places (same position, same added_at and added_by) from it.
@@ -433,10 +432,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT $5
 """
 LIST_FILES = _LIST_FILES.format(columns=TRAINING_FILE_COLUMNS)
-# The BASIC view: no outputs (their subquery and their bytes are most of a page's cost).
-LIST_FILES_BASIC = _LIST_FILES.format(
-    columns=TRAINING_FILE_COLUMNS.split(",\n    (SELECT")[0] + ", '[]'::jsonb AS outputs"
-)
+LIST_FILES_BASIC = _LIST_FILES.format(columns=f"{_FILE_COLUMNS}, '[]'::jsonb AS outputs")
 
 # $4: the version whose members to list (NULL: the current version's).
 LIST_FILE_CONVERSATIONS = """
@@ -1008,16 +1004,15 @@ class Database:
         async with self.connection() as conn:
             await conn.execute(REFRESH_SUCCEEDED, file_id)
 
-    async def refresh_failed(self, file_id: UUID, reason: str, retry_in: float) -> None:
+    async def refresh_failed(
+        self, file_id: UUID, reason: str, retry_seconds: float, max_seconds: float
+    ) -> float:
+        """Count a failed automatic refresh; the back-off before the next try, in s."""
         async with self.connection() as conn:
-            await conn.execute(REFRESH_FAILED, file_id, reason[:2000], retry_in)
-
-    async def refresh_attempts(self, file_id: UUID) -> int:
-        async with self.connection() as conn:
-            attempts: int = await conn.fetchval(
-                "SELECT refresh_attempts FROM training_files WHERE id = $1", file_id
+            retry_in: float | None = await conn.fetchval(
+                REFRESH_FAILED, file_id, reason[:2000], retry_seconds, max_seconds
             )
-        return attempts
+        return retry_in or 0.0
 
     async def set_auto_refresh(self, file_id: UUID, enabled: bool) -> TrainingFileRecord | None:
         async with self.connection() as conn:

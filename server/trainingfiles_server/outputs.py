@@ -429,8 +429,12 @@ class OutputSet:
                     lines, facts = replace.take(conversation_id)
                     if self.v4 is not None:
                         await self.v4.write(lines)
-                    pairs = [orjson.loads(line) for line in lines.splitlines()]
-                    await self._conversation(facts, pairs if self.trainers else None)
+                    pairs = (
+                        [orjson.loads(line) for line in lines.splitlines()]
+                        if self.trainers
+                        else None
+                    )
+                    await self._conversation(facts, pairs)
                     self.new_digests.append(facts.digests)
                     return
                 if self.v4 is not None:

@@ -74,12 +74,22 @@ class Reads:
     async def get(
         self, caller: Caller, training_file_id: str, version: int = 0
     ) -> TrainingFileRecord:
-        """The file; as it was at `version` when one is named (0: the current one)."""
+        """The file, with its stale count; as it was at `version` when one is named (0:
+        the current one)."""
+        record = await self._find(caller, training_file_id, version)
+        if version in (0, record.version):
+            return await self.database.with_staleness(record)
+        return record
+
+    async def _find(
+        self, caller: Caller, training_file_id: str, version: int = 0
+    ) -> TrainingFileRecord:
+        """The file the caller may see, at `version` (0: the current one)."""
         _check_version(version)
         file_id = parse_uuid(training_file_id, "training_file_id")
         record = visible(caller, await self.database.get_file(file_id), file_id)
         if version in (0, record.version):
-            return await self.database.with_staleness(record)
+            return record
         return (await self._version(record, version)).describe(record)
 
     async def _version(self, record: TrainingFileRecord, version: int) -> VersionRecord:
@@ -94,7 +104,7 @@ class Reads:
         self, caller: Caller, training_file_id: str, size: int, token: str
     ) -> tuple[list[VersionRecord], TrainingFileRecord, str]:
         """A page of the file's versions, newest first, and the file."""
-        record = await self.get(caller, training_file_id)
+        record = await self._find(caller, training_file_id)
         limit = page_size(size)
         query = f"versions:{record.id}"
         position = self.tokens.position(query, token)
@@ -110,22 +120,22 @@ class Reads:
     async def set_auto_refresh(
         self, caller: Caller, training_file_id: str, enabled: bool
     ) -> TrainingFileRecord:
-        record = await self.get(caller, training_file_id)
+        record = await self._find(caller, training_file_id)
         updated = await self.database.set_auto_refresh(record.id, enabled)
         if updated is None:
             raise NotFound("training_file", str(record.id))
         return await self.database.with_staleness(updated)
 
     async def archive(self, caller: Caller, training_file_id: str) -> TrainingFileRecord:
-        record = await self.get(caller, training_file_id)
+        record = await self._find(caller, training_file_id)
         if record.status is Status.ARCHIVED:
-            return record
+            return await self.database.with_staleness(record)
         archived = await self.database.archive(record.id)
         if archived is not None:
             return await self.database.with_staleness(archived)
-        current = await self.get(caller, training_file_id)
+        current = await self._find(caller, training_file_id)
         if current.status is Status.ARCHIVED:
-            return current
+            return await self.database.with_staleness(current)
         raise not_active(current, "only active files can be archived")
 
     async def list_files(
@@ -161,7 +171,7 @@ class Reads:
     async def list_file_conversations(
         self, caller: Caller, training_file_id: str, size: int, token: str, version: int = 0
     ) -> tuple[list[FileConversation], str]:
-        record = await self.get(caller, training_file_id, version)
+        record = await self._find(caller, training_file_id, version)
         limit = page_size(size)
         query = f"members:{record.id}:{version}"
         position = self.tokens.position(query, token)

@@ -51,6 +51,7 @@ class Refresher:
         self.debounce = settings.refresh_debounce_seconds
         self.retry = settings.refresh_retry_seconds
         self.rounds = 0  # completed rounds of this process (tests wait on it)
+        self.refreshed: list[UUID] = []  # files this process refreshed, in order
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -66,6 +67,7 @@ class Refresher:
                 if await self._refresh(file_id):
                     refreshed.append(file_id)
         self.rounds += 1
+        self.refreshed.extend(refreshed)
         return refreshed
 
     async def _refresh(self, file_id: UUID) -> bool:
@@ -82,9 +84,9 @@ class Refresher:
                 if isinstance(error, ServiceError) and type(error) is not ServiceError
                 else "internal error"
             )
-            attempts = await self.database.refresh_attempts(file_id)
-            retry_in = min(_MAX_BACKOFF_SECONDS, self.retry * 2.0**attempts)
-            await self.database.refresh_failed(file_id, reason, retry_in)
+            retry_in = await self.database.refresh_failed(
+                file_id, reason, self.retry, _MAX_BACKOFF_SECONDS
+            )
             log.warning(
                 "automatic refresh failed; it is tried again later",
                 exc_info=None if isinstance(error, ServiceError) else error,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -100,7 +101,10 @@ async def test_a_burst_of_changes_makes_one_refresh_on_one_replica_of_two(
             resources_pb2.VERSION_REASON_REFRESHED,
             2,
         )
+        # Exactly one of the two replicas refreshed it, once.
         assert a.refresher is not None and b.refresher is not None
+        by_either = [*a.refresher.refreshed, *b.refresher.refreshed]
+        assert by_either.count(uuid.UUID(created.id)) == 1
 
 
 async def test_a_change_made_while_no_server_ran_is_refreshed_at_start_up(
