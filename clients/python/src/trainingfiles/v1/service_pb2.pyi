@@ -756,6 +756,32 @@ class SetAutoRefreshRequest(_message.Message):
 Global___SetAutoRefreshRequest: _TypeAlias = SetAutoRefreshRequest  # noqa: Y015
 
 @_typing.final
+class GetTrainingFileAnalyticsRequest(_message.Message):
+    """Request of GetTrainingFileAnalytics."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    training_file_id: _builtins.str
+    """Required. The file's id (UUID)."""
+    version: _builtins.int
+    """The version; 0 means the current one."""
+    def __init__(
+        self,
+        *,
+        training_file_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["training_file_id", b"training_file_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTrainingFileAnalyticsRequest: _TypeAlias = GetTrainingFileAnalyticsRequest  # noqa: Y015
+
+@_typing.final
 class ListTrainingFileVersionsRequest(_message.Message):
     """Request of ListTrainingFileVersions."""
 

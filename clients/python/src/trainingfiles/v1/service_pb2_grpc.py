@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from trainingfiles.v1 import analytics_pb2 as trainingfiles_dot_v1_dot_analytics__pb2
 from trainingfiles.v1 import resources_pb2 as trainingfiles_dot_v1_dot_resources__pb2
 from trainingfiles.v1 import service_pb2 as trainingfiles_dot_v1_dot_service__pb2
 
@@ -106,6 +107,11 @@ class TrainingFileServiceStub:
                 '/trainingfiles.v1.TrainingFileService/SetAutoRefresh',
                 request_serializer=trainingfiles_dot_v1_dot_service__pb2.SetAutoRefreshRequest.SerializeToString,
                 response_deserializer=trainingfiles_dot_v1_dot_resources__pb2.TrainingFile.FromString,
+                _registered_method=True)
+        self.GetTrainingFileAnalytics = channel.unary_unary(
+                '/trainingfiles.v1.TrainingFileService/GetTrainingFileAnalytics',
+                request_serializer=trainingfiles_dot_v1_dot_service__pb2.GetTrainingFileAnalyticsRequest.SerializeToString,
+                response_deserializer=trainingfiles_dot_v1_dot_analytics__pb2.TrainingFileAnalytics.FromString,
                 _registered_method=True)
 
 
@@ -425,6 +431,22 @@ class TrainingFileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrainingFileAnalytics(self, request, context):
+        """Returns the analytics of a version of a training file (default: the current one):
+        distributions by persona, emotional arc, training topic and emotion with their
+        balance, the quality histogram and reviewed share, pairs per conversation and the
+        token statistics. They were computed when the version was built; nothing is fetched.
+
+        Errors:
+        INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `version` negative.
+        NOT_FOUND           no such training file (or another user's);
+        VERSION_NOT_FOUND, no such version.
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingFileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -497,6 +519,11 @@ def add_TrainingFileServiceServicer_to_server(servicer, server):
                     servicer.SetAutoRefresh,
                     request_deserializer=trainingfiles_dot_v1_dot_service__pb2.SetAutoRefreshRequest.FromString,
                     response_serializer=trainingfiles_dot_v1_dot_resources__pb2.TrainingFile.SerializeToString,
+            ),
+            'GetTrainingFileAnalytics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrainingFileAnalytics,
+                    request_deserializer=trainingfiles_dot_v1_dot_service__pb2.GetTrainingFileAnalyticsRequest.FromString,
+                    response_serializer=trainingfiles_dot_v1_dot_analytics__pb2.TrainingFileAnalytics.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -879,6 +906,33 @@ class TrainingFileService:
             '/trainingfiles.v1.TrainingFileService/SetAutoRefresh',
             trainingfiles_dot_v1_dot_service__pb2.SetAutoRefreshRequest.SerializeToString,
             trainingfiles_dot_v1_dot_resources__pb2.TrainingFile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainingFileAnalytics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainingfiles.v1.TrainingFileService/GetTrainingFileAnalytics',
+            trainingfiles_dot_v1_dot_service__pb2.GetTrainingFileAnalyticsRequest.SerializeToString,
+            trainingfiles_dot_v1_dot_analytics__pb2.TrainingFileAnalytics.FromString,
             options,
             channel_credentials,
             insecure,

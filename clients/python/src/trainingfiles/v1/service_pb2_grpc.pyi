@@ -68,6 +68,7 @@ received) before calling again.
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from trainingfiles.v1 import analytics_pb2 as _analytics_pb2
 from trainingfiles.v1 import resources_pb2 as _resources_pb2
 from trainingfiles.v1 import service_pb2 as _service_pb2
 import abc as _abc_1
@@ -335,6 +336,18 @@ class TrainingFileServiceStub:
     Errors:
       INVALID_ARGUMENT  (BadRequest) `training_file_id` malformed.
       NOT_FOUND         no such training file (or another user's).
+      UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+    """
+    GetTrainingFileAnalytics: _aio.UnaryUnaryMultiCallable[_service_pb2.GetTrainingFileAnalyticsRequest, _analytics_pb2.TrainingFileAnalytics]
+    """Returns the analytics of a version of a training file (default: the current one):
+    distributions by persona, emotional arc, training topic and emotion with their
+    balance, the quality histogram and reviewed share, pairs per conversation and the
+    token statistics. They were computed when the version was built; nothing is fetched.
+
+    Errors:
+      INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `version` negative.
+      NOT_FOUND           no such training file (or another user's);
+                          VERSION_NOT_FOUND, no such version.
       UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
     """
 
@@ -679,6 +692,24 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors:
           INVALID_ARGUMENT  (BadRequest) `training_file_id` malformed.
           NOT_FOUND         no such training file (or another user's).
+          UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTrainingFileAnalytics(
+        self,
+        request: _service_pb2.GetTrainingFileAnalyticsRequest,
+        context: _aio.ServicerContext[_service_pb2.GetTrainingFileAnalyticsRequest, _abc.Awaitable[_analytics_pb2.TrainingFileAnalytics]],
+    ) -> _abc.Awaitable[_analytics_pb2.TrainingFileAnalytics]:
+        """Returns the analytics of a version of a training file (default: the current one):
+        distributions by persona, emotional arc, training topic and emotion with their
+        balance, the quality histogram and reviewed share, pairs per conversation and the
+        token statistics. They were computed when the version was built; nothing is fetched.
+
+        Errors:
+          INVALID_ARGUMENT    (BadRequest) `training_file_id` malformed; `version` negative.
+          NOT_FOUND           no such training file (or another user's);
+                              VERSION_NOT_FOUND, no such version.
           UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
         """
 
