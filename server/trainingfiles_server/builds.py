@@ -64,7 +64,7 @@ from .rules import (
     visible,
 )
 from .splits import SplitSpec
-from .storage import Storage, UploadHook
+from .storage import Storage, UploadHook, UploadVanished
 
 log = logging.getLogger("trainingfiles.operations")
 
@@ -370,6 +370,8 @@ class Builds:
                         yield event
                 except BaseException as exc:
                     await shielded(self._abandon(build, exc))
+                    if isinstance(exc, UploadVanished):
+                        raise lease_lost(build.file_id) from None
                     raise
         if build.replaced and build.replaced_due:
             # No link to the replaced objects is outstanding: they can go now (else the

@@ -65,7 +65,7 @@ from botocore.httpsession import get_cert_path
 from yarl import URL
 
 from .config import Settings
-from .errors import ServiceError, Unavailable
+from .errors import Aborted, ServiceError, Unavailable
 
 # S3's minimum size of every part but the last.
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -145,6 +145,19 @@ class StoreRejected(ServiceError):
         self.operation = operation
 
 
+class UploadVanished(Aborted):
+    """A multipart upload of a build's was aborted by someone else. Only the sweeper
+    does that, and only to an upload whose build's lease had expired: the build lost its
+    lease while it was stalled (see `Builds._guarded`)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the build's upload was cleaned up after its lease expired; nothing was "
+            "changed, retry the call",
+            reason="LEASE_LOST",
+        )
+
+
 class ObjectTooLarge(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(size)
@@ -164,6 +177,8 @@ def translate_errors() -> Iterator[None]:
             raise BucketMissing(exc.response.get("Error", {}).get("BucketName", "")) from exc
         if code in _MISSING:
             raise ObjectMissing(exc.response.get("Error", {}).get("Key", "")) from exc
+        if code == "NoSuchUpload":
+            raise UploadVanished from exc
         if status >= 500 or status in (401, 403):
             raise Unavailable("object storage is unavailable; retry later") from exc
         raise

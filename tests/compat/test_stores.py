@@ -58,9 +58,11 @@ from trainingfiles_server.app import running_server
 from trainingfiles_server.documents import decode_json_object, validate_enriched_document
 from trainingfiles_server.health import CLEANUP
 from trainingfiles_server.storage import (
+    MIN_PART_SIZE,
     BucketMissing,
     ObjectMissing,
     Storage,
+    UploadVanished,
     _xml_body_content_type,
 )
 
@@ -248,6 +250,32 @@ async def test_a_create_that_fails_with_its_uploads_open_leaves_nothing(leg: Leg
         file = await get(stub, file_id)
     assert file.status == FAILED and missing in file.error_message
     await assert_clean(leg, file_id, set())
+
+
+async def test_an_upload_aborted_under_a_writer_is_told_as_a_lost_lease(leg: Leg) -> None:
+    """The sweeper aborts the multipart upload of a build whose lease expired while the
+    build, stalled, still runs: its next part (or its completion) must read as a lost
+    lease (ABORTED, LEASE_LOST), never as an unexpected store error."""
+    uploads: list[str] = []
+
+    async def recorded(key: str, upload_id: str) -> None:
+        uploads.append(upload_id)
+
+    key = f"compat-vanished-{uuid.uuid4().hex[:12]}/data.jsonl"
+    writer = leg.storage.writer(TRAINING, key, "application/jsonl", on_upload=recorded)
+    part = b"x" * MIN_PART_SIZE
+    await writer.write(part)
+    await writer.write(part)  # the upload is open, with parts sent
+    assert len(uploads) == 1
+    await leg.storage.abort_upload(TRAINING, key, uploads[0])
+    with pytest.raises(UploadVanished) as vanished:
+        await writer.write(part)
+        await writer.close(b"")
+    assert vanished.value.reason == "LEASE_LOST"
+    await writer.abort()
+    listed = await leg.storage.client.list_objects_v2(Bucket=TRAINING, Prefix=key)
+    assert listed.get("KeyCount", 0) == 0
+    assert all(u.key != key for u in await leg.storage.open_uploads(TRAINING))
 
 
 async def test_a_missing_bucket_is_told_apart_from_a_missing_object(leg: Leg) -> None:

@@ -1,10 +1,11 @@
 """`make chaos`: many kill and stall points against real processes, and a table.
 
 Starts its own PostgreSQL and SeaweedFS in a temporary directory, loads padded
-conversations, then runs `--count` scenarios (100 by default), each a Create or an Add
-killed at a random failpoint (a random document for `build.fetched`), some with the
-database or the store frozen (SIGSTOP of its whole process tree) for one and a half
-leases while the build runs, some with a stall only. After each, a fresh server process
+conversations, then runs `--count` scenarios (100 by default), each a Create, Add,
+Remove, Refresh or Export in turn, killed at a random failpoint it reaches (a random
+document for `build.fetched`), some with the database or the store frozen (SIGSTOP of
+its whole process tree) for one and a half leases while the build runs, some with a
+stall only. After each, a fresh server process
 must bring the file back to the invariants of `harness.py` within the deadline. Prints
 a table and writes it to `docs/chaos.md` with `--write`; exits 1 on any violation.
 
@@ -37,9 +38,12 @@ from tests.crash.harness import (
     padded,
     run_add,
     run_create,
+    run_export,
+    run_refresh,
+    run_remove,
     server_process,
 )
-from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 from trainingfiles_dev.bootstrap import apply_migrations, ensure_buckets
 from trainingfiles_dev.embedded import running
 from trainingfiles_dev.generator import generate, load
@@ -52,18 +56,33 @@ OWNER = uuid.UUID("00000000-0000-4000-8000-0000000c4a05")
 NEVER = "build.leased:999999"  # a failpoint no build reaches: a stall alone
 
 
+OPERATIONS = ("create", "add", "remove", "refresh", "export")
+# Documents each operation fetches, for a `build.fetched` point: Remove and Export fetch
+# none; a Refresh fetches its two stale conversations.
+FETCHES = {"create": 30, "add": 15, "remove": 0, "refresh": 2, "export": 0}
+TRAINER = (
+    resources_pb2.FILE_FORMAT_OPENAI_CHAT,
+    resources_pb2.FILE_FORMAT_SHAREGPT,
+    resources_pb2.FILE_FORMAT_PARQUET,
+)
+
+
 def scenarios(count: int, seed: int) -> list[tuple[str, str | None, str | None]]:
-    """(operation, failpoint or None, stall or None), reproducible from the seed."""
+    """(operation, failpoint or None, stall or None), reproducible from the seed: the five
+    build operations in turn, each at a failpoint it reaches."""
     rng = random.Random(seed)
     chosen = []
     for index in range(count):
-        operation = "create" if index % 2 == 0 else "add"
+        operation = OPERATIONS[index % len(OPERATIONS)]
         stall = rng.choice(STALLS)
-        point: str | None = rng.choice(POINTS)
+        points = [p for p in POINTS if p != "build.fetched" or FETCHES[operation]]
+        if operation == "export":  # its small renditions go up in single PUTs
+            points = [p for p in points if not p.startswith("build.upload_")]
+        point: str | None = rng.choice(points)
         if stall is not None and rng.random() < 0.25:
             point = None  # a stall alone: the build must survive it or fail cleanly
         if point == "build.fetched":
-            point = f"build.fetched:{rng.randint(1, 14 if operation == 'add' else 29)}"
+            point = f"build.fetched:{rng.randint(1, FETCHES[operation] - 1 or 1)}"
         chosen.append((operation, point, stall))
     return chosen
 
@@ -118,13 +137,23 @@ async def _run(
         take = [pool_of_ids.popleft() for _ in range(30 if operation == "create" else 35)]
         started = time.monotonic()
         fault = point or "none"
+        armed = point or NEVER
         if operation == "create":
-            outcome = await run_create(backend, observer, root, token, take, point or NEVER, stall)
+            outcome = await run_create(backend, observer, root, token, take, armed, stall)
+        elif operation == "add":
+            base = await _base_file(backend, root, token, take[:20])
+            outcome = await run_add(backend, observer, root, token, base, take[20:], armed, stall)
+        elif operation == "remove":
+            base = await _base_file(backend, root, token, take[:20], TRAINER)
+            gone = take[3:20:8]
+            outcome = await run_remove(backend, observer, root, token, base, gone, armed, stall)
+        elif operation == "refresh":
+            base = await _base_file(backend, root, token, take[:12])
+            await _reenrich(observer, take[2:12:7])
+            outcome = await run_refresh(backend, observer, root, token, base, armed, stall)
         else:
             base = await _base_file(backend, root, token, take[:20])
-            outcome = await run_add(
-                backend, observer, root, token, base, take[20:], point or NEVER, stall
-            )
+            outcome = await run_export(backend, observer, root, token, base, TRAINER, armed, stall)
         outcome.fault = fault + (f" + {stall} stall" if stall else "")
         mark = "ok" if outcome.ok else "VIOLATION: " + "; ".join(outcome.problems)
         print(
@@ -139,7 +168,20 @@ async def _run(
     return outcomes
 
 
-async def _base_file(backend: Backend, root: Path, token: str, ids: list[str]) -> str:
+async def _reenrich(observer: Observer, ids: list[str]) -> None:
+    """Re-enrich `ids` in place, as the pipeline does: their members become stale."""
+    for status in ("enrichment_in_progress", "completed"):
+        await observer.pool.execute(
+            "UPDATE conversations SET enrichment_status = $2 "
+            "WHERE conversation_id = ANY($1::uuid[])",
+            [uuid.UUID(i) for i in ids],
+            status,
+        )
+
+
+async def _base_file(
+    backend: Backend, root: Path, token: str, ids: list[str], formats: tuple[int, ...] = ()
+) -> str:
     from tests.conftest import authorized_channel
 
     async with (
@@ -150,7 +192,9 @@ async def _base_file(backend: Backend, root: Path, token: str, ids: list[str]) -
         last = None
         async for message in stub.CreateTrainingFile(
             service_pb2.CreateTrainingFileRequest(
-                name=f"chaos-base-{time.monotonic_ns()}", conversation_ids=ids
+                name=f"chaos-base-{time.monotonic_ns()}",
+                conversation_ids=ids,
+                formats=list(formats),  # type: ignore[arg-type]
             ),
             timeout=120,
         ):

@@ -465,6 +465,7 @@ async def run_export(
     base_file_id: str,
     formats: Sequence[int],
     fault: str,
+    stall: str | None = None,
 ) -> Outcome:
     """An export killed at `fault`: afterwards the file has its outputs of before, or
     those and the exported ones, each complete; its version never changes."""
@@ -482,7 +483,7 @@ async def run_export(
         backend,
         log,
         fault,
-        None,
+        stall,
         token,
         outcome,
         lambda stub: stub.ExportTrainingFile(request, timeout=60),
@@ -501,6 +502,7 @@ async def run_remove(
     base_file_id: str,
     ids: Sequence[str],
     fault: str,
+    stall: str | None = None,
 ) -> Outcome:
     """A Remove killed at `fault`: afterwards the file is on a complete version, the one
     before (every member still there) or the new one (none of `ids` left), and free."""
@@ -517,7 +519,7 @@ async def run_remove(
         backend,
         log,
         fault,
-        None,
+        stall,
         token,
         outcome,
         lambda stub: stub.RemoveConversations(request, timeout=60),
@@ -549,6 +551,7 @@ async def run_refresh(
     token: str,
     base_file_id: str,
     fault: str,
+    stall: str | None = None,
 ) -> Outcome:
     """A Refresh killed at `fault`: afterwards the file is on a complete version, the one
     before (still stale) or the refreshed one (stale no more), and free."""
@@ -563,7 +566,7 @@ async def run_refresh(
         backend,
         log,
         fault,
-        None,
+        stall,
         token,
         outcome,
         lambda stub: stub.RefreshTrainingFile(request, timeout=60),

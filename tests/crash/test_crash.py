@@ -343,6 +343,51 @@ async def test_a_frozen_build_that_lost_its_lease_can_never_activate(
         await observer.repaired(file_id)
 
 
+@pytest.mark.parametrize("point", ["build.upload_recorded", "build.fetched:20"])
+async def test_a_build_frozen_mid_upload_whose_upload_was_swept_ends_lease_lost(
+    backend: Backend,
+    observer: Observer,
+    workdir: Path,
+    token: str,
+    crash_ids: list[str],
+    point: str,
+) -> None:
+    """Replica A freezes once its multipart upload is recorded; replica B's sweeper
+    fails the build and aborts that upload; A resumes and sends its parts into an upload
+    that no longer exists: the call ends ABORTED (LEASE_LOST), never INTERNAL, and the
+    file stays FAILED with nothing left behind."""
+    name = unique_name("frozen-upload")
+    async with (
+        server_process(backend, workdir / "b.log"),
+        server_process(backend, workdir / "a.log", failpoint=f"{point}=stop") as a,
+        authorized_channel(a.port, token) as channel,
+    ):
+        call, file_id = await _start_create(channel, name, crash_ids[:30])
+
+        async def frozen() -> bool:
+            return a.frozen()
+
+        await _wait(frozen)
+
+        async def swept() -> bool:
+            status = await observer.pool.fetchval(
+                "SELECT status FROM training_files WHERE id = $1", file_id
+            )
+            return bool(status == "failed") and not await observer.problems(file_id)
+
+        await _wait(swept, LEASE_SECONDS + 30)
+        a.process.send_signal(signal.SIGCONT)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _drain(call)
+        assert refused.value.code() == grpc.StatusCode.ABORTED, refused.value.details()
+        assert error_reason(refused.value) == "LEASE_LOST"
+        status = await observer.pool.fetchval(
+            "SELECT status FROM training_files WHERE id = $1", file_id
+        )
+        assert status == "failed"
+        await observer.repaired(file_id)
+
+
 async def test_a_frozen_add_that_lost_its_lease_changes_nothing(
     backend: Backend,
     observer: Observer,
