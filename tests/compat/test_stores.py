@@ -268,9 +268,13 @@ async def test_an_upload_aborted_under_a_writer_is_told_as_a_lost_lease(leg: Leg
     await writer.write(part)  # the upload is open, with parts sent
     assert len(uploads) == 1
     await leg.storage.abort_upload(TRAINING, key, uploads[0])
-    with pytest.raises(UploadVanished) as vanished:
+
+    async def go_on() -> None:  # the parts after the abort, then the completion
         await writer.write(part)
         await writer.close(b"")
+
+    with pytest.raises(UploadVanished) as vanished:
+        await go_on()
     assert vanished.value.reason == "LEASE_LOST"
     await writer.abort()
     listed = await leg.storage.client.list_objects_v2(Bucket=TRAINING, Prefix=key)
