@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from trainingfiles.v1 import resources_pb2 as trainingfiles_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etrainingfiles/v1/service.proto\x12\x10trainingfiles.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a trainingfiles/v1/resources.proto\"\xca\x02\n\x19\x43reateTrainingFileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x10\x63onversation_ids\x18\x03 \x03(\t\x12\x14\n\x0con_behalf_of\x18\x04 \x01(\t\x12-\n\x07\x66ormats\x18\x05 \x03(\x0e\x32\x1c.trainingfiles.v1.FileFormat\x12-\n\x05split\x18\x06 \x01(\x0b\x32\x1e.trainingfiles.v1.SplitOptions\x12\x17\n\x0f\x64rop_duplicates\x18\x07 \x01(\x08\x12\x14\n\x0c\x61uto_refresh\x18\x08 \x01(\x08\x12\x38\n\x08selector\x18\t \x01(\x0b\x32&.trainingfiles.v1.ConversationSelectorB\x0e\n\x0c_description\"\xb6\x01\n\x17\x41\x64\x64\x43onversationsRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x18\n\x10\x63onversation_ids\x18\x02 \x03(\t\x12-\n\x07\x66ormats\x18\x03 \x03(\x0e\x32\x1c.trainingfiles.v1.FileFormat\x12\x38\n\x08selector\x18\x04 \x01(\x0b\x32&.trainingfiles.v1.ConversationSelector\"\x94\x03\n\x14TrainingFileProgress\x12;\n\x05stage\x18\x01 \x01(\x0e\x32,.trainingfiles.v1.TrainingFileProgress.Stage\x12\x0c\n\x04\x64one\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x33\n\x08warnings\x18\x04 \x03(\x0b\x32!.trainingfiles.v1.ProgressWarning\x12\x18\n\x10training_file_id\x18\x05 \x01(\t\x12\x35\n\rtraining_file\x18\x06 \x01(\x0b\x32\x1e.trainingfiles.v1.TrainingFile\"\x9b\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x14\n\x10STAGE_VALIDATING\x10\x01\x12\x12\n\x0eSTAGE_FETCHING\x10\x02\x12\x15\n\x11STAGE_AGGREGATING\x10\x03\x12\x13\n\x0fSTAGE_UPLOADING\x10\x04\x12\x10\n\x0cSTAGE_SAVING\x10\x05\x12\x13\n\x0fSTAGE_RENDERING\x10\x06\"J\n\x0fProgressWarning\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x18\n\x10\x63onversation_ids\x18\x03 \x03(\t\"C\n\x16GetTrainingFileRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\xc3\x01\n\x18ListTrainingFilesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x34\n\x06status\x18\x03 \x01(\x0e\x32$.trainingfiles.v1.TrainingFileStatus\x12\x18\n\x10include_archived\x18\x04 \x01(\x08\x12\x30\n\x04view\x18\x05 \x01(\x0e\x32\".trainingfiles.v1.TrainingFileView\"l\n\x19ListTrainingFilesResponse\x12\x36\n\x0etraining_files\x18\x01 \x03(\x0b\x32\x1e.trainingfiles.v1.TrainingFile\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n$ListTrainingFileConversationsRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\"\x83\x01\n%ListTrainingFileConversationsResponse\x12\x41\n\rconversations\x18\x01 \x03(\x0b\x32*.trainingfiles.v1.TrainingFileConversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc7\x01\n\x15GetDownloadUrlRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12,\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1c.trainingfiles.v1.FileFormat\x12-\n\nexpires_in\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x05split\x18\x04 \x01(\x0e\x32\x17.trainingfiles.v1.Split\x12\x0f\n\x07version\x18\x05 \x01(\x03\"\xf4\x01\n\x16GetDownloadUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1c.trainingfiles.v1.FileFormat\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x11\n\tfile_name\x18\x05 \x01(\t\x12&\n\x05split\x18\x06 \x01(\x0e\x32\x17.trainingfiles.v1.Split\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\x03\"P\n\x1aRemoveConversationsRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x18\n\x10\x63onversation_ids\x18\x02 \x03(\t\"Q\n\x1aRefreshTrainingFileRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x19\n\x11remove_ineligible\x18\x02 \x01(\x08\"B\n\x15SetAutoRefreshRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"b\n\x1fListTrainingFileVersionsRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"t\n ListTrainingFileVersionsResponse\x12\x37\n\x08versions\x18\x01 \x03(\x0b\x32%.trainingfiles.v1.TrainingFileVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"d\n\x19\x45xportTrainingFileRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12-\n\x07\x66ormats\x18\x02 \x03(\x0e\x32\x1c.trainingfiles.v1.FileFormat\"6\n\x1a\x41rchiveTrainingFileRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\"\xa5\x01\n ListEligibleConversationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12 \n\x18\x65xclude_training_file_id\x18\x03 \x01(\t\x12\x38\n\x08selector\x18\x04 \x01(\x0b\x32&.trainingfiles.v1.ConversationSelector\"\xe7\x01\n\x14\x43onversationSelector\x12\x13\n\x0bpersona_ids\x18\x01 \x03(\t\x12\x19\n\x11\x65motional_arc_ids\x18\x02 \x03(\t\x12\x1a\n\x12training_topic_ids\x18\x03 \x03(\t\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05owner\x18\x06 \x01(\t\x12\r\n\x05limit\x18\x07 \x01(\x05\"{\n!ListEligibleConversationsResponse\x12=\n\rconversations\x18\x01 \x03(\x0b\x32&.trainingfiles.v1.EligibleConversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"h\n\x1cValidateConversationsRequest\x12\x18\n\x10\x63onversation_ids\x18\x01 \x03(\t\x12\x18\n\x10training_file_id\x18\x02 \x01(\t\x12\x14\n\x0con_behalf_of\x18\x03 \x01(\t\"m\n\x1dValidateConversationsResponse\x12\x37\n\x08problems\x18\x01 \x03(\x0b\x32%.trainingfiles.v1.ConversationProblem\x12\x13\n\x0bvalid_count\x18\x02 \x01(\x05\"K\n\x13\x43onversationProblem\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t2\xbe\x0c\n\x13TrainingFileService\x12k\n\x12\x43reateTrainingFile\x12+.trainingfiles.v1.CreateTrainingFileRequest\x1a&.trainingfiles.v1.TrainingFileProgress0\x01\x12g\n\x10\x41\x64\x64\x43onversations\x12).trainingfiles.v1.AddConversationsRequest\x1a&.trainingfiles.v1.TrainingFileProgress0\x01\x12[\n\x0fGetTrainingFile\x12(.trainingfiles.v1.GetTrainingFileRequest\x1a\x1e.trainingfiles.v1.TrainingFile\x12l\n\x11ListTrainingFiles\x12*.trainingfiles.v1.ListTrainingFilesRequest\x1a+.trainingfiles.v1.ListTrainingFilesResponse\x12\x90\x01\n\x1dListTrainingFileConversations\x12\x36.trainingfiles.v1.ListTrainingFileConversationsRequest\x1a\x37.trainingfiles.v1.ListTrainingFileConversationsResponse\x12\x63\n\x0eGetDownloadUrl\x12\'.trainingfiles.v1.GetDownloadUrlRequest\x1a(.trainingfiles.v1.GetDownloadUrlResponse\x12\x63\n\x13\x41rchiveTrainingFile\x12,.trainingfiles.v1.ArchiveTrainingFileRequest\x1a\x1e.trainingfiles.v1.TrainingFile\x12\x84\x01\n\x19ListEligibleConversations\x12\x32.trainingfiles.v1.ListEligibleConversationsRequest\x1a\x33.trainingfiles.v1.ListEligibleConversationsResponse\x12x\n\x15ValidateConversations\x12..trainingfiles.v1.ValidateConversationsRequest\x1a/.trainingfiles.v1.ValidateConversationsResponse\x12k\n\x12\x45xportTrainingFile\x12+.trainingfiles.v1.ExportTrainingFileRequest\x1a&.trainingfiles.v1.TrainingFileProgress0\x01\x12\x81\x01\n\x18ListTrainingFileVersions\x12\x31.trainingfiles.v1.ListTrainingFileVersionsRequest\x1a\x32.trainingfiles.v1.ListTrainingFileVersionsResponse\x12m\n\x13RemoveConversations\x12,.trainingfiles.v1.RemoveConversationsRequest\x1a&.trainingfiles.v1.TrainingFileProgress0\x01\x12m\n\x13RefreshTrainingFile\x12,.trainingfiles.v1.RefreshTrainingFileRequest\x1a&.trainingfiles.v1.TrainingFileProgress0\x01\x12Y\n\x0eSetAutoRefresh\x12\'.trainingfiles.v1.SetAutoRefreshRequest\x1a\x1e.trainingfiles.v1.TrainingFileb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etrainingfiles/v1/service.proto\x12\x10trainingfiles.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a trainingfiles/v1/resources.proto\"\xfd\x02\n\x19\x43reateTrainingFileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x10\x63onversation_ids\x18\x03 \x03(\t\x12\x14\n\x0con_behalf_of\x18\x04 \x01(\t\x12-\n\x07\x66ormats\x18\x05 \x03(\x0e\x32\x1c.trainingfiles.v1.FileFormat\x12-\n\x05split\x18\x06 \x01(\x0b\x32\x1e.trainingfiles.v1.SplitOptions\x12\x17\n\x0f\x64rop_duplicates\x18\x07 \x01(\x08\x12\x14\n\x0c\x61uto_refresh\x18\x08 \x01(\x08\x12\x38\n\x08selector\x18\t \x01(\x0b\x32&.trainingfiles.v1.ConversationSelector\x12\x31\n\x0bpair_filter\x18\n \x01(\x0b\x32\x1c.trainingfiles.v1.PairFilterB\x0e\n\x0c_description\"\xe9\x01\n\x17\x41\x64\x64\x43onversationsRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x18\n\x10\x63onversation_ids\x18\x02 \x03(\t\x12-\n\x07\x66ormats\x18\x03 \x03(\x0e\x32\x1c.trainingfiles.v1.FileFormat\x12\x38\n\x08selector\x18\x04 \x01(\x0b\x32&.trainingfiles.v1.ConversationSelector\x12\x31\n\x0bpair_filter\x18\x05 \x01(\x0b\x32\x1c.trainingfiles.v1.PairFilter\"\x94\x03\n\x14TrainingFileProgress\x12;\n\x05stage\x18\x01 \x01(\x0e\x32,.trainingfiles.v1.TrainingFileProgress.Stage\x12\x0c\n\x04\x64one\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x33\n\x08warnings\x18\x04 \x03(\x0b\x32!.trainingfiles.v1.ProgressWarning\x12\x18\n\x10training_file_id\x18\x05 \x01(\t\x12\x35\n\rtraining_file\x18\x06 \x01(\x0b\x32\x1e.trainingfiles.v1.TrainingFile\"\x9b\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x14\n\x10STAGE_VALIDATING\x10\x01\x12\x12\n\x0eSTAGE_FETCHING\x10\x02\x12\x15\n\x11STAGE_AGGREGATING\x10\x03\x12\x13\n\x0fSTAGE_UPLOADING\x10\x04\x12\x10\n\x0cSTAGE_SAVING\x10\x05\x12\x13\n\x0fSTAGE_RENDERING\x10\x06\"J\n\x0fProgressWarning\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x18\n\x10\x63onversation_ids\x18\x03 \x03(\t\"C\n\x16GetTrainingFileRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\xc3\x01\n\x18ListTrainingFilesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x34\n\x06status\x18\x03 \x01(\x0e\x32$.trainingfiles.v1.TrainingFileStatus\x12\x18\n\x10include_archived\x18\x04 \x01(\x08\x12\x30\n\x04view\x18\x05 \x01(\x0e\x32\".trainingfiles.v1.TrainingFileView\"l\n\x19ListTrainingFilesResponse\x12\x36\n\x0etraining_files\x18\x01 \x03(\x0b\x32\x1e.trainingfiles.v1.TrainingFile\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n$ListTrainingFileConversationsRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\"\x83\x01\n%ListTrainingFileConversationsResponse\x12\x41\n\rconversations\x18\x01 \x03(\x0b\x32*.trainingfiles.v1.TrainingFileConversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc7\x01\n\x15GetDownloadUrlRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12,\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1c.trainingfiles.v1.FileFormat\x12-\n\nexpires_in\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x05split\x18\x04 \x01(\x0e\x32\x17.trainingfiles.v1.Split\x12\x0f\n\x07version\x18\x05 \x01(\x03\"\xf4\x01\n\x16GetDownloadUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1c.trainingfiles.v1.FileFormat\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x11\n\tfile_name\x18\x05 \x01(\t\x12&\n\x05split\x18\x06 \x01(\x0e\x32\x17.trainingfiles.v1.Split\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\x03\"P\n\x1aRemoveConversationsRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x18\n\x10\x63onversation_ids\x18\x02 \x03(\t\"Q\n\x1aRefreshTrainingFileRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x19\n\x11remove_ineligible\x18\x02 \x01(\x08\"B\n\x15SetAutoRefreshRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"b\n\x1fListTrainingFileVersionsRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"t\n ListTrainingFileVersionsResponse\x12\x37\n\x08versions\x18\x01 \x03(\x0b\x32%.trainingfiles.v1.TrainingFileVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"d\n\x19\x45xportTrainingFileRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\x12-\n\x07\x66ormats\x18\x02 \x03(\x0e\x32\x1c.trainingfiles.v1.FileFormat\"6\n\x1a\x41rchiveTrainingFileRequest\x12\x18\n\x10training_file_id\x18\x01 \x01(\t\"\xa5\x01\n ListEligibleConversationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12 \n\x18\x65xclude_training_file_id\x18\x03 \x01(\t\x12\x38\n\x08selector\x18\x04 \x01(\x0b\x32&.trainingfiles.v1.ConversationSelector\"\xb3\x02\n\x14\x43onversationSelector\x12\x13\n\x0bpersona_ids\x18\x01 \x03(\t\x12\x19\n\x11\x65motional_arc_ids\x18\x02 \x03(\t\x12\x1a\n\x12training_topic_ids\x18\x03 \x03(\t\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05owner\x18\x06 \x01(\t\x12\r\n\x05limit\x18\x07 \x01(\x05\x12\x1b\n\x13min_average_quality\x18\x08 \x01(\x01\x12\x1b\n\x13human_reviewed_only\x18\t \x01(\x08\x12\x10\n\x08\x65motions\x18\n \x03(\t\"{\n!ListEligibleConversationsResponse\x12=\n\rconversations\x18\x01 \x03(\x0b\x32&.trainingfiles.v1.EligibleConversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"h\n\x1cValidateConversationsRequest\x12\x18\n\x10\x63onversation_ids\x18\x01 \x03(\t\x12\x18\n\x10training_file_id\x18\x02 \x01(\t\x12\x14\n\x0con_behalf_of\x18\x03 \x01(\t\"m\n\x1dValidateConversationsResponse\x12\x37\n\x08problems\x18\x01 \x03(\x0b\x32%.trainingfiles.v1.ConversationProblem\x12\x13\n\x0bvalid_count\x18\x02 \x01(\x05\"K\n\x13\x43onversationProblem\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t2\xbe\x0c\n\x13TrainingFileService\x12k\n\x12\x43reateTrainingFile\x12+.trainingfiles.v1.CreateTrainingFileRequest\x1a&.trainingfiles.v1.TrainingFileProgress0\x01\x12g\n\x10\x41\x64\x64\x43onversations\x12).trainingfiles.v1.AddConversationsRequest\x1a&.trainingfiles.v1.TrainingFileProgress0\x01\x12[\n\x0fGetTrainingFile\x12(.trainingfiles.v1.GetTrainingFileRequest\x1a\x1e.trainingfiles.v1.TrainingFile\x12l\n\x11ListTrainingFiles\x12*.trainingfiles.v1.ListTrainingFilesRequest\x1a+.trainingfiles.v1.ListTrainingFilesResponse\x12\x90\x01\n\x1dListTrainingFileConversations\x12\x36.trainingfiles.v1.ListTrainingFileConversationsRequest\x1a\x37.trainingfiles.v1.ListTrainingFileConversationsResponse\x12\x63\n\x0eGetDownloadUrl\x12\'.trainingfiles.v1.GetDownloadUrlRequest\x1a(.trainingfiles.v1.GetDownloadUrlResponse\x12\x63\n\x13\x41rchiveTrainingFile\x12,.trainingfiles.v1.ArchiveTrainingFileRequest\x1a\x1e.trainingfiles.v1.TrainingFile\x12\x84\x01\n\x19ListEligibleConversations\x12\x32.trainingfiles.v1.ListEligibleConversationsRequest\x1a\x33.trainingfiles.v1.ListEligibleConversationsResponse\x12x\n\x15ValidateConversations\x12..trainingfiles.v1.ValidateConversationsRequest\x1a/.trainingfiles.v1.ValidateConversationsResponse\x12k\n\x12\x45xportTrainingFile\x12+.trainingfiles.v1.ExportTrainingFileRequest\x1a&.trainingfiles.v1.TrainingFileProgress0\x01\x12\x81\x01\n\x18ListTrainingFileVersions\x12\x31.trainingfiles.v1.ListTrainingFileVersionsRequest\x1a\x32.trainingfiles.v1.ListTrainingFileVersionsResponse\x12m\n\x13RemoveConversations\x12,.trainingfiles.v1.RemoveConversationsRequest\x1a&.trainingfiles.v1.TrainingFileProgress0\x01\x12m\n\x13RefreshTrainingFile\x12,.trainingfiles.v1.RefreshTrainingFileRequest\x1a&.trainingfiles.v1.TrainingFileProgress0\x01\x12Y\n\x0eSetAutoRefresh\x12\'.trainingfiles.v1.SetAutoRefreshRequest\x1a\x1e.trainingfiles.v1.TrainingFileb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,55 +35,55 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trainingfiles.v1.service_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATETRAININGFILEREQUEST']._serialized_start=152
-  _globals['_CREATETRAININGFILEREQUEST']._serialized_end=482
-  _globals['_ADDCONVERSATIONSREQUEST']._serialized_start=485
-  _globals['_ADDCONVERSATIONSREQUEST']._serialized_end=667
-  _globals['_TRAININGFILEPROGRESS']._serialized_start=670
-  _globals['_TRAININGFILEPROGRESS']._serialized_end=1074
-  _globals['_TRAININGFILEPROGRESS_STAGE']._serialized_start=919
-  _globals['_TRAININGFILEPROGRESS_STAGE']._serialized_end=1074
-  _globals['_PROGRESSWARNING']._serialized_start=1076
-  _globals['_PROGRESSWARNING']._serialized_end=1150
-  _globals['_GETTRAININGFILEREQUEST']._serialized_start=1152
-  _globals['_GETTRAININGFILEREQUEST']._serialized_end=1219
-  _globals['_LISTTRAININGFILESREQUEST']._serialized_start=1222
-  _globals['_LISTTRAININGFILESREQUEST']._serialized_end=1417
-  _globals['_LISTTRAININGFILESRESPONSE']._serialized_start=1419
-  _globals['_LISTTRAININGFILESRESPONSE']._serialized_end=1527
-  _globals['_LISTTRAININGFILECONVERSATIONSREQUEST']._serialized_start=1529
-  _globals['_LISTTRAININGFILECONVERSATIONSREQUEST']._serialized_end=1649
-  _globals['_LISTTRAININGFILECONVERSATIONSRESPONSE']._serialized_start=1652
-  _globals['_LISTTRAININGFILECONVERSATIONSRESPONSE']._serialized_end=1783
-  _globals['_GETDOWNLOADURLREQUEST']._serialized_start=1786
-  _globals['_GETDOWNLOADURLREQUEST']._serialized_end=1985
-  _globals['_GETDOWNLOADURLRESPONSE']._serialized_start=1988
-  _globals['_GETDOWNLOADURLRESPONSE']._serialized_end=2232
-  _globals['_REMOVECONVERSATIONSREQUEST']._serialized_start=2234
-  _globals['_REMOVECONVERSATIONSREQUEST']._serialized_end=2314
-  _globals['_REFRESHTRAININGFILEREQUEST']._serialized_start=2316
-  _globals['_REFRESHTRAININGFILEREQUEST']._serialized_end=2397
-  _globals['_SETAUTOREFRESHREQUEST']._serialized_start=2399
-  _globals['_SETAUTOREFRESHREQUEST']._serialized_end=2465
-  _globals['_LISTTRAININGFILEVERSIONSREQUEST']._serialized_start=2467
-  _globals['_LISTTRAININGFILEVERSIONSREQUEST']._serialized_end=2565
-  _globals['_LISTTRAININGFILEVERSIONSRESPONSE']._serialized_start=2567
-  _globals['_LISTTRAININGFILEVERSIONSRESPONSE']._serialized_end=2683
-  _globals['_EXPORTTRAININGFILEREQUEST']._serialized_start=2685
-  _globals['_EXPORTTRAININGFILEREQUEST']._serialized_end=2785
-  _globals['_ARCHIVETRAININGFILEREQUEST']._serialized_start=2787
-  _globals['_ARCHIVETRAININGFILEREQUEST']._serialized_end=2841
-  _globals['_LISTELIGIBLECONVERSATIONSREQUEST']._serialized_start=2844
-  _globals['_LISTELIGIBLECONVERSATIONSREQUEST']._serialized_end=3009
-  _globals['_CONVERSATIONSELECTOR']._serialized_start=3012
-  _globals['_CONVERSATIONSELECTOR']._serialized_end=3243
-  _globals['_LISTELIGIBLECONVERSATIONSRESPONSE']._serialized_start=3245
-  _globals['_LISTELIGIBLECONVERSATIONSRESPONSE']._serialized_end=3368
-  _globals['_VALIDATECONVERSATIONSREQUEST']._serialized_start=3370
-  _globals['_VALIDATECONVERSATIONSREQUEST']._serialized_end=3474
-  _globals['_VALIDATECONVERSATIONSRESPONSE']._serialized_start=3476
-  _globals['_VALIDATECONVERSATIONSRESPONSE']._serialized_end=3585
-  _globals['_CONVERSATIONPROBLEM']._serialized_start=3587
-  _globals['_CONVERSATIONPROBLEM']._serialized_end=3662
-  _globals['_TRAININGFILESERVICE']._serialized_start=3665
-  _globals['_TRAININGFILESERVICE']._serialized_end=5263
+  _globals['_CREATETRAININGFILEREQUEST']._serialized_end=533
+  _globals['_ADDCONVERSATIONSREQUEST']._serialized_start=536
+  _globals['_ADDCONVERSATIONSREQUEST']._serialized_end=769
+  _globals['_TRAININGFILEPROGRESS']._serialized_start=772
+  _globals['_TRAININGFILEPROGRESS']._serialized_end=1176
+  _globals['_TRAININGFILEPROGRESS_STAGE']._serialized_start=1021
+  _globals['_TRAININGFILEPROGRESS_STAGE']._serialized_end=1176
+  _globals['_PROGRESSWARNING']._serialized_start=1178
+  _globals['_PROGRESSWARNING']._serialized_end=1252
+  _globals['_GETTRAININGFILEREQUEST']._serialized_start=1254
+  _globals['_GETTRAININGFILEREQUEST']._serialized_end=1321
+  _globals['_LISTTRAININGFILESREQUEST']._serialized_start=1324
+  _globals['_LISTTRAININGFILESREQUEST']._serialized_end=1519
+  _globals['_LISTTRAININGFILESRESPONSE']._serialized_start=1521
+  _globals['_LISTTRAININGFILESRESPONSE']._serialized_end=1629
+  _globals['_LISTTRAININGFILECONVERSATIONSREQUEST']._serialized_start=1631
+  _globals['_LISTTRAININGFILECONVERSATIONSREQUEST']._serialized_end=1751
+  _globals['_LISTTRAININGFILECONVERSATIONSRESPONSE']._serialized_start=1754
+  _globals['_LISTTRAININGFILECONVERSATIONSRESPONSE']._serialized_end=1885
+  _globals['_GETDOWNLOADURLREQUEST']._serialized_start=1888
+  _globals['_GETDOWNLOADURLREQUEST']._serialized_end=2087
+  _globals['_GETDOWNLOADURLRESPONSE']._serialized_start=2090
+  _globals['_GETDOWNLOADURLRESPONSE']._serialized_end=2334
+  _globals['_REMOVECONVERSATIONSREQUEST']._serialized_start=2336
+  _globals['_REMOVECONVERSATIONSREQUEST']._serialized_end=2416
+  _globals['_REFRESHTRAININGFILEREQUEST']._serialized_start=2418
+  _globals['_REFRESHTRAININGFILEREQUEST']._serialized_end=2499
+  _globals['_SETAUTOREFRESHREQUEST']._serialized_start=2501
+  _globals['_SETAUTOREFRESHREQUEST']._serialized_end=2567
+  _globals['_LISTTRAININGFILEVERSIONSREQUEST']._serialized_start=2569
+  _globals['_LISTTRAININGFILEVERSIONSREQUEST']._serialized_end=2667
+  _globals['_LISTTRAININGFILEVERSIONSRESPONSE']._serialized_start=2669
+  _globals['_LISTTRAININGFILEVERSIONSRESPONSE']._serialized_end=2785
+  _globals['_EXPORTTRAININGFILEREQUEST']._serialized_start=2787
+  _globals['_EXPORTTRAININGFILEREQUEST']._serialized_end=2887
+  _globals['_ARCHIVETRAININGFILEREQUEST']._serialized_start=2889
+  _globals['_ARCHIVETRAININGFILEREQUEST']._serialized_end=2943
+  _globals['_LISTELIGIBLECONVERSATIONSREQUEST']._serialized_start=2946
+  _globals['_LISTELIGIBLECONVERSATIONSREQUEST']._serialized_end=3111
+  _globals['_CONVERSATIONSELECTOR']._serialized_start=3114
+  _globals['_CONVERSATIONSELECTOR']._serialized_end=3421
+  _globals['_LISTELIGIBLECONVERSATIONSRESPONSE']._serialized_start=3423
+  _globals['_LISTELIGIBLECONVERSATIONSRESPONSE']._serialized_end=3546
+  _globals['_VALIDATECONVERSATIONSREQUEST']._serialized_start=3548
+  _globals['_VALIDATECONVERSATIONSREQUEST']._serialized_end=3652
+  _globals['_VALIDATECONVERSATIONSRESPONSE']._serialized_start=3654
+  _globals['_VALIDATECONVERSATIONSRESPONSE']._serialized_end=3763
+  _globals['_CONVERSATIONPROBLEM']._serialized_start=3765
+  _globals['_CONVERSATIONPROBLEM']._serialized_end=3840
+  _globals['_TRAININGFILESERVICE']._serialized_start=3843
+  _globals['_TRAININGFILESERVICE']._serialized_end=5441
 # @@protoc_insertion_point(module_scope)
