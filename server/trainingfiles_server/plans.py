@@ -8,7 +8,7 @@ current version under the same plan.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -28,7 +28,7 @@ class OutputPlan:
     split: SplitSpec | None = None
     drop_duplicates: bool = False
     # The pairs of every document read that go into the file.
-    pair_filter: PairFilter = PairFilter()
+    pair_filter: PairFilter = field(default_factory=PairFilter)
 
     @classmethod
     def of(

@@ -196,11 +196,14 @@ class Reads:
         limit = page_size(size)
         if selector is not None and selector.document_filter is not None:
             # Their inputs are in the documents, which a listing does not read.
-            raise InvalidArgument.field(
-                "selector",
+            why = (
                 "min_average_quality, human_reviewed_only and emotions apply to Create and "
-                "Add only (they are judged on each document as it is read)",
-                "DOCUMENT_FILTER_NOT_LISTABLE",
+                "Add only (they are judged on each document as it is read)"
+            )
+            raise InvalidArgument(
+                f"selector: {why}",
+                [Violation("selector", "DOCUMENT_FILTER_NOT_LISTABLE", why)],
+                reason="DOCUMENT_FILTER_NOT_LISTABLE",
             )
         exclude: UUID | None = None
         if exclude_training_file_id:
