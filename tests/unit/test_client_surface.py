@@ -29,9 +29,10 @@ PUBLIC = [
     "Aborted", "AlreadyExists", "AsyncPager", "AsyncTrainingFileOperation",
     "AsyncTrainingFilesClient", "Cancelled", "DataLoss", "DeadlineExceeded", "DownloadError",
     "Downloaded", "FailedPrecondition", "Format", "Internal", "InvalidArgument", "NotFound",
-    "OutOfRange", "Pager", "PermissionDenied", "ResourceExhausted", "Retry", "Selector",
-    "Split", "SplitOptions", "TrainingFileOperation", "TrainingFilesClient", "TrainingFilesError",
-    "Unauthenticated", "Unavailable", "Unimplemented", "Unknown", "Violation", "download",
+    "OutOfRange", "Pager", "PairFilter", "PermissionDenied", "ResourceExhausted", "Retry",
+    "Selector", "Split", "SplitOptions", "TrainingFileOperation", "TrainingFilesClient",
+    "TrainingFilesError", "Unauthenticated", "Unavailable", "Unimplemented", "Unknown",
+    "Violation", "download",
 ]
 # fmt: on
 
