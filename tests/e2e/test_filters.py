@@ -174,6 +174,27 @@ async def test_filters_that_leave_nothing_fail_cleanly(
     assert await object_keys(server, f"{file_id}/") == set()
     assert await intent_count(server, file_id) == 0
 
+    # An Add of nothing that passes changes nothing.
+    base = await collect(
+        stub.CreateTrainingFile(
+            service_pb2.CreateTrainingFileRequest(
+                name=unique_name("base"), conversation_ids=_ids(owned[:1])
+            ),
+            timeout=TIMEOUT,
+        )
+    )
+    before = base.training_file
+    add = service_pb2.AddConversationsRequest(
+        training_file_id=before.id,
+        selector=service_pb2.ConversationSelector(owner=str(FILTER_OWNER), min_average_quality=5.0),
+    )
+    error = stream_error(await collect(stub.AddConversations(add, timeout=TIMEOUT)))
+    assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(error) == "ALL_CONVERSATIONS_FILTERED_OUT"
+    assert await _members(stub, before.id) == _ids(owned[:1])
+    assert len(await _versions(stub, before.id)) == 1
+    assert await object_keys(server, f"{before.id}/") == {o.object_key for o in before.outputs}
+
     # A listing does not read documents: it refuses their filters.
     listing = await expect_error(
         stub.ListEligibleConversations(
@@ -353,18 +374,37 @@ async def test_a_refresh_applies_the_files_pair_filter(refreshing: Setup) -> Non
     stub, chosen = setup.stub, setup.conversations
     minimum = 2.0
     members = [c for c in chosen if _kept_pairs(c, minimum, False)]
+    assert len(members) > 2
     request = service_pb2.CreateTrainingFileRequest(
         name=unique_name("refresh-filtered"),
         conversation_ids=_ids(members),
         pair_filter=resources_pb2.PairFilter(min_quality=minimum),
     )
     created = (await collect(stub.CreateTrainingFile(request, timeout=TIMEOUT))).training_file
-    target = members[0]
+    target, emptied = members[0], members[1]
     await _reenrich_in_place(setup, target)
+    # Re-enriched with every pair below the filter: it leaves the file.
+    lowered = document(emptied)
+    for pair in lowered["training_pairs"]:
+        pair["training_metadata"]["quality_score"] = 1.0
+    key = f"{emptied.created_by}/{emptied.conversation_id}/enriched-low.json"
+    await setup.storage.client.put_object(
+        Bucket=setup.storage.conversations_bucket, Key=key, Body=orjson.dumps(lowered)
+    )
+    await setup.server.database.pool.execute(
+        "UPDATE conversations SET enriched_file_path = $2 WHERE conversation_id = $1",
+        emptied.conversation_id,
+        key,
+    )
     result = await refresh(stub, created.id)
     assert result.error is None, result.error
+    remaining = [c for c in members if c is not emptied]
+    assert await _members(stub, created.id) == _ids(remaining)
+    assert result.training_file.filtered_out_conversation_count == 1
+    warning = _warning(result.messages, "CONVERSATIONS_FILTERED_OUT")
+    assert list(warning.conversation_ids) == _ids([emptied])
     records = jsonl_records(await download(stub, created.id, JSONL))
-    assert len(records) == sum(len(_kept_pairs(c, minimum, False)) for c in members)
+    assert len(records) == sum(len(_kept_pairs(c, minimum, False)) for c in remaining)
     assert all(r["training_metadata"]["quality_score"] >= minimum for r in records)
     refreshed = [r for r in records if r["conversation_id"] == str(target.conversation_id)]
     assert refreshed and all(r["target_response"].startswith("Reworded:") for r in refreshed)
@@ -372,4 +412,4 @@ async def test_a_refresh_applies_the_files_pair_filter(refreshing: Setup) -> Non
     assert newest.reason == resources_pb2.VERSION_REASON_REFRESHED
     assert newest.excluded_pair_count == len(_pairs(target)) - len(
         _kept_pairs(target, minimum, False)
-    )
+    ) + len(_pairs(emptied))

@@ -142,7 +142,12 @@ class PairFilter:
     reviewed_only: bool | None = None
 
     def proto(self) -> resources_pb2.PairFilter:
-        """The contract's message."""
+        """The contract's message (fields left None are not set).
+
+        Example:
+            >>> PairFilter(min_quality=4).proto().min_quality
+            4.0
+        """
         return resources_pb2.PairFilter(
             min_quality=self.min_quality or 0.0, reviewed_only=bool(self.reviewed_only)
         )
