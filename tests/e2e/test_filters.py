@@ -34,6 +34,7 @@ from tests.e2e.test_remove import _members
 from trainingfiles.v1 import resources_pb2, service_pb2
 from trainingfiles_dev.generator import GeneratedConversation, generate, load
 from trainingfiles_server.app import RunningServer
+from trainingfiles_server.splits import SplitSpec, assign
 from trainingfiles_server.storage import Storage
 
 TIMEOUT = 60
@@ -413,3 +414,36 @@ async def test_a_refresh_applies_the_files_pair_filter(refreshing: Setup) -> Non
     assert newest.excluded_pair_count == len(_pairs(target)) - len(
         _kept_pairs(target, minimum, False)
     ) + len(_pairs(emptied))
+
+
+async def test_a_split_is_drawn_before_the_filters(
+    stub: Stub, owned: list[GeneratedConversation]
+) -> None:
+    minimum = 3.5
+    listed = owned[:20]
+    members = [c for c in listed if _kept_pairs(c, minimum, False)]
+    spec = SplitSpec(validation_count=6, seed=7)
+    drawn = assign([(c.conversation_id, None) for c in listed], spec)
+    validation = [c for c in members if c.conversation_id in drawn]
+    assert 0 < len(validation) < len(drawn)  # the filter left some of the side out
+    request = service_pb2.CreateTrainingFileRequest(
+        name=unique_name("split-filtered"),
+        conversation_ids=_ids(listed),
+        pair_filter=resources_pb2.PairFilter(min_quality=minimum),
+        formats=[resources_pb2.FILE_FORMAT_OPENAI_CHAT],
+        split=resources_pb2.SplitOptions(validation_count=6, seed=7),
+    )
+    created = (await collect(stub.CreateTrainingFile(request, timeout=TIMEOUT))).training_file
+    [output] = [
+        o
+        for o in created.outputs
+        if (o.format, o.split)
+        == (resources_pb2.FILE_FORMAT_OPENAI_CHAT, resources_pb2.SPLIT_VALIDATION)
+    ]
+    trainable = [
+        p
+        for c in validation
+        for p in _kept_pairs(c, minimum, False)
+        if p["target_response"] is not None
+    ]
+    assert output.record_count == len(trainable)
