@@ -385,7 +385,7 @@ def _id(value: object) -> str:
 
 
 def eligible_conversation(row: EligibleConversation) -> resources_pb2.EligibleConversation:
-    return resources_pb2.EligibleConversation(
+    message = resources_pb2.EligibleConversation(
         conversation_id=str(row.conversation_id),
         persona_id=_id(row.persona_id),
         emotional_arc_id=_id(row.emotional_arc_id),
@@ -393,6 +393,11 @@ def eligible_conversation(row: EligibleConversation) -> resources_pb2.EligibleCo
         created_by=_id(row.created_by),
         created_at=timestamp(row.created_at),
     )
+    if row.quality_score is not None:
+        message.quality_score = _quality(row.quality_score)
+    if row.training_pair_count is not None:
+        message.training_pair_count = row.training_pair_count
+    return message
 
 
 def download_url(url: DownloadUrl) -> service_pb2.GetDownloadUrlResponse:

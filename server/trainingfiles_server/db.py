@@ -467,8 +467,23 @@ def _selected(first: int) -> str:
 LIST_ELIGIBLE = (
     """
 SELECT c.conversation_id, c.persona_id, c.emotional_arc_id, c.training_topic_id,
-       c.created_by, c.created_at
+       c.created_by, c.created_at, known.quality_score, known.training_pair_count
 FROM conversations c
+-- What a build found in its current document, if one did: the latest member summary
+-- built from it since its last change, of a file without a pair filter (one with a
+-- filter summarises only the pairs it kept).
+LEFT JOIN LATERAL (
+    SELECT m.quality_score, m.training_pair_count
+    FROM training_file_conversations m
+    JOIN training_files f ON f.id = m.training_file_id AND f.pair_filter IS NULL
+    WHERE m.conversation_id = c.conversation_id
+      AND m.document_key = c.enriched_file_path
+      AND NOT EXISTS (SELECT 1 FROM conversation_changes ch
+                      WHERE ch.conversation_id = c.conversation_id
+                        AND ch.changed_at > m.built_at)
+    ORDER BY m.built_at DESC
+    LIMIT 1
+) known ON true
 WHERE c.enrichment_status = 'completed' AND c.enriched_file_path IS NOT NULL
   AND ($1::uuid IS NULL OR NOT EXISTS (
         SELECT 1 FROM training_file_conversations m

@@ -256,6 +256,9 @@ class EligibleConversation:
     training_topic_id: UUID | None
     created_by: UUID | None
     created_at: datetime
+    # Known once a build (without a pair filter) has read its current document.
+    quality_score: float | None = None
+    training_pair_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -447,3 +447,52 @@ async def test_a_split_is_drawn_before_the_filters(
         if p["target_response"] is not None
     ]
     assert output.record_count == len(trainable)
+
+
+LISTED_OWNER = uuid.UUID("00000000-0000-4000-8000-0000000f1177")
+
+
+async def test_a_listing_gives_the_quality_a_build_found_in_the_current_document(
+    stub: Stub, server: RunningServer, storage: Storage
+) -> None:
+    made = sorted(
+        generate(9439, 4, owners=[LISTED_OWNER]),
+        key=lambda c: (c.created_at, str(c.conversation_id)),
+    )
+    await load(server.database.pool, storage.client, storage.conversations_bucket, made)
+    plain, reenriched, pair_filtered, never_built = made
+    for ids, kept in (([plain, reenriched], None), ([pair_filtered], 1.0)):
+        request = service_pb2.CreateTrainingFileRequest(
+            name=unique_name("listed"), conversation_ids=_ids(ids)
+        )
+        if kept is not None:
+            request.pair_filter.min_quality = kept
+        result = await collect(stub.CreateTrainingFile(request, timeout=TIMEOUT))
+        assert result.error is None, result.error
+    # Re-enriched at a new key: what the build found is no longer its document.
+    key = f"{reenriched.created_by}/{reenriched.conversation_id}/enriched-v2.json"
+    assert reenriched.document is not None
+    await storage.client.put_object(
+        Bucket=storage.conversations_bucket, Key=key, Body=reenriched.document
+    )
+    await server.database.pool.execute(
+        "UPDATE conversations SET enriched_file_path = $2 WHERE conversation_id = $1",
+        reenriched.conversation_id,
+        key,
+    )
+    page = await stub.ListEligibleConversations(
+        service_pb2.ListEligibleConversationsRequest(
+            selector=service_pb2.ConversationSelector(owner=str(LISTED_OWNER))
+        ),
+        timeout=TIMEOUT,
+    )
+    listed = {c.conversation_id: c for c in page.conversations}
+    assert set(listed) == set(_ids(made))
+    known = listed[str(plain.conversation_id)]
+    assert known.HasField("quality_score") and known.HasField("training_pair_count")
+    assert known.quality_score == _rounded(_mean_quality(_pairs(plain)))
+    assert known.training_pair_count == len(_pairs(plain))
+    for unknown in (reenriched, pair_filtered, never_built):
+        shown = listed[str(unknown.conversation_id)]
+        assert not shown.HasField("quality_score"), unknown
+        assert not shown.HasField("training_pair_count"), unknown

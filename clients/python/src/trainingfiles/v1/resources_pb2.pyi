@@ -666,6 +666,8 @@ class EligibleConversation(_message.Message):
     TRAINING_TOPIC_ID_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    QUALITY_SCORE_FIELD_NUMBER: _builtins.int
+    TRAINING_PAIR_COUNT_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """The conversation's id (UUID): the value to pass in `conversation_ids`."""
     persona_id: _builtins.str
@@ -676,6 +678,13 @@ class EligibleConversation(_message.Message):
     """Scaffolding training topic id (UUID); empty when the conversation has none."""
     created_by: _builtins.str
     """The owning user's id (UUID); empty when the conversation has no owner."""
+    quality_score: _builtins.float
+    """Its quality score (the mean of its pairs' `quality_score`, rounded half-up to 2
+    places), when a training file without a pair filter was built from its current
+    document; unset otherwise (a listing reads no document).
+    """
+    training_pair_count: _builtins.int
+    """Its training pairs, when known as `quality_score` is; unset otherwise."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the conversation was created."""
@@ -689,12 +698,21 @@ class EligibleConversation(_message.Message):
         training_topic_id: _builtins.str = ...,
         created_by: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        quality_score: _builtins.float | None = ...,
+        training_pair_count: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_quality_score", b"_quality_score", "_training_pair_count", b"_training_pair_count", "created_at", b"created_at", "quality_score", b"quality_score", "training_pair_count", b"training_pair_count"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "created_at", b"created_at", "created_by", b"created_by", "emotional_arc_id", b"emotional_arc_id", "persona_id", b"persona_id", "training_topic_id", b"training_topic_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quality_score", b"_quality_score", "_training_pair_count", b"_training_pair_count", "conversation_id", b"conversation_id", "created_at", b"created_at", "created_by", b"created_by", "emotional_arc_id", b"emotional_arc_id", "persona_id", b"persona_id", "quality_score", b"quality_score", "training_pair_count", b"training_pair_count", "training_topic_id", b"training_topic_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__quality_score: _TypeAlias = _typing.Literal["quality_score"]  # noqa: Y015
+    _WhichOneofArgType__quality_score: _TypeAlias = _typing.Literal["_quality_score", b"_quality_score"]  # noqa: Y015
+    _WhichOneofReturnType__training_pair_count: _TypeAlias = _typing.Literal["training_pair_count"]  # noqa: Y015
+    _WhichOneofArgType__training_pair_count: _TypeAlias = _typing.Literal["_training_pair_count", b"_training_pair_count"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__quality_score) -> _WhichOneofReturnType__quality_score | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__training_pair_count) -> _WhichOneofReturnType__training_pair_count | None: ...
 
 Global___EligibleConversation: _TypeAlias = EligibleConversation  # noqa: Y015
 
