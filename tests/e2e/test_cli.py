@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -452,6 +453,20 @@ async def test_filter_options_reach_the_server(
     other = await cli("add", file_id, "--ids", members[0], "--reviewed-pairs-only")
     assert other.code == 6, other.stderr
     assert "PAIR_FILTER_MISMATCH" in other.stderr and "hint:" in other.stderr
+    # The listing shows the quality a build without a pair filter found ("-": none did).
+    plain = await cli("create", unique("plain"), "--ids", members[0])
+    assert plain.code == 0, plain.stderr
+    shown = await cli("eligible", "--owner", str(FILTER_OWNER), "--limit", "100")
+    assert shown.code == 0, shown.stderr
+    columns = {
+        line.split()[0]: line.split()[-2:]
+        for line in shown.stdout.splitlines()
+        if UUID.fullmatch(line.split()[0] if line.split() else "")
+    }
+    first = next(c for c in expected if str(c.conversation_id) == members[0])
+    mean = Decimal(repr(quality(first))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    assert columns[members[0]] == [f"{mean:.2f}", str(len(pairs(first)))]
+    assert all(v == ["-", "-"] for k, v in columns.items() if k != members[0])
     # The listing reads no document: it has no document filter options.
     listing = await cli("eligible", "--owner", str(FILTER_OWNER), "--min-quality", "3")
     assert listing.code == 2 and "--min-quality" in listing.stderr
