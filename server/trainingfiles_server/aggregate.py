@@ -151,14 +151,18 @@ class FileMetrics:
 
 
 def transform_conversation(
-    conversation_id: str, raw: dict[str, Any], document: EnrichedDocument
+    conversation_id: str,
+    raw: dict[str, Any],
+    document: EnrichedDocument,
+    kept: Sequence[int] | None = None,
 ) -> TransformedConversation:
     """One conversation's pairs as JSONL lines, rewritten for the aggregate.
 
     `raw` is the decoded document (every field, unknown ones included) and `document` its
     validated model, read for typed values. Each pair keeps all its fields; `id` becomes
     `<conversation_uuid>_turn<N>`, `conversation_id` the UUID; `input_parameters` is added
-    and the scaffolding keys are set in `conversation_metadata`.
+    and the scaffolding keys are set in `conversation_metadata`. `kept` (the pair
+    filter's choice, `filters.judge`; None: every pair) are the pairs written and summed.
     """
     params = document.input_parameters
     # Interned: a file has a few distinct keys, and its summaries share them.
@@ -169,7 +173,8 @@ def transform_conversation(
     }
     input_parameters = raw["input_parameters"]
     order = sorted(
-        range(len(document.training_pairs)), key=lambda i: document.training_pairs[i].turn_number
+        range(len(document.training_pairs)) if kept is None else kept,
+        key=lambda i: document.training_pairs[i].turn_number,
     )
     raw_pairs = raw["training_pairs"]
     lines = bytearray()

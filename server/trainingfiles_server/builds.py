@@ -34,6 +34,7 @@ from .config import Settings
 from .db import Database, LeaseLost
 from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, ServiceError
 from .fetching import Targets
+from .filters import PairFilter
 from .formats import Format
 from .leases import FileQueue, Lease, claim_with_retry, lease_lost
 from .models import (
@@ -57,6 +58,7 @@ from .rules import (
     not_active,
     parse_uuid,
     reject_ineligible,
+    reject_pair_filter,
     reject_removal,
     removal_violations,
     selection_owner,
@@ -97,6 +99,7 @@ class Builds:
         drop_duplicates: bool = False,
         auto_refresh: bool = False,
         selector: Selector | None = None,
+        pair_filter: PairFilter | None = None,
     ) -> AsyncGenerator[Progress, None]:
         conversation_ids = check_ids(
             ids,
@@ -113,12 +116,13 @@ class Builds:
         )
         del conversation_ids
         reject_ineligible(ineligible(candidates, owner))
+        listed = len(candidates)
         if selector is not None:
             chosen = await self._select(caller, owner, selector, None)
             candidates = merge_selected(candidates, chosen)
-        plan = OutputPlan.of(requested, split, drop_duplicates)
+        plan = OutputPlan.of(requested, split, drop_duplicates, pair_filter)
         validation = plan.validation(strata(candidates))
-        targets = Targets(candidates)
+        targets = Targets(candidates, selected_from=listed)
         del candidates
         # The name is taken by the insert itself: its unique index answers ALREADY_EXISTS.
         file_id = uuid.uuid4()
@@ -140,6 +144,7 @@ class Builds:
             split_spec=split_to_json(split),
             drop_duplicates=drop_duplicates,
             auto_refresh=auto_refresh,
+            pair_filter=plan.pair_filter.to_json(),
         )
         build = Build(
             file_id=file_id,
@@ -152,6 +157,7 @@ class Builds:
             keys=keys,
             description=description,
             added_by=caller.user_id,
+            document_filter=selector.document_filter if selector else None,
         )
         pass_ = self.passes.build(build, targets, validation, self._upload_recorder(build))
         async for event in self._guarded(build, pass_):
@@ -164,6 +170,7 @@ class Builds:
         ids: Sequence[str],
         requested: Sequence[Format] = (),
         selector: Selector | None = None,
+        pair_filter: PairFilter | None = None,
     ) -> AsyncGenerator[Progress, None]:
         conversation_ids = check_ids(
             ids,
@@ -176,6 +183,7 @@ class Builds:
         record = await self._active(caller, file_id, "only active files can be extended")
 
         async def build_it(build: Build) -> AsyncIterator[Progress]:
+            reject_pair_filter(pair_filter, build.plan.pair_filter)
             candidates = (
                 await self.database.check_conversations(conversation_ids, file_id)
                 if conversation_ids
@@ -186,12 +194,14 @@ class Builds:
             # extended by a service), and to a calling user.
             owner = build.stored.created_by if build.stored else None
             reject_ineligible(ineligible(candidates, owner or caller.user_id))
+            listed = len(candidates)
             if selector is not None:
                 chosen = await self._select(caller, owner or caller.user_id, selector, file_id)
                 candidates = merge_selected(candidates, chosen)
+                build.document_filter = selector.document_filter
             build.existing = await self.database.stored_conversations(file_id)
             validation = build.plan.validation([*strata(build.existing), *strata(candidates)])
-            targets = Targets(candidates)
+            targets = Targets(candidates, selected_from=listed)
             del candidates
             pass_ = self.passes.build(build, targets, validation, self._upload_recorder(build))
             async for event in pass_:
@@ -297,7 +307,9 @@ class Builds:
 
         def plan_for(claimed: TrainingFileRecord) -> OutputPlan:
             stored = OutputPlan.stored(claimed)
-            return OutputPlan.of(requested, stored.split, stored.drop_duplicates)
+            return OutputPlan.of(
+                requested, stored.split, stored.drop_duplicates, stored.pair_filter
+            )
 
         async def build_it(build: Build) -> AsyncIterator[Progress]:
             build.existing = await self.database.stored_conversations(file_id)
@@ -475,6 +487,8 @@ class Builds:
                     refreshed=staged.refreshed,
                     refreshed_digests=staged.refreshed_digests,
                     refreshed_provenance=staged.refreshed_provenance,
+                    excluded_pair_count=staged.excluded_pair_count,
+                    filtered_out_conversation_count=staged.filtered_out_conversation_count,
                 )
         except LeaseLost:
             raise await self._why_not_committed(build) from None

@@ -13,6 +13,7 @@ from trainingfiles.v1 import resources_pb2, service_pb2
 
 from . import formats
 from .errors import InvalidArgument, Violation
+from .filters import DocumentFilter, PairFilter
 from .formats import Format
 from .models import (
     DownloadUrl,
@@ -98,7 +99,14 @@ def training_file(record: TrainingFileRecord) -> resources_pb2.TrainingFile:
         duplicate_pair_count=record.duplicate_pair_count,
         duplicates_dropped=record.drop_duplicates,
         untrainable_pair_count=record.untrainable_pair_count,
+        excluded_pair_count=record.excluded_pair_count,
+        filtered_out_conversation_count=record.filtered_out_conversation_count,
     )
+    kept = PairFilter.from_json(record.pair_filter)
+    if kept.active:
+        message.pair_filter.CopyFrom(
+            resources_pb2.PairFilter(min_quality=kept.min_quality, reviewed_only=kept.reviewed_only)
+        )
     spec = split_from_json(record.split_spec)
     if spec is not None:
         message.split.CopyFrom(split_options(spec))
@@ -278,6 +286,18 @@ def selector(message: service_pb2.ConversationSelector | None) -> Selector | Non
             owner = UUID(message.owner)
         except ValueError:
             problems.append(Violation("selector.owner", "MALFORMED_ID", "not a UUID"))
+    document_filter = None
+    try:
+        document_filter = DocumentFilter(
+            message.min_average_quality, message.human_reviewed_only, frozenset(message.emotions)
+        )
+    except ValueError:
+        problems.append(
+            Violation("selector.min_average_quality", "INVALID_FIELD", "a finite number, 0 or more")
+        )
+    for index, emotion in enumerate(message.emotions):
+        if not emotion:
+            problems.append(Violation(f"selector.emotions[{index}]", "INVALID_FIELD", "empty"))
     chosen = Selector(
         persona_ids=ids("persona_ids", message.persona_ids),
         emotional_arc_ids=ids("emotional_arc_ids", message.emotional_arc_ids),
@@ -290,12 +310,25 @@ def selector(message: service_pb2.ConversationSelector | None) -> Selector | Non
         else None,
         owner=owner,
         limit=message.limit,
+        document_filter=document_filter if document_filter and document_filter.active else None,
     )
     if message.limit < 0:
         problems.append(Violation("selector.limit", "INVALID_FIELD", "0 or more"))
     if problems:
         raise InvalidArgument(f"{len(problems)} invalid selector field(s)", problems)
     return chosen
+
+
+def pair_filter(message: resources_pb2.PairFilter | None) -> PairFilter | None:
+    """A requested pair filter, checked; None when none was sent."""
+    if message is None:
+        return None
+    try:
+        return PairFilter(message.min_quality, message.reviewed_only)
+    except ValueError:
+        raise InvalidArgument.field(
+            "pair_filter.min_quality", "a finite number, 0 or more", "INVALID_FIELD"
+        ) from None
 
 
 def split_options(spec: SplitSpec) -> resources_pb2.SplitOptions:
@@ -352,7 +385,7 @@ def _id(value: object) -> str:
 
 
 def eligible_conversation(row: EligibleConversation) -> resources_pb2.EligibleConversation:
-    return resources_pb2.EligibleConversation(
+    message = resources_pb2.EligibleConversation(
         conversation_id=str(row.conversation_id),
         persona_id=_id(row.persona_id),
         emotional_arc_id=_id(row.emotional_arc_id),
@@ -360,6 +393,11 @@ def eligible_conversation(row: EligibleConversation) -> resources_pb2.EligibleCo
         created_by=_id(row.created_by),
         created_at=timestamp(row.created_at),
     )
+    if row.quality_score is not None:
+        message.quality_score = _quality(row.quality_score)
+    if row.training_pair_count is not None:
+        message.training_pair_count = row.training_pair_count
+    return message
 
 
 def download_url(url: DownloadUrl) -> service_pb2.GetDownloadUrlResponse:
@@ -401,6 +439,8 @@ def training_file_version(
         outputs=[output(o, name) for o in _in_registry_order(record.outputs)],
         pruned=record.pruned_at is not None,
         current=record.version == current,
+        excluded_pair_count=record.excluded_pair_count,
+        filtered_out_conversation_count=record.filtered_out_conversation_count,
     )
     if record.avg_quality_score is not None:
         message.avg_quality_score = _score(record.avg_quality_score)

@@ -62,7 +62,8 @@ _FILE_COLUMNS = """
     scaffolding_distribution, vertical, consultant_profile, error_message, version,
     created_by, created_at, updated_at, output_formats, split_spec, drop_duplicates,
     duplicate_pair_count, untrainable_pair_count, auto_refresh, refresh_attempts,
-    refresh_error, refresh_after"""
+    refresh_error, refresh_after, pair_filter, excluded_pair_count,
+    filtered_out_conversation_count"""
 TRAINING_FILE_COLUMNS = (
     f"{_FILE_COLUMNS},\n    {_outputs_of('training_files.id', 'training_files.version')}\n"
 )
@@ -87,14 +88,15 @@ ORDER BY r.ord
 """
 
 # A new file, 'processing' under the Create's lease ($8 token, $9 seconds), with the
-# build settings every version keeps ($10 formats, $11 split, $12 drop duplicates).
+# build settings every version keeps ($10 formats, $11 split, $12 drop duplicates,
+# $14 pair filter).
 INSERT_PROCESSING_FILE = f"""
 INSERT INTO training_files
     (id, name, description, status, storage_bucket, json_file_path, jsonl_file_path,
      created_by, lease_token, lease_expires_at, output_formats, split_spec, drop_duplicates,
-     auto_refresh)
+     auto_refresh, pair_filter)
 VALUES ($1, $2, $3, 'processing', $4, $5, $6, $7, $8,
-        clock_timestamp() + make_interval(secs => $9), $10, $11, $12, $13)
+        clock_timestamp() + make_interval(secs => $9), $10, $11, $12, $13, $14)
 RETURNING {TRAINING_FILE_COLUMNS}
 """
 
@@ -154,7 +156,8 @@ SET status = 'active', json_file_path = $2, jsonl_file_path = $3,
     human_reviewed_count = $11, scaffolding_distribution = $12,
     vertical = $13, consultant_profile = $14, version = version + 1,
     lease_token = NULL, lease_expires_at = NULL,
-    output_formats = $17, duplicate_pair_count = $18, untrainable_pair_count = $19
+    output_formats = $17, duplicate_pair_count = $18, untrainable_pair_count = $19,
+    excluded_pair_count = $20, filtered_out_conversation_count = $21
 WHERE id = $1 AND lease_token = $15 AND lease_expires_at > clock_timestamp()
   AND status = $16
 RETURNING version
@@ -193,8 +196,8 @@ INSERT INTO training_file_versions
     (training_file_id, version, reason, change_count, created_by, conversation_count,
      total_training_pairs, avg_quality_score, min_quality_score, max_quality_score,
      human_reviewed_count, scaffolding_distribution, duplicate_pair_count,
-     untrainable_pair_count)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+     untrainable_pair_count, excluded_pair_count, filtered_out_conversation_count)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 """
 
 # Retention: versions older than the last $2 (the current one, $3, among them) lose their
@@ -214,7 +217,7 @@ _VERSION_COLUMNS = """
     v.conversation_count, v.total_training_pairs, v.avg_quality_score,
     v.min_quality_score, v.max_quality_score, v.human_reviewed_count,
     v.scaffolding_distribution, v.duplicate_pair_count, v.untrainable_pair_count,
-    v.pruned_at,
+    v.pruned_at, v.excluded_pair_count, v.filtered_out_conversation_count,
     {outputs}
 """.format(outputs=_outputs_of("v.training_file_id", "v.version"))
 
@@ -464,8 +467,23 @@ def _selected(first: int) -> str:
 LIST_ELIGIBLE = (
     """
 SELECT c.conversation_id, c.persona_id, c.emotional_arc_id, c.training_topic_id,
-       c.created_by, c.created_at
+       c.created_by, c.created_at, known.quality_score, known.training_pair_count
 FROM conversations c
+-- What a build found in its current document, if one did: the latest member summary
+-- built from it since its last change, of a file without a pair filter (one with a
+-- filter summarises only the pairs it kept).
+LEFT JOIN LATERAL (
+    SELECT m.quality_score, m.training_pair_count
+    FROM training_file_conversations m
+    JOIN training_files f ON f.id = m.training_file_id AND f.pair_filter IS NULL
+    WHERE m.conversation_id = c.conversation_id
+      AND m.document_key = c.enriched_file_path
+      AND NOT EXISTS (SELECT 1 FROM conversation_changes ch
+                      WHERE ch.conversation_id = c.conversation_id
+                        AND ch.changed_at > m.built_at)
+    ORDER BY m.built_at DESC
+    LIMIT 1
+) known ON true
 WHERE c.enrichment_status = 'completed' AND c.enriched_file_path IS NOT NULL
   AND ($1::uuid IS NULL OR NOT EXISTS (
         SELECT 1 FROM training_file_conversations m
@@ -740,6 +758,7 @@ class Database:
         split_spec: dict[str, Any] | None,
         drop_duplicates: bool,
         auto_refresh: bool = False,
+        pair_filter: dict[str, Any] | None = None,
     ) -> TrainingFileRecord:
         """Take the name, the lease and record the keys to clean up, in one transaction."""
         async with self.transaction() as conn:
@@ -759,6 +778,7 @@ class Database:
                     split_spec,
                     drop_duplicates,
                     auto_refresh,
+                    pair_filter,
                 )
             except asyncpg.exceptions.UniqueViolationError:
                 raise AlreadyExists(
@@ -843,6 +863,8 @@ class Database:
         refreshed: Sequence[ConversationSummary] = (),
         refreshed_digests: Sequence[bytes] = (),
         refreshed_provenance: Provenance | None = None,
+        excluded_pair_count: int = 0,
+        filtered_out_conversation_count: int = 0,
     ) -> tuple[TrainingFileRecord, list[str], bool]:
         """One transaction: the new version live, members added, the build's intents cleared.
 
@@ -878,6 +900,8 @@ class Database:
                 list(output_formats),
                 duplicate_pair_count,
                 untrainable_pair_count,
+                excluded_pair_count,
+                filtered_out_conversation_count,
             )
             if row is None:
                 raise LeaseLost(str(file_id))
@@ -934,6 +958,8 @@ class Database:
                 metrics.scaffolding_distribution(),
                 duplicate_pair_count,
                 untrainable_pair_count,
+                excluded_pair_count,
+                filtered_out_conversation_count,
             )
             rows = await conn.fetch(PRUNE_VERSIONS, file_id, retention, version)
             replaced = [r["object_key"] for r in rows]

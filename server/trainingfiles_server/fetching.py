@@ -23,6 +23,7 @@ from . import aggregate, failpoints
 from .aggregate import ConsistencyCheck, ConversationSummary
 from .config import Settings
 from .documents import DocumentError, decode_json_object, validate_enriched_document
+from .filters import DocumentFilter, FilterTally, PairFilter, Verdict, judge
 from .leases import Lease
 from .models import CandidateConversation, Progress, Provenance, Stage
 from .outputs import OutputSet, PairFacts, Replacements
@@ -45,7 +46,11 @@ class Targets:
     the allocator's arenas from going back to the system.
     """
 
-    def __init__(self, candidates: Sequence[CandidateConversation]) -> None:
+    def __init__(
+        self, candidates: Sequence[CandidateConversation], selected_from: int | None = None
+    ) -> None:
+        # Conversations from this index on were chosen by a selector (after the listed).
+        self._selected_from = len(candidates) if selected_from is None else selected_from
         self._ids = b"".join(c.conversation_id.bytes for c in candidates)
         paths = [c.enriched_file_path or "" for c in candidates]
         self._paths = "".join(paths)
@@ -59,6 +64,10 @@ class Targets:
         conversation_id = UUID(bytes=self._ids[16 * index : 16 * index + 16])
         return str(conversation_id), self._paths[self._starts[index] : self._starts[index + 1]]
 
+    def selected(self, index: int) -> bool:
+        """Whether conversation `index` was chosen by a selector (not listed)."""
+        return index >= self._selected_from
+
 
 @dataclass(frozen=True, slots=True)
 class _Fetched:
@@ -71,6 +80,15 @@ class _Fetched:
     pairs: list[dict[str, Any]] | None  # only when trainer formats render them
     etag: str | None
     modified: datetime | None
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class _Dropped:
+    """A document the filters left out: nothing of it is written."""
+
+    index: int
+    verdict: Verdict
 
 
 async def fetch_all(
@@ -83,19 +101,26 @@ async def fetch_all(
     summaries: aggregate.Summaries,
     lease: Lease,
     provenance: Provenance | None = None,
+    *,
+    document_filter: DocumentFilter | None = None,
+    pair_filter: PairFilter | None = None,
+    tally: FilterTally | None = None,
 ) -> AsyncIterator[Progress]:
     """Fetch, validate and transform every document with bounded concurrency.
 
     Results arrive in any order; summaries, the consistency check and the outputs
     advance in add order, so warnings name conversations deterministically. A worker
     takes a document only while fewer than `_AHEAD_PER_WORKER` per worker are fetched
-    but not yet written.
+    but not yet written. The filters' verdict on each document (`filters.judge`) is
+    counted in `tally`; a conversation left with no pair is not written at all.
     """
     total = len(targets)
     indices = iter(range(total))  # shared by the workers
-    results: list[_Fetched | None] = [None] * total
+    results: list[_Fetched | _Dropped | None] = [None] * total
     # What the loop below waits for: a result, a worker's failure, or a tick (None).
-    finished: asyncio.Queue[_Fetched | BaseException | None] = asyncio.Queue()
+    finished: asyncio.Queue[_Fetched | _Dropped | BaseException | None] = asyncio.Queue()
+    pairs_kept = pair_filter or PairFilter()
+    tally = tally if tally is not None else FilterTally()
     max_bytes = settings.max_object_bytes
     ahead = asyncio.Semaphore(_AHEAD_PER_WORKER * settings.fetch_concurrency)
     keep_pairs = bool(outputs.trainers)
@@ -125,7 +150,13 @@ async def fetch_all(
                 stored = await storage.get_document(path, max_bytes)
                 raw = decode_json_object(stored.data)
                 document = validate_enriched_document(raw)
-                transformed = aggregate.transform_conversation(conversation_id, raw, document)
+                verdict = judge(document, targets.selected(index), document_filter, pairs_kept)
+                if not verdict.kept:
+                    finished.put_nowait(_Dropped(index, verdict))
+                    continue
+                transformed = aggregate.transform_conversation(
+                    conversation_id, raw, document, verdict.kept if verdict.excluded_pairs else None
+                )
             except ObjectMissing:
                 raise bad_document(
                     conversation_id,
@@ -149,6 +180,7 @@ async def fetch_all(
                     transformed.pairs if keep_pairs else None,
                     stored.etag,
                     stored.modified,
+                    verdict,
                 )
             )
             del stored
@@ -175,6 +207,13 @@ async def fetch_all(
                     results[fetched.index] = fetched
                     done += 1
                 while next_in_order < total and (item := results[next_in_order]):
+                    tally.count(targets.take(next_in_order)[0], item.verdict)
+                    if isinstance(item, _Dropped):
+                        results[next_in_order] = None
+                        next_in_order += 1
+                        outputs.skip_conversation()
+                        ahead.release()
+                        continue
                     consistency.observe(
                         item.summary.conversation_id, item.vertical, item.consultant_profile
                     )

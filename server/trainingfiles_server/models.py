@@ -13,6 +13,7 @@ from uuid import UUID
 
 from .aggregate import ConversationSummary, Warning
 from .errors import InvalidArgument, PermissionDenied
+from .filters import DocumentFilter
 
 Role = Literal["authenticated", "service_role"]
 
@@ -94,6 +95,11 @@ class TrainingFileRecord:
     refresh_attempts: int = 0
     refresh_error: str | None = None
     refresh_after: datetime | None = None
+    # The pair filter of every version (`filters.PairFilter.to_json`), and what the
+    # current version's build left out of the documents it read.
+    pair_filter: dict[str, Any] | None = None
+    excluded_pair_count: int = 0
+    filtered_out_conversation_count: int = 0
     # Current members whose conversation changed since their build; set by a Get only.
     stale_conversation_count: int | None = None
 
@@ -130,6 +136,8 @@ class VersionRecord:
     untrainable_pair_count: int
     pruned_at: datetime | None
     outputs: tuple[OutputRecord, ...] = ()
+    excluded_pair_count: int = 0
+    filtered_out_conversation_count: int = 0
 
     def describe(self, file: TrainingFileRecord) -> TrainingFileRecord:
         """`file` as it was at this version: its counts, metrics, outputs and paths."""
@@ -147,6 +155,8 @@ class VersionRecord:
             scaffolding_distribution=self.scaffolding_distribution,
             duplicate_pair_count=self.duplicate_pair_count,
             untrainable_pair_count=self.untrainable_pair_count,
+            excluded_pair_count=self.excluded_pair_count,
+            filtered_out_conversation_count=self.filtered_out_conversation_count,
             json_file_path=json_output.object_key if json_output else None,
             jsonl_file_path=jsonl_output.object_key if jsonl_output else None,
             json_file_size=json_output.size_bytes if json_output else 0,
@@ -191,6 +201,8 @@ class Selector:
     created_before: datetime | None = None
     owner: UUID | None = None
     limit: int = 0
+    # Judged on each selected conversation's document by the build (`filters.py`).
+    document_filter: DocumentFilter | None = None
 
     def key(self) -> str:
         """A stable text of the selector (page tokens are tied to it)."""
@@ -244,6 +256,9 @@ class EligibleConversation:
     training_topic_id: UUID | None
     created_by: UUID | None
     created_at: datetime
+    # Known once a build (without a pair filter) has read its current document.
+    quality_score: float | None = None
+    training_pair_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

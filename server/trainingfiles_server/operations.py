@@ -6,6 +6,7 @@ and one object store.
     builds.py     Create, Add and export: requests, leases, the commit, cleanup, the drain
     passes.py     the pass over a version's pairs each build makes, staged for the commit
     fetching.py   the fetch scheduler: bounded workers, lines in add order, progress
+    filters.py    which documents and pairs go into a file (pure)
     outputs.py    every output of a version, written in one pass as pairs arrive
     formats/      one module per output format, behind one registry (pure)
     splits.py, duplicates.py, card.py   the split, duplicate digests, the card (pure)

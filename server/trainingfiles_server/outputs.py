@@ -81,17 +81,23 @@ class Replacements:
     def __init__(self, conversation_ids: Sequence[str]) -> None:
         self._order = list(conversation_ids)
         self._at: dict[str, tuple[int, int, PairFacts]] = {}
+        self._next = 0  # the next conversation of `_order` to arrive
         self._file: io.BufferedRandom = tempfile.TemporaryFile()  # noqa: SIM115
         self._size = 0
 
     async def write_conversation(
         self, lines: bytes, facts: PairFacts, pairs: Sequence[Pair] | None
     ) -> None:
-        conversation_id = self._order[len(self._at)]
+        conversation_id = self._order[self._next]
+        self._next += 1
         self._file.seek(self._size)
         self._file.write(lines)
         self._at[conversation_id] = (self._size, len(lines), facts)
         self._size += len(lines)
+
+    def skip_conversation(self) -> None:
+        """The next conversation has no lines (the filters left it out)."""
+        self._next += 1
 
     def __contains__(self, conversation_id: object) -> bool:
         return conversation_id in self._at
@@ -483,6 +489,9 @@ class OutputSet:
             await self.v4.write(lines)
         await self._conversation(facts, pairs)
         self.new_digests.append(facts.digests)
+
+    def skip_conversation(self) -> None:
+        """The next conversation has no lines (the filters left it out): nothing to do."""
 
     async def _conversation(self, facts: PairFacts, pairs: Sequence[Pair] | None) -> None:
         """One conversation's pairs counted, and rendered into the trainer outputs."""

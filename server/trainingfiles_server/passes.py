@@ -26,8 +26,9 @@ from uuid import UUID
 from . import aggregate, card, formats
 from .aggregate import ConsistencyCheck, ConversationSummary, FileMetrics, Warning
 from .config import Settings
-from .errors import ResourceExhausted, ServiceError
+from .errors import FailedPrecondition, ResourceExhausted, ServiceError, Violation
 from .fetching import Targets, fetch_all
+from .filters import DocumentFilter, FilterTally
 from .leases import Lease
 from .models import (
     CandidateConversation,
@@ -70,6 +71,9 @@ class Staged:
     refreshed: list[ConversationSummary] = field(default_factory=list)
     refreshed_digests: list[bytes] = field(default_factory=list)
     refreshed_provenance: Provenance = field(default_factory=Provenance)
+    # What the filters left out of the documents this build read.
+    excluded_pair_count: int = 0
+    filtered_out_conversation_count: int = 0
 
 
 @dataclass
@@ -90,6 +94,8 @@ class Build:
     stored: TrainingFileRecord | None = None
     existing: list[StoredConversation] = field(default_factory=list)
     added_by: UUID | None = None
+    # A selector's document filters, for the conversations it chose.
+    document_filter: DocumentFilter | None = None
     result: TrainingFileRecord | None = None
     # What the pass stored, for the commit; then what the commit replaced.
     staged: Staged | None = None
@@ -175,6 +181,7 @@ class Passes:
                 )
             added = aggregate.Summaries()
             provenance = Provenance()
+            tally = FilterTally()
             async for event in fetch_all(
                 self.settings,
                 self.storage,
@@ -185,8 +192,13 @@ class Passes:
                 added,
                 build.lease,
                 provenance,
+                document_filter=build.document_filter,
+                pair_filter=build.plan.pair_filter,
+                tally=tally,
             ):
                 yield event
+            if not added:
+                raise all_filtered_out(len(tally.filtered_out))
             metrics = aggregate.summarize([*(c.summary for c in build.existing), *added])
             assert consistency.vertical is not None and consistency.consultant_profile is not None
             header = aggregate.json_header(
@@ -197,7 +209,11 @@ class Passes:
                 consistency.consultant_profile,
             )
             yield Progress(
-                Stage.AGGREGATING, total, total, file_id, warnings=_content_warnings(outputs)
+                Stage.AGGREGATING,
+                total,
+                total,
+                file_id,
+                warnings=[*_filter_warnings(tally), *_content_warnings(outputs)],
             )
             json_size = self._check_sizes(header, v4.jsonl_size)
             yield Progress(Stage.UPLOADING, 0, 0, file_id)
@@ -238,6 +254,8 @@ class Passes:
             outputs.duplicates.count,
             outputs.untrainable,
             provenance=provenance,
+            excluded_pair_count=tally.excluded_pairs,
+            filtered_out_conversation_count=len(tally.filtered_out),
         )
 
     async def render(
@@ -315,6 +333,7 @@ class Passes:
             consistency = ConsistencyCheck(stored.vertical, _profile_bytes(stored))
             fresh = aggregate.Summaries()
             provenance = Provenance()
+            tally = FilterTally()
             yield Progress(Stage.VALIDATING, len(targets), len(targets), build.file_id)
             async for event in fetch_all(
                 self.settings,
@@ -326,9 +345,15 @@ class Passes:
                 fresh,
                 build.lease,
                 provenance,
+                pair_filter=build.plan.pair_filter,
+                tally=tally,
             ):
                 yield event
-            warnings = consistency.drain()
+            # A member left with no pair by the file's pair filter leaves the file.
+            leave_out = leave_out | frozenset(tally.filtered_out)
+            if len(leave_out) == len(build.existing):
+                raise all_filtered_out(len(tally.filtered_out))
+            warnings = [*consistency.drain(), *_filter_warnings(tally)]
             rewrite = self._rewrite(
                 build, leave_out, replacements, validation, on_upload, list(fresh)
             )
@@ -339,7 +364,12 @@ class Passes:
         finally:
             replacements.close()
         assert build.staged is not None
-        build.staged = dataclasses.replace(build.staged, refreshed_provenance=provenance)
+        build.staged = dataclasses.replace(
+            build.staged,
+            refreshed_provenance=provenance,
+            excluded_pair_count=tally.excluded_pairs,
+            filtered_out_conversation_count=len(tally.filtered_out),
+        )
 
     async def _rewrite(
         self,
@@ -448,6 +478,21 @@ def strata(
         )
         for c in conversations
     ]
+
+
+def all_filtered_out(filtered_out: int) -> FailedPrecondition:
+    """Nothing the build read passes the filters: no version is made."""
+    return FailedPrecondition(
+        f"every conversation read failed the filters ({filtered_out} left out); nothing "
+        "would be in the training file",
+        [Violation("filters", "ALL_CONVERSATIONS_FILTERED_OUT", f"{filtered_out} left out")],
+        reason="ALL_CONVERSATIONS_FILTERED_OUT",
+    )
+
+
+def _filter_warnings(tally: FilterTally) -> list[Warning]:
+    """What the filters left out, told once, at the end of the fetch."""
+    return [Warning(code, message, tuple(ids)) for code, message, ids in tally.warnings()]
 
 
 def _content_warnings(outputs: OutputSet) -> list[Warning]:

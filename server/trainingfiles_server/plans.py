@@ -8,13 +8,14 @@ current version under the same plan.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from . import formats
 from .errors import InvalidArgument
+from .filters import PairFilter
 from .formats import Format
 from .models import Split, TrainingFileRecord
 from .rules import key_base, object_keys
@@ -26,23 +27,35 @@ class OutputPlan:
     trainer_formats: tuple[Format, ...]  # in registry order
     split: SplitSpec | None = None
     drop_duplicates: bool = False
+    # The pairs of every document read that go into the file.
+    pair_filter: PairFilter = field(default_factory=PairFilter)
 
     @classmethod
     def of(
-        cls, requested: Iterable[Format], split: SplitSpec | None, drop_duplicates: bool
+        cls,
+        requested: Iterable[Format],
+        split: SplitSpec | None,
+        drop_duplicates: bool,
+        pair_filter: PairFilter | None = None,
     ) -> OutputPlan:
         wanted = {f.name for f in requested}
         return cls(
             tuple(f for f in formats.FORMATS.values() if f.splittable and f.name in wanted),
             split,
             drop_duplicates,
+            pair_filter or PairFilter(),
         )
 
     @classmethod
     def stored(cls, record: TrainingFileRecord, more: Iterable[Format] = ()) -> OutputPlan:
         """The plan of a file's versions, with formats `more` added."""
         known = [formats.FORMATS[name] for name in record.output_formats]
-        return cls.of([*known, *more], split_from_json(record.split_spec), record.drop_duplicates)
+        return cls.of(
+            [*known, *more],
+            split_from_json(record.split_spec),
+            record.drop_duplicates,
+            PairFilter.from_json(record.pair_filter),
+        )
 
     @property
     def format_names(self) -> list[str]:

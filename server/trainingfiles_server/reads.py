@@ -194,6 +194,17 @@ class Reads:
         selector: Selector | None = None,
     ) -> tuple[list[EligibleConversation], str]:
         limit = page_size(size)
+        if selector is not None and selector.document_filter is not None:
+            # Their inputs are in the documents, which a listing does not read.
+            why = (
+                "min_average_quality, human_reviewed_only and emotions apply to Create and "
+                "Add only (they are judged on each document as it is read)"
+            )
+            raise InvalidArgument(
+                f"selector: {why}",
+                [Violation("selector", "DOCUMENT_FILTER_NOT_LISTABLE", why)],
+                reason="DOCUMENT_FILTER_NOT_LISTABLE",
+            )
         exclude: UUID | None = None
         if exclude_training_file_id:
             # Parsed here so that a malformed id is reported under its own field name.

@@ -19,6 +19,7 @@ from .errors import (
     ResourceExhausted,
     Violation,
 )
+from .filters import PairFilter
 from .models import Caller, CandidateConversation, Selector, TrainingFileRecord
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
@@ -201,6 +202,17 @@ def merge_selected(
         )
     seen = {c.conversation_id for c in listed}
     return [*listed, *(c for c in selected if c.conversation_id not in seen)]
+
+
+def reject_pair_filter(requested: PairFilter | None, files: PairFilter) -> None:
+    """An Add's pair filter, when it names one, must be the file's (fixed by its Create)."""
+    if requested is not None and requested != files:
+        raise FailedPrecondition(
+            "the pair filter differs from the training file's; it is fixed when the file "
+            "is created (leave it unset to apply the file's)",
+            [Violation("pair_filter", "PAIR_FILTER_MISMATCH", "not the file's pair filter")],
+            reason="PAIR_FILTER_MISMATCH",
+        )
 
 
 def removal_violations(requested: Sequence[UUID], members: set[str]) -> list[Violation]:

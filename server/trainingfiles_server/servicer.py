@@ -66,6 +66,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             request.drop_duplicates,
             request.auto_refresh,
             convert.selector(request.selector if request.HasField("selector") else None),
+            convert.pair_filter(request.pair_filter if request.HasField("pair_filter") else None),
         )
         async for message in _progress(events):
             yield message
@@ -79,6 +80,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             list(request.conversation_ids),
             convert.requested_formats(request.formats),
             convert.selector(request.selector if request.HasField("selector") else None),
+            convert.pair_filter(request.pair_filter if request.HasField("pair_filter") else None),
         )
         async for message in _progress(events):
             yield message

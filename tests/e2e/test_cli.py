@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ REFRESH_SEED = 9411
 # selector's filter matches in the table is exactly what the command must take.
 SELECT_SEED = 9419
 SELECT_OWNER = uuid.UUID("00000000-0000-4000-8000-00000000c5e1")
+# Conversations of this module's filter test only, of an owner of its own.
+FILTER_SEED = 9437
+FILTER_OWNER = uuid.UUID("00000000-0000-4000-8000-00000000f11e")
 
 
 # Runs the command that follows with SIGINT's default disposition, as in a terminal: a
@@ -400,6 +404,72 @@ async def test_selector_options_take_exactly_what_the_filter_selects(
     assert theirs.code == 9 and "SELECTOR_OWNER_NOT_ALLOWED" in theirs.stderr
     usage = await cli("create", unique("usage"), "--created-after", "last tuesday")
     assert usage.code == 2 and "ISO 8601" in usage.stderr
+
+
+@pytest.fixture(scope="module")
+async def filterable(server: RunningServer, storage: Storage) -> list[GeneratedConversation]:
+    """An owner's conversations for the filter options only, oldest first."""
+    made = list(generate(FILTER_SEED, 24, owners=[FILTER_OWNER]))
+    await load(server.database.pool, storage.client, storage.conversations_bucket, made)
+    return sorted(made, key=lambda c: (c.created_at, str(c.conversation_id)))
+
+
+async def test_filter_options_reach_the_server(
+    cli: Cli, filterable: list[GeneratedConversation], aclient: tfc.AsyncTrainingFilesClient
+) -> None:
+    def pairs(c: GeneratedConversation) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = json.loads(c.document or b"")["training_pairs"]
+        return found
+
+    def quality(c: GeneratedConversation) -> float:
+        scores = [p["training_metadata"]["quality_score"] for p in pairs(c)]
+        return float(sum(scores) / len(scores))
+
+    emotion = pairs(filterable[0])[0]["emotional_context"]["detected_emotions"]["primary"]
+    expected = [
+        c
+        for c in filterable
+        if quality(c) >= 2.5
+        and any(p["training_metadata"]["human_reviewed"] for p in pairs(c))
+        and emotion in {p["emotional_context"]["detected_emotions"]["primary"] for p in pairs(c)}
+    ]
+    assert 0 < len(expected) < len(filterable)
+    kept = [[p for p in pairs(c) if p["training_metadata"]["quality_score"] >= 3] for c in expected]
+    members = [str(c.conversation_id) for c, k in zip(expected, kept, strict=True) if k]
+    options = ["--owner", str(FILTER_OWNER), "--min-quality", "2.5", "--reviewed-only"]
+    options += ["--emotion", emotion, "--emotion", "no-such-emotion", "--min-pair-quality", "3"]
+    name = unique("filtered")
+    run = await cli("create", name, *options)
+    assert run.code == 0, run.stderr
+    assert f"{len(members)} conversations" in run.stdout and "filtered out" in run.stdout
+    assert "CONVERSATIONS_FILTERED_OUT" in run.stderr
+    file_id = UUID.findall(run.stdout)[0]
+    created = await aclient.get_training_file(file_id)
+    assert created.pair_filter == resources_pb2.PairFilter(min_quality=3)
+    assert created.total_training_pairs == sum(len(k) for k in kept)
+    assert UUID.findall((await cli("conversations", file_id)).stdout) == members
+
+    # An Add applies the file's pair filter; another one is refused, with a hint.
+    other = await cli("add", file_id, "--ids", members[0], "--reviewed-pairs-only")
+    assert other.code == 6, other.stderr
+    assert "PAIR_FILTER_MISMATCH" in other.stderr and "hint:" in other.stderr
+    # The listing shows the quality a build without a pair filter found ("-": none did).
+    plain = await cli("create", unique("plain"), "--ids", members[0])
+    assert plain.code == 0, plain.stderr
+    shown = await cli("eligible", "--owner", str(FILTER_OWNER), "--limit", "100")
+    assert shown.code == 0, shown.stderr
+    columns = {
+        line.split()[0]: line.split()[-2:]
+        for line in shown.stdout.splitlines()
+        if UUID.fullmatch(line.split()[0] if line.split() else "")
+    }
+    first = next(c for c in expected if str(c.conversation_id) == members[0])
+    mean = Decimal(repr(quality(first))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    assert columns[members[0]] == [f"{mean:.2f}", str(len(pairs(first)))]
+    assert all(v == ["-", "-"] for k, v in columns.items() if k != members[0])
+    # The listing reads no document: it has no document filter options.
+    listing = await cli("eligible", "--owner", str(FILTER_OWNER), "--min-quality", "3")
+    assert listing.code == 2 and "--min-quality" in listing.stderr
 
 
 async def test_auto_refresh_is_set_at_create_and_switched_on_and_off(

@@ -29,9 +29,10 @@ PUBLIC = [
     "Aborted", "AlreadyExists", "AsyncPager", "AsyncTrainingFileOperation",
     "AsyncTrainingFilesClient", "Cancelled", "DataLoss", "DeadlineExceeded", "DownloadError",
     "Downloaded", "FailedPrecondition", "Format", "Internal", "InvalidArgument", "NotFound",
-    "OutOfRange", "Pager", "PermissionDenied", "ResourceExhausted", "Retry", "Selector",
-    "Split", "SplitOptions", "TrainingFileOperation", "TrainingFilesClient", "TrainingFilesError",
-    "Unauthenticated", "Unavailable", "Unimplemented", "Unknown", "Violation", "download",
+    "OutOfRange", "Pager", "PairFilter", "PermissionDenied", "ResourceExhausted", "Retry",
+    "Selector", "Split", "SplitOptions", "TrainingFileOperation", "TrainingFilesClient",
+    "TrainingFilesError", "Unauthenticated", "Unavailable", "Unimplemented", "Unknown",
+    "Violation", "download",
 ]
 # fmt: on
 
@@ -221,6 +222,7 @@ def test_unary_methods_are_coroutines_and_lists_are_not() -> None:
         tfc.Retry,
         tfc.SplitOptions,
         tfc.Selector,
+        tfc.PairFilter,
         tfc.DownloadError,
     ],
 )
@@ -238,6 +240,28 @@ def prepared(client: Any, name: str, *args: Any, **kwargs: Any) -> _calls.Prepar
     method = _methods.METHODS[_calls.rpc_name(name)]
     result: _calls.Prepared = client._prepare(method, build(client, *args, **kwargs))
     return result
+
+
+def test_filters_become_the_contracts_messages() -> None:
+    with tfc.TrainingFilesClient("127.0.0.1:1", token="t") as client:
+        selector = tfc.Selector(min_average_quality=4, human_reviewed_only=True, emotions=["hope"])
+        sent = prepared(
+            client,
+            "create_training_file",
+            "n",
+            selector=selector,
+            pair_filter=tfc.PairFilter(min_quality=3.5, reviewed_only=True),
+        ).request
+        assert isinstance(sent, service_pb2.CreateTrainingFileRequest)
+        assert sent.selector == service_pb2.ConversationSelector(
+            min_average_quality=4, human_reviewed_only=True, emotions=["hope"]
+        )
+        assert sent.pair_filter == resources_pb2.PairFilter(min_quality=3.5, reviewed_only=True)
+        added = prepared(client, "add_conversations", "f", pair_filter=tfc.PairFilter()).request
+        assert isinstance(added, service_pb2.AddConversationsRequest)
+        assert added.HasField("pair_filter") and added.pair_filter == resources_pb2.PairFilter()
+    with pytest.raises(TypeError, match="emotions must be a list"):
+        tfc.Selector(emotions="hope")
 
 
 def test_request_or_fields_never_both() -> None:

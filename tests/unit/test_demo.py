@@ -16,6 +16,7 @@ from pathlib import Path
 from uuid import UUID
 
 import jwt
+import orjson
 import pytest
 
 from trainingfiles_dev.demo import DEMO_AWKWARD, DEMO_COUNT, DEMO_SEED, DEMO_USERS
@@ -146,3 +147,24 @@ def test_the_selector_examples_select_what_the_documents_say(
         assert len(conversations) == count
         # Every document can be built: the examples' Creates and Adds succeed.
         assert all(c.kind.document_valid for c in conversations), count
+
+
+def test_the_filter_example_takes_what_the_documents_say(
+    demo: dict[str, GeneratedConversation],
+) -> None:
+    """README: of the anxious_planner's 21 conversations, 4 with a mean quality of at
+    least 3.5 and a reviewed pair; of their 27 pairs, 24 score 3.5 or more."""
+    readme = (ROOT / "README.md").read_text()
+    assert '"min_average_quality": 3.5' in readme and '"min_quality": 3.5}' in readme
+    planners = selected(demo, [ANXIOUS_PLANNER])
+    kept, excluded = [], 0
+    for conversation in planners:
+        pairs = orjson.loads(conversation.document or b"")["training_pairs"]
+        scores = [p["training_metadata"]["quality_score"] for p in pairs]
+        if sum(scores) / len(scores) >= 3.5 and any(
+            p["training_metadata"]["human_reviewed"] for p in pairs
+        ):
+            kept.append(sum(score >= 3.5 for score in scores))
+            excluded += sum(score < 3.5 for score in scores)
+    assert (len(planners), len(kept), sum(kept), excluded) == (21, 4, 24, 3)
+    assert all(kept)  # no conversation loses every pair

@@ -5,6 +5,7 @@ one base), the operations their streaming calls return, the pagers their list ca
 return, the retry policy a call may override, one error hierarchy mirroring the gRPC
 status codes, the names of the outputs' formats and splits (`Format`, `Split`), a
 build's split (`SplitOptions`), the conversations the database chooses (`Selector`),
+the pairs a file keeps (`PairFilter`),
 and the checked download of an output (`download`, `Downloaded`, `DownloadError`).
 Requests and replies are the generated messages of ``trainingfiles.v1``
 (``resources_pb2``, ``service_pb2``).
@@ -45,7 +46,7 @@ from ._methods import Retry
 from ._operations import AsyncTrainingFileOperation, TrainingFileOperation
 from ._outputs import Format, Split, SplitOptions
 from ._pagers import AsyncPager, Pager
-from ._selectors import Selector
+from ._selectors import PairFilter, Selector
 
 __all__ = [
     "Aborted",
@@ -65,6 +66,7 @@ __all__ = [
     "NotFound",
     "OutOfRange",
     "Pager",
+    "PairFilter",
     "PermissionDenied",
     "ResourceExhausted",
     "Retry",

@@ -60,7 +60,7 @@ from ._config import Connection, channel_options, resolve
 from ._downloads import Downloaded, DownloadError, download, safe_name
 from ._methods import DEFAULT, Kind, Method, Policy, service_config
 from ._outputs import Format, FormatLike, Split, SplitLike, SplitOptions
-from ._selectors import Selector
+from ._selectors import PairFilter, Selector
 
 __all__ = ["BaseClient"]
 
@@ -177,6 +177,7 @@ class BaseClient(Faced[FaceT]):
         drop_duplicates: bool | None = None,
         auto_refresh: bool | None = None,
         selector: Selector | service_pb2.ConversationSelector | None = None,
+        pair_filter: PairFilter | resources_pb2.PairFilter | None = None,
         **options: Unpack[CallOptions[CreateTrainingFileRequest]],
     ) -> Streamed:
         """Create a training file from conversations; returns the running operation.
@@ -201,7 +202,14 @@ class BaseClient(Faced[FaceT]):
         (``NO_CONVERSATIONS_SELECTED``); more than the server's cap (100,000 by default)
         matched, `ResourceExhausted` (``TOO_MANY_CONVERSATIONS``); a selector's `owner`
         from a caller other than ``service_role``, or other than the file's owner,
-        `PermissionDenied` (``SELECTOR_OWNER_NOT_ALLOWED``).
+        `PermissionDenied` (``SELECTOR_OWNER_NOT_ALLOWED``). The selector's document
+        filters (`Selector.min_average_quality` and the like) leave out selected
+        conversations once their documents are read; nothing left is
+        `FailedPrecondition` (``ALL_CONVERSATIONS_FILTERED_OUT``).
+
+        A `pair_filter` (``PairFilter(min_quality=4, reviewed_only=True)``) keeps only the
+        pairs that meet it, in this version and every later one; the file counts what it
+        left out (`excluded_pair_count`, `filtered_out_conversation_count`).
 
         Example:
             >>> operation = client.create_training_file("advisors-q3", ids, "Q3 set")
@@ -231,6 +239,7 @@ class BaseClient(Faced[FaceT]):
         conversation_ids: Iterable[str] | None = None,
         formats: Iterable[FormatLike] | None = None,
         selector: Selector | service_pb2.ConversationSelector | None = None,
+        pair_filter: PairFilter | resources_pb2.PairFilter | None = None,
         **options: Unpack[CallOptions[AddConversationsRequest]],
     ) -> Streamed:
         """Add conversations to an ACTIVE file; returns the running operation.
@@ -240,7 +249,9 @@ class BaseClient(Faced[FaceT]):
         formats, split and duplicate handling of the current one, plus any `formats`
         named here. With a `selector`, the conversations of the file's owner it matches
         that the file lacks are added too, oldest first, after the listed ids (which may
-        then be left out); see `create_training_file`. Never retried by default.
+        then be left out); see `create_training_file`. The file's pair filter applies to
+        the added conversations; a `pair_filter` given must be the file's
+        (`FailedPrecondition`, ``PAIR_FILTER_MISMATCH``). Never retried by default.
 
         Example:
             >>> updated = client.add_conversations(file_id, more_ids).result()

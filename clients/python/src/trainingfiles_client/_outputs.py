@@ -17,7 +17,7 @@ from typing import Any, Final, Literal, Self, TypeAlias
 
 from trainingfiles.v1 import resources_pb2, service_pb2
 
-from ._selectors import selector_message
+from ._selectors import pair_filter_message, selector_message
 
 __all__ = ["CONVERTERS", "Format", "FormatLike", "Split", "SplitLike", "SplitOptions"]
 
@@ -203,4 +203,5 @@ CONVERTERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     resources_pb2.Split.DESCRIPTOR.full_name: lambda value: Split.of(value).proto,
     resources_pb2.SplitOptions.DESCRIPTOR.full_name: _split_options,
     service_pb2.ConversationSelector.DESCRIPTOR.full_name: selector_message,
+    resources_pb2.PairFilter.DESCRIPTOR.full_name: pair_filter_message,
 }

@@ -288,6 +288,9 @@ class TrainingFile(_message.Message):
     REFRESH_ATTEMPTS_FIELD_NUMBER: _builtins.int
     REFRESH_ERROR_FIELD_NUMBER: _builtins.int
     NEXT_REFRESH_TIME_FIELD_NUMBER: _builtins.int
+    PAIR_FILTER_FIELD_NUMBER: _builtins.int
+    EXCLUDED_PAIR_COUNT_FIELD_NUMBER: _builtins.int
+    FILTERED_OUT_CONVERSATION_COUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The file's id (UUID), assigned by the server."""
     name: _builtins.str
@@ -361,6 +364,13 @@ class TrainingFile(_message.Message):
     """Automatic refreshes that failed in a row; 0 after one succeeds."""
     refresh_error: _builtins.str
     """Why the last automatic refresh failed; empty unless `refresh_attempts` > 0."""
+    excluded_pair_count: _builtins.int
+    """Pairs of the documents read for the current version that `pair_filter` left out."""
+    filtered_out_conversation_count: _builtins.int
+    """Conversations the current version's build read and left out: those chosen by a
+    selector that failed its document filters, and those left with no pair by
+    `pair_filter`.
+    """
     @_builtins.property
     def quality_summary(self) -> Global___QualitySummary:
         """Quality figures over the file's conversations; unset while the file has no content."""
@@ -391,6 +401,12 @@ class TrainingFile(_message.Message):
     @_builtins.property
     def next_refresh_time(self) -> _timestamp_pb2.Timestamp:
         """When the next automatic refresh may start, after a failure; unset otherwise."""
+
+    @_builtins.property
+    def pair_filter(self) -> Global___PairFilter:
+        """The pair filter fixed by the Create, applied to every document a later Add or
+        Refresh reads; unset when the file has none.
+        """
 
     def __init__(
         self,
@@ -423,10 +439,13 @@ class TrainingFile(_message.Message):
         refresh_attempts: _builtins.int = ...,
         refresh_error: _builtins.str = ...,
         next_refresh_time: _timestamp_pb2.Timestamp | None = ...,
+        pair_filter: Global___PairFilter | None = ...,
+        excluded_pair_count: _builtins.int = ...,
+        filtered_out_conversation_count: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_stale_conversation_count", b"_stale_conversation_count", "created_at", b"created_at", "description", b"description", "next_refresh_time", b"next_refresh_time", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "stale_conversation_count", b"stale_conversation_count", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_stale_conversation_count", b"_stale_conversation_count", "created_at", b"created_at", "description", b"description", "next_refresh_time", b"next_refresh_time", "pair_filter", b"pair_filter", "quality_summary", b"quality_summary", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "stale_conversation_count", b"stale_conversation_count", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_stale_conversation_count", b"_stale_conversation_count", "auto_refresh", b"auto_refresh", "conversation_count", b"conversation_count", "created_at", b"created_at", "created_by", b"created_by", "description", b"description", "duplicate_pair_count", b"duplicate_pair_count", "duplicates_dropped", b"duplicates_dropped", "error_message", b"error_message", "id", b"id", "json_file_path", b"json_file_path", "json_file_size", b"json_file_size", "jsonl_file_path", b"jsonl_file_path", "jsonl_file_size", b"jsonl_file_size", "name", b"name", "next_refresh_time", b"next_refresh_time", "outputs", b"outputs", "quality_summary", b"quality_summary", "refresh_attempts", b"refresh_attempts", "refresh_error", b"refresh_error", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "stale_conversation_count", b"stale_conversation_count", "status", b"status", "storage_bucket", b"storage_bucket", "total_training_pairs", b"total_training_pairs", "untrainable_pair_count", b"untrainable_pair_count", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_stale_conversation_count", b"_stale_conversation_count", "auto_refresh", b"auto_refresh", "conversation_count", b"conversation_count", "created_at", b"created_at", "created_by", b"created_by", "description", b"description", "duplicate_pair_count", b"duplicate_pair_count", "duplicates_dropped", b"duplicates_dropped", "error_message", b"error_message", "excluded_pair_count", b"excluded_pair_count", "filtered_out_conversation_count", b"filtered_out_conversation_count", "id", b"id", "json_file_path", b"json_file_path", "json_file_size", b"json_file_size", "jsonl_file_path", b"jsonl_file_path", "jsonl_file_size", b"jsonl_file_size", "name", b"name", "next_refresh_time", b"next_refresh_time", "outputs", b"outputs", "pair_filter", b"pair_filter", "quality_summary", b"quality_summary", "refresh_attempts", b"refresh_attempts", "refresh_error", b"refresh_error", "scaffolding_distribution", b"scaffolding_distribution", "split", b"split", "stale_conversation_count", b"stale_conversation_count", "status", b"status", "storage_bucket", b"storage_bucket", "total_training_pairs", b"total_training_pairs", "untrainable_pair_count", b"untrainable_pair_count", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -647,6 +666,8 @@ class EligibleConversation(_message.Message):
     TRAINING_TOPIC_ID_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    QUALITY_SCORE_FIELD_NUMBER: _builtins.int
+    TRAINING_PAIR_COUNT_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """The conversation's id (UUID): the value to pass in `conversation_ids`."""
     persona_id: _builtins.str
@@ -657,6 +678,13 @@ class EligibleConversation(_message.Message):
     """Scaffolding training topic id (UUID); empty when the conversation has none."""
     created_by: _builtins.str
     """The owning user's id (UUID); empty when the conversation has no owner."""
+    quality_score: _builtins.float
+    """Its quality score (the mean of its pairs' `quality_score`, rounded half-up to 2
+    places), when a training file without a pair filter was built from its current
+    document; unset otherwise (a listing reads no document).
+    """
+    training_pair_count: _builtins.int
+    """Its training pairs, when known as `quality_score` is; unset otherwise."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the conversation was created."""
@@ -670,12 +698,21 @@ class EligibleConversation(_message.Message):
         training_topic_id: _builtins.str = ...,
         created_by: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        quality_score: _builtins.float | None = ...,
+        training_pair_count: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_quality_score", b"_quality_score", "_training_pair_count", b"_training_pair_count", "created_at", b"created_at", "quality_score", b"quality_score", "training_pair_count", b"training_pair_count"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "created_at", b"created_at", "created_by", b"created_by", "emotional_arc_id", b"emotional_arc_id", "persona_id", b"persona_id", "training_topic_id", b"training_topic_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quality_score", b"_quality_score", "_training_pair_count", b"_training_pair_count", "conversation_id", b"conversation_id", "created_at", b"created_at", "created_by", b"created_by", "emotional_arc_id", b"emotional_arc_id", "persona_id", b"persona_id", "quality_score", b"quality_score", "training_pair_count", b"training_pair_count", "training_topic_id", b"training_topic_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__quality_score: _TypeAlias = _typing.Literal["quality_score"]  # noqa: Y015
+    _WhichOneofArgType__quality_score: _TypeAlias = _typing.Literal["_quality_score", b"_quality_score"]  # noqa: Y015
+    _WhichOneofReturnType__training_pair_count: _TypeAlias = _typing.Literal["training_pair_count"]  # noqa: Y015
+    _WhichOneofArgType__training_pair_count: _TypeAlias = _typing.Literal["_training_pair_count", b"_training_pair_count"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__quality_score) -> _WhichOneofReturnType__quality_score | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__training_pair_count) -> _WhichOneofReturnType__training_pair_count | None: ...
 
 Global___EligibleConversation: _TypeAlias = EligibleConversation  # noqa: Y015
 
@@ -765,6 +802,8 @@ class TrainingFileVersion(_message.Message):
     PRUNED_FIELD_NUMBER: _builtins.int
     PRUNE_TIME_FIELD_NUMBER: _builtins.int
     CURRENT_FIELD_NUMBER: _builtins.int
+    EXCLUDED_PAIR_COUNT_FIELD_NUMBER: _builtins.int
+    FILTERED_OUT_CONVERSATION_COUNT_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """The version number: 1 for the Create, one more for each later build."""
     reason: Global___VersionReason.ValueType
@@ -795,6 +834,12 @@ class TrainingFileVersion(_message.Message):
     """Whether its objects were deleted (retention)."""
     current: _builtins.bool
     """Whether it is the file's current version."""
+    excluded_pair_count: _builtins.int
+    """Pairs of the documents its build read that the file's pair filter left out (0 for
+    a version whose build read no document, such as REMOVED).
+    """
+    filtered_out_conversation_count: _builtins.int
+    """Conversations its build read and left out, as on `TrainingFile`."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was made (its commit)."""
@@ -827,10 +872,12 @@ class TrainingFileVersion(_message.Message):
         pruned: _builtins.bool = ...,
         prune_time: _timestamp_pb2.Timestamp | None = ...,
         current: _builtins.bool = ...,
+        excluded_pair_count: _builtins.int = ...,
+        filtered_out_conversation_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_quality_score", b"_avg_quality_score", "_max_quality_score", b"_max_quality_score", "_min_quality_score", b"_min_quality_score", "avg_quality_score", b"avg_quality_score", "create_time", b"create_time", "max_quality_score", b"max_quality_score", "min_quality_score", b"min_quality_score", "prune_time", b"prune_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_quality_score", b"_avg_quality_score", "_max_quality_score", b"_max_quality_score", "_min_quality_score", b"_min_quality_score", "avg_quality_score", b"avg_quality_score", "change_count", b"change_count", "conversation_count", b"conversation_count", "create_time", b"create_time", "created_by", b"created_by", "current", b"current", "duplicate_pair_count", b"duplicate_pair_count", "human_reviewed_count", b"human_reviewed_count", "max_quality_score", b"max_quality_score", "min_quality_score", b"min_quality_score", "outputs", b"outputs", "prune_time", b"prune_time", "pruned", b"pruned", "reason", b"reason", "total_training_pairs", b"total_training_pairs", "untrainable_pair_count", b"untrainable_pair_count", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_quality_score", b"_avg_quality_score", "_max_quality_score", b"_max_quality_score", "_min_quality_score", b"_min_quality_score", "avg_quality_score", b"avg_quality_score", "change_count", b"change_count", "conversation_count", b"conversation_count", "create_time", b"create_time", "created_by", b"created_by", "current", b"current", "duplicate_pair_count", b"duplicate_pair_count", "excluded_pair_count", b"excluded_pair_count", "filtered_out_conversation_count", b"filtered_out_conversation_count", "human_reviewed_count", b"human_reviewed_count", "max_quality_score", b"max_quality_score", "min_quality_score", b"min_quality_score", "outputs", b"outputs", "prune_time", b"prune_time", "pruned", b"pruned", "reason", b"reason", "total_training_pairs", b"total_training_pairs", "untrainable_pair_count", b"untrainable_pair_count", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__avg_quality_score: _TypeAlias = _typing.Literal["avg_quality_score"]  # noqa: Y015
     _WhichOneofArgType__avg_quality_score: _TypeAlias = _typing.Literal["_avg_quality_score", b"_avg_quality_score"]  # noqa: Y015
@@ -846,6 +893,36 @@ class TrainingFileVersion(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__min_quality_score) -> _WhichOneofReturnType__min_quality_score | None: ...
 
 Global___TrainingFileVersion: _TypeAlias = TrainingFileVersion  # noqa: Y015
+
+@_typing.final
+class PairFilter(_message.Message):
+    """Which training pairs of a conversation's document go into a file. A pair is kept when
+    it meets every field set; the others are left out of every output (v4 JSON, JSONL and
+    trainer formats), and the file's counts and quality figures are over the pairs kept.
+    A conversation left with no pair is not a member.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_QUALITY_FIELD_NUMBER: _builtins.int
+    REVIEWED_ONLY_FIELD_NUMBER: _builtins.int
+    min_quality: _builtins.float
+    """Keep pairs whose `training_metadata.quality_score` is at least this (0: any)."""
+    reviewed_only: _builtins.bool
+    """Keep only pairs whose `training_metadata.human_reviewed` is true."""
+    def __init__(
+        self,
+        *,
+        min_quality: _builtins.float = ...,
+        reviewed_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_quality", b"min_quality", "reviewed_only", b"reviewed_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PairFilter: _TypeAlias = PairFilter  # noqa: Y015
 
 @_typing.final
 class TrainingFileOutput(_message.Message):

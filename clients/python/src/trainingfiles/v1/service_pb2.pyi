@@ -100,6 +100,7 @@ class CreateTrainingFileRequest(_message.Message):
     DROP_DUPLICATES_FIELD_NUMBER: _builtins.int
     AUTO_REFRESH_FIELD_NUMBER: _builtins.int
     SELECTOR_FIELD_NUMBER: _builtins.int
+    PAIR_FILTER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. The file's name: 1 to 128 characters of `[A-Za-z0-9_.-]`, not starting
     with `.` (so it is safe in object keys and file names). Must differ from the names
@@ -158,7 +159,18 @@ class CreateTrainingFileRequest(_message.Message):
         the listed ids (a conversation both listed and selected is taken once). At most
         MAX_CONVERSATIONS_PER_SELECTOR (100000) may match, unless `limit` caps them.
         Matching nothing, with no ids listed, is FAILED_PRECONDITION
-        (NO_CONVERSATIONS_SELECTED).
+        (NO_CONVERSATIONS_SELECTED). Its document filters leave out, after each document
+        is read, selected conversations that fail them (a CONVERSATIONS_FILTERED_OUT
+        warning with the count); if nothing is left the call ends FAILED_PRECONDITION
+        (ALL_CONVERSATIONS_FILTERED_OUT) and the file is FAILED, with nothing stored.
+        """
+
+    @_builtins.property
+    def pair_filter(self) -> _resources_pb2.PairFilter:
+        """Optional. Which pairs of every document go into the file, now and in every later
+        version (Add and Refresh apply it too). Pairs left out are counted
+        (`excluded_pair_count`, a PAIRS_EXCLUDED warning). A negative or non-finite
+        `min_quality` is INVALID_ARGUMENT.
         """
 
     def __init__(
@@ -173,10 +185,11 @@ class CreateTrainingFileRequest(_message.Message):
         drop_duplicates: _builtins.bool = ...,
         auto_refresh: _builtins.bool = ...,
         selector: Global___ConversationSelector | None = ...,
+        pair_filter: _resources_pb2.PairFilter | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description", "selector", b"selector", "split", b"split"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description", "pair_filter", b"pair_filter", "selector", b"selector", "split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "auto_refresh", b"auto_refresh", "conversation_ids", b"conversation_ids", "description", b"description", "drop_duplicates", b"drop_duplicates", "formats", b"formats", "name", b"name", "on_behalf_of", b"on_behalf_of", "selector", b"selector", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "auto_refresh", b"auto_refresh", "conversation_ids", b"conversation_ids", "description", b"description", "drop_duplicates", b"drop_duplicates", "formats", b"formats", "name", b"name", "on_behalf_of", b"on_behalf_of", "pair_filter", b"pair_filter", "selector", b"selector", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -194,6 +207,7 @@ class AddConversationsRequest(_message.Message):
     CONVERSATION_IDS_FIELD_NUMBER: _builtins.int
     FORMATS_FIELD_NUMBER: _builtins.int
     SELECTOR_FIELD_NUMBER: _builtins.int
+    PAIR_FILTER_FIELD_NUMBER: _builtins.int
     training_file_id: _builtins.str
     """Required. The id (UUID) of the ACTIVE training file to extend."""
     @_builtins.property
@@ -216,6 +230,15 @@ class AddConversationsRequest(_message.Message):
         as for CreateTrainingFile, of the file's owner, and not already in the file.
         """
 
+    @_builtins.property
+    def pair_filter(self) -> _resources_pb2.PairFilter:
+        """Optional. The file's pair filter applies to every added conversation; set, it must
+        equal the file's (`TrainingFile.pair_filter`), else FAILED_PRECONDITION
+        (PAIR_FILTER_MISMATCH): the filter is fixed when the file is created. Adding
+        nothing that passes the filters is FAILED_PRECONDITION
+        (ALL_CONVERSATIONS_FILTERED_OUT), the file unchanged.
+        """
+
     def __init__(
         self,
         *,
@@ -223,10 +246,11 @@ class AddConversationsRequest(_message.Message):
         conversation_ids: _abc.Iterable[_builtins.str] | None = ...,
         formats: _abc.Iterable[_resources_pb2.FileFormat.ValueType] | None = ...,
         selector: Global___ConversationSelector | None = ...,
+        pair_filter: _resources_pb2.PairFilter | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pair_filter", b"pair_filter", "selector", b"selector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_ids", b"conversation_ids", "formats", b"formats", "selector", b"selector", "training_file_id", b"training_file_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_ids", b"conversation_ids", "formats", b"formats", "pair_filter", b"pair_filter", "selector", b"selector", "training_file_id", b"training_file_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -947,13 +971,27 @@ class ConversationSelector(_message.Message):
     CREATED_BEFORE_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    MIN_AVERAGE_QUALITY_FIELD_NUMBER: _builtins.int
+    HUMAN_REVIEWED_ONLY_FIELD_NUMBER: _builtins.int
+    EMOTIONS_FIELD_NUMBER: _builtins.int
     owner: _builtins.str
     """Owner (UUID, `conversations.created_by`): only for `service_role` callers, and only
     where the file has no owner; a user's selection is always of their own
     conversations, and a file's of its owner's.
     """
     limit: _builtins.int
-    """At most this many (the oldest); 0 means no cap but the server's limit."""
+    """At most this many (the oldest); 0 means no cap but the server's limit. The limit
+    counts candidates, before the document filters below.
+    """
+    min_average_quality: _builtins.float
+    """Document filters: the table does not know them, so they are applied by Create and
+    Add to each selected conversation once its document is read (never to listed ids).
+    ListEligibleConversations refuses them (INVALID_ARGUMENT, DOCUMENT_FILTER_NOT_LISTABLE).
+
+    At least this mean `quality_score` over the document's pairs (0: any).
+    """
+    human_reviewed_only: _builtins.bool
+    """Only conversations with at least one pair marked `human_reviewed`."""
     @_builtins.property
     def persona_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Personas (UUIDs, `conversations.persona_id`)."""
@@ -976,6 +1014,12 @@ class ConversationSelector(_message.Message):
     def created_before(self) -> _timestamp_pb2.Timestamp:
         """Created before this time."""
 
+    @_builtins.property
+    def emotions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only conversations where some pair's primary emotion
+        (`emotional_context.detected_emotions.primary`) is one of these.
+        """
+
     def __init__(
         self,
         *,
@@ -986,10 +1030,13 @@ class ConversationSelector(_message.Message):
         created_before: _timestamp_pb2.Timestamp | None = ...,
         owner: _builtins.str = ...,
         limit: _builtins.int = ...,
+        min_average_quality: _builtins.float = ...,
+        human_reviewed_only: _builtins.bool = ...,
+        emotions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "emotional_arc_ids", b"emotional_arc_ids", "limit", b"limit", "owner", b"owner", "persona_ids", b"persona_ids", "training_topic_ids", b"training_topic_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "emotional_arc_ids", b"emotional_arc_ids", "emotions", b"emotions", "human_reviewed_only", b"human_reviewed_only", "limit", b"limit", "min_average_quality", b"min_average_quality", "owner", b"owner", "persona_ids", b"persona_ids", "training_topic_ids", b"training_topic_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -223,7 +223,8 @@ class TrainingFileServiceStub:
     Errors:
       INVALID_ARGUMENT  (BadRequest) `page_size` negative; `page_token` invalid or from a
                         call with another `exclude_training_file_id`;
-                        `exclude_training_file_id` malformed.
+                        `exclude_training_file_id` malformed; a selector with document
+                        filters (DOCUMENT_FILTER_NOT_LISTABLE: no document is read).
       NOT_FOUND         `exclude_training_file_id` names no training file (or another
                         user's).
       UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.
@@ -543,7 +544,8 @@ class TrainingFileServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors:
           INVALID_ARGUMENT  (BadRequest) `page_size` negative; `page_token` invalid or from a
                             call with another `exclude_training_file_id`;
-                            `exclude_training_file_id` malformed.
+                            `exclude_training_file_id` malformed; a selector with document
+                            filters (DOCUMENT_FILTER_NOT_LISTABLE: no document is read).
           NOT_FOUND         `exclude_training_file_id` names no training file (or another
                             user's).
           UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, INTERNAL  as for every rpc.

@@ -130,3 +130,21 @@ def outputs_table(f: resources_pb2.TrainingFile) -> Table:
             escape(o.file_name),
         )
     return rows
+
+
+def brief(training_file: resources_pb2.TrainingFile) -> str:
+    """A built file in one line: its counts, what the filters left out, its formats."""
+    formats = dict.fromkeys(format_name(o.format) for o in training_file.outputs)
+    formats.pop("dataset_card", None)
+    listed = f"; {', '.join(formats)}" if formats else ""
+    filtered = ""
+    if training_file.filtered_out_conversation_count or training_file.excluded_pair_count:
+        filtered = (
+            f" ({training_file.filtered_out_conversation_count} conversations and "
+            f"{training_file.excluded_pair_count} pairs filtered out)"
+        )
+    return (
+        f"{training_file.conversation_count} conversations, "
+        f"{training_file.total_training_pairs} training pairs{filtered}, "
+        f"version {training_file.version}{listed}"
+    )

@@ -17,8 +17,12 @@ Decorator = Callable[[Callable[..., int]], Callable[..., int]]
 # The options that make a selector, as the command line spells them.
 FILTERS = ("--persona", "--arc", "--topic", "--created-after", "--created-before", "--owner")
 
-# The handler's parameters they fill (besides `limit`), which become its `selector`.
+# The handler's parameters they fill (besides `limit` and the document filters), which
+# become its `selector`.
 _NAMES = ["persona", "arc", "topic", "created_after", "created_before", "owner"]
+
+# A build's document filters (not a listing's: it reads no document).
+_DOCUMENT_NAMES = ["min_quality", "reviewed_only", "emotion"]
 
 # What a refused selector can try next, by the error's reason.
 HINTS = {
@@ -27,6 +31,10 @@ HINTS = {
     "TOO_MANY_CONVERSATIONS": "narrow the selector, or take the oldest with --limit N",
     "SELECTOR_OWNER_NOT_ALLOWED": "--owner needs a service_role token and a file without "
     "an owner; a user's selection is always their own",
+    "ALL_CONVERSATIONS_FILTERED_OUT": "loosen --min-quality, --reviewed-only, --emotion, "
+    "--min-pair-quality or --reviewed-pairs-only",
+    "PAIR_FILTER_MISMATCH": "the file's pair filter is fixed by its create; leave "
+    "--min-pair-quality and --reviewed-pairs-only out (the file's applies)",
 }
 
 
@@ -49,9 +57,10 @@ def iso_time(ctx: click.Context, param: click.Parameter, value: Any) -> datetime
 
 
 def selector_options(*, limit: bool = True) -> Decorator:
-    """Declare the selector's options (``--limit`` too, unless `limit` is False: a
-    listing's own ``--limit`` counts what it shows); the handler receives them as one
-    `selector`, a `Selector`, or None when none is given."""
+    """Declare the selector's options (``--limit`` and the document filters too, unless
+    `limit` is False: a listing's own ``--limit`` counts what it shows, and it reads no
+    document); the handler receives them as one `selector`, a `Selector`, or None when
+    none is given."""
     options = [
         click.option(
             "--persona", multiple=True, metavar="ID", help="select: of this persona (repeatable)"
@@ -78,11 +87,23 @@ def selector_options(*, limit: bool = True) -> Decorator:
         ),
     ]  # fmt: skip
     if limit:
-        options.append(
-            click.option("--limit", type=int, metavar="N", help="select: at most N, the oldest")
-        )
+        options += [
+            click.option("--limit", type=int, metavar="N", help="select: at most N, the oldest"),
+            click.option(
+                "--min-quality", type=float, metavar="SCORE",
+                help="select: whose mean pair quality is at least SCORE (judged on the document)",
+            ),
+            click.option(
+                "--reviewed-only", is_flag=True, default=None,
+                help="select: with at least one human-reviewed pair",
+            ),
+            click.option(
+                "--emotion", multiple=True, metavar="NAME",
+                help="select: where some pair's primary emotion is NAME (repeatable)",
+            ),
+        ]  # fmt: skip
 
-    names = [*_NAMES, "limit"] if limit else _NAMES
+    names = [*_NAMES, "limit", *_DOCUMENT_NAMES] if limit else _NAMES
 
     def decorate(handler: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(handler)
@@ -105,10 +126,14 @@ def selector_of(
     created_before: datetime.datetime | None,
     owner: str | None,
     limit: int | None = None,
+    min_quality: float | None = None,
+    reviewed_only: bool | None = None,
+    emotion: tuple[str, ...] = (),
 ) -> tfc.Selector | None:
     """The selector the options ask for; None when none of them is given."""
     given = persona or arc or topic or owner is not None or limit is not None
-    if not given and created_after is None and created_before is None:
+    documents = min_quality is not None or reviewed_only or emotion
+    if not given and not documents and created_after is None and created_before is None:
         return None
     return tfc.Selector(
         persona_ids=persona,
@@ -118,4 +143,29 @@ def selector_of(
         created_before=created_before,
         owner=owner,
         limit=limit,
+        min_average_quality=min_quality,
+        human_reviewed_only=reviewed_only,
+        emotions=emotion,
     )
+
+
+def pair_filter_options(handler: Callable[..., int]) -> Callable[..., int]:
+    """``--min-pair-quality`` and ``--reviewed-pairs-only``, given to the handler as one
+    `pair_filter` (a `PairFilter`, or None when neither is given)."""
+
+    @functools.wraps(handler)
+    def filtering(*args: Any, **params: Any) -> int:
+        minimum, reviewed = params.pop("min_pair_quality"), params.pop("reviewed_pairs_only")
+        chosen = None
+        if minimum is not None or reviewed:
+            chosen = tfc.PairFilter(min_quality=minimum, reviewed_only=reviewed)
+        return handler(*args, pair_filter=chosen, **params)
+
+    filtering = click.option(
+        "--reviewed-pairs-only", is_flag=True, default=None,
+        help="keep only human-reviewed pairs (the file keeps this filter)",
+    )(filtering)  # fmt: skip
+    return click.option(
+        "--min-pair-quality", type=float, metavar="SCORE",
+        help="keep only pairs whose quality score is at least SCORE (the file keeps this filter)",
+    )(filtering)  # fmt: skip

@@ -11,24 +11,13 @@ from trainingfiles.v1 import resources_pb2, service_pb2
 
 from ..ids import options as ids_options
 from ..ids import read_ids
-from ..outputs import format_name, formats_option, split_of, split_options
+from ..outputs import brief, formats_option, split_of, split_options
 from ..progress import follow
-from ..selectors import FILTERS, HINTS, selector_options
+from ..selectors import FILTERS, HINTS, pair_filter_options, selector_options
 from ..session import Session, command, file_id_argument
 
 # What `create` and `add` take instead of ids.
 _OR_SELECT = f", or select conversations with {', '.join(FILTERS)} or --limit"
-
-
-def _summary(training_file: resources_pb2.TrainingFile) -> str:
-    formats = dict.fromkeys(format_name(o.format) for o in training_file.outputs)
-    formats.pop("dataset_card", None)
-    listed = f"; {', '.join(formats)}" if formats else ""
-    return (
-        f"{training_file.conversation_count} conversations, "
-        f"{training_file.total_training_pairs} training pairs, "
-        f"version {training_file.version}{listed}"
-    )
 
 
 @command(
@@ -43,12 +32,14 @@ def _summary(training_file: resources_pb2.TrainingFile) -> str:
         "create live --ids-file ids.txt --auto-refresh",
         "create november --persona PERSONA_ID --created-after 2026-11-01",
         "create system-q4 --owner USER_ID --topic TOPIC_ID --topic TOPIC_ID --limit 500",
+        "create best --topic TOPIC_ID --min-quality 4 --reviewed-only --min-pair-quality 3.5",
     ],
 )
 @click.argument("name")
 @click.option("--description", help="free text kept with the file")
 @ids_options
 @selector_options()
+@pair_filter_options
 @formats_option("a format to produce besides v4_json and v4_jsonl")
 @split_options
 @click.option(
@@ -63,6 +54,7 @@ def create(
     ids: tuple[str, ...],
     ids_file: tuple[str, ...],
     selector: tfc.Selector | None,
+    pair_filter: tfc.PairFilter | None,
     formats: tuple[str, ...],
     validation_fraction: float | None,
     validation_count: int | None,
@@ -82,7 +74,10 @@ def create(
     With selector options (--persona, --arc, --topic, --created-after, --created-before,
     --owner, --limit) the server also takes the enriched conversations that match all of
     them, oldest first, after the ids given (which may then be left out); --owner is for
-    service_role tokens. `eligible` with the same options lists them.
+    service_role tokens. `eligible` with the same options lists them. --min-quality,
+    --reviewed-only and --emotion judge each selected conversation's document (not the
+    ids given). --min-pair-quality and --reviewed-pairs-only keep only the pairs that
+    meet them, in this version and every later one.
     """
     split = split_of(validation_fraction, validation_count, seed, stratify)
     chosen = read_ids(ids, ids_file, required=selector is None, otherwise=_OR_SELECT)
@@ -96,6 +91,7 @@ def create(
         drop_duplicates=drop_duplicates or None,
         auto_refresh=auto_refresh or None,
         selector=selector,
+        pair_filter=pair_filter,
         **session.options(),
     )
     return follow(
@@ -103,7 +99,7 @@ def create(
         client.target,
         operation,
         chosen,
-        lambda f: f"[green]✓[/] created {escape(f.name)} {f.id}: {_summary(f)}",
+        lambda f: f"[green]✓[/] created {escape(f.name)} {f.id}: {brief(f)}",
         lambda file_id: (
             f"training file {file_id} ends FAILED" if file_id else "no training file was created"
         ),
@@ -120,11 +116,13 @@ def create(
         "eligible --exclude FILE_ID --limit 3 --ids-only | trainingfiles add FILE_ID --ids -",
         "add FILE_ID --ids-file more.txt --format sharegpt",
         "add FILE_ID --topic TOPIC_ID --created-after 2026-11-01T00:00:00Z",
+        "add FILE_ID --topic TOPIC_ID --min-quality 4 --emotion hope",
     ],
 )
 @file_id_argument
 @ids_options
 @selector_options()
+@pair_filter_options
 @formats_option("a format to produce besides those the file has")
 def add(
     session: Session,
@@ -132,6 +130,7 @@ def add(
     ids: tuple[str, ...],
     ids_file: tuple[str, ...],
     selector: tfc.Selector | None,
+    pair_filter: tfc.PairFilter | None,
     formats: tuple[str, ...],
 ) -> int:
     """Add conversations to an active training file, with live progress.
@@ -140,14 +139,22 @@ def add(
     failure, or Ctrl-C, it stays as it was. The new version keeps the file's formats,
     split and duplicate handling. With selector options (as for `create`), the matching
     conversations of the file's owner that it lacks are added too, after the ids given,
-    which may then be left out.
+    which may then be left out. The file's pair filter applies to them;
+    --min-pair-quality and --reviewed-pairs-only, if given, must be the file's.
     """
     chosen = read_ids(ids, ids_file, required=selector is None, otherwise=_OR_SELECT)
     client = session.client
+    options = session.options()
     operation = client.add_conversations(
-        file_id, chosen, formats=formats or None, selector=selector, **session.options()
+        file_id,
+        chosen,
+        formats=formats or None,
+        selector=selector,
+        pair_filter=pair_filter,
+        **options,
     )
-    # How many were added: VALIDATING counts them (with a selector, the ids given do not).
+    # How many were added: VALIDATING counts the candidates (with a selector, the ids
+    # given do not), less those the filters left out (on the new version).
     added = [len(chosen)]
 
     def count(event: service_pb2.TrainingFileProgress) -> None:
@@ -159,7 +166,10 @@ def add(
         client.target,
         operation,
         chosen,
-        lambda f: f"[green]✓[/] added {added[0]} to {escape(f.name)} {f.id}: {_summary(f)}",
+        lambda f: (
+            f"[green]✓[/] added {added[0] - f.filtered_out_conversation_count} to "
+            f"{escape(f.name)} {f.id}: {brief(f)}"
+        ),
         lambda _: f"training file {file_id} keeps its previous content",
         (
             (lambda: client.validate_conversations(chosen, file_id, **session.options()))
@@ -197,7 +207,7 @@ def remove(session: Session, file_id: str, ids: tuple[str, ...], ids_file: tuple
         client.target,
         operation,
         chosen,
-        lambda f: f"[green]✓[/] removed {len(chosen)} from {escape(f.name)} {f.id}: {_summary(f)}",
+        lambda f: f"[green]✓[/] removed {len(chosen)} from {escape(f.name)} {f.id}: {brief(f)}",
         lambda _: f"training file {file_id} keeps its previous content",
     )
 
@@ -239,8 +249,8 @@ def refresh(session: Session, file_id: str, remove_ineligible: bool) -> int:
 
     def describe(f: resources_pb2.TrainingFile) -> str:
         if before is not None and f.version == before.version:
-            return f"[green]✓[/] nothing stale: {escape(f.name)} {f.id} unchanged, {_summary(f)}"
-        return f"[green]✓[/] refreshed {escape(f.name)} {f.id}: {_summary(f)}"
+            return f"[green]✓[/] nothing stale: {escape(f.name)} {f.id} unchanged, {brief(f)}"
+        return f"[green]✓[/] refreshed {escape(f.name)} {f.id}: {brief(f)}"
 
     return follow(
         session.output,
@@ -279,7 +289,7 @@ def export(session: Session, file_id: str, formats: tuple[str, ...]) -> int:
         operation,
         (),
         lambda f: (
-            f"[green]✓[/] exported {', '.join(formats)} of {escape(f.name)} {f.id}: {_summary(f)}"
+            f"[green]✓[/] exported {', '.join(formats)} of {escape(f.name)} {f.id}: {brief(f)}"
         ),
         lambda _: f"training file {file_id} keeps its outputs",
     )

@@ -83,7 +83,8 @@ def eligible(
     """List conversations that can be added to a training file, newest first.
 
     The selector options (as for `create`) list only those they match: what `create`
-    with the same options would take.
+    with the same options would take. QUALITY and PAIRS are shown once a build of a file
+    without a pair filter has read the conversation's current document.
     """
     pager = session.client.list_eligible_conversations(
         exclude or "", page_size(limit), selector, **session.options()
@@ -94,9 +95,12 @@ def eligible(
     if ids_only:
         click.echo("".join(f"{c.conversation_id}\n" for c in found), nl=False)
         return Exit.OK
-    rows = table("CONVERSATION", "CREATED", "OWNER")
+    # Quality and pairs are known once a build has read the current document ("-": not).
+    rows = table("CONVERSATION", "CREATED", "OWNER", "QUALITY", "PAIRS")
     for c in found:
-        rows.add_row(c.conversation_id, when(c.created_at), c.created_by)
+        quality = f"{c.quality_score:.2f}" if c.HasField("quality_score") else "-"
+        pairs = str(c.training_pair_count) if c.HasField("training_pair_count") else "-"
+        rows.add_row(c.conversation_id, when(c.created_at), c.created_by, quality, pairs)
     session.output.listing(rows, len(found), "conversation")
     return Exit.OK
 
