@@ -19,7 +19,7 @@ import orjson
 from pydantic import SecretStr
 
 from trainingfiles_server import logs
-from trainingfiles_server.app import serve
+from trainingfiles_server.app import RunningServer, serve
 from trainingfiles_server.auth import ConfigurationError
 from trainingfiles_server.config import Settings
 from trainingfiles_server.db import open_database
@@ -32,6 +32,8 @@ from .token import DEVELOPMENT_JWT_SECRET, development_token
 
 DATA_DIR = PROJECT_ROOT / ".data"
 STATE_FILE = DATA_DIR / "embedded.json"
+# `make run` serves metrics here unless METRICS_ADDRESS says otherwise.
+DEVELOPMENT_METRICS_ADDRESS = "127.0.0.1:9464"
 
 
 def _load_state() -> dict[str, object]:
@@ -97,9 +99,9 @@ async def _prepare_and_serve(settings: Settings, *, embedded: bool) -> None:
             if loaded:
                 print(f"Loaded {loaded} demo conversations.", flush=True)
 
-    def ready(port: int) -> None:
+    def ready(running: RunningServer) -> None:
         host = settings.listen_address.rsplit(":", 1)[0]
-        target = f"{host}:{port}"
+        target = f"{host}:{running.port}"
         where = "embedded PostgreSQL and SeaweedFS" if embedded else "the configured servers"
         lines = [f"\nTraining File Service ready on {target} ({where})."]
         secret = settings.jwt_secret
@@ -115,10 +117,15 @@ async def _prepare_and_serve(settings: Settings, *, embedded: bool) -> None:
             f'  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" '
             f"-d '{{\"page_size\": 3}}' {target} "
             "trainingfiles.v1.TrainingFileService/ListEligibleConversations",
-            "Ctrl-C stops it.",
         ]
+        if running.metrics_port is not None:
+            metrics_host = (settings.metrics_address or "").rsplit(":", 1)[0]
+            lines.append(f"  curl -s http://{metrics_host}:{running.metrics_port}/metrics")
+        lines.append("Ctrl-C stops it.")
         print("\n".join(lines), flush=True)
 
+    if "METRICS_ADDRESS" not in os.environ:  # metrics on for development
+        settings = settings.model_copy(update={"metrics_address": DEVELOPMENT_METRICS_ADDRESS})
     await serve(settings, on_ready=ready)
 
 
