@@ -23,9 +23,22 @@ DESCRIPTOR_SET = "descriptor_set.binpb"
 
 
 def contract_files() -> list[descriptor_pb2.FileDescriptorProto]:
-    """The contract's files with their comments, imports included (generated)."""
+    """The contract's files with their comments, imports included (generated).
+
+    protoc records every field's `json_name`; grpcurl then writes JSON in lowerCamelCase.
+    They are left out, as grpcio-reflection leaves them out, so grpcurl keeps the field
+    names of the contract (`training_file`), as the README's examples use them.
+    """
     data = resources.files("trainingfiles.v1").joinpath(DESCRIPTOR_SET).read_bytes()
-    return list(descriptor_pb2.FileDescriptorSet.FromString(data).file)
+    files = list(descriptor_pb2.FileDescriptorSet.FromString(data).file)
+    for file in files:
+        pending = list(file.message_type)
+        while pending:
+            message = pending.pop()
+            pending.extend(message.nested_type)
+            for field in [*message.field, *message.extension]:
+                field.ClearField("json_name")
+    return files
 
 
 def _module_files(*modules: Any) -> list[descriptor_pb2.FileDescriptorProto]:
