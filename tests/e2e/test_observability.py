@@ -6,11 +6,17 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
+import secrets
+import subprocess
+import sys
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import orjson
@@ -26,6 +32,7 @@ from tests.conftest import Stack, authorized_channel, mint, stack_settings
 from tests.e2e.conftest import Dataset
 from tests.e2e.helpers import collect, unique_name
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles_dev.embedded import free_port
 from trainingfiles_dev.generator import Kind
 from trainingfiles_server import tracing
 from trainingfiles_server.app import RunningServer, running_server
@@ -328,3 +335,123 @@ async def test_with_an_otlp_endpoint_set_traces_are_sent_there(
         if attribute.key == "service.name"
     }
     assert services == {"trainingfiles-under-test"}
+
+
+def test_the_process_refuses_to_start_with_an_exporter_it_does_not_have(tmp_path: Path) -> None:
+    """One clear log line and exit code 2, rather than running without the traces asked for."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(
+        LISTEN_ADDRESS=f"127.0.0.1:{free_port()}",
+        DATABASE_URL="postgresql://nobody@127.0.0.1:1/none",
+        S3_ENDPOINT_URL="http://127.0.0.1:1",
+        JWT_SECRET=secrets.token_urlsafe(48),
+        OTEL_TRACES_EXPORTER="zipkin",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "trainingfiles_server"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = [orjson.loads(line) for line in done.stderr.splitlines()]
+    assert (line["level"], line["msg"]) == ("error", "refusing to start")
+    assert "OTEL_TRACES_EXPORTER names zipkin" in line["reason"]
+
+
+class _FlakyForwarder:
+    """A TCP forwarder to the object store that answers `503 Slow Down` once to the
+    first request of each pattern, then lets everything through unchanged."""
+
+    def __init__(self, target: str, patterns: list[bytes]) -> None:
+        url = urllib.parse.urlsplit(target)
+        assert url.hostname and url.port
+        self._target = (url.hostname, url.port)
+        self.pending = list(patterns)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> _FlakyForwarder:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+
+        async def down() -> None:
+            while data := await up_reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+
+        answering = asyncio.create_task(down())
+        try:
+            while data := await reader.read(65536):
+                failing = next((p for p in self.pending if p in data), None)
+                if failing is not None:  # the client waits for this answer: nothing else
+                    self.pending.remove(failing)
+                    writer.write(
+                        b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                    await writer.drain()
+                    return
+                up_writer.write(data)
+                await up_writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            answering.cancel()
+            for closing in (writer, up_writer):
+                closing.close()
+            self._tasks.discard(task)
+
+
+async def test_storage_retries_are_counted_by_operation(stack: Stack, dataset: Dataset) -> None:
+    eligible = dataset.conversations
+    chosen = [c for c in eligible if c.kind is Kind.ELIGIBLE][68:70]
+    key = chosen[0].enriched_file_path
+    assert key is not None
+    patterns = [f"GET /conversation-files/{key}".encode(), b"PUT /training-files/"]
+    async with _FlakyForwarder(stack.seaweed.endpoint_url, patterns) as flaky:
+        settings = stack_settings(
+            stack.postgres,
+            stack.seaweed,
+            s3_endpoint_url=f"http://127.0.0.1:{flaky.port}",
+            metrics_address="127.0.0.1:0",
+        )
+        async with (
+            running_server(settings) as running,
+            authorized_channel(running.port, mint("service_role")) as channel,
+        ):
+            assert running.metrics_port is not None
+            before = await asyncio.to_thread(scrape, running.metrics_port)
+            stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+            created = await create(stub, [str(c.conversation_id) for c in chosen])
+            assert created.error is None, created.error
+            after = await asyncio.to_thread(scrape, running.metrics_port)
+    assert flaky.pending == []  # each pattern was refused once
+
+    def retries(operation: str | None = None) -> float:
+        name = "trainingfiles_storage_retries_total"
+        operations = {dict(labels)["operation"] for (n, labels) in after if n == name}
+        chosen_ = [operation] if operation else sorted(operations - {"GetDocument"})
+        return sum(
+            value(after, name, operation=o) - value(before, name, operation=o) for o in chosen_
+        )
+
+    assert retries("GetDocument") == 1
+    assert retries() == 1  # the PutObject or UploadPart botocore sent again
