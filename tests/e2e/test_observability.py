@@ -213,6 +213,7 @@ async def test_a_create_is_one_trace_with_stage_database_and_storage_spans(
         running_server(settings, tracer_provider=provider) as running,
         authorized_channel(running.port, mint("service_role")) as channel,
     ):
+        assert running.metrics_port is None  # METRICS_ADDRESS unset: no endpoint
         stub = service_pb2_grpc.TrainingFileServiceStub(channel)
         created = await create(stub, ids, metadata=(("traceparent", TRACEPARENT),))
         assert created.error is None, created.error
