@@ -102,32 +102,38 @@ def split_method(method: str) -> tuple[str, str]:
 
 
 class PoolCollector(Collector):
-    """The database pool's connections, read when scraped."""
+    """The database pools' connections, read when scraped (one pool per server; the
+    figures add up the servers of the process, of which production runs one)."""
 
-    def __init__(self, database: Database) -> None:
-        self._database = database
+    def __init__(self) -> None:
+        self.databases: list[Database] = []
 
     def collect(self) -> Iterator[Any]:
-        pool = self._database.pool
+        pools = [database.pool for database in self.databases]
         connections = GaugeMetricFamily(
             "trainingfiles_db_pool_connections",
             "Connections of the database pool, by state.",
             labels=["state"],
         )
-        size, idle = pool.get_size(), pool.get_idle_size()
+        size = sum(pool.get_size() for pool in pools)
+        idle = sum(pool.get_idle_size() for pool in pools)
         connections.add_metric(["in_use"], size - idle)
         connections.add_metric(["idle"], idle)
         yield connections
         yield GaugeMetricFamily(
             "trainingfiles_db_pool_max_connections",
             "The pool's largest size (DATABASE_POOL_MAX_SIZE).",
-            value=pool.get_max_size(),
+            value=sum(pool.get_max_size() for pool in pools),
         )
         yield GaugeMetricFamily(
             "trainingfiles_db_pool_waiting",
             "Calls waiting for a connection of the pool.",
-            value=self._database.waiting,
+            value=sum(database.waiting for database in self.databases),
         )
+
+
+POOLS = PoolCollector()
+REGISTRY.register(POOLS)
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -144,8 +150,7 @@ def serving(address: str | None, database: Database) -> Iterator[int | None]:
     if not address:
         yield None
         return
-    collector = PoolCollector(database)
-    REGISTRY.register(collector)
+    POOLS.databases.append(database)
     try:
         host, port = _host_port(address)
         server, thread = start_http_server(port, addr=host)
@@ -158,4 +163,4 @@ def serving(address: str | None, database: Database) -> Iterator[int | None]:
             server.server_close()
             thread.join(timeout=5)
     finally:
-        REGISTRY.unregister(collector)
+        POOLS.databases.remove(database)
