@@ -8,7 +8,10 @@ Usage::
 Every ``*.proto`` file under ``protos/`` is compiled with ``python -m grpc_tools.protoc``
 into ``<module>_pb2.py`` with its ``.pyi`` stub (mypy-protobuf), and every file that
 declares a service also into ``<module>_pb2_grpc.py`` with its ``.pyi`` stub, typed for
-``grpc.aio`` (the runtime module itself works with sync channels too). The script
+``grpc.aio`` (the runtime module itself works with sync channels too). All of them,
+with their imports and their comments (source info), also go into one descriptor set,
+``trainingfiles/v1/descriptor_set.binpb``: the server's reflection serves it, so that
+``grpcurl describe`` prints the contract's documentation. The script
 then adds an ``__init__.py`` to each generated package and a ``py.typed`` marker, so that
 ``trainingfiles.v1.service_pb2`` and friends import from the client distribution.
 
@@ -41,6 +44,9 @@ INIT_TEXT = '"""Generated from protos/ by scripts/generate.py; do not edit."""\n
 PY_TYPED = "py.typed"
 # Bytecode caches are the interpreter's, not the generator's: never compared or deleted.
 IGNORED_DIR = "__pycache__"
+
+# The contract as a FileDescriptorSet with source info, for reflection (see the docstring).
+DESCRIPTOR_SET = f"{PACKAGE}/v1/descriptor_set.binpb"
 
 # A top-level `service Foo {` declaration; only such files get *_pb2_grpc modules (protoc
 # would otherwise write an empty one for every file).
@@ -102,6 +108,14 @@ def generate(out: Path) -> None:
             f"--mypy_grpc_out=quiet,only_async:{out}",
             *services,
         )
+
+    (out / DESCRIPTOR_SET).parent.mkdir(parents=True, exist_ok=True)
+    _protoc(
+        "--include_imports",
+        "--include_source_info",
+        f"--descriptor_set_out={out / DESCRIPTOR_SET}",
+        *protos,
+    )
 
     package_root = out / PACKAGE
     stray = sorted(p.name for p in out.iterdir() if p != package_root)

@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import Mapping
 
 import orjson
 from pydantic import SecretStr
 
 from trainingfiles_server import logs
-from trainingfiles_server.app import serve
+from trainingfiles_server.app import RunningServer, serve
 from trainingfiles_server.auth import ConfigurationError
 from trainingfiles_server.config import Settings
 from trainingfiles_server.db import open_database
@@ -32,6 +33,8 @@ from .token import DEVELOPMENT_JWT_SECRET, development_token
 
 DATA_DIR = PROJECT_ROOT / ".data"
 STATE_FILE = DATA_DIR / "embedded.json"
+# `make run` serves metrics here unless METRICS_ADDRESS says otherwise.
+DEVELOPMENT_METRICS_ADDRESS = "127.0.0.1:9464"
 
 
 def _load_state() -> dict[str, object]:
@@ -86,6 +89,40 @@ def _start_embedded(stack: contextlib.ExitStack) -> Settings:
     )
 
 
+def with_development_metrics(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """Metrics on for development, unless METRICS_ADDRESS says where (or, empty, none)."""
+    if "METRICS_ADDRESS" in environ:
+        return settings
+    return settings.model_copy(update={"metrics_address": DEVELOPMENT_METRICS_ADDRESS})
+
+
+def ready_text(settings: Settings, port: int, metrics_port: int | None, embedded: bool) -> str:
+    """What `make run` prints once it serves: where, a token, commands to try."""
+    host = settings.listen_address.rsplit(":", 1)[0]
+    target = f"{host}:{port}"
+    where = "embedded PostgreSQL and SeaweedFS" if embedded else "the configured servers"
+    lines = [f"\nTraining File Service ready on {target} ({where})."]
+    secret = settings.jwt_secret
+    if embedded and secret and secret.get_secret_value() == DEVELOPMENT_JWT_SECRET:
+        lines += [
+            f"Development token (demo user {DEMO_USERS[0]}, valid one year;"
+            " `make -s token` mints another):",
+            f"  export TOKEN={development_token()}",
+        ]
+    lines += [
+        "Try:",
+        f"  .venv/bin/grpcurl -plaintext {target} list",
+        f'  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" '
+        f"-d '{{\"page_size\": 3}}' {target} "
+        "trainingfiles.v1.TrainingFileService/ListEligibleConversations",
+    ]
+    if metrics_port is not None:
+        metrics_host = (settings.metrics_address or "").rsplit(":", 1)[0]
+        lines.append(f"Metrics: curl -s http://{metrics_host}:{metrics_port}/metrics")
+    lines.append("Ctrl-C stops it.")
+    return "\n".join(lines)
+
+
 async def _prepare_and_serve(settings: Settings, *, embedded: bool) -> None:
     async with open_storage(settings) as storage:
         await ensure_buckets(
@@ -97,27 +134,10 @@ async def _prepare_and_serve(settings: Settings, *, embedded: bool) -> None:
             if loaded:
                 print(f"Loaded {loaded} demo conversations.", flush=True)
 
-    def ready(port: int) -> None:
-        host = settings.listen_address.rsplit(":", 1)[0]
-        target = f"{host}:{port}"
-        where = "embedded PostgreSQL and SeaweedFS" if embedded else "the configured servers"
-        lines = [f"\nTraining File Service ready on {target} ({where})."]
-        secret = settings.jwt_secret
-        if embedded and secret and secret.get_secret_value() == DEVELOPMENT_JWT_SECRET:
-            lines += [
-                f"Development token (demo user {DEMO_USERS[0]}, valid one year;"
-                " `make -s token` mints another):",
-                f"  export TOKEN={development_token()}",
-            ]
-        lines += [
-            "Try:",
-            f"  .venv/bin/grpcurl -plaintext {target} list",
-            f'  .venv/bin/grpcurl -plaintext -H "authorization: Bearer $TOKEN" '
-            f"-d '{{\"page_size\": 3}}' {target} "
-            "trainingfiles.v1.TrainingFileService/ListEligibleConversations",
-            "Ctrl-C stops it.",
-        ]
-        print("\n".join(lines), flush=True)
+    settings = with_development_metrics(settings, os.environ)
+
+    def ready(running: RunningServer) -> None:
+        print(ready_text(settings, running.port, running.metrics_port, embedded), flush=True)
 
     await serve(settings, on_ready=ready)
 

@@ -1,5 +1,9 @@
 """The server's lifespan: open the pool and the S3 client, serve, drain, close.
 
+Tracing (`tracing.py`) is set up first, so the pool's connections and the S3 client
+are traced from the start; the metrics endpoint (`metrics.py`) serves while the server
+does.
+
 `running_server` is an async context manager used by `serve` (the process entry point)
 and by the tests, which bind port 0 and connect to whatever port they got.
 """
@@ -16,11 +20,12 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as grpc_reflection
+from opentelemetry.sdk.trace import TracerProvider
 
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
 
-from . import logs
+from . import logs, metrics, reflection, tracing
 from .auth import Authenticator, ConfigurationError
 from .config import Settings
 from .db import Database, open_database
@@ -38,7 +43,7 @@ log = logging.getLogger("trainingfiles.server")
 SERVICE_NAMES = (
     service_pb2.DESCRIPTOR.services_by_name["TrainingFileService"].full_name,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-    reflection.SERVICE_NAME,
+    grpc_reflection.SERVICE_NAME,
 )
 
 
@@ -77,10 +82,13 @@ class RunningServer:
     operations: Operations
     sweeper: Sweeper
     refresher: Refresher | None = None
+    metrics_port: int | None = None
 
 
 @contextlib.asynccontextmanager
-async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
+async def running_server(
+    settings: Settings, *, tracer_provider: TracerProvider | None = None
+) -> AsyncIterator[RunningServer]:
     """Serve until the block exits, then shut down in order.
 
     Shutdown: health says NOT_SERVING; the server stops accepting calls and lets running
@@ -88,8 +96,22 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
     Create failed, deleting what it stored) gets `shutdown_cleanup_seconds` more; only
     then do the sweeper, the pool and the S3 client stop. What cleanup cannot finish,
     the sweeper of this or another replica finishes once the build's lease expires.
+
+    Traces go to `tracer_provider` when one is given (the tests' in-memory exporter),
+    else wherever the OTEL_* variables say, if anywhere.
     """
     authenticator = Authenticator(settings)  # refuses unsafe identity settings first
+    owned = tracer_provider is None
+    provider = tracing.provider_from_environment() if owned else tracer_provider
+    with tracing.tracing(provider, owned=owned):
+        async with _running(settings, authenticator) as running:
+            yield running
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    settings: Settings, authenticator: Authenticator
+) -> AsyncIterator[RunningServer]:
     async with open_database(settings) as database, open_storage(settings) as storage:
         server = grpc.aio.server(
             interceptors=[ServiceInterceptor(), AuthInterceptor(authenticator)],
@@ -110,31 +132,41 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(SERVICE_NAMES, server)
+        reflection.enable(SERVICE_NAMES, server)
         port = server.add_insecure_port(settings.listen_address)
-        async with (
-            sweeping(sweeper),
-            refreshing(refresher),
-            monitored(
-                health_servicer,
-                database,
-                storage,
-                interval=settings.health_check_interval_seconds,
-                timeout=settings.health_check_timeout_seconds,
-            ),
-        ):
-            await server.start()
-            try:
-                yield RunningServer(
-                    port, database, storage, health_servicer, operations, sweeper, refresher
-                )
-            finally:
-                await health_servicer.enter_graceful_shutdown()
-                await server.stop(settings.shutdown_grace_seconds)
-                await operations.drain(settings.shutdown_cleanup_seconds)
+        with metrics.serving(settings.metrics_address, database) as metrics_port:
+            async with (
+                sweeping(sweeper),
+                refreshing(refresher),
+                monitored(
+                    health_servicer,
+                    database,
+                    storage,
+                    interval=settings.health_check_interval_seconds,
+                    timeout=settings.health_check_timeout_seconds,
+                ),
+            ):
+                await server.start()
+                try:
+                    yield RunningServer(
+                        port,
+                        database,
+                        storage,
+                        health_servicer,
+                        operations,
+                        sweeper,
+                        refresher,
+                        metrics_port,
+                    )
+                finally:
+                    await health_servicer.enter_graceful_shutdown()
+                    await server.stop(settings.shutdown_grace_seconds)
+                    await operations.drain(settings.shutdown_cleanup_seconds)
 
 
-async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = None) -> None:
+async def serve(
+    settings: Settings, *, on_ready: Callable[[RunningServer], None] | None = None
+) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,7 +175,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = 
     async with running_server(settings) as running:
         log.info("serving", extra={"fields": {"address": settings.listen_address}})
         if on_ready is not None:
-            on_ready(running.port)
+            on_ready(running)
         await stop.wait()
         log.info("shutting down", extra={"fields": {"grace_s": settings.shutdown_grace_seconds}})
     log.info("stopped")
@@ -154,7 +186,7 @@ def main() -> None:
     logs.configure(settings.log_level)
     try:
         asyncio.run(serve(settings))
-    except ConfigurationError as exc:
+    except (ConfigurationError, tracing.TracingConfigurationError) as exc:
         # An operator's mistake, not a crash: one clear line, no traceback, exit code 2.
         log.error("refusing to start", extra={"fields": {"reason": str(exc)}})
         raise SystemExit(2) from None

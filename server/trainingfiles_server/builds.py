@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import (
     AsyncGenerator,
@@ -29,7 +30,7 @@ from collections.abc import (
 from datetime import UTC, datetime
 from uuid import UUID
 
-from . import failpoints
+from . import failpoints, metrics, tracing
 from .config import Settings
 from .db import Database, LeaseLost
 from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, ServiceError
@@ -368,10 +369,13 @@ class Builds:
             async for event in self._guarded(build, build_it(build)):
                 yield event
 
-    async def _guarded(
-        self, build: Build, work: AsyncIterator[Progress]
-    ) -> AsyncIterator[Progress]:
+    def _guarded(self, build: Build, work: AsyncIterator[Progress]) -> AsyncIterator[Progress]:
         """Run a build under its lease; on any failure give everything back (`_abandon`)."""
+        return _in_stages(self._leased(build, work))
+
+    async def _leased(
+        self, build: Build, work: AsyncIterator[Progress]
+    ) -> AsyncGenerator[Progress, None]:
         with self._tracked():
             async with build.lease.kept():
                 try:
@@ -578,6 +582,43 @@ class Builds:
             )
             return False
         return True
+
+
+async def _in_stages(events: AsyncGenerator[Progress, None]) -> AsyncIterator[Progress]:
+    """A build's progress, passed on; each stage timed, counted in flight and spanned.
+
+    A stage starts with its first progress message and ends with the next stage's (or
+    the build's end); only stage changes cost anything, never a message.
+    """
+    stage: Stage | None = None
+    started = 0.0
+    span: tracing.StageSpan | None = None
+    error: BaseException | None = None
+
+    def end() -> None:
+        if stage is None:
+            return
+        name = stage.name.lower()
+        metrics.BUILDS_IN_FLIGHT.labels(name).dec()
+        metrics.STAGE_SECONDS.labels(name).observe(time.perf_counter() - started)
+        if span is not None:
+            span.end(error)
+
+    try:
+        # Closed here, at once, when this stream is closed: its cleanup runs as before.
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if event.stage is not stage:
+                    end()
+                    stage, started = event.stage, time.perf_counter()
+                    metrics.BUILDS_IN_FLIGHT.labels(stage.name.lower()).inc()
+                    span = tracing.StageSpan(stage.name.lower())
+                yield event
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        end()
 
 
 def _reason(build: Build) -> VersionReason:

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     max_message_bytes: PositiveInt = 4 * 1024 * 1024
     max_concurrent_streams: PositiveInt = 100
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # host:port of the Prometheus metrics endpoint (GET /metrics); unset: no endpoint.
+    metrics_address: str | None = None
 
     # --- PostgreSQL ---
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/trainingfiles")

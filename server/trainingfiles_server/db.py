@@ -17,6 +17,7 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from . import tracing
 from .aggregate import ConversationSummary, FileMetrics
 from .config import Settings
 from .errors import AlreadyExists, Unavailable
@@ -598,6 +599,9 @@ def translate_errors() -> Iterator[None]:
 
 
 async def _init_connection(conn: Connection) -> None:
+    if tracing.tracer() is not None:
+        # A span per statement; without tracing asyncpg does not even time them.
+        conn.add_query_logger(tracing.record_query)
     # jsonb in and out through orjson, as every JSON byte of the service.
     await conn.set_type_codec(
         "jsonb",
@@ -690,11 +694,17 @@ class Database:
         self.pool = pool
         self.timeout = timeout
         self.ping_timeout = min(ping_timeout or timeout, timeout)
+        # Calls waiting for a pool connection now (a metric, read when scraped).
+        self.waiting = 0
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         with translate_errors():
-            conn = await self.pool.acquire(timeout=self.timeout)
+            self.waiting += 1
+            try:
+                conn = await self.pool.acquire(timeout=self.timeout)
+            finally:
+                self.waiting -= 1
             release_within: float | None = None  # None: the acquire's timeout
             try:
                 yield conn

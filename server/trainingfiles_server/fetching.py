@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from . import aggregate, failpoints
+from . import aggregate, failpoints, metrics
 from .aggregate import ConsistencyCheck, ConversationSummary
 from .config import Settings
 from .documents import DocumentError, decode_json_object, validate_enriched_document
@@ -81,6 +81,7 @@ class _Fetched:
     etag: str | None
     modified: datetime | None
     verdict: Verdict
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ class _Dropped:
 
     index: int
     verdict: Verdict
+    size: int  # bytes read all the same
 
 
 async def fetch_all(
@@ -152,22 +154,25 @@ async def fetch_all(
                 document = validate_enriched_document(raw)
                 verdict = judge(document, targets.selected(index), document_filter, pairs_kept)
                 if not verdict.kept:
-                    finished.put_nowait(_Dropped(index, verdict))
+                    finished.put_nowait(_Dropped(index, verdict, len(stored.data)))
                     continue
                 transformed = aggregate.transform_conversation(
                     conversation_id, raw, document, verdict.kept if verdict.excluded_pairs else None
                 )
             except ObjectMissing:
+                metrics.DOCUMENT_FAILURES.labels("missing").inc()
                 raise bad_document(
                     conversation_id,
                     f"enriched document {path!r} is missing from storage",
                 ) from None
             except ObjectTooLarge as exc:
+                metrics.DOCUMENT_FAILURES.labels("too_large").inc()
                 raise bad_document(
                     conversation_id,
                     f"enriched document is {exc.size} bytes, above the limit of {max_bytes}",
                 ) from None
             except DocumentError as exc:
+                metrics.DOCUMENT_FAILURES.labels("invalid").inc()
                 raise bad_document(conversation_id, exc.reason) from None
             finished.put_nowait(
                 _Fetched(
@@ -181,6 +186,7 @@ async def fetch_all(
                     stored.etag,
                     stored.modified,
                     verdict,
+                    len(stored.data),
                 )
             )
             del stored
@@ -192,6 +198,8 @@ async def fetch_all(
     last_sent_done = 0
     last_sent_at = time.monotonic()
     step = max(1, int(total * PROGRESS_FRACTION))
+    # Documents and bytes fetched, counted into the metrics once per progress message.
+    counted_done = counted_bytes = 0
     try:
         while done < total:
             # One plain wait per wake-up, then whatever else has arrived meanwhile;
@@ -206,6 +214,7 @@ async def fetch_all(
                 if fetched is not None:
                     results[fetched.index] = fetched
                     done += 1
+                    counted_bytes += fetched.size
                 while next_in_order < total and (item := results[next_in_order]):
                     tally.count(targets.take(next_in_order)[0], item.verdict)
                     if isinstance(item, _Dropped):
@@ -232,11 +241,17 @@ async def fetch_all(
                     or now - last_sent_at >= PROGRESS_SECONDS
                     or done == total
                 ):
+                    metrics.DOCUMENTS_FETCHED.inc(done - counted_done)
+                    metrics.DOCUMENT_BYTES.inc(counted_bytes)
+                    counted_done, counted_bytes = done, 0
                     yield Progress(
                         Stage.FETCHING, done, total, file_id, warnings=consistency.drain()
                     )
                     last_sent_done, last_sent_at = done, now
     finally:
+        if done > counted_done:  # what arrived after the last progress message
+            metrics.DOCUMENTS_FETCHED.inc(done - counted_done)
+            metrics.DOCUMENT_BYTES.inc(counted_bytes)
         for w in workers:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)

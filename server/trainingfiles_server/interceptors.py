@@ -10,7 +10,10 @@ async generator (reflection), is wrapped so that:
 * a request whose bytes do not parse as the method's message (corrupt wire format, a
   string that is not UTF-8) is answered `INVALID_ARGUMENT` before anything else runs,
   authentication included, instead of grpc's own `UNKNOWN`;
-* exactly one structured log line records method, status code and duration.
+* exactly one structured log line records method, status code and duration, and the
+  call's metrics (`metrics.py`) count it;
+* the call runs in its span when tracing is on (`tracing.py`), continuing the trace of
+  the caller's `traceparent` metadata; its log lines carry the trace and span ids.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from google.protobuf import any_pb2
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
+from . import metrics, tracing
 from .auth import Authenticator, current_caller
 from .errors import InvalidArgument, ServiceError
 
@@ -94,11 +98,13 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: ServiceErro
 
 
 class _Call:
-    """Bookkeeping for one call: the code it ends with, and its log line."""
+    """Bookkeeping for one call: the code it ends with, its log line and its metrics."""
 
     def __init__(self, method: str) -> None:
         self.method = method
         self.code = grpc.StatusCode.OK
+        self.labels = metrics.split_method(method)
+        metrics.CALLS_IN_FLIGHT.labels(*self.labels).inc()
         self.started = time.perf_counter()
 
     async def fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
@@ -117,13 +123,18 @@ class _Call:
         self.code = _STATUS_CODES[error.code]
         await _abort(context, error)
 
-    def finish(self) -> None:
+    def finish(self, span: Any = None) -> None:
+        seconds = time.perf_counter() - self.started
         fields = {
             "method": self.method,
             "code": self.code.name,
-            "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
+            "duration_ms": round(seconds * 1000, 2),
         }
         log.info("rpc", extra={"fields": fields})
+        metrics.CALLS_IN_FLIGHT.labels(*self.labels).dec()
+        metrics.CALLS_HANDLED.labels(*self.labels, self.code.name).inc()
+        metrics.CALL_SECONDS.labels(*self.labels).observe(seconds)
+        tracing.end_call_span(span, self.code.name, self.code.value[0])
 
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -166,18 +177,19 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
 def _wrap_unary(method: str, inner: _Handler) -> _Handler:
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(method)
-        try:
-            if isinstance(request, _Unparsable):
-                raise request.error()
-            result = inner(request, context)
-            return await result if inspect.isawaitable(result) else result
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            await call.fail(context, exc)
-        finally:
-            call.finish()
+        with tracing.call_span(method, context.invocation_metadata()) as span:
+            try:
+                if isinstance(request, _Unparsable):
+                    raise request.error()
+                result = inner(request, context)
+                return await result if inspect.isawaitable(result) else result
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                await call.fail(context, exc)
+            finally:
+                call.finish(span)
 
     return behavior
 
@@ -191,18 +203,19 @@ def _wrap_stream(method: str, inner: _Handler) -> _Handler:
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         call = _Call(method)
-        try:
-            if isinstance(request, _Unparsable):
-                raise request.error()
-            async for message in inner(request, context):
-                yield message
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            await call.fail(context, exc)
-        finally:
-            call.finish()
+        with tracing.call_span(method, context.invocation_metadata()) as span:
+            try:
+                if isinstance(request, _Unparsable):
+                    raise request.error()
+                async for message in inner(request, context):
+                    yield message
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                await call.fail(context, exc)
+            finally:
+                call.finish(span)
 
     return behavior
 
@@ -222,16 +235,17 @@ def _wrap_bidi(method: str, inner: _Handler) -> _Handler | None:
                 yield request
 
         call = _Call(method)
-        try:
-            async for message in inner(checked(), context):
-                yield message
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            await call.fail(context, exc)
-        finally:
-            call.finish()
+        with tracing.call_span(method, context.invocation_metadata()) as span:
+            try:
+                async for message in inner(checked(), context):
+                    yield message
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                await call.fail(context, exc)
+            finally:
+                call.finish(span)
 
     return behavior
 

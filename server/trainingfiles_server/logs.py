@@ -2,7 +2,8 @@
 
 Log records carry their structured fields in `extra={"fields": {...}}`; the formatter
 merges them into the line. Nothing here ever receives a token or a secret: callers log
-method names, codes, durations and ids only.
+method names, codes, durations and ids only. While tracing is on, a line written within
+a span carries its `trace_id` and `span_id` (hex, as trace back ends show them).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from . import tracing
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -23,6 +26,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        line.update(tracing.log_ids())
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             line.update(fields)

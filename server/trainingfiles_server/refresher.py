@@ -30,6 +30,7 @@ import logging
 from collections.abc import AsyncIterator
 from uuid import UUID
 
+from . import metrics
 from .builds import Builds
 from .config import Settings
 from .db import REFRESHER_LOCK_KEY, Database
@@ -84,6 +85,7 @@ class Refresher:
                 if isinstance(error, ServiceError) and type(error) is not ServiceError
                 else "internal error"
             )
+            metrics.REFRESHES.labels("failed").inc()
             retry_in = await self.database.refresh_failed(
                 file_id, reason, self.retry, _MAX_BACKOFF_SECONDS
             )
@@ -94,6 +96,7 @@ class Refresher:
             )
             return False
         await self.database.refresh_succeeded(file_id)
+        metrics.REFRESHES.labels("refreshed").inc()
         if result is not None:
             fields["version"] = result.version
         log.info("refreshed automatically", extra={"fields": fields})

@@ -64,6 +64,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.httpsession import get_cert_path
 from yarl import URL
 
+from . import metrics, tracing
 from .config import Settings
 from .errors import Aborted, ServiceError, Unavailable
 
@@ -267,6 +268,43 @@ def _namespaced_error(
     customized_response_dict["Error"] = error
     if status < 300:
         response_dict["status_code"] = 500
+
+
+def _count_retry(request: Any, event_name: str = "", **_: Any) -> None:
+    """Each attempt after a request's first is a retry (botocore's standard retry mode)."""
+    if request.context.get("retries", {}).get("attempt", 1) > 1:
+        metrics.STORAGE_RETRIES.labels(event_name.rpartition(".")[2]).inc()
+
+
+def _start_span(model: Any, context: dict[str, Any], **_: Any) -> None:
+    span = tracing.start_storage_span(model.name)
+    if span is not None:
+        context["trainingfiles_span"] = span
+
+
+def _end_span(
+    context: dict[str, Any],
+    exception: BaseException | None = None,
+    http_response: Any = None,
+    **_: Any,
+) -> None:
+    span = context.pop("trainingfiles_span", None)
+    if span is None:
+        return
+    if exception is not None:
+        problem: str | None = type(exception).__name__
+    else:
+        status = getattr(http_response, "status_code", 200)
+        problem = f"HTTP {status}" if status >= 300 else None
+    tracing.end_storage_span(span, problem)
+
+
+def _observe(client: Any) -> None:
+    """Retries counted, and a span per S3 call while tracing is on (`tracing.py`)."""
+    client.meta.events.register("before-send.s3", _count_retry)
+    client.meta.events.register("before-call.s3", _start_span)
+    client.meta.events.register("after-call.s3", _end_span)
+    client.meta.events.register("after-call-error.s3", _end_span)
 
 
 def _speak_every_dialect(client: Any) -> None:
@@ -802,6 +840,7 @@ class Storage:
                 # the first such failure is retried without a pause.
                 problem = type(exc).__name__
                 pause = attempt > 1 or not isinstance(exc, aiohttp.ServerDisconnectedError)
+            metrics.STORAGE_RETRIES.labels("GetDocument").inc()
             log.info(
                 "document GET retried",
                 extra={"fields": {"attempt": attempt, "problem": problem}},
@@ -990,6 +1029,7 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         config=client_config(settings),
     ) as client:
         _speak_every_dialect(client)
+        _observe(client)
         # Verifies TLS with the CA bundle botocore uses (AWS_CA_BUNDLE, else its default);
         # loading it blocks, hence the thread.
         cafile = os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)

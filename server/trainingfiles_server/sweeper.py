@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from . import metrics
 from .db import Connection, Database
 from .errors import ServiceError, Unavailable
 from .storage import DeleteFailed, Storage
@@ -94,12 +95,22 @@ class Sweeper:
         report = SweepReport()
         async with self.database.sweeper_lock() as conn:
             if conn is None:
+                metrics.SWEEPS.labels("skipped").inc()
                 return report
             report.swept = True
             report.failed_builds = [str(i) for i in await self.database.expire_builds(conn)]
             await self._delete_due(conn, report)
             await self._abort_orphan_uploads(conn, report)
         self.sweeps += 1
+        metrics.SWEEPS.labels("swept").inc()
+        for action, count in (
+            ("build_failed", len(report.failed_builds)),
+            ("object_deleted", report.deleted_objects),
+            ("upload_aborted", report.aborted_uploads),
+            ("cleanup_failed", report.failures),
+        ):
+            if count:
+                metrics.SWEEPER_ACTIONS.labels(action).inc(count)
         fields = {
             "failed_builds": report.failed_builds,
             "deleted_objects": report.deleted_objects,
@@ -197,8 +208,10 @@ class Sweeper:
             try:
                 await self.sweep()
             except Unavailable:
+                metrics.SWEEPS.labels("unavailable").inc()
                 log.warning("sweep skipped: the database or storage is unavailable")
             except Exception:
+                metrics.SWEEPS.labels("failed").inc()
                 log.exception("sweep failed")
             await asyncio.sleep(self.interval)
 

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.conftest import Stack, authorized_channel, mint, stack_settings
 from tests.e2e.conftest import OWNER
@@ -77,6 +78,12 @@ async def _versions(stub: Stub, file_id: str) -> list[resources_pb2.TrainingFile
     return list(page.versions)
 
 
+def _refreshes(outcome: str) -> float:
+    """This process's automatic refreshes with `outcome`, as its metrics count them."""
+    found = REGISTRY.get_sample_value("trainingfiles_refreshes_total", {"outcome": outcome})
+    return found or 0.0
+
+
 async def test_a_burst_of_changes_makes_one_refresh_on_one_replica_of_two(
     stack: Stack, storage: Storage, conversations: list[GeneratedConversation]
 ) -> None:
@@ -129,6 +136,7 @@ async def test_a_failed_refresh_is_shown_and_tried_again_after_a_back_off(
     stack: Stack, storage: Storage, conversations: list[GeneratedConversation]
 ) -> None:
     chosen = conversations[7:10]
+    counted = {outcome: _refreshes(outcome) for outcome in ("failed", "refreshed")}
     async with replica(stack, refresh_retry_seconds=1.0) as (running, stub):
         created = await _create(stub, _ids(chosen))
         pool = running.database.pool
@@ -161,6 +169,9 @@ async def test_a_failed_refresh_is_shown_and_tried_again_after_a_back_off(
         assert (file.refresh_attempts, file.refresh_error) == (0, "")
         assert not file.HasField("next_refresh_time")
         assert time.monotonic() - started < 30
+        # The metrics count the failures and the one refresh (docs/operations.md).
+        assert _refreshes("failed") - counted["failed"] >= 1
+        assert _refreshes("refreshed") - counted["refreshed"] == 1
 
         # Turned off, a change leaves the file stale.
         off = await stub.SetAutoRefresh(

@@ -31,7 +31,7 @@ from tests.e2e.conftest import OWNER, Dataset
 from tests.e2e.test_refresh import Setup, _reenrich_at_new_key
 from tests.e2e.test_selectors import ORACLE
 from trainingfiles.v1 import resources_pb2, service_pb2_grpc
-from trainingfiles_dev.generator import GeneratedConversation, Kind, generate, load
+from trainingfiles_dev.generator import Awkward, GeneratedConversation, Kind, generate, load
 from trainingfiles_server.app import RunningServer
 from trainingfiles_server.storage import Storage
 
@@ -46,6 +46,8 @@ SELECT_OWNER = uuid.UUID("00000000-0000-4000-8000-00000000c5e1")
 # Conversations of this module's filter test only, of an owner of its own.
 FILTER_SEED = 9437
 FILTER_OWNER = uuid.UUID("00000000-0000-4000-8000-00000000f11e")
+# Conversations of the warning summary's test: 11 with another consultant profile.
+WARNED_SEED = 9423
 
 
 # Runs the command that follows with SIGINT's default disposition, as in a terminal: a
@@ -802,3 +804,38 @@ async def test_shell_completion(
     assert created.id in ids
     no_server = await asyncio.to_thread(complete, "--target", "127.0.0.1:1", "show", "")
     assert no_server == set()
+
+
+@pytest.fixture(scope="module")
+async def warned(server: RunningServer, storage: Storage) -> list[GeneratedConversation]:
+    made = list(generate(WARNED_SEED, 20, owners=[OWNER], awkward=Awkward(other_profile=11)))
+    await load(server.database.pool, storage.client, storage.conversations_bucket, made)
+    return made
+
+
+async def test_progress_shows_one_line_per_warning_kind_with_its_total(
+    cli: Cli, warned: list[GeneratedConversation]
+) -> None:
+    """A Create warned about 11 conversations (in several warnings) prints one summary
+    line with the total; with --verbose also each warning, naming its conversations."""
+    ids = [str(c.conversation_id) for c in warned if c.kind.document_valid]
+    others = [str(c.conversation_id) for c in warned if c.kind is Kind.OTHER_PROFILE]
+    assert len(others) == 11 and ids[0] not in others
+
+    run = await cli("create", unique("warned"), "--ids", *ids)
+    assert run.code == 0, run.stderr
+    lines = [line for line in run.stderr.splitlines() if "CONSULTANT_PROFILE_MISMATCH" in line]
+    assert lines == ["warning CONSULTANT_PROFILE_MISMATCH: 11 conversations"]
+    assert not any(other in run.stderr for other in others)
+
+    verbose = await cli("create", unique("warned"), "--ids", *ids, "--verbose")
+    assert verbose.code == 0, verbose.stderr
+    summary = "warning CONSULTANT_PROFILE_MISMATCH: 11 conversations"
+    each = [
+        line
+        for line in verbose.stderr.splitlines()
+        if line.startswith("warning CONSULTANT_PROFILE_MISMATCH") and line != summary
+    ]
+    assert len(each) > 1  # the 11 come in several warnings, each shown
+    assert all(other in verbose.stderr for other in others)
+    assert summary in verbose.stderr.splitlines()

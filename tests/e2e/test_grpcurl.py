@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Dataset
+from trainingfiles.v1 import service_pb2
 from trainingfiles_server.app import RunningServer
+from trainingfiles_server.reflection import contract_files
 
 SERVICE = "trainingfiles.v1.TrainingFileService"
 TIMEOUT = 60.0
@@ -129,3 +131,54 @@ async def test_errors_show_their_details(grpcurl: Grpcurl, dataset: Dataset) -> 
         f"{SERVICE}/GetTrainingFile", data={"training_file_id": missing}, authorized=False
     )
     assert anonymous.returncode == 64 + 16, anonymous.stderr  # UNAUTHENTICATED
+
+
+def _documented_symbols() -> dict[str, str]:
+    """Each rpc, service and message of the contract → the first line of its comment.
+
+    Read from the descriptor set the server serves (`scripts/generate.py` writes it with
+    the comments): source-info paths [4, i] are messages, [6, i] services and
+    [6, i, 2, j] their rpcs.
+    """
+    found: dict[str, str] = {}
+    for file in contract_files():
+        if not file.name.startswith("trainingfiles/"):
+            continue
+        names: dict[tuple[int, ...], str] = {}
+        for i, message in enumerate(file.message_type):
+            names[(4, i)] = f"{file.package}.{message.name}"
+        for i, service in enumerate(file.service):
+            names[(6, i)] = f"{file.package}.{service.name}"
+            for j, method in enumerate(service.method):
+                names[(6, i, 2, j)] = f"{file.package}.{service.name}.{method.name}"
+        for location in file.source_code_info.location:
+            name = names.get(tuple(location.path))
+            lines = [line.strip() for line in location.leading_comments.splitlines()]
+            if name is not None and any(lines):
+                found[name] = next(line for line in lines if line)
+    return found
+
+
+async def test_describe_prints_the_comment_of_every_rpc_service_and_message(
+    grpcurl: Grpcurl,
+) -> None:
+    symbols = _documented_symbols()
+    service = service_pb2.DESCRIPTOR.services_by_name["TrainingFileService"]
+    rpcs = [f"{SERVICE}.{method.name}" for method in service.methods]
+    # Every rpc is documented in the contract, and the service itself.
+    assert set(rpcs) | {SERVICE} <= set(symbols)
+    assert sum(name.count(".") == 2 for name in symbols) > 20  # the messages too
+
+    at_once = asyncio.Semaphore(8)
+
+    async def describe(symbol: str) -> tuple[str, subprocess.CompletedProcess[str]]:
+        async with at_once:
+            return symbol, await grpcurl("describe", symbol, authorized=False)
+
+    failures = []
+    for symbol, described in await asyncio.gather(*(describe(s) for s in sorted(symbols))):
+        if described.returncode != 0 or f"// {symbols[symbol]}" not in described.stdout:
+            failures.append(f"{symbol}: {described.stderr or described.stdout[:300]}")
+    assert not failures, "\n".join(failures)
+    method = await grpcurl("describe", f"{SERVICE}.CreateTrainingFile", authorized=False)
+    assert f"{SERVICE}.CreateTrainingFile is a method" in method.stdout

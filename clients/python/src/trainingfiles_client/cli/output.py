@@ -29,12 +29,14 @@ class Output:
     json: bool
     out: Console
     err: Console
+    # Each warning of a build on a line of its own, not only each kind's total.
+    verbose: bool = False
 
     @classmethod
-    def create(cls, as_json: bool) -> Output:
+    def create(cls, as_json: bool, verbose: bool = False) -> Output:
         # Off a terminal, tables keep their natural width instead of being cut at 80.
         out = Console() if sys.stdout.isatty() else Console(width=1000)
-        return cls(as_json, out, Console(stderr=True))
+        return cls(as_json, out, Console(stderr=True), verbose)
 
     def print(self, renderable: Any) -> None:
         """A table or grid on stdout; off a terminal without the cells' trailing padding."""

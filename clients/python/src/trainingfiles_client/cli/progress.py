@@ -3,9 +3,9 @@ fed by the stream."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -52,18 +52,62 @@ class _RateColumn(ProgressColumn):
 _RENDERING = service_pb2.TrainingFileProgress.STAGE_RENDERING
 
 
+class WarningTally:
+    """A build's warnings by kind, in the order the kinds first came."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, list[service_pb2.ProgressWarning]] = {}
+
+    def add(self, warning: service_pb2.ProgressWarning) -> None:
+        self.kinds.setdefault(warning.code, []).append(warning)
+
+    def summary(self) -> Text:
+        """One line per kind: the warning itself when it came once, else its total (the
+        conversations named, or the warnings when they name none)."""
+        lines = Text()
+        for code, warnings in self.kinds.items():
+            if lines:
+                lines.append("\n")
+            lines.append("warning", style="yellow")
+            if len(warnings) == 1:
+                lines.append(f" {code}: {warnings[0].message}")
+                continue
+            named = {c for warning in warnings for c in warning.conversation_ids}
+            total = f"{len(named)} conversations" if named else f"{len(warnings)} warnings"
+            lines.append(f" {code}: {total}")
+        return lines
+
+
+class _WithWarnings(Progress):
+    """The stages' lines, then the warnings' summary (one line per kind)."""
+
+    def __init__(self, *columns: ProgressColumn, warnings: WarningTally, console: Console) -> None:
+        self._warnings = warnings  # before Progress renders for the first time
+        super().__init__(*columns, console=console)
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield from super().get_renderables()
+        if self._warnings.kinds:
+            yield self._warnings.summary()
+
+
 class StageProgress:
     """One progress line per stage of a build (Create, Add, Remove, Refresh, Export), fed
-    by its stream's events."""
+    by its stream's events, and one line per kind of warning with its total: a build
+    that warns about hundreds of conversations keeps its bars on the screen. `verbose`
+    also prints each warning with its message."""
 
-    def __init__(self, console: Console) -> None:
-        self.progress = Progress(
+    def __init__(self, console: Console, verbose: bool = False) -> None:
+        self.verbose = verbose
+        self.warnings = WarningTally()
+        self.progress = _WithWarnings(
             SpinnerColumn(finished_text="[green]✓[/]"),
             TextColumn("{task.description:<12}"),
             BarColumn(),
             _CountColumn(),
             _RateColumn(),
             TimeElapsedColumn(),
+            warnings=self.warnings,
             console=console,
         )
         self._tasks: dict[int, TaskID] = {}
@@ -101,9 +145,15 @@ class StageProgress:
             self._tasks[event.stage], completed=event.done, total=event.total or None
         )
         for warning in event.warnings:
-            self.progress.console.print(
-                f"[yellow]warning[/] {escape(warning.code)}: {escape(warning.message)}"
-            )
+            self.warnings.add(warning)
+            if self.verbose:
+                named = f" ({', '.join(warning.conversation_ids)})"
+                self.progress.console.print(
+                    f"[yellow]warning[/] {escape(warning.code)}: {escape(warning.message)}"
+                    + (escape(named) if warning.conversation_ids else "")
+                )
+        if event.warnings:
+            self.progress.refresh()
 
 
 def follow(
@@ -132,7 +182,7 @@ def follow(
                         on_event(event)
                     output.document(as_dict(event))
             else:
-                with StageProgress(output.err) as view:
+                with StageProgress(output.err, output.verbose) as view:
                     for event in operation:
                         if on_event is not None:
                             on_event(event)

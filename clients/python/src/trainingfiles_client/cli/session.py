@@ -42,6 +42,7 @@ class Settings:
     tls: bool | None = None
     json: bool = False
     timeout: float | None = None
+    verbose: bool = False
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -76,6 +77,13 @@ def shared() -> list[click.Parameter]:
         (
             ["--json", "json"],
             {"is_flag": True, "help": "print JSON: one document, or one line per event"},
+        ),
+        (
+            ["--verbose", "-v", "verbose"],
+            {
+                "is_flag": True,
+                "help": "show each warning of a build, not only each kind's total",
+            },
         ),
         (
             ["--timeout"],
@@ -168,7 +176,7 @@ def run(handler: Handler, params: dict[str, Any]) -> int:
     """Run a command; every failure becomes its exit code and a report on stderr."""
     ctx = click.get_current_context()
     settings = ctx.ensure_object(Settings)
-    output = Output.create(settings.json)
+    output = Output.create(settings.json, settings.verbose)
     session = Session(settings, output)
     try:
         return handler(session, **params)
