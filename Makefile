@@ -18,7 +18,7 @@ N ?=
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock pyproject.toml clients/python/pyproject.toml
+$(STAMP): requirements.lock pyproject.toml clients/python/pyproject.toml web/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(BIN)/pip install --quiet "$$(grep -o '^uv==[^ ]*' requirements.lock)"
 	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
@@ -45,7 +45,7 @@ generate: $(STAMP) ## regenerate the protobuf/gRPC code from protos/
 check: $(STAMP) ## format check, lint, mypy strict, buf lint, generated code up to date
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy server devtools clients/python/src tests scripts bench
+	$(BIN)/mypy server devtools clients/python/src web/src tests scripts bench
 	cd protos && ../$(BIN)/buf format --exit-code -d
 	cd protos && ../$(BIN)/buf lint
 	$(BIN)/python scripts/generate.py --check
