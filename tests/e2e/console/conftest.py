@@ -93,13 +93,18 @@ def console(server: RunningServer) -> Iterator[Console]:
             process.wait()
 
 
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
+def _require_chromium() -> None:
+    """Skip without Chromium (saying how to install it); under CI, fail instead."""
     if not CHROMIUM.exists():
         message = f"Chromium is missing ({CHROMIUM}); as root: {INSTALL}"
         if os.environ.get("CI"):
             pytest.fail(f"{message}; CI must run the browser tests", pytrace=False)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    _require_chromium()
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=WAIT_MS

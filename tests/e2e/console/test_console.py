@@ -278,7 +278,8 @@ async def test_csrf_refusal_and_security_headers(
 
     # A POST with the session cookie but without the form's token, or with another
     # page's token, is refused with 403 and changes nothing.
-    for form in ({}, {"csrf_token": "0" * 64}):
+    forms: list[dict[str, str | float | bool]] = [{}, {"csrf_token": "0" * 64}]
+    for form in forms:
         refused = await page.request.post(f"/files/{file_id}/archive", form=form)
         assert refused.status == 403
         assert "CSRF_TOKEN_INVALID" in await refused.text()
