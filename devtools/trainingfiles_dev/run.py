@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import sys
 
 import orjson
@@ -26,6 +27,7 @@ from trainingfiles_server.db import open_database
 from trainingfiles_server.storage import open_storage
 
 from .bootstrap import PROJECT_ROOT, BootstrapError, apply_migrations, ensure_buckets
+from .console import ConsoleError, start_console, stop_console
 from .demo import DEMO_USERS, load_once
 from .embedded import EmbeddedError, EmbeddedPostgres, EmbeddedSeaweedFS, port_free
 from .token import DEVELOPMENT_JWT_SECRET, development_token
@@ -97,17 +99,40 @@ async def _prepare_and_serve(settings: Settings, *, embedded: bool) -> None:
             if loaded:
                 print(f"Loaded {loaded} demo conversations.", flush=True)
 
+    consoles: list[subprocess.Popen[bytes]] = []
+
     def ready(port: int) -> None:
         host = settings.listen_address.rsplit(":", 1)[0]
         target = f"{host}:{port}"
         where = "embedded PostgreSQL and SeaweedFS" if embedded else "the configured servers"
         lines = [f"\nTraining File Service ready on {target} ({where})."]
         secret = settings.jwt_secret
-        if embedded and secret and secret.get_secret_value() == DEVELOPMENT_JWT_SECRET:
+        development = bool(
+            embedded and secret and secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
+        )
+        console_url = ""
+        if settings.web_listen_address != "off":
+            try:
+                process, console_url = start_console(
+                    settings.web_listen_address,
+                    f"127.0.0.1:{port}" if host in ("0.0.0.0", "[::]") else target,
+                    development_sign_in=development,
+                )
+                consoles.append(process)
+                lines.append(f"Web console: {console_url}")
+            except ConsoleError as exc:
+                lines.append(f"Web console not started: {exc}")
+        if development:
+            token = development_token()
+            if console_url:
+                lines += [
+                    "Sign in to the console as the demo user (development only):",
+                    f"  {console_url}/signin/link?token={token}",
+                ]
             lines += [
                 f"Development token (demo user {DEMO_USERS[0]}, valid one year;"
                 " `make -s token` mints another):",
-                f"  export TOKEN={development_token()}",
+                f"  export TOKEN={token}",
             ]
         lines += [
             "Try:",
@@ -119,7 +144,11 @@ async def _prepare_and_serve(settings: Settings, *, embedded: bool) -> None:
         ]
         print("\n".join(lines), flush=True)
 
-    await serve(settings, on_ready=ready)
+    try:
+        await serve(settings, on_ready=ready)
+    finally:
+        for process in consoles:
+            stop_console(process)
 
 
 def main() -> None:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-BAR_WIDTH = 600
-LABEL_WIDTH = 210
-VALUE_WIDTH = 92
+BAR_WIDTH = 480
+LABEL_WIDTH = 190
+VALUE_WIDTH = 84
 ROW_HEIGHT = 24
 MAX_LABEL_CHARS = 30
 
@@ -70,8 +70,8 @@ class Column:
 
 def column_chart(title: str, columns: Sequence[Column]) -> Markup:
     """Vertical columns (a histogram): the count above each, its label below."""
-    width = 600
-    plot = 150
+    width = 480
+    plot = 140
     top = 22
     height = top + plot + 30
     slot = width / max(len(columns), 1)
@@ -101,3 +101,33 @@ def column_chart(title: str, columns: Sequence[Column]) -> Markup:
         )
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def quality_range(low: float, mean: float, high: float, *, top: float = 5.0) -> Markup:
+    """The quality summary on its 0–`top` scale: the range from lowest to highest score,
+    and the mean marked, each with its number."""
+    width, left, right = 480, 20, 20
+    track = width - left - right
+
+    def x(value: float) -> float:
+        return left + track * min(max(value, 0.0), top) / top
+
+    ticks = "".join(
+        f'<text class="bar-label" x="{x(t):.1f}" y="66" text-anchor="middle">{t:g}</text>'
+        for t in range(int(top) + 1)
+    )
+    return Markup(
+        f'<svg class="chart quality-range" role="img" viewBox="0 0 {width} 74" width="{width}" '
+        f'height="74" aria-label="Quality scores: lowest {low:.2f}, mean {mean:.2f}, '
+        f'highest {high:.2f}"><title>Quality scores</title>'
+        f'<rect class="track" x="{left}" y="30" width="{track}" height="10" rx="5"></rect>'
+        f'<rect class="bar-fill" x="{x(low):.1f}" y="30" width="{max(x(high) - x(low), 2):.1f}" '
+        f'height="10" rx="5"></rect>'
+        f'<line class="mean" x1="{x(mean):.1f}" x2="{x(mean):.1f}" y1="24" y2="46"></line>'
+        f'<text class="bar-value" x="{x(low):.1f}" y="20" text-anchor="middle">'
+        f"{low:.1f}</text>"
+        f'<text class="bar-value mean-value" x="{x(mean):.1f}" y="20" text-anchor="middle">'
+        f"mean {mean:.2f}</text>"
+        f'<text class="bar-value" x="{x(high):.1f}" y="20" text-anchor="middle">'
+        f"{high:.1f}</text>{ticks}</svg>"
+    )

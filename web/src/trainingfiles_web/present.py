@@ -12,7 +12,7 @@ from markupsafe import Markup
 from trainingfiles.v1 import analytics_pb2, resources_pb2
 from trainingfiles_client import Format, Split
 
-from .charts import Bar, Column, bar_chart, column_chart
+from .charts import Bar, Column, bar_chart, column_chart, quality_range
 
 STATUS_NAMES: dict[int, str] = {
     resources_pb2.TRAINING_FILE_STATUS_PROCESSING: "processing",
@@ -144,6 +144,14 @@ def charts(
             ("Training topics", scaffolding.training_topics),
         ):
             result.distributions.append((title, bar_chart(title, _sorted_bars(counts)), ""))
+        summary = training_file.quality_summary
+        if training_file.conversation_count:
+            result.quality = quality_range(
+                summary.min_quality_score, summary.avg_quality_score, summary.max_quality_score
+            )
+            reviewed = summary.human_reviewed_count
+            share = reviewed / training_file.conversation_count
+            result.reviewed = f"{reviewed:,} reviewed ({share:.0%})"
         return result
     result = Charts(from_analytics=True)
     for distribution in analytics.distributions:

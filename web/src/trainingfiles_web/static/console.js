@@ -30,6 +30,8 @@ function followBuild(section) {
     stage.textContent = "failed";
     failure.textContent = data.message;
     failure.hidden = false;
+    document.getElementById("build-hint").textContent =
+      "(a failed Create is kept with its reason; an Add leaves the file as it was)";
   });
 }
 
