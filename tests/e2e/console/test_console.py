@@ -298,3 +298,69 @@ async def test_csrf_refusal_and_security_headers(
         service_pb2.GetTrainingFileRequest(training_file_id=file_id), metadata=auth(owner_token)
     )
     assert archived.status == resources_pb2.TRAINING_FILE_STATUS_ARCHIVED
+
+
+async def test_files_and_picker_pages_follow_the_apis_page_tokens(
+    page: Page, dataset: Dataset, owner_token: str, stub: service_pb2_grpc.TrainingFileServiceStub
+) -> None:
+    """The files table pages through ListTrainingFiles' tokens (20 a page); the picker
+    pages through ListEligibleConversations' and keeps what was ticked on earlier pages."""
+    listed = await stub.ListTrainingFiles(
+        service_pb2.ListTrainingFilesRequest(page_size=1000), metadata=auth(owner_token)
+    )
+    for _ in range(21 - len(listed.training_files)):
+        async for _event in stub.CreateTrainingFile(
+            service_pb2.CreateTrainingFileRequest(
+                name=f"console-page-{uuid.uuid4().hex[:8]}",
+                conversation_ids=dataset.ids(Kind.ELIGIBLE)[:1],
+            ),
+            metadata=auth(owner_token),
+        ):
+            pass
+    listed = await stub.ListTrainingFiles(
+        service_pb2.ListTrainingFilesRequest(page_size=1000), metadata=auth(owner_token)
+    )
+    expected = [f.id for f in listed.training_files]
+    assert len(expected) > 20
+
+    await sign_in(page, owner_token)
+    shown: list[str | None] = []
+    while True:
+        rows = page.locator("#files tbody tr")
+        count = await rows.count()
+        assert count <= 20
+        shown += [await rows.nth(i).get_attribute("data-file-id") for i in range(count)]
+        following = page.locator("#next-page")
+        if not await following.count():
+            break
+        await following.click()
+    assert shown == expected
+
+    # The picker: one conversation ticked on its first page, one on its second.
+    await page.goto("/new")
+    good = set(dataset.ids(Kind.ELIGIBLE))
+    first_page = page.locator("#eligible tbody tr[data-conversation-id]")
+    assert await first_page.count() == 25
+    on_first = [await first_page.nth(i).get_attribute("data-conversation-id") for i in range(25)]
+    one = next(c for c in on_first if c in good)
+    await page.locator(f'input[name=selected][value="{one}"]').check()
+    await page.click("#picker-next")
+    second_page = page.locator("#eligible tbody tr[data-conversation-id]")
+    on_second = [
+        await second_page.nth(i).get_attribute("data-conversation-id")
+        for i in range(await second_page.count())
+    ]
+    assert on_second
+    assert not set(on_first) & set(on_second)
+    other = next(c for c in on_second if c in good)
+    await page.locator(f'input[name=selected][value="{other}"]').check()
+    await expect(page.locator("#selected-count")).to_have_text("2 selected")
+    await page.fill("#name", f"console-two-pages-{uuid.uuid4().hex[:8]}")
+    await page.click("#start-build")
+    await page.wait_for_url(re.compile(r"/files/[0-9a-f-]{36}$"))
+    members = page.locator("#members tbody tr")
+    assert [await members.nth(i).get_attribute("data-conversation-id") for i in range(2)] == [
+        one,
+        other,
+    ]
+    assert await members.count() == 2
