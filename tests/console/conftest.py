@@ -24,7 +24,9 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from tests.conftest import mint
-from tests.e2e.conftest import OWNER
+
+# `dataset`: the end-to-end suite's conversations (its owner's), a fixture here too.
+from tests.e2e.conftest import OWNER, dataset  # noqa: F401
 from trainingfiles_dev.embedded import free_port
 from trainingfiles_server.app import RunningServer
 
@@ -39,7 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 INSTALL = "apt-get install -y chromium chromium-driver"
-ARTIFACTS = Path(__file__).resolve().parents[3] / ".artifacts" / "console"
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "console"
 # Every wait of a browser test is bounded by this (milliseconds).
 WAIT_MS = 20_000
 

@@ -4,7 +4,10 @@ page with its charts, downloads equal to the API's bytes, archive, CSRF and head
 
 from __future__ import annotations
 
+import asyncio
 import re
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -13,7 +16,9 @@ from playwright.async_api import Page, expect
 from tests.conftest import mint
 from tests.e2e.conftest import Dataset
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles_dev.console import start_console, stop_console
 from trainingfiles_dev.generator import Kind
+from trainingfiles_server.app import RunningServer
 
 from .conftest import Console, fetch_async, screenshot, sign_in
 
@@ -181,6 +186,13 @@ async def test_a_refused_add_shows_every_offender_next_to_its_conversation(
     await expect(page.locator("#ids")).to_have_value(f"{not_enriched}\n{no_file}, {unknown}")
     await screenshot(page, "refused")
 
+    # A malformed id is refused before any other check: shown against what was typed.
+    await page.fill("#ids", "not-a-uuid")
+    await page.click("#start-build")
+    await expect(page.locator('#refusal li[data-offender="not-a-uuid"]')).to_contain_text(
+        "not a conversation id"
+    )
+
     # Nothing changed.
     unchanged = await stub.GetTrainingFile(
         service_pb2.GetTrainingFileRequest(training_file_id=file_id), metadata=auth(owner_token)
@@ -328,7 +340,7 @@ async def test_files_and_picker_pages_follow_the_apis_page_tokens(
     while True:
         rows = page.locator("#files tbody tr")
         count = await rows.count()
-        assert count <= 20
+        assert count == min(20, len(expected) - len(shown))
         shown += [await rows.nth(i).get_attribute("data-file-id") for i in range(count)]
         following = page.locator("#next-page")
         if not await following.count():
@@ -364,3 +376,67 @@ async def test_files_and_picker_pages_follow_the_apis_page_tokens(
         other,
     ]
     assert await members.count() == 2
+
+    # An id in the picker's table filters by it.
+    await page.goto("/new")
+    persona = await page.locator("#eligible tbody tr td:nth-child(3) a").first.get_attribute(
+        "title"
+    )
+    assert persona is not None
+    await page.locator("#eligible tbody tr td:nth-child(3) a").first.click()
+    await expect(page.locator("#persona")).to_have_value(persona.removeprefix("only "))
+    filtered = await stub.ListEligibleConversations(
+        service_pb2.ListEligibleConversationsRequest(
+            page_size=25,
+            selector=service_pb2.ConversationSelector(persona_ids=[persona.removeprefix("only ")]),
+        ),
+        metadata=auth(owner_token),
+    )
+    rows = page.locator("#eligible tbody tr[data-conversation-id]")
+    assert [
+        await rows.nth(i).get_attribute("data-conversation-id") for i in range(await rows.count())
+    ] == [c.conversation_id for c in filtered.conversations]
+    assert len(filtered.conversations) < 25
+
+
+def _no_redirect(url: str) -> tuple[int, str]:
+    """(status, Set-Cookie) of a GET, without following its redirect."""
+
+    class Keep(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    try:
+        with urllib.request.build_opener(Keep).open(url, timeout=10) as response:
+            return response.status, response.headers.get("set-cookie", "")
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("set-cookie", "")
+
+
+@pytest.mark.parametrize("development", [True, False])
+async def test_the_development_link_signs_in_only_when_enabled(
+    server: RunningServer, owner_token: str, development: bool
+) -> None:
+    """`make run`'s console (started as `make run` starts it): the printed link sets the
+    session cookie and opens the files; without development sign-in it is not found."""
+    process, url = await asyncio.to_thread(
+        start_console,
+        "127.0.0.1:0",
+        f"127.0.0.1:{server.port}",
+        development_sign_in=development,
+    )
+    try:
+        status, cookie = await asyncio.to_thread(
+            _no_redirect, f"{url}/signin/link?token={owner_token}"
+        )
+    finally:
+        await asyncio.to_thread(stop_console, process)
+    assert process.returncode is not None
+    if development:
+        assert status == 303
+        assert cookie.startswith(f"tf_session={owner_token};")
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+    else:
+        assert status == 404
+        assert "tf_session" not in cookie
