@@ -415,6 +415,15 @@ def create_app(settings: WebSettings) -> Starlette:
             404,
         )
 
+    async def server_error(request: Request, _: Exception) -> Response:
+        # The traceback goes to the log (Starlette re-raises), never to the page.
+        return console.render(
+            request,
+            "error.html",
+            {"title": "Something went wrong", "message": "The console failed.", "reason": ""},
+            500,
+        )
+
     routes = [
         Route("/", home),
         Route("/signin", signin_page, methods=["GET"]),
@@ -435,7 +444,7 @@ def create_app(settings: WebSettings) -> Starlette:
         routes=routes,
         middleware=[Middleware(SecurityHeaders)],
         lifespan=lifespan,
-        exception_handlers={404: not_found},
+        exception_handlers={404: not_found, Exception: server_error},
     )
 
 
