@@ -18,7 +18,7 @@ N ?=
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock pyproject.toml clients/python/pyproject.toml
+$(STAMP): requirements.lock pyproject.toml clients/python/pyproject.toml web/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(BIN)/pip install --quiet "$$(grep -o '^uv==[^ ]*' requirements.lock)"
 	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
@@ -45,14 +45,28 @@ generate: $(STAMP) ## regenerate the protobuf/gRPC code from protos/
 check: $(STAMP) ## format check, lint, mypy strict, buf lint, generated code up to date
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy server devtools clients/python/src tests scripts bench
+	$(BIN)/mypy server devtools clients/python/src web/src tests scripts bench
 	cd protos && ../$(BIN)/buf format --exit-code -d
 	cd protos && ../$(BIN)/buf lint
 	$(BIN)/python scripts/generate.py --check
 
 .PHONY: test
-test: check ## run the checks, then the tests (own PostgreSQL and SeaweedFS on free ports)
+test: check browser ## run the checks, then the tests (own PostgreSQL and SeaweedFS on free ports)
 	$(BIN)/python -m pytest
+
+# The console's browser tests drive the operating system's Chromium (never a downloaded
+# one): installed here as root with apt, else the command that would install it.
+.PHONY: browser
+browser: ## install Chromium for the browser tests (as root, with apt), or say how
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Chromium for the browser tests (apt-get) …"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "make test: the browser tests need Chromium from the system's packages. Run:" >&2; \
+		echo "  sudo apt-get install -y chromium chromium-driver" >&2; \
+		exit 1; \
+	fi
 
 .PHONY: fmt
 fmt: $(STAMP) ## format and autofix

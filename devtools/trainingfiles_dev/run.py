@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Mapping
 
@@ -27,6 +28,7 @@ from trainingfiles_server.db import open_database
 from trainingfiles_server.storage import open_storage
 
 from .bootstrap import PROJECT_ROOT, BootstrapError, apply_migrations, ensure_buckets
+from .console import ConsoleError, start_console, stop_console
 from .demo import DEMO_USERS, load_once
 from .embedded import EmbeddedError, EmbeddedPostgres, EmbeddedSeaweedFS, port_free
 from .token import DEVELOPMENT_JWT_SECRET, development_token
@@ -96,18 +98,40 @@ def with_development_metrics(settings: Settings, environ: Mapping[str, str]) -> 
     return settings.model_copy(update={"metrics_address": DEVELOPMENT_METRICS_ADDRESS})
 
 
-def ready_text(settings: Settings, port: int, metrics_port: int | None, embedded: bool) -> str:
-    """What `make run` prints once it serves: where, a token, commands to try."""
+def _development(settings: Settings, embedded: bool) -> bool:
+    """Embedded servers with the development secret: tokens and sign-in links are shown."""
+    secret = settings.jwt_secret
+    return bool(embedded and secret and secret.get_secret_value() == DEVELOPMENT_JWT_SECRET)
+
+
+def ready_text(
+    settings: Settings,
+    port: int,
+    metrics_port: int | None,
+    embedded: bool,
+    console: str = "",
+) -> str:
+    """What `make run` prints once it serves: where, the console, a token, commands to
+    try. `console` is the console's URL, or why it did not start ("not started: …")."""
     host = settings.listen_address.rsplit(":", 1)[0]
     target = f"{host}:{port}"
     where = "embedded PostgreSQL and SeaweedFS" if embedded else "the configured servers"
     lines = [f"\nTraining File Service ready on {target} ({where})."]
-    secret = settings.jwt_secret
-    if embedded and secret and secret.get_secret_value() == DEVELOPMENT_JWT_SECRET:
+    if console:
+        lines.append(
+            f"Web console {console}" if console.startswith("not ") else f"Web console: {console}"
+        )
+    if _development(settings, embedded):
+        token = development_token()
+        if console.startswith("http"):
+            lines += [
+                "Sign in to the console as the demo user (development only):",
+                f"  {console}/signin/link?token={token}",
+            ]
         lines += [
             f"Development token (demo user {DEMO_USERS[0]}, valid one year;"
             " `make -s token` mints another):",
-            f"  export TOKEN={development_token()}",
+            f"  export TOKEN={token}",
         ]
     lines += [
         "Try:",
@@ -135,11 +159,30 @@ async def _prepare_and_serve(settings: Settings, *, embedded: bool) -> None:
                 print(f"Loaded {loaded} demo conversations.", flush=True)
 
     settings = with_development_metrics(settings, os.environ)
+    consoles: list[subprocess.Popen[bytes]] = []
 
     def ready(running: RunningServer) -> None:
-        print(ready_text(settings, running.port, running.metrics_port, embedded), flush=True)
+        host = settings.listen_address.rsplit(":", 1)[0]
+        target = f"{host}:{running.port}"
+        console = ""
+        if settings.web_listen_address != "off":
+            try:
+                process, console = start_console(
+                    settings.web_listen_address,
+                    f"127.0.0.1:{running.port}" if host in ("0.0.0.0", "[::]") else target,
+                    development_sign_in=_development(settings, embedded),
+                )
+                consoles.append(process)
+            except ConsoleError as exc:
+                console = f"not started: {exc}"
+        text = ready_text(settings, running.port, running.metrics_port, embedded, console)
+        print(text, flush=True)
 
-    await serve(settings, on_ready=ready)
+    try:
+        await serve(settings, on_ready=ready)
+    finally:
+        for process in consoles:
+            stop_console(process)
 
 
 def main() -> None:

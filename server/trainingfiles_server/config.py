@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # Development only: accept the development JWT secret (`make run` sets it).
     development_mode: bool = False
 
+    # --- web console (started by `make run` only; the server itself never reads it) ---
+    # Where `make run` serves the web console: host:port (port 0: any free one), or `off`.
+    web_listen_address: str = "127.0.0.1:8080"
+
     # --- pagination ---
     # Signs page tokens. Unset: a random secret per process, so tokens do not survive a
     # restart and are not shared between replicas; set it when running several replicas.

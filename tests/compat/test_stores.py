@@ -19,6 +19,8 @@ import os
 import re
 import signal
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -479,6 +481,16 @@ async def test_bucket_bootstrap_creates_the_buckets_then_finds_them(leg: Leg) ->
 
 
 _READY = re.compile(r"ready on (127\.0\.0\.1:\d+)")
+_CONSOLE = re.compile(r"Web console: (http://127\.0\.0\.1:\d+)")
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 async def _make_run(env: dict[str, str], cwd: Path) -> None:
@@ -497,8 +509,14 @@ async def _make_run(env: dict[str, str], cwd: Path) -> None:
         async with asyncio.timeout(60):
             while not (ready := _READY.search((await process.stdout.readline()).decode())):
                 assert not process.stdout.at_eof(), (await process.stderr.read()).decode()
+            console = _CONSOLE.search((await process.stdout.readline()).decode())
         port = int(ready.group(1).rsplit(":", 1)[1])
         await wait_for_health(port, "", SERVING)
+        # The web console serves beside it, and without a development secret it offers
+        # no sign-in link.
+        assert console is not None
+        assert await asyncio.to_thread(_status, f"{console.group(1)}/signin") == 200
+        assert await asyncio.to_thread(_status, f"{console.group(1)}/signin/link?token=x") == 404
         process.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):
             output, errors = await process.communicate()
@@ -529,6 +547,7 @@ async def test_make_run_against_the_store_starts_twice_in_a_row(leg: Leg, tmp_pa
         **buckets,
         "DATABASE_URL": leg.database_url,
         "LISTEN_ADDRESS": "127.0.0.1:0",
+        "WEB_LISTEN_ADDRESS": "127.0.0.1:0",
         "JWT_SECRET": TEST_JWT_SECRET,
     }
     for _ in range(2):

@@ -1,0 +1,1 @@
+"""The Training File Service\x27s web console."""
