@@ -32,6 +32,7 @@ from .refresher import Refresher, refreshing
 from .servicer import TrainingFileServicer
 from .storage import Storage, open_storage
 from .sweeper import Sweeper, sweeping
+from .tokens import counter
 
 log = logging.getLogger("trainingfiles.server")
 
@@ -90,6 +91,8 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
     the sweeper of this or another replica finishes once the build's lease expires.
     """
     authenticator = Authenticator(settings)  # refuses unsafe identity settings first
+    # The tokenizer is loaded once, before serving: a bad TOKENIZER_JSON stops startup.
+    counter(settings.tokenizer_json)
     async with open_database(settings) as database, open_storage(settings) as storage:
         server = grpc.aio.server(
             interceptors=[ServiceInterceptor(), AuthInterceptor(authenticator)],

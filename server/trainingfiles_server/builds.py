@@ -473,6 +473,7 @@ class Builds:
                     refreshed=staged.refreshed,
                     refreshed_digests=staged.refreshed_digests,
                     refreshed_provenance=staged.refreshed_provenance,
+                    analytics=staged.analytics,
                 )
         except LeaseLost:
             raise await self._why_not_committed(build) from None

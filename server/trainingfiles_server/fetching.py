@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from . import aggregate, failpoints
+from . import aggregate, failpoints, tokens
 from .aggregate import ConsistencyCheck, ConversationSummary
 from .config import Settings
 from .documents import DocumentError, decode_json_object, validate_enriched_document
@@ -99,6 +99,7 @@ async def fetch_all(
     max_bytes = settings.max_object_bytes
     ahead = asyncio.Semaphore(_AHEAD_PER_WORKER * settings.fetch_concurrency)
     keep_pairs = bool(outputs.trainers)
+    counter = tokens.counter(settings.tokenizer_json)
 
     async def worker() -> None:
         try:
@@ -125,7 +126,9 @@ async def fetch_all(
                 stored = await storage.get_document(path, max_bytes)
                 raw = decode_json_object(stored.data)
                 document = validate_enriched_document(raw)
-                transformed = aggregate.transform_conversation(conversation_id, raw, document)
+                transformed = aggregate.transform_conversation(
+                    conversation_id, raw, document, counter
+                )
             except ObjectMissing:
                 raise bad_document(
                     conversation_id,

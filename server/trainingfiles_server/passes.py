@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from . import aggregate, card, formats
+from . import aggregate, analytics, card, formats
 from .aggregate import ConsistencyCheck, ConversationSummary, FileMetrics, Warning
 from .config import Settings
 from .errors import ResourceExhausted, ServiceError
@@ -57,6 +57,7 @@ class Staged:
 
     records: list[OutputRecord]
     metrics: FileMetrics | None = None
+    analytics: analytics.Analytics | None = None
     vertical: str = ""
     consultant_profile: bytes = b""
     added: list[ConversationSummary] = field(default_factory=list)
@@ -187,7 +188,9 @@ class Passes:
                 provenance,
             ):
                 yield event
-            metrics = aggregate.summarize([*(c.summary for c in build.existing), *added])
+            summaries = [*(c.summary for c in build.existing), *added]
+            metrics = aggregate.summarize(summaries)
+            figures = analytics.compute(summaries, self.settings.context_length)
             assert consistency.vertical is not None and consistency.consultant_profile is not None
             header = aggregate.json_header(
                 build.name,
@@ -196,9 +199,8 @@ class Passes:
                 metrics,
                 consistency.consultant_profile,
             )
-            yield Progress(
-                Stage.AGGREGATING, total, total, file_id, warnings=_content_warnings(outputs)
-            )
+            warnings = [*_content_warnings(outputs), *_context_warnings(summaries, figures)]
+            yield Progress(Stage.AGGREGATING, total, total, file_id, warnings=warnings)
             json_size = self._check_sizes(header, v4.jsonl_size)
             yield Progress(Stage.UPLOADING, 0, 0, file_id)
             build.lease.check()
@@ -211,7 +213,6 @@ class Passes:
                     f"stored JSON size {v4_records[0].size_bytes} differs from computed {json_size}"
                 )
             records = [*v4_records, *trainer_records]
-            summaries = [*(c.summary for c in build.existing), *added]
             records.append(
                 await outputs.store_card(
                     _card(
@@ -222,6 +223,7 @@ class Passes:
                         validation,
                         summaries,
                         outputs,
+                        figures,
                     )
                 )
             )
@@ -231,6 +233,7 @@ class Passes:
         build.staged = Staged(
             records,
             metrics,
+            figures,
             consistency.vertical,
             consistency.consultant_profile,
             list(added),
@@ -265,14 +268,16 @@ class Passes:
                 if (o.format, o.split) not in exported and o.format != "dataset_card"
             ]
             metrics = _stored_metrics(stored)
+            summaries = [c.summary for c in build.existing]
             card_text = _card(
                 build,
                 metrics,
                 stored.vertical or "",
                 [*kept, *records],
                 validation,
-                [c.summary for c in build.existing],
+                summaries,
                 outputs,
+                analytics.compute(summaries, self.settings.context_length),
             )
             records.append(await outputs.store_card(card_text))
         except BaseException:
@@ -373,11 +378,11 @@ class Passes:
                 if c.summary.conversation_id not in leave_out
             ]
             metrics = aggregate.summarize(kept)
+            figures = analytics.compute(kept, self.settings.context_length)
             vertical, profile = stored.vertical or "", _profile_bytes(stored) or b"{}"
             header = aggregate.json_header(build.name, build.moment, vertical, metrics, profile)
-            yield Progress(
-                Stage.AGGREGATING, total, total, file_id, warnings=_content_warnings(outputs)
-            )
+            warnings = [*_content_warnings(outputs), *_context_warnings(kept, figures)]
+            yield Progress(Stage.AGGREGATING, total, total, file_id, warnings=warnings)
             self._check_sizes(header, v4.jsonl_size)
             yield Progress(Stage.UPLOADING, 0, 0, file_id)
             build.lease.check()
@@ -387,7 +392,7 @@ class Passes:
             records = [*v4_records, *trainer_records]
             records.append(
                 await outputs.store_card(
-                    _card(build, metrics, vertical, records, validation, kept, outputs)
+                    _card(build, metrics, vertical, records, validation, kept, outputs, figures)
                 )
             )
         except BaseException:
@@ -396,6 +401,7 @@ class Passes:
         build.staged = Staged(
             records,
             metrics,
+            figures,
             vertical,
             profile,
             duplicate_pair_count=outputs.duplicates.count,
@@ -476,6 +482,29 @@ def _content_warnings(outputs: OutputSet) -> list[Warning]:
     return warnings
 
 
+def _context_warnings(
+    summaries: Iterable[ConversationSummary], figures: analytics.Analytics
+) -> list[Warning]:
+    """Pairs of the version with more tokens than the configured context length: a
+    trainer truncates or drops them. Told once, with the conversations that have them."""
+    stats = figures.tokens
+    if stats is None or not stats.pairs_over(stats.context_length):
+        return []
+    limit = stats.context_length
+    over = tuple(
+        s.conversation_id for s in summaries if any(t > limit for t in s.pair_tokens() or ())
+    )
+    return [
+        Warning(
+            "PAIRS_OVER_CONTEXT",
+            f"{stats.pairs_over(limit)} pair(s) have more than {limit} tokens (the "
+            f"configured context length, counted with {stats.tokenizer}); a trainer "
+            "truncates or drops them",
+            over,
+        )
+    ]
+
+
 def _stored_metrics(record: TrainingFileRecord) -> FileMetrics:
     distribution = record.scaffolding_distribution
     assert record.avg_quality_score is not None
@@ -501,6 +530,7 @@ def _card(
     validation: frozenset[UUID] | None,
     summaries: Iterable[ConversationSummary],
     outputs: OutputSet,
+    figures: analytics.Analytics | None = None,
 ) -> bytes:
     """The version's dataset card (`card.py`), describing `records`."""
     stored = build.stored
@@ -553,6 +583,7 @@ def _card(
             ),
             description=build.description,
             split=card_split,
+            analytics=figures,
         )
     )
 

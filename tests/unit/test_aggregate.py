@@ -216,8 +216,12 @@ def test_summaries_hold_each_conversations_quality_review_and_keys() -> None:
     _, _, _, transformed = _aggregate()
 
     assert [t.summary for t in transformed] == [
-        aggregate.ConversationSummary(CONV_A, 2, 4.125, True, *KEYS_A.values()),
-        aggregate.ConversationSummary(CONV_B, 3, 2.125, False, *KEYS_B.values()),
+        aggregate.ConversationSummary(
+            CONV_A, 2, 4.125, True, *KEYS_A.values(), emotions=("shame",) * 2
+        ),
+        aggregate.ConversationSummary(
+            CONV_B, 3, 2.125, False, *KEYS_B.values(), emotions=("shame",) * 3
+        ),
     ]
 
 
