@@ -93,7 +93,10 @@ def _tiktoken_counter() -> TokenCounter:
 def _huggingface_counter(path: Path) -> TokenCounter:
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(path))
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # the library raises a bare Exception for a bad file
+        raise ValueError(f"TOKENIZER_JSON {path} is not a usable tokenizer.json: {exc}") from exc
     # `.../<model>/tokenizer.json` is named after its model's directory.
     name = path.parent.name if path.name == "tokenizer.json" and path.parent.name else path.stem
 
