@@ -33,7 +33,7 @@ from tests.e2e.helpers import (
 )
 from tests.e2e.test_remove import remove_ok
 from tests.unit.test_tokens import train_tokenizer
-from trainingfiles.v1 import analytics_pb2, service_pb2, service_pb2_grpc
+from trainingfiles.v1 import analytics_pb2, resources_pb2, service_pb2, service_pb2_grpc
 from trainingfiles_dev.generator import GeneratedConversation, generate, load
 from trainingfiles_server.app import RunningServer, running_server
 from trainingfiles_server.storage import Storage
@@ -207,6 +207,15 @@ async def test_analytics_of_create_add_and_remove_match_their_jsonl(
         first, recompute(await jsonl_of(stub, file_id), cl100k, 16_385), "tiktoken:cl100k_base"
     )
     assert await analytics_of(stub, file_id, 1) == first
+    # The dataset card tells the same figures.
+    card = (await download(stub, file_id, resources_pb2.FILE_FORMAT_DATASET_CARD)).decode()
+    tokens = first.tokens
+    assert f"Counted with `tiktoken:cl100k_base` over the {tokens.counted_pairs:,} pairs" in card
+    assert f"| Total | {tokens.total_tokens:,} |" in card
+    epoch = f"{tokens.training_tokens_per_epoch:,}"
+    assert f"| Training tokens per epoch (each pair capped at 16,385) | {epoch} |" in card
+    for bucket in first.distributions[3].buckets:
+        assert f"| {bucket.key} | {bucket.count:,} | {bucket.share:.1%} |" in card
 
     await add_ok(stub, file_id, ids[8:])
     second = await analytics_of(stub, file_id)

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from trainingfiles_server import aggregate, analytics
+from trainingfiles_server import aggregate, analytics, card_analytics
 from trainingfiles_server.aggregate import ConversationSummary
 
 
@@ -156,3 +156,25 @@ def test_column_summaries_keep_emotions_and_tokens() -> None:
         summary(pairs=3, emotions=("y", "y", "z"), prompt=(), completion=()),
     ]
     assert list(aggregate.Summaries(members)) == members
+
+
+def test_the_card_sections_show_every_figure() -> None:
+    members = [
+        summary(quality=4.4, prompt=(3000, 40), completion=(5, 6), emotions=("fear", "hope")),
+        summary(quality=1.1, persona="q", prompt=(9, 9), completion=(1, 1), reviewed=True),
+    ]
+    text = "\n".join(card_analytics.analytics_sections(analytics.compute(members, 2048)))
+    assert "| Persona | 2 | 1.000 | 1.00 |" in text
+    assert "| Emotional arc | 1 | – | 1.00 |" in text
+    assert "| fear | 1 | 25.0% |" in text and "| calm | 2 | 50.0% |" in text
+    assert "| 1 – 1.5) | 1 |" in text and "| 4 – 4.5] | 1 |" in text
+    assert "1 human-reviewed (50.0%)" in text
+    assert "| 2 | 2 |" in text  # two conversations of two pairs
+    assert "Counted with `tiktoken:cl100k_base` over the 4 pairs" in text
+    assert "| Total | 3,071 |" in text
+    assert "| p5 / p50 / p95 / max per pair | 10 / 10 / 3,005 / 3,005 |" in text
+    assert "| Training tokens per epoch (each pair capped at 2,048) | 2,114 |" in text
+    assert "| Pairs over 2,048 tokens | 1 |" in text and "| Pairs over 4,096 tokens | 0 |" in text
+    old = ConversationSummary(str(uuid.uuid4()), 1, 2.0, True, "p", "a", "t")
+    untold = "\n".join(card_analytics.analytics_sections(analytics.compute([old], 100)))
+    assert "Not counted: some conversations were added before tokens were counted." in untold
