@@ -328,3 +328,41 @@ async def test_no_warning_when_every_pair_fits(
     figures = await analytics_of(stub, result.training_file_id)
     assert figures.tokens.max_pair_tokens <= 16_385
     assert not [w for w in result.warnings() if w.code == "PAIRS_OVER_CONTEXT"]
+
+
+async def test_a_version_built_before_analytics_were_kept(
+    server: RunningServer, stub: Stub, conversations: list[GeneratedConversation]
+) -> None:
+    """As the migration leaves them: no stored analytics, members without pair_stats.
+    The figures come from the members' rows; no emotions, no tokens; an Add counts the
+    new members' emotions and still has no token statistics."""
+    ids = _ids(conversations)
+    result = await create(stub, unique_name("analytics-old"), ids[:5])
+    file_id = result.training_file_id
+    built = await analytics_of(stub, file_id)
+    async with server.database.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE training_file_versions SET analytics = NULL WHERE training_file_id = $1",
+            uuid.UUID(file_id),
+        )
+        await conn.execute(
+            "UPDATE training_file_conversations SET pair_stats = NULL WHERE training_file_id = $1",
+            uuid.UUID(file_id),
+        )
+    old = await analytics_of(stub, file_id)
+    assert not old.HasField("tokens")
+    assert list(old.distributions[:3]) == list(built.distributions[:3])
+    assert old.distributions[3].total == 0 and not old.distributions[3].buckets
+    assert old.quality == built.quality
+    assert list(old.pairs_per_conversation) == list(built.pairs_per_conversation)
+
+    await add_ok(stub, file_id, ids[5:7])
+    added = await analytics_of(stub, file_id)
+    assert not added.HasField("tokens")
+    expected = recompute(await jsonl_of(stub, file_id), cl100k, 16_385)
+    assert [(b.key, b.count) for b in added.distributions[0].buckets] == (
+        expected["distributions"][0]
+    )
+    new_pairs = [r for r in await jsonl_of(stub, file_id) if r["conversation_id"] in ids[5:7]]
+    assert added.distributions[3].total == len(new_pairs)
+    assert await analytics_of(stub, file_id, 1) == old  # computed the same way again
