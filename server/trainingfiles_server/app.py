@@ -92,7 +92,8 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
     """
     authenticator = Authenticator(settings)  # refuses unsafe identity settings first
     # The tokenizer is loaded once, before serving: a bad TOKENIZER_JSON stops startup.
-    counter(settings.tokenizer_json)
+    if settings.count_tokens:
+        counter(settings.tokenizer_json)
     async with open_database(settings) as database, open_storage(settings) as storage:
         server = grpc.aio.server(
             interceptors=[ServiceInterceptor(), AuthInterceptor(authenticator)],

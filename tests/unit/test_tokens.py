@@ -86,14 +86,30 @@ def test_each_message_of_a_conversation_is_encoded_once_with_the_same_counts() -
     one_by_one = [tokens.counter().count_conversation([p]) for p in pairs]
     assert list(cached.prompt) == [c.prompt[0] for c in one_by_one]
     assert list(cached.completion) == [c.completion[0] for c in one_by_one]
-    # Each distinct message once (its role and its content); each target once per pair.
-    distinct = {("system", p["system_prompt"]) for p in pairs}
-    distinct |= {("user", p["current_user_input"]) for p in pairs}
-    distinct |= {(h["role"], h["content"]) for p in pairs for h in p["conversation_history"]}
-    assert len(encoded) == 2 * len(distinct) + len(pairs)
+    # Each distinct text once: roles, the system prompt, inputs and replies (a target is
+    # the next pair's last history message).
+    texts = {"system", "user", "assistant"} | {p["system_prompt"] for p in pairs}
+    texts |= {p["current_user_input"] for p in pairs} | {p["target_response"] for p in pairs}
+    texts |= {h["content"] for p in pairs for h in p["conversation_history"]}
+    assert sorted(encoded) == sorted(texts)
     # Without the cache every pair would encode its whole history again.
     uncached = sum(2 * (len(p["conversation_history"]) + 2) + 1 for p in pairs)
-    assert len(pairs) >= 4 and len(encoded) < uncached / 2
+    assert len(pairs) >= 4 and len(encoded) < uncached / 3
+
+
+def test_system_prompts_are_remembered_across_conversations() -> None:
+    encoded: list[str] = []
+
+    def count(text: str) -> int:
+        encoded.append(text)
+        return len(text)
+
+    counter = tokens.TokenCounter("test", count)
+    pairs = _conversation()
+    first = counter.count_conversation(pairs)
+    again = counter.count_conversation(pairs)
+    assert list(first.prompt) == list(again.prompt)
+    assert encoded.count(pairs[0]["system_prompt"]) == 1
 
 
 def test_no_download_and_no_cache_are_needed(tmp_path: Path) -> None:
