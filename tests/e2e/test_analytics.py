@@ -366,3 +366,23 @@ async def test_a_version_built_before_analytics_were_kept(
     new_pairs = [r for r in await jsonl_of(stub, file_id) if r["conversation_id"] in ids[5:7]]
     assert added.distributions[3].total == len(new_pairs)
     assert await analytics_of(stub, file_id, 1) == old  # computed the same way again
+
+
+async def test_with_counting_off_there_are_no_token_statistics(
+    stack: Stack, conversations: list[GeneratedConversation]
+) -> None:
+    settings = stack_settings(stack.postgres, stack.seaweed, count_tokens=False)
+    async with (
+        running_server(settings) as running,
+        authorized_channel(running.port, mint("service_role")) as channel,
+    ):
+        uncounted = service_pb2_grpc.TrainingFileServiceStub(channel)
+        result = await create(uncounted, unique_name("analytics-off"), _ids(conversations)[:3])
+        assert result.error is None, result.error
+        figures = await analytics_of(uncounted, result.training_file_id)
+        assert not figures.HasField("tokens")
+        expected = recompute(await jsonl_of(uncounted, result.training_file_id), cl100k, 16_385)
+        for distribution, counts in zip(
+            figures.distributions, expected["distributions"], strict=True
+        ):
+            assert [(b.key, b.count) for b in distribution.buckets] == counts
