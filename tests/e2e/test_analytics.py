@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 from tests.conftest import Stack, authorized_channel, mint, stack_settings
 from tests.e2e.conftest import OWNER
 from tests.e2e.helpers import (
+    AGGREGATING,
     JSONL,
     Stub,
     add_ok,
@@ -308,6 +309,8 @@ async def test_a_tokenizer_json_counts_and_pairs_over_the_context_are_warned_abo
     assert 0 < over < expected["tokens"]["counted"]  # the test means something both ways
     warned = [w for w in result.warnings() if w.code == "PAIRS_OVER_CONTEXT"]
     assert len(warned) == 1
+    (telling,) = [m for m in result.messages if warned[0] in m.warnings]
+    assert telling.stage == AGGREGATING
     assert f"{over} pair(s) have more than 600 tokens" in warned[0].message
     records = await jsonl_of(small_context, file_id)
     long_ones = {
