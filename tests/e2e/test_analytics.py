@@ -32,6 +32,7 @@ from tests.e2e.helpers import (
     unique_name,
     violation_fields,
 )
+from tests.e2e.test_refresh import Setup, _reenrich_in_place, refresh
 from tests.e2e.test_remove import remove_ok
 from tests.unit.test_tokens import train_tokenizer
 from trainingfiles.v1 import analytics_pb2, resources_pb2, service_pb2, service_pb2_grpc
@@ -389,3 +390,31 @@ async def test_with_counting_off_there_are_no_token_statistics(
             figures.distributions, expected["distributions"], strict=True
         ):
             assert [(b.key, b.count) for b in distribution.buckets] == counts
+
+
+@pytest.fixture(scope="module")
+async def refreshed(server: RunningServer, storage: Storage) -> list[GeneratedConversation]:
+    """Conversations of this test only: it re-enriches one."""
+    made = list(generate(1317, 4, owners=[OWNER]))
+    await load(server.database.pool, storage.client, storage.conversations_bucket, made)
+    return made
+
+
+async def test_a_refresh_counts_the_new_documents(
+    server: RunningServer, stub: Stub, storage: Storage, refreshed: list[GeneratedConversation]
+) -> None:
+    result = await create(stub, unique_name("analytics-refresh"), _ids(refreshed))
+    file_id = result.training_file_id
+    before = await analytics_of(stub, file_id)
+    await _reenrich_in_place(Setup(stub, server, storage, refreshed), refreshed[1])
+    done = await refresh(stub, file_id)
+    assert done.error is None, done.error
+    after = await analytics_of(stub, file_id)
+    assert after.version == 2
+    assert_matches(
+        after, recompute(await jsonl_of(stub, file_id), cl100k, 16_385), "tiktoken:cl100k_base"
+    )
+    # Its targets were reworded: more completion tokens, the rest as it was.
+    assert after.tokens.completion_tokens > before.tokens.completion_tokens
+    assert list(after.distributions) == list(before.distributions)
+    assert await analytics_of(stub, file_id, 1) == before
