@@ -418,3 +418,12 @@ async def test_a_refresh_counts_the_new_documents(
     assert after.tokens.completion_tokens > before.tokens.completion_tokens
     assert list(after.distributions) == list(before.distributions)
     assert await analytics_of(stub, file_id, 1) == before
+
+
+async def test_a_bad_tokenizer_json_stops_start_up(stack: Stack, tmp_path: Path) -> None:
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text('{"model": "not one"}')
+    settings = stack_settings(stack.postgres, stack.seaweed, tokenizer_json=str(bad))
+    with pytest.raises(ValueError, match=r"is not a usable tokenizer\.json"):
+        async with running_server(settings):
+            pass
