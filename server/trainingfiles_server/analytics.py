@@ -127,7 +127,9 @@ def compute(summaries: Iterable[ConversationSummary], context_length: int) -> An
     scores: list[float] = []
     pair_counts: Counter[int] = Counter()
     reviewed = pairs = 0
-    totals: list[int] = []
+    # Pairs by their token count: a file's pairs take a few thousand distinct counts, so
+    # this stays small however many pairs there are.
+    totals: Counter[int] = Counter()
     prompt = completion = 0
     tokenizers: set[str | None] = set()
     for summary in summaries:
@@ -144,7 +146,7 @@ def compute(summaries: Iterable[ConversationSummary], context_length: int) -> An
         if pair_tokens is not None:
             prompt += sum(summary.prompt_tokens or ())
             completion += sum(summary.completion_tokens or ())
-            totals.extend(pair_tokens)
+            totals.update(pair_tokens)
     count = len(scores)
     # Token statistics only when every member was counted, by one tokenizer.
     tokenizer = next(iter(tokenizers)) if len(tokenizers) == 1 else None
@@ -195,33 +197,39 @@ def histogram(values: Sequence[float]) -> list[Bin]:
     ]
 
 
-def nearest_rank(ordered: Sequence[int], percent: float) -> int:
-    """The `percent` percentile of ascending `ordered` (nearest rank); 0 when empty."""
-    if not ordered:
+def nearest_rank(counts: Sequence[tuple[int, int]], total: int, percent: float) -> int:
+    """The `percent` percentile (nearest rank) of `total` values given as ascending
+    (value, how many) pairs; 0 when there are none."""
+    if not total:
         return 0
-    rank = max(1, math.ceil(percent / 100 * len(ordered)))
-    return ordered[rank - 1]
+    rank = max(1, math.ceil(percent / 100 * total))
+    for value, count in counts:
+        rank -= count
+        if rank <= 0:
+            return value
+    raise ValueError("counts add up to less than total")
 
 
 def token_statistics(
-    tokenizer: str, totals: list[int], prompt: int, completion: int, context_length: int
+    tokenizer: str, totals: Counter[int], prompt: int, completion: int, context_length: int
 ) -> TokenStatistics:
-    ordered = sorted(totals)
+    counts = sorted(totals.items())
+    pairs = totals.total()
     return TokenStatistics(
         tokenizer=tokenizer,
-        counted_pairs=len(ordered),
+        counted_pairs=pairs,
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,
-        mean_pair_tokens=(prompt + completion) / len(ordered) if ordered else 0.0,
-        p5_pair_tokens=nearest_rank(ordered, 5),
-        p50_pair_tokens=nearest_rank(ordered, 50),
-        p95_pair_tokens=nearest_rank(ordered, 95),
-        max_pair_tokens=ordered[-1] if ordered else 0,
+        mean_pair_tokens=(prompt + completion) / pairs if pairs else 0.0,
+        p5_pair_tokens=nearest_rank(counts, pairs, 5),
+        p50_pair_tokens=nearest_rank(counts, pairs, 50),
+        p95_pair_tokens=nearest_rank(counts, pairs, 95),
+        max_pair_tokens=counts[-1][0] if counts else 0,
         pairs_over_context=tuple(
-            (length, sum(1 for t in ordered if t > length))
+            (length, sum(c for t, c in counts if t > length))
             for length in context_lengths(context_length)
         ),
-        training_tokens_per_epoch=sum(min(t, context_length) for t in ordered),
+        training_tokens_per_epoch=sum(min(t, context_length) * c for t, c in counts),
         context_length=context_length,
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -188,7 +188,8 @@ class Passes:
                 provenance,
             ):
                 yield event
-            summaries = [*(c.summary for c in build.existing), *added]
+            # Read where they are kept (not copied into one list of objects), each time.
+            summaries = _Chained(build.existing, added)
             metrics = aggregate.summarize(summaries)
             figures = analytics.compute(summaries, self.settings.context_length)
             assert consistency.vertical is not None and consistency.consultant_profile is not None
@@ -480,6 +481,18 @@ def _content_warnings(outputs: OutputSet) -> list[Warning]:
             )
         )
     return warnings
+
+
+@dataclass(frozen=True, slots=True)
+class _Chained:
+    """The stored members' summaries, then the added ones; iterable again and again."""
+
+    existing: Sequence[StoredConversation]
+    added: Sequence[ConversationSummary]
+
+    def __iter__(self) -> Iterator[ConversationSummary]:
+        yield from (c.summary for c in self.existing)
+        yield from self.added
 
 
 def _context_warnings(
