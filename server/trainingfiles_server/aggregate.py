@@ -32,6 +32,7 @@ from uuid import UUID
 import orjson
 
 from .documents import EnrichedDocument
+from .tokens import TokenCounter
 
 SCHEMA_VERSION = "4.0.0"
 JSON_FOOTER = b"]}"
@@ -50,6 +51,19 @@ class ConversationSummary:
     persona_key: str
     emotional_arc_key: str
     training_topic_key: str
+    # Per pair, in turn order, for the analytics (`analytics.py`): its primary emotion
+    # ("" when the document gives none); and the tokenizer's counts of the trainable
+    # pairs. None: not known (a member added before they were kept).
+    emotions: tuple[str, ...] | None = None
+    tokenizer: str | None = None
+    prompt_tokens: tuple[int, ...] | None = None
+    completion_tokens: tuple[int, ...] | None = None
+
+    def pair_tokens(self) -> list[int] | None:
+        """Each counted pair's tokens (prompt + completion); None: not counted."""
+        if self.prompt_tokens is None or self.completion_tokens is None:
+            return None
+        return [p + c for p, c in zip(self.prompt_tokens, self.completion_tokens, strict=True)]
 
 
 class Summaries(Sequence[ConversationSummary]):
@@ -68,6 +82,14 @@ class Summaries(Sequence[ConversationSummary]):
         self._keys = array("q")  # 3 each: indices into _names
         self._names: list[str] = []
         self._index: dict[str, int] = {}
+        # Per pair, concatenated: emotions (indices into _names) and token counts, with
+        # each conversation's (start, end); (-1, -1): not known. The tokenizer: a name
+        # index, -1 for none.
+        self._emotions = array("q")
+        self._emotion_spans = array("q")
+        self._tokens = array("q")  # prompt, completion, prompt, …
+        self._token_spans = array("q")
+        self._tokenizer = array("q")
         for summary in summaries:
             self.append(summary)
 
@@ -77,9 +99,33 @@ class Summaries(Sequence[ConversationSummary]):
         self._quality.append(summary.quality_score)
         self._reviewed.append(summary.human_reviewed)
         for key in (summary.persona_key, summary.emotional_arc_key, summary.training_topic_key):
-            self._keys.append(self._index.setdefault(key, len(self._index)))
-            if len(self._names) < len(self._index):
-                self._names.append(key)
+            self._keys.append(self._name(key))
+        if summary.emotions is None:
+            self._emotion_spans.extend((-1, -1))
+        else:
+            start = len(self._emotions)
+            self._emotions.extend(self._name(e) for e in summary.emotions)
+            self._emotion_spans.extend((start, len(self._emotions)))
+        prompt, completion = summary.prompt_tokens, summary.completion_tokens
+        if prompt is None or completion is None:
+            self._token_spans.extend((-1, -1))
+        else:
+            start = len(self._tokens)
+            for pair in zip(prompt, completion, strict=True):
+                self._tokens.extend(pair)
+            self._token_spans.extend((start, len(self._tokens)))
+        self._tokenizer.append(-1 if summary.tokenizer is None else self._name(summary.tokenizer))
+
+    def _name(self, key: str) -> int:
+        index = self._index.setdefault(key, len(self._index))
+        if len(self._names) < len(self._index):
+            self._names.append(key)
+        return index
+
+    @staticmethod
+    def _span(spans: array[int], values: array[int], index: int) -> array[int] | None:
+        start, end = spans[2 * index : 2 * index + 2]
+        return None if start < 0 else values[start:end]
 
     def __len__(self) -> int:
         return len(self._pairs)
@@ -100,6 +146,9 @@ class Summaries(Sequence[ConversationSummary]):
         if not 0 <= index < len(self):
             raise IndexError(index)
         persona, arc, topic = self._keys[3 * index : 3 * index + 3]
+        emotions = self._span(self._emotion_spans, self._emotions, index)
+        tokens = self._span(self._token_spans, self._tokens, index)
+        tokenizer = self._tokenizer[index]
         return ConversationSummary(
             conversation_id=str(UUID(bytes=bytes(self._ids[16 * index : 16 * index + 16]))),
             training_pair_count=self._pairs[index],
@@ -108,6 +157,10 @@ class Summaries(Sequence[ConversationSummary]):
             persona_key=self._names[persona],
             emotional_arc_key=self._names[arc],
             training_topic_key=self._names[topic],
+            emotions=None if emotions is None else tuple(self._names[e] for e in emotions),
+            tokenizer=None if tokenizer < 0 else self._names[tokenizer],
+            prompt_tokens=None if tokens is None else tuple(tokens[0::2]),
+            completion_tokens=None if tokens is None else tuple(tokens[1::2]),
         )
 
 
@@ -155,6 +208,7 @@ def transform_conversation(
     raw: dict[str, Any],
     document: EnrichedDocument,
     kept: Sequence[int] | None = None,
+    counter: TokenCounter | None = None,
 ) -> TransformedConversation:
     """One conversation's pairs as JSONL lines, rewritten for the aggregate.
 
@@ -162,7 +216,8 @@ def transform_conversation(
     validated model, read for typed values. Each pair keeps all its fields; `id` becomes
     `<conversation_uuid>_turn<N>`, `conversation_id` the UUID; `input_parameters` is added
     and the scaffolding keys are set in `conversation_metadata`. `kept` (the pair
-    filter's choice, `filters.judge`; None: every pair) are the pairs written and summed.
+    filter's choice, `filters.judge`; None: every pair) are the pairs written and summed;
+    with a `counter`, the summary carries the token counts of those that are trainable.
     """
     params = document.input_parameters
     # Interned: a file has a few distinct keys, and its summaries share them.
@@ -194,12 +249,17 @@ def transform_conversation(
         scores += model.training_metadata.quality_score
         human_reviewed = human_reviewed or model.training_metadata.human_reviewed
     count = len(order)
+    tokens = counter.count_conversation(pairs) if counter is not None else None
     summary = ConversationSummary(
         conversation_id=conversation_id,
         training_pair_count=count,
         quality_score=scores / count,
         human_reviewed=human_reviewed,
         **keys,
+        emotions=tuple(primary_emotion(pair) for pair in pairs),
+        tokenizer=counter.name if counter is not None else None,
+        prompt_tokens=tuple(tokens.prompt) if tokens is not None else None,
+        completion_tokens=tuple(tokens.completion) if tokens is not None else None,
     )
     return TransformedConversation(
         summary=summary,
@@ -208,6 +268,13 @@ def transform_conversation(
         consultant_profile=orjson.dumps(raw["consultant_profile"]),
         pairs=pairs,
     )
+
+
+def primary_emotion(pair: dict[str, Any]) -> str:
+    """`emotional_context.detected_emotions.primary`, or "" when the pair gives none."""
+    detected = pair.get("emotional_context", {}).get("detected_emotions")
+    primary = detected.get("primary") if isinstance(detected, dict) else None
+    return sys.intern(primary) if isinstance(primary, str) else ""
 
 
 def _round(value: float) -> Decimal:

@@ -37,6 +37,7 @@ from .refresher import Refresher, refreshing
 from .servicer import TrainingFileServicer
 from .storage import Storage, open_storage
 from .sweeper import Sweeper, sweeping
+from .tokens import counter
 
 log = logging.getLogger("trainingfiles.server")
 
@@ -101,6 +102,9 @@ async def running_server(
     else wherever the OTEL_* variables say, if anywhere.
     """
     authenticator = Authenticator(settings)  # refuses unsafe identity settings first
+    # The tokenizer is loaded once, before serving: a bad TOKENIZER_JSON stops startup.
+    if settings.count_tokens:
+        counter(settings.tokenizer_json)
     owned = tracer_provider is None
     provider = tracing.provider_from_environment() if owned else tracer_provider
     with tracing.tracing(provider, owned=owned):

@@ -493,6 +493,7 @@ class Builds:
                     refreshed_provenance=staged.refreshed_provenance,
                     excluded_pair_count=staged.excluded_pair_count,
                     filtered_out_conversation_count=staged.filtered_out_conversation_count,
+                    analytics=staged.analytics,
                 )
         except LeaseLost:
             raise await self._why_not_committed(build) from None

@@ -22,7 +22,8 @@ pushed to. The YAML front matter holds:
 - `size_categories`, `task_categories`, `tags`, `pretty_name`, and `language` if known.
 
 The Markdown body describes the source, the counts, the quality summary, the scaffolding
-distribution, duplicates, the split and the files. Pure: no I/O.
+distribution, the analytics and token statistics (`card_analytics.py`), duplicates, the
+split and the files. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import yaml
 
 from . import formats
 from .aggregate import created_date
+from .analytics import Analytics
+from .card_analytics import analytics_sections
 
 __all__ = ["CardInfo", "CardOutput", "CardSplit", "render_card"]
 
@@ -123,6 +126,7 @@ class CardInfo:
     description: str | None = None
     split: CardSplit | None = None
     languages: tuple[str, ...] = ()  # ISO 639-1 codes for the `language` field, if known
+    analytics: Analytics | None = None  # the version's (`analytics.py`), if computed
 
 
 def render_card(card: CardInfo) -> bytes:
@@ -313,6 +317,8 @@ def _body(card: CardInfo) -> str:
         for value, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             share = count / card.conversation_count if card.conversation_count else 0.0
             lines.append(f"| {_cell(value)} | {count:,} | {share:.1%} |")
+    if card.analytics is not None:
+        lines += analytics_sections(card.analytics)
     lines += ["", "## Duplicates", "", _duplicates(card), "", "## Split", "", _split_text(card)]
     lines += [
         "",

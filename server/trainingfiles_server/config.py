@@ -63,6 +63,18 @@ class Settings(BaseSettings):
     # Conversations a selector may choose for one Create or Add (its `limit` may cap less).
     max_conversations_per_selector: PositiveInt = 100_000
 
+    # --- token statistics (README: "Analytics") ---
+    # Off: no token statistics for the versions built meanwhile (they cost CPU; see
+    # docs/bench.md), the other analytics as usual.
+    count_tokens: bool = True
+    # A Hugging Face `tokenizer.json` to count tokens with (the open model being
+    # fine-tuned); unset: OpenAI's cl100k_base, shipped with the service.
+    tokenizer_json: str | None = None
+    # The context length of the model being fine-tuned: pairs over it are warned about,
+    # and a pair's billed tokens per epoch are capped at it. The default is the smallest
+    # fine-tunable OpenAI chat model's (gpt-3.5-turbo: 16,385).
+    context_length: PositiveInt = 16_385
+
     # --- crash safety (README: "Leases and the sweeper") ---
     # A build holds a lease on its file for this long, renewed every third of it; the
     # sweeper fails a build whose lease expired and removes what it stored.

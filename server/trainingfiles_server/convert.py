@@ -9,9 +9,9 @@ from uuid import UUID
 
 from google.protobuf import timestamp_pb2
 
-from trainingfiles.v1 import resources_pb2, service_pb2
+from trainingfiles.v1 import analytics_pb2, resources_pb2, service_pb2
 
-from . import formats
+from . import analytics, formats
 from .errors import InvalidArgument, Violation
 from .filters import DocumentFilter, PairFilter
 from .formats import Format
@@ -463,3 +463,69 @@ def conversation_problem(violation: Violation) -> service_pb2.ConversationProble
     return service_pb2.ConversationProblem(
         subject=violation.subject, reason=violation.reason, description=violation.description
     )
+
+
+_DIMENSION_TO_PROTO = {
+    analytics.PERSONA: analytics_pb2.ANALYTICS_DIMENSION_PERSONA,
+    analytics.EMOTIONAL_ARC: analytics_pb2.ANALYTICS_DIMENSION_EMOTIONAL_ARC,
+    analytics.TRAINING_TOPIC: analytics_pb2.ANALYTICS_DIMENSION_TRAINING_TOPIC,
+    analytics.EMOTION: analytics_pb2.ANALYTICS_DIMENSION_EMOTION,
+}
+
+
+def training_file_analytics(
+    file_id: UUID, version: int, figures: analytics.Analytics
+) -> analytics_pb2.TrainingFileAnalytics:
+    message = analytics_pb2.TrainingFileAnalytics(
+        training_file_id=str(file_id),
+        version=version,
+        conversation_count=figures.conversation_count,
+        total_training_pairs=figures.total_training_pairs,
+        distributions=[
+            analytics_pb2.Distribution(
+                dimension=_DIMENSION_TO_PROTO[d.dimension],
+                buckets=[
+                    analytics_pb2.DistributionBucket(key=b.key, count=b.count, share=b.share)
+                    for b in d.buckets
+                ],
+                total=d.total,
+                normalized_entropy=d.normalized_entropy,
+                largest_to_smallest_ratio=d.largest_to_smallest_ratio,
+            )
+            for d in figures.distributions
+        ],
+        quality=analytics_pb2.QualityHistogram(
+            bins=[
+                analytics_pb2.HistogramBin(lower=b.lower, upper=b.upper, count=b.count)
+                for b in figures.quality_bins
+            ],
+            reviewed_count=figures.reviewed_count,
+            reviewed_share=figures.reviewed_share,
+        ),
+        pairs_per_conversation=[
+            analytics_pb2.PairCountBucket(pair_count=pairs, conversation_count=count)
+            for pairs, count in figures.pairs_per_conversation
+        ],
+    )
+    stats = figures.tokens
+    if stats is not None:
+        message.tokens.CopyFrom(
+            analytics_pb2.TokenStatistics(
+                tokenizer=stats.tokenizer,
+                counted_pairs=stats.counted_pairs,
+                prompt_tokens=stats.prompt_tokens,
+                completion_tokens=stats.completion_tokens,
+                total_tokens=stats.total_tokens,
+                mean_pair_tokens=stats.mean_pair_tokens,
+                p5_pair_tokens=stats.p5_pair_tokens,
+                p50_pair_tokens=stats.p50_pair_tokens,
+                p95_pair_tokens=stats.p95_pair_tokens,
+                max_pair_tokens=stats.max_pair_tokens,
+                pairs_over_context=[
+                    analytics_pb2.ContextLengthCount(context_length=length, pair_count=count)
+                    for length, count in stats.pairs_over_context
+                ],
+                training_tokens_per_epoch=stats.training_tokens_per_epoch,
+            )
+        )
+    return message

@@ -19,6 +19,7 @@ import orjson
 
 from . import tracing
 from .aggregate import ConversationSummary, FileMetrics
+from .analytics import Analytics
 from .config import Settings
 from .errors import AlreadyExists, Unavailable
 from .models import (
@@ -197,8 +198,24 @@ INSERT INTO training_file_versions
     (training_file_id, version, reason, change_count, created_by, conversation_count,
      total_training_pairs, avg_quality_score, min_quality_score, max_quality_score,
      human_reviewed_count, scaffolding_distribution, duplicate_pair_count,
-     untrainable_pair_count, excluded_pair_count, filtered_out_conversation_count)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+     untrainable_pair_count, excluded_pair_count, filtered_out_conversation_count,
+     analytics)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+"""
+
+# A version's stored analytics (NULL: built before they were kept); no row: no version.
+GET_VERSION_ANALYTICS = """
+SELECT analytics FROM training_file_versions WHERE training_file_id = $1 AND version = $2
+"""
+
+# The members of version $2 as the analytics need them, in file order.
+VERSION_SUMMARIES = """
+SELECT conversation_id, training_pair_count, quality_score, human_reviewed, persona_key,
+       emotional_arc_key, training_topic_key, pair_stats
+FROM training_file_conversations
+WHERE training_file_id = $1 AND added_in_version <= $2
+  AND (removed_in_version IS NULL OR removed_in_version > $2)
+ORDER BY position
 """
 
 # Retention: versions older than the last $2 (the current one, $3, among them) lose their
@@ -270,14 +287,15 @@ INSERT INTO training_file_conversations
     (training_file_id, conversation_id, position, added_by, training_pair_count,
      quality_score, human_reviewed, persona_key, emotional_arc_key, training_topic_key,
      pair_digests, added_in_version, document_key, document_etag, document_modified_at,
-     built_at)
+     built_at, pair_stats)
 SELECT $1, c.conversation_id, greatest($2::int, n.next) + c.ord - 1, $3, c.pairs,
        c.quality, c.reviewed, c.persona, c.arc, c.topic, c.digests, $12, c.key, c.etag,
-       c.modified, $16
+       c.modified, $16, c.stats::jsonb
 FROM unnest($4::uuid[], $5::int[], $6::float8[], $7::bool[], $8::text[], $9::text[],
-            $10::text[], $11::bytea[], $13::text[], $14::text[], $15::timestamptz[])
+            $10::text[], $11::bytea[], $13::text[], $14::text[], $15::timestamptz[],
+            $17::text[])
      WITH ORDINALITY AS c (conversation_id, pairs, quality, reviewed, persona, arc, topic,
-                           digests, key, etag, modified, ord),
+                           digests, key, etag, modified, stats, ord),
      (SELECT coalesce(max(position) + 1, 0)::int AS next
       FROM training_file_conversations WHERE training_file_id = $1) AS n
 """
@@ -381,14 +399,15 @@ INSERT INTO training_file_conversations
     (training_file_id, conversation_id, position, added_at, added_by, training_pair_count,
      quality_score, human_reviewed, persona_key, emotional_arc_key, training_topic_key,
      pair_digests, added_in_version, document_key, document_etag, document_modified_at,
-     built_at)
+     built_at, pair_stats)
 SELECT $1, c.conversation_id, c.position, c.added_at, c.added_by, c.pairs, c.quality,
-       c.reviewed, c.persona, c.arc, c.topic, c.digests, $2, c.key, c.etag, c.modified, $3
+       c.reviewed, c.persona, c.arc, c.topic, c.digests, $2, c.key, c.etag, c.modified, $3,
+       c.stats::jsonb
 FROM unnest($4::uuid[], $5::int[], $6::timestamptz[], $7::uuid[], $8::int[],
             $9::float8[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::bytea[],
-            $15::text[], $16::text[], $17::timestamptz[])
+            $15::text[], $16::text[], $17::timestamptz[], $18::text[])
      AS c (conversation_id, position, added_at, added_by, pairs, quality, reviewed,
-           persona, arc, topic, digests, key, etag, modified)
+           persona, arc, topic, digests, key, etag, modified, stats)
 """
 
 # Members a Remove takes out ($2), as of version $3.
@@ -410,7 +429,7 @@ GET_FILE = f"SELECT {TRAINING_FILE_COLUMNS} FROM training_files WHERE id = $1"
 FILE_SUMMARIES = """
 SELECT m.conversation_id, m.training_pair_count, m.quality_score, m.human_reviewed,
        m.persona_key, m.emotional_arc_key, m.training_topic_key, m.pair_digests,
-       c.persona_id, c.training_topic_id
+       m.pair_stats, c.persona_id, c.training_topic_id
 FROM training_file_conversations m
 JOIN conversations c ON c.conversation_id = m.conversation_id
 WHERE m.training_file_id = $1 AND m.removed_in_version IS NULL
@@ -654,6 +673,9 @@ def _version(row: asyncpg.Record) -> VersionRecord:
 
 
 def _summary(row: asyncpg.Record) -> ConversationSummary:
+    stats = row["pair_stats"] or {}
+    prompt, completion = stats.get("prompt_tokens"), stats.get("completion_tokens")
+    emotions = stats.get("emotions")
     return ConversationSummary(
         conversation_id=str(row["conversation_id"]),
         training_pair_count=row["training_pair_count"],
@@ -662,7 +684,23 @@ def _summary(row: asyncpg.Record) -> ConversationSummary:
         persona_key=row["persona_key"],
         emotional_arc_key=row["emotional_arc_key"],
         training_topic_key=row["training_topic_key"],
+        emotions=tuple(emotions) if emotions is not None else None,
+        tokenizer=stats.get("tokenizer"),
+        prompt_tokens=tuple(prompt) if prompt is not None else None,
+        completion_tokens=tuple(completion) if completion is not None else None,
     )
+
+
+def _pair_stats(summary: ConversationSummary) -> str | None:
+    """A member's `pair_stats` (see the analytics migration), as JSON text."""
+    if summary.emotions is None and summary.prompt_tokens is None:
+        return None
+    stats: dict[str, Any] = {"emotions": summary.emotions}
+    if summary.prompt_tokens is not None:
+        stats["tokenizer"] = summary.tokenizer
+        stats["prompt_tokens"] = summary.prompt_tokens
+        stats["completion_tokens"] = summary.completion_tokens
+    return orjson.dumps(stats).decode()
 
 
 def _only(outputs: Sequence[OutputRecord], format_name: str) -> OutputRecord:
@@ -875,6 +913,7 @@ class Database:
         refreshed_provenance: Provenance | None = None,
         excluded_pair_count: int = 0,
         filtered_out_conversation_count: int = 0,
+        analytics: Analytics | None = None,
     ) -> tuple[TrainingFileRecord, list[str], bool]:
         """One transaction: the new version live, members added, the build's intents cleared.
 
@@ -935,6 +974,7 @@ class Database:
                 provenance.etags if provenance else [None] * len(new_conversations),
                 provenance.modified if provenance else [None] * len(new_conversations),
                 built_at or datetime.now(UTC),
+                [_pair_stats(s) for s in new_conversations],
             )
             if removed:
                 taken = await conn.execute(REMOVE_MEMBERS, file_id, list(removed), version)
@@ -970,6 +1010,7 @@ class Database:
                 untrainable_pair_count,
                 excluded_pair_count,
                 filtered_out_conversation_count,
+                analytics.to_json() if analytics is not None else None,
             )
             rows = await conn.fetch(PRUNE_VERSIONS, file_id, retention, version)
             replaced = [r["object_key"] for r in rows]
@@ -1014,6 +1055,7 @@ class Database:
             provenance.keys,
             provenance.etags,
             provenance.modified,
+            [_pair_stats(s) for s in summaries],
         )
 
     async def with_staleness(self, record: TrainingFileRecord) -> TrainingFileRecord:
@@ -1198,6 +1240,20 @@ class Database:
                 LIST_FILE_CONVERSATIONS, file_id, after_position, limit, version
             )
         return [FileConversation(**dict(row.items())) for row in rows]
+
+    async def version_analytics(
+        self, file_id: UUID, version: int
+    ) -> tuple[bool, Analytics | None, list[ConversationSummary]]:
+        """Whether the version exists, its stored analytics, and, when it has none (built
+        before they were kept), its members' summaries to compute them from."""
+        async with self.connection() as conn:
+            row = await conn.fetchrow(GET_VERSION_ANALYTICS, file_id, version)
+            if row is None:
+                return False, None, []
+            if row["analytics"] is not None:
+                return True, Analytics.from_json(row["analytics"]), []
+            rows = await conn.fetch(VERSION_SUMMARIES, file_id, version)
+        return True, None, [_summary(r) for r in rows]
 
     async def get_version(self, file_id: UUID, version: int) -> VersionRecord | None:
         async with self.connection() as conn:

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from . import aggregate, failpoints, metrics
+from . import aggregate, failpoints, metrics, tokens
 from .aggregate import ConsistencyCheck, ConversationSummary
 from .config import Settings
 from .documents import DocumentError, decode_json_object, validate_enriched_document
@@ -126,6 +126,7 @@ async def fetch_all(
     max_bytes = settings.max_object_bytes
     ahead = asyncio.Semaphore(_AHEAD_PER_WORKER * settings.fetch_concurrency)
     keep_pairs = bool(outputs.trainers)
+    counter = tokens.counter(settings.tokenizer_json) if settings.count_tokens else None
 
     async def worker() -> None:
         try:
@@ -157,7 +158,11 @@ async def fetch_all(
                     finished.put_nowait(_Dropped(index, verdict, len(stored.data)))
                     continue
                 transformed = aggregate.transform_conversation(
-                    conversation_id, raw, document, verdict.kept if verdict.excluded_pairs else None
+                    conversation_id,
+                    raw,
+                    document,
+                    verdict.kept if verdict.excluded_pairs else None,
+                    counter,
                 )
             except ObjectMissing:
                 metrics.DOCUMENT_FAILURES.labels("missing").inc()

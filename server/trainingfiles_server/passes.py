@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from . import aggregate, card, formats
+from . import aggregate, analytics, card, formats
 from .aggregate import ConsistencyCheck, ConversationSummary, FileMetrics, Warning
 from .config import Settings
 from .errors import FailedPrecondition, ResourceExhausted, ServiceError, Violation
@@ -58,6 +58,7 @@ class Staged:
 
     records: list[OutputRecord]
     metrics: FileMetrics | None = None
+    analytics: analytics.Analytics | None = None
     vertical: str = ""
     consultant_profile: bytes = b""
     added: list[ConversationSummary] = field(default_factory=list)
@@ -199,7 +200,10 @@ class Passes:
                 yield event
             if not added:
                 raise all_filtered_out(len(tally.filtered_out))
-            metrics = aggregate.summarize([*(c.summary for c in build.existing), *added])
+            # Read where they are kept (not copied into one list of objects), each time.
+            summaries = _Chained(build.existing, added)
+            metrics = aggregate.summarize(summaries)
+            figures = analytics.compute(summaries, self.settings.context_length)
             assert consistency.vertical is not None and consistency.consultant_profile is not None
             header = aggregate.json_header(
                 build.name,
@@ -208,13 +212,12 @@ class Passes:
                 metrics,
                 consistency.consultant_profile,
             )
-            yield Progress(
-                Stage.AGGREGATING,
-                total,
-                total,
-                file_id,
-                warnings=[*_filter_warnings(tally), *_content_warnings(outputs)],
-            )
+            warnings = [
+                *_filter_warnings(tally),
+                *_content_warnings(outputs),
+                *_context_warnings(summaries, figures),
+            ]
+            yield Progress(Stage.AGGREGATING, total, total, file_id, warnings=warnings)
             json_size = self._check_sizes(header, v4.jsonl_size)
             yield Progress(Stage.UPLOADING, 0, 0, file_id)
             build.lease.check()
@@ -227,7 +230,6 @@ class Passes:
                     f"stored JSON size {v4_records[0].size_bytes} differs from computed {json_size}"
                 )
             records = [*v4_records, *trainer_records]
-            summaries = [*(c.summary for c in build.existing), *added]
             records.append(
                 await outputs.store_card(
                     _card(
@@ -238,6 +240,7 @@ class Passes:
                         validation,
                         summaries,
                         outputs,
+                        figures,
                     )
                 )
             )
@@ -247,6 +250,7 @@ class Passes:
         build.staged = Staged(
             records,
             metrics,
+            figures,
             consistency.vertical,
             consistency.consultant_profile,
             list(added),
@@ -283,14 +287,16 @@ class Passes:
                 if (o.format, o.split) not in exported and o.format != "dataset_card"
             ]
             metrics = _stored_metrics(stored)
+            summaries = [c.summary for c in build.existing]
             card_text = _card(
                 build,
                 metrics,
                 stored.vertical or "",
                 [*kept, *records],
                 validation,
-                [c.summary for c in build.existing],
+                summaries,
                 outputs,
+                analytics.compute(summaries, self.settings.context_length),
             )
             records.append(await outputs.store_card(card_text))
         except BaseException:
@@ -403,11 +409,11 @@ class Passes:
                 if c.summary.conversation_id not in leave_out
             ]
             metrics = aggregate.summarize(kept)
+            figures = analytics.compute(kept, self.settings.context_length)
             vertical, profile = stored.vertical or "", _profile_bytes(stored) or b"{}"
             header = aggregate.json_header(build.name, build.moment, vertical, metrics, profile)
-            yield Progress(
-                Stage.AGGREGATING, total, total, file_id, warnings=_content_warnings(outputs)
-            )
+            warnings = [*_content_warnings(outputs), *_context_warnings(kept, figures)]
+            yield Progress(Stage.AGGREGATING, total, total, file_id, warnings=warnings)
             self._check_sizes(header, v4.jsonl_size)
             yield Progress(Stage.UPLOADING, 0, 0, file_id)
             build.lease.check()
@@ -417,7 +423,7 @@ class Passes:
             records = [*v4_records, *trainer_records]
             records.append(
                 await outputs.store_card(
-                    _card(build, metrics, vertical, records, validation, kept, outputs)
+                    _card(build, metrics, vertical, records, validation, kept, outputs, figures)
                 )
             )
         except BaseException:
@@ -426,6 +432,7 @@ class Passes:
         build.staged = Staged(
             records,
             metrics,
+            figures,
             vertical,
             profile,
             duplicate_pair_count=outputs.duplicates.count,
@@ -521,6 +528,41 @@ def _content_warnings(outputs: OutputSet) -> list[Warning]:
     return warnings
 
 
+@dataclass(frozen=True, slots=True)
+class _Chained:
+    """The stored members' summaries, then the added ones; iterable again and again."""
+
+    existing: Sequence[StoredConversation]
+    added: Sequence[ConversationSummary]
+
+    def __iter__(self) -> Iterator[ConversationSummary]:
+        yield from (c.summary for c in self.existing)
+        yield from self.added
+
+
+def _context_warnings(
+    summaries: Iterable[ConversationSummary], figures: analytics.Analytics
+) -> list[Warning]:
+    """Pairs of the version with more tokens than the configured context length: a
+    trainer truncates or drops them. Told once, with the conversations that have them."""
+    stats = figures.tokens
+    if stats is None or not stats.pairs_over(stats.context_length):
+        return []
+    limit = stats.context_length
+    over = tuple(
+        s.conversation_id for s in summaries if any(t > limit for t in s.pair_tokens() or ())
+    )
+    return [
+        Warning(
+            "PAIRS_OVER_CONTEXT",
+            f"{stats.pairs_over(limit)} pair(s) have more than {limit} tokens (the "
+            f"configured context length, counted with {stats.tokenizer}); a trainer "
+            "truncates or drops them",
+            over,
+        )
+    ]
+
+
 def _stored_metrics(record: TrainingFileRecord) -> FileMetrics:
     distribution = record.scaffolding_distribution
     assert record.avg_quality_score is not None
@@ -546,6 +588,7 @@ def _card(
     validation: frozenset[UUID] | None,
     summaries: Iterable[ConversationSummary],
     outputs: OutputSet,
+    figures: analytics.Analytics | None = None,
 ) -> bytes:
     """The version's dataset card (`card.py`), describing `records`."""
     stored = build.stored
@@ -598,6 +641,7 @@ def _card(
             ),
             description=build.description,
             split=card_split,
+            analytics=figures,
         )
     )
 

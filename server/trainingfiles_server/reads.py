@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from . import formats
+from .analytics import Analytics
+from .analytics import compute as compute_analytics
 from .config import Settings
 from .db import Database
 from .errors import FailedPrecondition, InvalidArgument, NotFound, Violation
@@ -99,6 +101,25 @@ class Reads:
                 "training_file_version", f"{record.id}@{version}", reason="VERSION_NOT_FOUND"
             )
         return found
+
+    async def analytics(
+        self, caller: Caller, training_file_id: str, version: int = 0
+    ) -> tuple[TrainingFileRecord, int, Analytics]:
+        """The analytics of `version` (0: the current one), as stored when it was built;
+        for a version built before they were kept, what its members' rows allow (no
+        token statistics, no emotions for members added before)."""
+        _check_version(version)
+        file_id = parse_uuid(training_file_id, "training_file_id")
+        record = visible(caller, await self.database.get_file(file_id), file_id)
+        # A file still processing (or failed) has no version: VERSION_NOT_FOUND.
+        wanted = version or record.version
+        found, stored, members = await self.database.version_analytics(file_id, wanted)
+        if not found:
+            raise NotFound(
+                "training_file_version", f"{record.id}@{wanted}", reason="VERSION_NOT_FOUND"
+            )
+        figures = stored or compute_analytics(members, self.settings.context_length)
+        return record, wanted, figures
 
     async def list_versions(
         self, caller: Caller, training_file_id: str, size: int, token: str

@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles.v1 import analytics_pb2, resources_pb2, service_pb2, service_pb2_grpc
 
 from . import convert
 from .auth import current_caller
@@ -129,6 +129,14 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             _caller(context), request.training_file_id, request.version
         )
         return convert.training_file(record)
+
+    async def GetTrainingFileAnalytics(
+        self, request: service_pb2.GetTrainingFileAnalyticsRequest, context: Context
+    ) -> analytics_pb2.TrainingFileAnalytics:
+        record, version, figures = await self.operations.analytics(
+            _caller(context), request.training_file_id, request.version
+        )
+        return convert.training_file_analytics(record.id, version, figures)
 
     async def ListTrainingFileVersions(
         self, request: service_pb2.ListTrainingFileVersionsRequest, context: Context

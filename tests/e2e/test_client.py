@@ -262,6 +262,14 @@ async def test_every_method_through_both_faces(
     )
     assert [m.conversation_id for m in members] == first
 
+    figures_of = {"training_file_id": created.id, "version": 2}
+    figures = await driver.call(
+        "get_training_file_analytics", way(style, (created.id, 2), figures_of)
+    )
+    assert (figures.version, figures.conversation_count) == (2, 7)
+    assert figures.total_training_pairs == added.total_training_pairs
+    assert figures.tokens.tokenizer == "tiktoken:cl100k_base"
+
     history = {"training_file_id": created.id, "page_size": 1}
     versions = await driver.items(
         "list_training_file_versions", way(style, (created.id, 1), history)

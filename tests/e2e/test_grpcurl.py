@@ -114,6 +114,27 @@ async def test_streaming_create_then_get(grpcurl: Grpcurl, dataset: Dataset) -> 
     assert fetched["id"] == training_file["id"]
     assert fetched["conversation_count"] == 3
 
+    figures = await grpcurl(
+        f"{SERVICE}/GetTrainingFileAnalytics", data={"training_file_id": training_file["id"]}
+    )
+    assert figures.returncode == 0, figures.stderr
+    (analytics,) = documents(figures.stdout)
+    assert (analytics["version"], analytics["conversation_count"]) == ("1", 3)
+    assert analytics["total_training_pairs"] == fetched["total_training_pairs"]
+    assert [d["dimension"] for d in analytics["distributions"]] == [
+        "ANALYTICS_DIMENSION_PERSONA",
+        "ANALYTICS_DIMENSION_EMOTIONAL_ARC",
+        "ANALYTICS_DIMENSION_TRAINING_TOPIC",
+        "ANALYTICS_DIMENSION_EMOTION",
+    ]
+    assert sum(b.get("count", 0) for b in analytics["quality"]["bins"]) == 3  # 0s omitted
+    tokens = analytics["tokens"]
+    assert tokens["tokenizer"] == "tiktoken:cl100k_base"
+    assert int(tokens["total_tokens"]) == int(tokens["prompt_tokens"]) + int(
+        tokens["completion_tokens"]
+    )
+    assert [c["context_length"] for c in tokens["pairs_over_context"]] == [4096, 8192, 16385]
+
 
 async def test_errors_show_their_details(grpcurl: Grpcurl, dataset: Dataset) -> None:
     missing = str(uuid.uuid4())

@@ -212,12 +212,20 @@ def test_json_document_is_the_expected_document_byte_for_byte() -> None:
     assert document == EXPECTED_JSON
 
 
+def _keys(keys: dict[str, str]) -> tuple[str, str, str]:
+    return keys["persona_key"], keys["emotional_arc_key"], keys["training_topic_key"]
+
+
 def test_summaries_hold_each_conversations_quality_review_and_keys() -> None:
     _, _, _, transformed = _aggregate()
 
     assert [t.summary for t in transformed] == [
-        aggregate.ConversationSummary(CONV_A, 2, 4.125, True, *KEYS_A.values()),
-        aggregate.ConversationSummary(CONV_B, 3, 2.125, False, *KEYS_B.values()),
+        aggregate.ConversationSummary(
+            CONV_A, 2, 4.125, True, *_keys(KEYS_A), emotions=("shame",) * 2
+        ),
+        aggregate.ConversationSummary(
+            CONV_B, 3, 2.125, False, *_keys(KEYS_B), emotions=("shame",) * 3
+        ),
     ]
 
 

@@ -42,6 +42,7 @@ RPC_METHODS = {
     "RemoveConversations": "remove_conversations",
     "RefreshTrainingFile": "refresh_training_file",
     "GetTrainingFile": "get_training_file",
+    "GetTrainingFileAnalytics": "get_training_file_analytics",
     "ListTrainingFiles": "list_training_files",
     "ListTrainingFileConversations": "list_training_file_conversations",
     "ListTrainingFileVersions": "list_training_file_versions",

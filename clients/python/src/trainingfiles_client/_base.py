@@ -22,13 +22,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeAlias, Unpack
 
-from trainingfiles.v1 import resources_pb2, service_pb2
+from trainingfiles.v1 import analytics_pb2, resources_pb2, service_pb2
 from trainingfiles.v1.service_pb2 import (
     AddConversationsRequest,
     ArchiveTrainingFileRequest,
     CreateTrainingFileRequest,
     ExportTrainingFileRequest,
     GetDownloadUrlRequest,
+    GetTrainingFileAnalyticsRequest,
     GetTrainingFileRequest,
     ListEligibleConversationsRequest,
     ListTrainingFileConversationsRequest,
@@ -368,6 +369,30 @@ class BaseClient(Faced[FaceT]):
             True
             >>> client.get_training_file(file_id, version=1).total_training_pairs
             40
+        """
+        return Call.of(locals())
+
+    @rpc
+    def get_training_file_analytics(
+        self,
+        training_file_id: str | None = None,
+        version: int | None = None,
+        **options: Unpack[CallOptions[GetTrainingFileAnalyticsRequest]],
+    ) -> Unary[analytics_pb2.TrainingFileAnalytics]:
+        """The analytics of a version of a file (None or 0: the current one), as computed
+        when it was built: distributions by persona, emotional arc, training topic and
+        emotion with their balance, the quality histogram, pairs per conversation and the
+        token statistics (`tokens`, unset for a version built before tokens were
+        counted). Nothing is fetched; retried on UNAVAILABLE. A version the file never
+        had (or a file still processing) is NOT_FOUND (`VERSION_NOT_FOUND`).
+
+        Example:
+            >>> figures = client.get_training_file_analytics(file_id)
+            >>> figures.tokens.tokenizer, figures.tokens.p95_pair_tokens
+            ('tiktoken:cl100k_base', 1874)
+            >>> [(b.key, b.count) for b in figures.distributions[0].buckets][:2]
+            [('overwhelmed_avoider', 12), ('anxious_planner', 9)]
+            >>> first = await aclient.get_training_file_analytics(file_id, version=1)
         """
         return Call.of(locals())
 

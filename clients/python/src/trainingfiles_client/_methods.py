@@ -114,6 +114,7 @@ _DEFAULTS: Final[Mapping[str, tuple[float | None, Retry | None]]] = {
     "ListTrainingFileConversations": (UNARY_TIMEOUT, READ),
     "ListTrainingFileVersions": (UNARY_TIMEOUT, READ),
     "GetDownloadUrl": (UNARY_TIMEOUT, READ),
+    "GetTrainingFileAnalytics": (UNARY_TIMEOUT, READ),
     "ListEligibleConversations": (UNARY_TIMEOUT, READ),
     "ValidateConversations": (UNARY_TIMEOUT, READ),
 }

@@ -40,7 +40,10 @@ class _AnalyticsDimensionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_An
     ANALYTICS_DIMENSION_TRAINING_TOPIC: _AnalyticsDimension.ValueType  # 3
     """`input_parameters.training_topic_key`, per conversation."""
     ANALYTICS_DIMENSION_EMOTION: _AnalyticsDimension.ValueType  # 4
-    """The primary emotion of a training pair's `emotional_context`, per training pair."""
+    """The primary emotion of a training pair's `emotional_context`
+    (`detected_emotions.primary`), per training pair; the pairs of conversations added
+    before emotions were kept are not counted.
+    """
 
 class AnalyticsDimension(_AnalyticsDimension, metaclass=_AnalyticsDimensionEnumTypeWrapper):
     """A dimension the analytics count by."""
@@ -54,7 +57,10 @@ ANALYTICS_DIMENSION_EMOTIONAL_ARC: AnalyticsDimension.ValueType  # 2
 ANALYTICS_DIMENSION_TRAINING_TOPIC: AnalyticsDimension.ValueType  # 3
 """`input_parameters.training_topic_key`, per conversation."""
 ANALYTICS_DIMENSION_EMOTION: AnalyticsDimension.ValueType  # 4
-"""The primary emotion of a training pair's `emotional_context`, per training pair."""
+"""The primary emotion of a training pair's `emotional_context`
+(`detected_emotions.primary`), per training pair; the pairs of conversations added
+before emotions were kept are not counted.
+"""
 Global___AnalyticsDimension: _TypeAlias = AnalyticsDimension  # noqa: Y015
 
 @_typing.final
@@ -96,8 +102,9 @@ class TrainingFileAnalytics(_message.Message):
 
     @_builtins.property
     def tokens(self) -> Global___TokenStatistics:
-        """Token statistics of the training pairs; unset for a version built before they were
-        counted.
+        """Token statistics of the training pairs; unset unless every conversation of the
+        version was counted by one tokenizer (a version with conversations added before
+        tokens were counted, or while the server's COUNT_TOKENS was off, has none).
         """
 
     def __init__(
@@ -314,8 +321,9 @@ class TokenStatistics(_message.Message):
     counted_pairs: _builtins.int
     """The pairs counted: those with a target response (the trainable ones)."""
     prompt_tokens: _builtins.int
-    """Prompt tokens over the counted pairs: system prompt, history and user input, with
-    the chat format's overhead per message.
+    """Prompt tokens over the counted pairs: system prompt, history and user input as the
+    trainer formats' chat messages, each with the chat format's overhead as OpenAI's
+    cookbook counts it (3 tokens per message plus its role's), and 3 priming the reply.
     """
     completion_tokens: _builtins.int
     """Completion tokens over the counted pairs: the target responses."""
@@ -337,8 +345,9 @@ class TokenStatistics(_message.Message):
     """
     @_builtins.property
     def pairs_over_context(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContextLengthCount]:
-        """For each context length (4,096, 8,192, 16,385 and the configured one), ascending,
-        how many pairs exceed it.
+        """For each context length (4,096, 8,192, 16,385 and the server's configured
+        CONTEXT_LENGTH), ascending, how many pairs exceed it. Pairs over the configured one
+        are also warned about while the version is built (PAIRS_OVER_CONTEXT).
         """
 
     def __init__(

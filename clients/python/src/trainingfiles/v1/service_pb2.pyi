@@ -403,6 +403,10 @@ class ProgressWarning(_message.Message):
                                    only with `drop_duplicates`.
       PAIRS_WITHOUT_TARGET         pairs have no target response; they are left out of
                                    the trainer formats (sent once, like duplicates).
+      PAIRS_OVER_CONTEXT           pairs of the new version have more tokens than the
+                                   server's configured context length (sent once, with
+                                   the AGGREGATING message; the count in the message,
+                                   their conversations in `conversation_ids`).
     More codes may be added; treat unknown ones as generic warnings.
     """
     message: _builtins.str
@@ -410,7 +414,7 @@ class ProgressWarning(_message.Message):
     @_builtins.property
     def conversation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The conversations concerned (UUIDs): for the mismatch codes, those whose value
-        differs from the one the file uses.
+        differs from the one the file uses; for PAIRS_OVER_CONTEXT, those with such a pair.
         """
 
     def __init__(

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import click
 
-from .commands import build, completion, conversations, downloads, files
+from .commands import analytics, build, completion, conversations, downloads, files
 from .exits import Exit, help_text
 from .session import PROG, Settings, example_text, shared
 
@@ -18,6 +18,7 @@ EXAMPLES = (
     "eligible --limit 20 --ids-only | trainingfiles create twenty --ids -",
     "download FILE_ID --format jsonl -o demo.jsonl",
     "download FILE_ID --all dataset/",
+    "analytics FILE_ID",
     "completion bash > ~/.local/share/bash-completion/completions/trainingfiles",
 )
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -41,7 +42,7 @@ def cli(ctx: click.Context) -> None:
     ctx.ensure_object(Settings)
 
 
-for group in (build, files, conversations, downloads, completion):
+for group in (build, files, analytics, conversations, downloads, completion):
     for each in group.COMMANDS:
         each.context_settings = CONTEXT
         cli.add_command(each)
