@@ -11,16 +11,17 @@ import urllib.request
 import uuid
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Browser, Page, expect
 
-from tests.conftest import mint
+from tests.conftest import Stack, authorized_channel, mint, stack_settings
 from tests.e2e.conftest import Dataset
-from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles.v1 import analytics_pb2, resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles_client import Format, Split
 from trainingfiles_dev.console import start_console, stop_console
 from trainingfiles_dev.generator import Kind
-from trainingfiles_server.app import RunningServer
+from trainingfiles_server.app import RunningServer, running_server
 
-from .conftest import Console, fetch_async, screenshot, sign_in
+from .conftest import WAIT_MS, Console, fetch_async, screenshot, sign_in
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -85,25 +86,110 @@ async def test_create_from_the_picker_then_file_page_downloads_and_archive(
     members = page.locator("#members tbody tr")
     assert [await members.nth(i).get_attribute("data-conversation-id") for i in range(6)] == picked
 
-    # Its charts: each scaffolding dimension as bars labelled with their key and count.
+    # Its charts are GetTrainingFileAnalytics' figures, written out in the SVG: readable
+    # without hovering.
+    analytics = await stub.GetTrainingFileAnalytics(
+        service_pb2.GetTrainingFileAnalyticsRequest(training_file_id=file_id),
+        metadata=auth(owner_token),
+    )
+    await expect(page.locator("#analytics-unavailable")).to_have_count(0)
     scaffolding = training_file.scaffolding_distribution
-    for title, counts in (
-        ("Personas", scaffolding.personas),
-        ("Emotional arcs", scaffolding.emotional_arcs),
-        ("Training topics", scaffolding.training_topics),
-    ):
-        bars = page.locator(f'figure[data-chart="{title}"] svg g.bar')
-        shown = {}
+    titles = {
+        analytics_pb2.ANALYTICS_DIMENSION_PERSONA: ("Personas", scaffolding.personas),
+        analytics_pb2.ANALYTICS_DIMENSION_EMOTIONAL_ARC: (
+            "Emotional arcs",
+            scaffolding.emotional_arcs,
+        ),
+        analytics_pb2.ANALYTICS_DIMENSION_TRAINING_TOPIC: (
+            "Training topics",
+            scaffolding.training_topics,
+        ),
+        analytics_pb2.ANALYTICS_DIMENSION_EMOTION: ("Emotions (per training pair)", None),
+    }
+    assert sorted(d.dimension for d in analytics.distributions) == sorted(titles)
+    for distribution in analytics.distributions:
+        title, scaffolded = titles[distribution.dimension]
+        figure = page.locator(f'figure[data-chart="{title}"]')
+        bars = figure.locator("svg g.bar")
+        shown: list[tuple[str | None, int]] = []
         for index in range(await bars.count()):
             bar = bars.nth(index)
-            label = await bar.get_attribute("data-label")
-            shown[label] = int(await bar.get_attribute("data-count") or -1)
-            # Label and number are text in the SVG: readable without hovering.
+            count = int(await bar.get_attribute("data-count") or -1)
+            shown.append((await bar.get_attribute("data-label"), count))
             text = await bar.locator("text.bar-value").text_content()
-            assert text is not None
-            assert text.startswith(f"{shown[label]:,} (")
-        assert shown == dict(counts), title
-        assert sum(shown.values()) == len(picked)
+            assert text == f"{count:,} ({100 * count / distribution.total:.0f}%)", title
+        assert shown == [(b.key, b.count) for b in distribution.buckets], title
+        if scaffolded is not None:
+            assert dict(shown) == dict(scaffolded), title
+        caption = await figure.locator("figcaption").text_content() or ""
+        if distribution.HasField("normalized_entropy"):
+            assert f"balance {distribution.normalized_entropy:.2f}" in caption, title
+        assert f"largest ÷ smallest {distribution.largest_to_smallest_ratio:.1f}" in caption
+    emotions = next(
+        d
+        for d in analytics.distributions
+        if d.dimension == analytics_pb2.ANALYTICS_DIMENSION_EMOTION
+    )
+    assert emotions.buckets, "the dataset's pairs carry emotions"
+
+    async def columns(chart: str) -> list[tuple[str | None, int, str | None]]:
+        found = page.locator(f'figure[data-chart="{chart}"] svg g.column')
+        return [
+            (
+                await found.nth(i).get_attribute("data-label"),
+                int(await found.nth(i).get_attribute("data-count") or -1),
+                await found.nth(i).locator("text.bar-value").text_content(),
+            )
+            for i in range(await found.count())
+        ]
+
+    quality = analytics.quality
+    assert [b.upper - b.lower for b in quality.bins] == [0.5] * len(quality.bins)
+    assert await columns("Quality") == [
+        (f"{b.lower:g}–{b.upper:g}", b.count, f"{b.count:,}") for b in quality.bins
+    ]
+    assert sum(b.count for b in quality.bins) == len(picked)
+    await expect(page.locator('figure[data-chart="Quality"] figcaption')).to_contain_text(
+        f"{quality.reviewed_count:,} reviewed ({quality.reviewed_share:.0%})"
+    )
+    assert await columns("Pairs per conversation") == [
+        (str(b.pair_count), b.conversation_count, f"{b.conversation_count:,}")
+        for b in analytics.pairs_per_conversation
+    ]
+    assert analytics.HasField("tokens")
+    tokens = analytics.tokens
+    figures = {
+        "#tokens-counted": f"{tokens.counted_pairs:,}",
+        "#tokens-total": f"{tokens.total_tokens:,}",
+        "#tokens-prompt": f"{tokens.prompt_tokens:,}",
+        "#tokens-completion": f"{tokens.completion_tokens:,}",
+        "#tokens-mean": f"{tokens.mean_pair_tokens:,.1f}",
+        "#tokens-percentiles": " / ".join(
+            f"{value:,}"
+            for value in (
+                tokens.p5_pair_tokens,
+                tokens.p50_pair_tokens,
+                tokens.p95_pair_tokens,
+                tokens.max_pair_tokens,
+            )
+        ),
+        "#tokens-epoch": f"{tokens.training_tokens_per_epoch:,}",
+        "#tokens-tokenizer": tokens.tokenizer,
+    }
+    for selector, text in figures.items():
+        await expect(page.locator(selector)).to_have_text(text)
+    over = page.locator("#tokens-over-context span[data-context]")
+    assert [
+        (
+            int(await over.nth(i).get_attribute("data-context") or -1),
+            await over.nth(i).text_content(),
+        )
+        for i in range(await over.count())
+    ] == [
+        (c.context_length, f"{c.pair_count:,} over {c.context_length:,}")
+        for c in tokens.pairs_over_context
+    ]
+    assert tokens.pairs_over_context
     await screenshot(page, "file")
 
     # Both v4 formats download through GetDownloadUrl, byte for byte the API's.
@@ -122,7 +208,38 @@ async def test_create_from_the_picker_then_file_page_downloads_and_archive(
         assert path.read_bytes() == await fetch_async(link.url), fmt
         assert downloaded.suggested_filename == link.file_name
 
+    # The picker shows the quality and pairs the API knows (a file was built from their
+    # documents) and "–" where it knows none.
+    await page.goto("/new")
+    listed = await stub.ListEligibleConversations(
+        service_pb2.ListEligibleConversationsRequest(page_size=25), metadata=auth(owner_token)
+    )
+    rows = page.locator("#eligible tbody tr[data-conversation-id]")
+    assert await rows.count() == len(listed.conversations)
+    for index, eligible in enumerate(listed.conversations):
+        row = rows.nth(index)
+        assert await row.get_attribute("data-conversation-id") == eligible.conversation_id
+        quality_text = await row.locator("td.quality").text_content()
+        pairs_text = await row.locator("td.pairs").text_content()
+        if eligible.HasField("quality_score"):
+            assert quality_text == f"{eligible.quality_score:.2f}"
+            assert pairs_text == str(eligible.training_pair_count)
+        else:
+            assert (quality_text, pairs_text) == ("–", "–")
+    member_rows = await stub.ListTrainingFileConversations(
+        service_pb2.ListTrainingFileConversationsRequest(training_file_id=file_id, page_size=25),
+        metadata=auth(owner_token),
+    )
+    in_file = {m.conversation_id: m for m in member_rows.conversations}
+    known = [c for c in listed.conversations if c.conversation_id in in_file]
+    assert known, "the picked conversations are on the picker's first page"
+    for eligible in known:
+        assert eligible.HasField("quality_score")
+        assert eligible.training_pair_count == in_file[eligible.conversation_id].training_pair_count
+    await screenshot(page, "new-known")
+
     # Archive: the page shows it, and the service agrees.
+    await page.goto(f"/files/{file_id}")
     await page.click("#archive")
     await expect(page.locator("#file-status")).to_have_text("archived")
     archived = await stub.GetTrainingFile(
@@ -397,6 +514,105 @@ async def test_files_and_picker_pages_follow_the_apis_page_tokens(
         await rows.nth(i).get_attribute("data-conversation-id") for i in range(await rows.count())
     ] == [c.conversation_id for c in filtered.conversations]
     assert len(filtered.conversations) < 25
+
+
+async def test_every_versions_outputs_download_and_a_pruned_one_is_refused(
+    browser: Browser, stack: Stack, server: RunningServer, dataset: Dataset, owner_token: str
+) -> None:
+    """Each version lists a link per output it has: an earlier version's JSONL is the
+    API's bytes for that version; a pruned one shows no links and its download is refused
+    with the service's reason. (A server keeping two versions: the suite's keeps one.)"""
+    settings = stack_settings(stack.postgres, stack.seaweed, version_retention=2)
+    ids = dataset.ids(Kind.ELIGIBLE)
+    async with (
+        running_server(settings) as kept,
+        authorized_channel(kept.port, owner_token) as channel,
+    ):
+        stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        events = [
+            event
+            async for event in stub.CreateTrainingFile(
+                service_pb2.CreateTrainingFileRequest(
+                    name=f"console-versions-{uuid.uuid4().hex[:8]}", conversation_ids=ids[:2]
+                )
+            )
+        ]
+        file_id = events[-1].training_file.id
+
+        async def add(conversation_id: str) -> None:
+            async for _event in stub.AddConversations(
+                service_pb2.AddConversationsRequest(
+                    training_file_id=file_id, conversation_ids=[conversation_id]
+                )
+            ):
+                pass
+
+        await add(ids[2])
+        process, url = await asyncio.to_thread(
+            start_console, "127.0.0.1:0", f"127.0.0.1:{kept.port}", development_sign_in=True
+        )
+        context = await browser.new_context(base_url=url, accept_downloads=True)
+        context.set_default_timeout(WAIT_MS)
+        try:
+            page = await context.new_page()
+            await sign_in(page, owner_token)
+            await page.goto(f"/files/{file_id}")
+            listed = await stub.ListTrainingFileVersions(
+                service_pb2.ListTrainingFileVersionsRequest(training_file_id=file_id)
+            )
+            assert [v.version for v in listed.versions] == [2, 1]
+            for version in listed.versions:
+                links = page.locator(
+                    f'#versions tr[data-version="{version.version}"] a.download-link'
+                )
+                shown = [
+                    (
+                        await links.nth(i).get_attribute("data-format"),
+                        await links.nth(i).get_attribute("data-split"),
+                    )
+                    for i in range(await links.count())
+                ]
+                assert sorted(shown) == sorted(
+                    (Format.of(o.format).value, Split.of(o.split).value if o.split else "all")
+                    for o in version.outputs
+                ), version.version
+            versioned: dict[int, bytes] = {}
+            for number in (1, 2):
+                async with page.expect_download() as info:
+                    await page.click(
+                        f'#versions tr[data-version="{number}"] '
+                        'a[data-format="v4_jsonl"][data-split="all"]'
+                    )
+                downloaded = await info.value
+                path = await downloaded.path()
+                link = await stub.GetDownloadUrl(
+                    service_pb2.GetDownloadUrlRequest(
+                        training_file_id=file_id,
+                        format=resources_pb2.FILE_FORMAT_JSONL,
+                        version=number,
+                    )
+                )
+                versioned[number] = path.read_bytes()
+                assert versioned[number] == await fetch_async(link.url), number
+            assert versioned[1].count(b"\n") < versioned[2].count(b"\n")
+
+            # A third version prunes the first: no links, and its download is refused.
+            await add(ids[3])
+            await page.goto(f"/files/{file_id}")
+            first = page.locator('#versions tr[data-version="1"]')
+            await expect(first.locator("td.version-downloads")).to_contain_text("pruned")
+            await expect(first.locator("a")).to_have_count(0)
+            await screenshot(page, "file-versions")
+            response = await page.goto(
+                f"/files/{file_id}/download?format=v4_jsonl&split=all&version=1"
+            )
+            assert response is not None
+            assert response.status == 409
+            await expect(page.locator("#error-message")).to_contain_text("was pruned")
+            await expect(page.locator("code")).to_have_text("VERSION_PRUNED")
+        finally:
+            await context.close()
+            await asyncio.to_thread(stop_console, process)
 
 
 def _no_redirect(url: str) -> tuple[int, str]:

@@ -7,7 +7,7 @@ import re
 from trainingfiles.v1 import analytics_pb2, resources_pb2, service_pb2
 from trainingfiles_web.app import _safe_next, _subject_id
 from trainingfiles_web.charts import Bar, Column, bar_chart, column_chart
-from trainingfiles_web.present import charts, progress_percent
+from trainingfiles_web.present import charts, progress_percent, version_downloads
 
 Stage = service_pb2.TrainingFileProgress
 
@@ -101,6 +101,28 @@ def test_with_analytics_every_chart_and_the_tokens_are_shown() -> None:
     assert _texts(str(shown.pairs)) == ["3", "5"]
     assert shown.tokens is not None
     assert shown.tokens.total_tokens == 9
+
+
+def test_a_version_offers_every_output_it_has_until_it_is_pruned() -> None:
+    outputs = [
+        resources_pb2.TrainingFileOutput(format=resources_pb2.FILE_FORMAT_DATASET_CARD),
+        resources_pb2.TrainingFileOutput(
+            format=resources_pb2.FILE_FORMAT_OPENAI_CHAT, split=resources_pb2.SPLIT_TRAIN
+        ),
+        resources_pb2.TrainingFileOutput(format=resources_pb2.FILE_FORMAT_JSONL, size_bytes=2048),
+        resources_pb2.TrainingFileOutput(format=resources_pb2.FILE_FORMAT_JSON),
+    ]
+    version = resources_pb2.TrainingFileVersion(version=2, outputs=outputs)
+    shown = [(d.title, d.format, d.split) for d in version_downloads(version)]
+    assert shown == [
+        ("JSON", "v4_json", "all"),
+        ("JSONL", "v4_jsonl", "all"),
+        ("OpenAI chat (train)", "openai_chat", "train"),
+        ("dataset card", "dataset_card", "all"),
+    ]
+    assert version_downloads(version)[1].size == "2.0 KB"
+    version.pruned = True  # its objects are gone: nothing to download
+    assert version_downloads(version) == []
 
 
 def test_progress_only_grows_over_the_stages_and_stops_short_of_done() -> None:

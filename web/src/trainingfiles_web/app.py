@@ -24,6 +24,7 @@ from starlette.templating import Jinja2Templates
 from trainingfiles.v1 import resources_pb2
 from trainingfiles_client import (
     AsyncTrainingFilesClient,
+    FailedPrecondition,
     Format,
     InvalidArgument,
     NotFound,
@@ -106,6 +107,8 @@ class Console:
             status = 403
         elif isinstance(error, InvalidArgument):
             status = 400
+        elif isinstance(error, FailedPrecondition):  # e.g. a pruned version's download
+            status = 409
         elif isinstance(error, Unavailable):
             status = 503
         return self.render(
@@ -121,6 +124,7 @@ def _error_title(status: int) -> str:
         403: "Not allowed",
         404: "Not found",
         400: "Bad request",
+        409: "Not available",
         503: "Service unavailable",
     }.get(status, "The service refused")
 
@@ -267,7 +271,7 @@ def create_app(settings: WebSettings) -> Starlette:
             "members": members.items,
             "members_next": members.next_page_token,
             "members_paged": bool(members_token),
-            "versions": versions,
+            "versions": [(v, present.version_downloads(v)) for v in versions],
             "version_reason": lambda value: (
                 resources_pb2.VersionReason.Name(value).removeprefix("VERSION_REASON_").lower()
             ),

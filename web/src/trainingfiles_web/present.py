@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -85,10 +85,9 @@ class Download:
     records: int
 
 
-def downloads(training_file: resources_pb2.TrainingFile) -> list[Download]:
-    """Every output of the file's current version, v4 first, as download buttons."""
+def _output_downloads(outputs: Iterable[resources_pb2.TrainingFileOutput]) -> list[Download]:
     found: list[Download] = []
-    for output in training_file.outputs:
+    for output in outputs:
         fmt = Format.of(output.format)
         split = Split.of(output.split) if output.split else Split.ALL
         title = FORMAT_TITLES.get(fmt, fmt.value)
@@ -97,13 +96,28 @@ def downloads(training_file: resources_pb2.TrainingFile) -> list[Download]:
         found.append(
             Download(title, fmt.value, split.value, size(output.size_bytes), output.record_count)
         )
+    return _in_order(found)
+
+
+def _in_order(found: list[Download]) -> list[Download]:
+    order = list(Format)
+    return sorted(found, key=lambda d: (order.index(Format(d.format)), d.split))
+
+
+def downloads(training_file: resources_pb2.TrainingFile) -> list[Download]:
+    """Every output of the file's current version, v4 first, as download buttons."""
+    found = _output_downloads(training_file.outputs)
     if not found:  # a BASIC view or an old server: the two v4 outputs every version has
         found = [
             Download("JSON", Format.V4_JSON.value, "all", size(training_file.json_file_size), 0),
             Download("JSONL", Format.V4_JSONL.value, "all", size(training_file.jsonl_file_size), 0),
         ]
-    order = list(Format)
-    return sorted(found, key=lambda d: (order.index(Format(d.format)), d.split))
+    return _in_order(found)
+
+
+def version_downloads(version: resources_pb2.TrainingFileVersion) -> list[Download]:
+    """Every output a version has, v4 first; none once it is pruned (its objects are gone)."""
+    return [] if version.pruned else _output_downloads(version.outputs)
 
 
 @dataclass

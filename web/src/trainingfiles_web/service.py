@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import grpc
-
-from trainingfiles.v1 import analytics_pb2, resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles.v1 import analytics_pb2, resources_pb2, service_pb2
 from trainingfiles_client import (
     AsyncTrainingFileOperation,
     AsyncTrainingFilesClient,
@@ -23,8 +21,6 @@ from trainingfiles_client import (
     Unauthenticated,
     Unimplemented,
 )
-from trainingfiles_client._exceptions import from_rpc_error
-from trainingfiles_client._methods import DEFAULT
 
 Metadata = list[tuple[str, str | bytes]]
 
@@ -123,35 +119,19 @@ class Service:
         self, file_id: str
     ) -> tuple[analytics_pb2.TrainingFileAnalytics | None, str]:
         """The current version's analytics, or None and why not: the page then draws
-        what `TrainingFile` itself carries. A server without the rpc (UNIMPLEMENTED), or
-        one that fails it, costs the page its analytics, never the page."""
+        what `TrainingFile` itself carries. A server without the rpc (UNIMPLEMENTED), a
+        version without analytics, or a failed call costs the page its analytics, never
+        the page; an expired token still leads to the sign-in page."""
         try:
-            return await _get_analytics(self._client, file_id, self._metadata), ""
+            analytics: analytics_pb2.TrainingFileAnalytics = (
+                await self._client.get_training_file_analytics(file_id, metadata=self._metadata)
+            )
+            return analytics, ""
         except Unimplemented:
             return None, "Analytics are unavailable from this service."
-        except (Unauthenticated, NotFound):
+        except NotFound:  # the file was just read: its version has no analytics (yet)
+            return None, "This version has no analytics yet."
+        except Unauthenticated:
             raise
         except TrainingFilesError as error:
             return None, f"Analytics could not be read ({error.message})."
-
-
-async def _get_analytics(
-    client: AsyncTrainingFilesClient, file_id: str, metadata: Metadata
-) -> analytics_pb2.TrainingFileAnalytics:
-    """GetTrainingFileAnalytics: through the client's method once it has one, else the
-    generated stub on the client's own channel (errors translated as the client does)."""
-    method = getattr(client, "get_training_file_analytics", None)
-    if method is not None:
-        result: analytics_pb2.TrainingFileAnalytics = await method(file_id, metadata=metadata)
-        return result
-    # The client's own channel (private until the client gains the method): one place to
-    # switch to `client.get_training_file_analytics` once it exists.
-    stub = service_pb2_grpc.TrainingFileServiceStub(client._channel(DEFAULT))
-    request = service_pb2.GetTrainingFileAnalyticsRequest(training_file_id=file_id)
-    try:
-        response: analytics_pb2.TrainingFileAnalytics = await stub.GetTrainingFileAnalytics(
-            request, metadata=metadata, timeout=30
-        )
-    except grpc.RpcError as error:
-        raise from_rpc_error(error) from error
-    return response
