@@ -40,7 +40,9 @@ def build_pass(
     for conversation_id, data in documents:
         raw = decode_json_object(data)
         document = validate_enriched_document(raw)
-        transformed = aggregate.transform_conversation(conversation_id, raw, document, counter=counter)
+        transformed = aggregate.transform_conversation(
+            conversation_id, raw, document, counter=counter
+        )
         PairFacts.of(transformed.pairs)
         summaries.append(transformed.summary)
     aggregate.summarize(summaries)
