@@ -409,7 +409,8 @@ def operability_table(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> 
             else "–",
             f"{listing['calls_per_s']:,.0f}{_mark(checks, 'ops_list_per_s')}" if listing else "–",
             f"{_s(concurrent['together']['wall_s'])}, "
-            f"{concurrent['together']['conversations_per_s']:,.0f}/s"
+            f"{concurrent['together']['conversations_per_s']:,.0f}/s, "
+            f"+{rss_above_idle(concurrent['together']):.0f} MB"
             if concurrent
             else "–",
             f"{together:.2f}{_mark(checks, 'concurrent_vs_alone')}"

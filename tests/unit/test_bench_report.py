@@ -36,7 +36,12 @@ def _size(n: int, **changes: Any) -> dict[str, Any]:
         "create_uncounted": _stream(10.0, 3.6, n),
         "concurrent": {
             "single": _stream(2.0, 1.0, 1_000),
-            "together": {"conversations_per_s": 450.0, "wall_s": 17.8},
+            "together": {
+                "conversations_per_s": 450.0,
+                "wall_s": 17.8,
+                "peak_rss_above_idle_mb": 160.0,
+                "hwm_above_idle_mb": 171.0,
+            },
         },
     }
     return {**size, **changes}
@@ -74,7 +79,7 @@ def test_the_operability_table_marks_each_target() -> None:
     assert "| 1.00 ✓ |" in row
     assert "3,100 ✓ (11.0 ms ✓)" in row
     assert "| 590 ✗ |" in row
-    assert "| 17.8 s, 450/s | 0.90 ✓ |" in row
+    assert "| 17.8 s, 450/s, +171 MB | 0.90 ✓ |" in row
     assert "| 3.60 → 4.00 s (+11%) ✓ |" in row
     bare = report.operability_table([(run, _size(10_000, create_uncounted=None, concurrent=None))])
     assert bare.splitlines()[2].count("| – ") == 3
