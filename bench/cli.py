@@ -36,8 +36,13 @@ DEFAULT_SEED = 20261127
 FLOOR_CONCURRENCY = (8, 16, 32)
 NAME_PREFIX = "trainingfiles-bench-"
 LIST_FILLERS = 100  # files in the table besides the benchmark's own, so List fills a page
-KEEP_LOGS = 20  # service logs (two per N and run, up to ~25 MB each) kept under .bench/logs
+# Service logs kept under .bench/logs: up to five per N and run (one server each), the
+# one with the read phases up to ~25 MB.
+KEEP_LOGS = 30
 VALIDATION_FRACTION = 0.1  # the all-formats Create's split
+# Several clients at once: this many v4-only Creates of this many conversations together,
+# against one such Create on the same server.
+CONCURRENT_CREATES, CONCURRENT_EACH = 8, 1_000
 # Formats exported from the v4-only file, one ExportTrainingFile each.
 EXPORTED = (
     ("openai_chat", resources_pb2.FILE_FORMAT_OPENAI_CHAT),
@@ -85,6 +90,16 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--skip-formats",
         action="store_true",
         help="no all-formats Create and no exports (v4 only, as before the formats)",
+    )
+    parser.add_argument(
+        "--skip-statistics",
+        action="store_true",
+        help="no Create with COUNT_TOKENS=false (the token statistics' CPU)",
+    )
+    parser.add_argument(
+        "--skip-concurrent",
+        action="store_true",
+        help=f"no {CONCURRENT_CREATES} concurrent Creates of {CONCURRENT_EACH:,} conversations",
     )
     parser.add_argument(
         "--no-save", action="store_true", help="print only; do not touch bench/results/"
@@ -281,6 +296,38 @@ async def _one_size(
                 args.seed,
             )
         print(f"  Create (all formats, split): {_stream_line(create_formats)}", flush=True)
+    uncounted: workload.StreamResult | None = None
+    if not args.skip_statistics:
+        # The same v4-only Create on a fresh server that counts no tokens: what the token
+        # statistics add is the default Create's server CPU against this one's.
+        uncounted_log = BENCH_DIR / "logs" / f"{run_id}-service-{n}-uncounted.log"
+        async with (
+            running_service(stack, {**settings, "COUNT_TOKENS": "false"}, uncounted_log) as service,
+            _profiled(args.profile, service, profiles / f"{run_id}-create-uncounted-{n}"),
+        ):
+            uncounted = await workload.create(service, f"{name}-uncounted", ids, pids)
+        print(f"  Create (v4 only, COUNT_TOKENS=false): {_stream_line(uncounted)}", flush=True)
+    concurrent: dict[str, Any] | None = None
+    if not args.skip_concurrent:
+        # On a fresh server: one Create of the first 1,000 (as a lone client's, cold like
+        # the v4-only Create above), then 8 Creates of the same 1,000 started together.
+        each = ids[:CONCURRENT_EACH]
+        concurrent_log = BENCH_DIR / "logs" / f"{run_id}-service-{n}-concurrent.log"
+        async with running_service(stack, settings, concurrent_log) as service:
+            single = await workload.create(service, f"{name}-single", each, pids)
+            async with _profiled(args.profile, service, profiles / f"{run_id}-concurrent-{n}"):
+                together = await workload.concurrent_creates(
+                    service, f"{name}-together", each, CONCURRENT_CREATES, pids
+                )
+        concurrent = {"single": asdict(single), "together": asdict(together)}
+        print(
+            f"  Create of {len(each):,}: {_stream_line(single)}; {CONCURRENT_CREATES} together: "
+            f"{together.wall_s:.2f} s ({together.conversations_per_s:,.0f} conversations/s "
+            f"against {len(each) / single.wall_s:,.0f}/s alone), "
+            f"RSS +{max(together.peak_rss_above_idle_mb, together.hwm_above_idle_mb):.0f} MB, "
+            f"CPU {together.cpu_s}",
+            flush=True,
+        )
     floors: list[FloorRun] = []
     lean_floor: dict[str, Any] | None = None
     formats_floor: dict[str, Any] | None = None
@@ -329,6 +376,8 @@ async def _one_size(
             "seed": args.seed,
         },
         "exports": exports,
+        "create_uncounted": asdict(uncounted) if uncounted is not None else None,
+        "concurrent": concurrent,
         "export_source_conversations": n + extra,
         "floor": {
             "runs": [{**asdict(f), "total_s": round(f.total_s, 3)} for f in floors],

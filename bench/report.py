@@ -36,6 +36,20 @@ FORMATS_RSS_MB = 150.0  # strictly below
 EXPORT_VS_CREATE = 0.5
 EXPORT_JUDGED = "openai_chat"  # the export the target is about; others are shown
 VERSIONS_VS_CREATE = 0.15  # Remove of 1 %, Refresh of 1 % stale, against the Create
+# Operability, per N: the default (v4-only) Create's server CPU per conversation; the
+# Create against the lean floor (at 10,000); Get and List under 32 callers; 8 Creates of
+# 1,000 together against one (conversations per second); RSS above idle flat from 10,000
+# to 50,000.
+CPU_PER_CONVERSATION_MS = 0.5
+CREATE_VS_LEAN = 1.0
+CREATE_VS_LEAN_AT = (10_000,)
+OPS_GET_PER_S, OPS_GET_P99_MS = 3_000.0, 12.0
+OPS_LIST_PER_S = 600.0
+CONCURRENT_VS_ALONE = 0.9
+RSS_FLAT_MB = 10.0
+# The token statistics: the default Create's server CPU against the same Create on a
+# server with COUNT_TOKENS=false, at most +15 %.
+STATISTICS_CPU = 1.15
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,88 @@ def checks_for(size: dict[str, Any]) -> list[Check]:
         found.append(
             Check("export_vs_create", share, EXPORT_VS_CREATE, share <= EXPORT_VS_CREATE, "×")
         )
+    return found + operability_checks(size)
+
+
+def operability_checks(size: dict[str, Any]) -> list[Check]:
+    """The operability targets and the token statistics' CPU, where measured."""
+    n = size["n"]
+    found: list[Check] = []
+    per = cpu_per_conversation_ms(size)
+    if per is not None:
+        found.append(
+            Check(
+                "cpu_per_conversation",
+                per,
+                CPU_PER_CONVERSATION_MS,
+                per <= CPU_PER_CONVERSATION_MS,
+                "ms",
+            )
+        )
+    lean = create_vs_lean(size)
+    if n in CREATE_VS_LEAN_AT and lean is not None:
+        found.append(Check("create_vs_lean", lean, CREATE_VS_LEAN, lean <= CREATE_VS_LEAN, "×"))
+    reads = size.get("reads") or {}
+    get, listing = reads.get("get"), reads.get("list")
+    if get is not None:
+        per_s, p99 = get["calls_per_s"], get["p99_ms"]
+        found.append(Check("ops_get_per_s", per_s, OPS_GET_PER_S, per_s >= OPS_GET_PER_S))
+        found.append(Check("ops_get_p99", p99, OPS_GET_P99_MS, p99 <= OPS_GET_P99_MS, "ms"))
+    if listing is not None:
+        per_s = listing["calls_per_s"]
+        found.append(Check("ops_list_per_s", per_s, OPS_LIST_PER_S, per_s >= OPS_LIST_PER_S))
+    together = concurrent_vs_alone(size)
+    if together is not None:
+        found.append(
+            Check(
+                "concurrent_vs_alone",
+                together,
+                CONCURRENT_VS_ALONE,
+                together >= CONCURRENT_VS_ALONE,
+                "×",
+            )
+        )
+    statistics = statistics_cpu(size)
+    if statistics is not None:
+        found.append(
+            Check("statistics_cpu", statistics, STATISTICS_CPU, statistics <= STATISTICS_CPU, "×")
+        )
     return found
+
+
+def _service_cpu(stream: dict[str, Any]) -> float | None:
+    cpu = stream.get("cpu_s", {}).get("service")
+    return None if cpu is None or math.isnan(cpu) else float(cpu)
+
+
+def cpu_per_conversation_ms(size: dict[str, Any]) -> float | None:
+    """The default Create's server CPU per conversation, in milliseconds."""
+    cpu = _service_cpu(size["create"])
+    return None if cpu is None else round(cpu * 1000 / size["n"], 3)
+
+
+def create_vs_lean(size: dict[str, Any]) -> float | None:
+    lean = (size.get("floor") or {}).get("lean")
+    return round(size["create"]["wall_s"] / lean["total_s"], 3) if lean else None
+
+
+def concurrent_vs_alone(size: dict[str, Any]) -> float | None:
+    """Conversations per second of the Creates started together, against one alone."""
+    concurrent = size.get("concurrent")
+    if not concurrent:
+        return None
+    single, together = concurrent["single"], concurrent["together"]
+    alone = float(single["conversations"]) / float(single["wall_s"])
+    return round(float(together["conversations_per_s"]) / alone, 3)
+
+
+def statistics_cpu(size: dict[str, Any]) -> float | None:
+    """The default Create's server CPU against the COUNT_TOKENS=false Create's."""
+    uncounted = size.get("create_uncounted")
+    if not uncounted:
+        return None
+    on, off = _service_cpu(size["create"]), _service_cpu(uncounted)
+    return round(on / off, 3) if on is not None and off else None
 
 
 def rss_above_idle(stream: dict[str, Any]) -> float:
@@ -283,6 +378,67 @@ def versions_table(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
+def operability_table(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    """Per N, the operability issue's figures of one run, ✓/✗ against its targets."""
+    lines = [
+        "| N | Create | floor (best) | lean floor | × lean | server CPU per conversation "
+        "| server RSS above idle | first message | Get/s (p99) | List/s "
+        "| 8 × 1,000 together | ÷ one alone | statistics' CPU (off → on) | run |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for run, size in rows:
+        checks = checks_for(size)
+        create = size["create"]
+        floor, lean = size["floor"].get("best"), size["floor"].get("lean")
+        ratio, per = create_vs_lean(size), cpu_per_conversation_ms(size)
+        get, listing = size["reads"].get("get"), size["reads"].get("list")
+        concurrent, together = size.get("concurrent"), concurrent_vs_alone(size)
+        uncounted, statistics = size.get("create_uncounted"), statistics_cpu(size)
+        cells = [
+            f"{size['n']:,}",
+            _s(create["wall_s"]),
+            _s(floor["total_s"]) if floor else "–",
+            _s(lean["total_s"]) if lean else "–",
+            f"{ratio:.2f}{_mark(checks, 'create_vs_lean')}" if ratio is not None else "–",
+            f"{per:.2f} ms{_mark(checks, 'cpu_per_conversation')}" if per is not None else "–",
+            f"{rss_above_idle(create):.0f} MB",
+            f"{create['first_progress_s']:.2f} s",
+            f"{get['calls_per_s']:,.0f}{_mark(checks, 'ops_get_per_s')} "
+            f"({get['p99_ms']:.1f} ms{_mark(checks, 'ops_get_p99')})"
+            if get
+            else "–",
+            f"{listing['calls_per_s']:,.0f}{_mark(checks, 'ops_list_per_s')}" if listing else "–",
+            f"{_s(concurrent['together']['wall_s'])}, "
+            f"{concurrent['together']['conversations_per_s']:,.0f}/s, "
+            f"+{rss_above_idle(concurrent['together']):.0f} MB"
+            if concurrent
+            else "–",
+            f"{together:.2f}{_mark(checks, 'concurrent_vs_alone')}"
+            if together is not None
+            else "–",
+            f"{uncounted['cpu_s']['service']:.2f} → {create['cpu_s']['service']:.2f} s "
+            f"({statistics - 1:+.0%}){_mark(checks, 'statistics_cpu')}"
+            if uncounted and statistics is not None
+            else "–",
+            run["run_id"],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def flat_check(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> Check | None:
+    """RSS above idle at 50,000 within ±10 MB of 10,000's (operability)."""
+    by_n = {size["n"]: size for _, size in rows}
+    if 10_000 not in by_n or 50_000 not in by_n:
+        return None
+    if predates_formats(by_n[10_000]) != predates_formats(by_n[50_000]):
+        return None
+    change = round(
+        rss_above_idle(by_n[50_000]["create"]) - rss_above_idle(by_n[10_000]["create"]), 1
+    )
+    return Check("rss_flat_10k_to_50k", change, RSS_FLAT_MB, abs(change) <= RSS_FLAT_MB, "MB")
+
+
 def growth_check(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> Check | None:
     """RSS above idle must not grow from 10,000 to 50,000 (within noise)."""
     by_n = {size["n"]: size for _, size in rows}
@@ -345,6 +501,20 @@ def markdown(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
             f"\nRSS above idle from 10,000 to 50,000: {growth.value:.0f} MB vs limit "
             f"{growth.limit:.0f} MB {'✓' if growth.met else '✗'}\n"
         )
+    parts.append(
+        "\nOperability, per N from one run: the Create, its floors and its server's CPU per "
+        "conversation, memory and first message as in the first table; Get and List at 32 "
+        "callers; 8 v4-only Creates of 1,000 conversations started together on a fresh "
+        "server, their conversations per second against one such Create alone on it; the "
+        "token statistics' CPU: the v4-only Create's server CPU against the same Create on "
+        "a fresh server with COUNT_TOKENS=false.\n\n" + operability_table(rows)
+    )
+    flat = flat_check(rows)
+    if flat is not None:
+        parts.append(
+            f"\nRSS above idle from 10,000 to 50,000 (operability): {flat.value:+.0f} MB, "
+            f"limit ±{flat.limit:.0f} MB {'✓' if flat.met else '✗'}\n"
+        )
     parts.append("\nRuns:\n\n")
     for run_id, run in sorted(runs.items()):
         settings = ", ".join(f"{k}={v}" for k, v in sorted(run["service_settings"].items()))
@@ -355,7 +525,11 @@ def markdown(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
         "Add of 1 % ≤ 15 % of Create; Get ≥ 1,000/s with p99 ≤ 20 ms and List ≥ 300/s at "
         "32 callers; all-formats Create ≤ 1.25 × the v4-only Create at 10,000, its RSS above "
         "idle < 150 MB; Export of one format (openai_chat) ≤ 0.5 × the file's Create; "
-        "Remove of 1 % and Refresh of 1 % stale ≤ 15 % of the Create. See docs/bench.md.\n"
+        "Remove of 1 % and Refresh of 1 % stale ≤ 15 % of the Create. Operability: server "
+        "CPU ≤ 0.5 ms per conversation; Create ≤ 1.0 × the lean floor at 10,000; Get "
+        "≥ 3,000/s with p99 ≤ 12 ms and List ≥ 600/s; 8 Creates of 1,000 together ≥ 0.9 × "
+        "the conversations per second of one; RSS above idle within ±10 MB from 10,000 to "
+        "50,000; token statistics ≤ +15 % of the Create's server CPU. See docs/bench.md.\n"
     )
     return "".join(parts)
 
@@ -433,4 +607,4 @@ def chart(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]], path: Path) -> 
 
 def console(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     """The tables for a terminal: the markdown tables are readable as they are."""
-    return table(rows) + "\n" + formats_table(rows)
+    return table(rows) + "\n" + formats_table(rows) + "\n" + operability_table(rows)

@@ -292,3 +292,53 @@ async def reads(
         max_ms=round(latencies[-1] * 1000, 2) if latencies else float("nan"),
         cpu_s=cpu,
     )
+
+
+@dataclass
+class ConcurrentResult:
+    """Creates started together: their wall time as a whole, and the server's use of it."""
+
+    creates: int
+    conversations_each: int
+    wall_s: float  # from the requests to the last message of the last Create
+    conversations_per_s: float
+    peak_rss_above_idle_mb: float
+    hwm_above_idle_mb: float
+    idle_rss_mb: float
+    cpu_s: dict[str, float]
+    each_wall_s: list[float]
+
+
+async def concurrent_creates(
+    service: Service,
+    name: str,
+    ids: Sequence[str],
+    copies: int,
+    other_pids: dict[str, int | None],
+) -> ConcurrentResult:
+    """`copies` v4-only Creates of the same `ids` at once, each on its own channel (as
+    separate clients would call), measured together."""
+    idle = rss_bytes(service.pid)
+    hwm_before = peak_rss_bytes(service.pid)
+    meter = CpuMeter({"service": service.pid, **other_pids}, trees=frozenset({"postgres"}))
+    with RssSampler(service.pid) as sampler:
+        meter.start()
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(create(service, f"{name}-{i}", ids, {}) for i in range(copies))
+        )
+        wall = time.perf_counter() - started
+        cpu = meter.stop()
+    hwm = peak_rss_bytes(service.pid)
+    peak = max(sampler.result().peak_rss, idle)
+    return ConcurrentResult(
+        creates=copies,
+        conversations_each=len(ids),
+        wall_s=round(wall, 3),
+        conversations_per_s=round(copies * len(ids) / wall, 1),
+        peak_rss_above_idle_mb=round((peak - idle) / MIB, 1),
+        hwm_above_idle_mb=round((max(hwm, hwm_before) - idle) / MIB, 1),
+        idle_rss_mb=round(idle / MIB, 1),
+        cpu_s=cpu,
+        each_wall_s=[r.wall_s for r in results],
+    )
