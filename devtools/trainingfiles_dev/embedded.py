@@ -40,6 +40,7 @@ import orjson
 POSTGRES_SYSTEM_USER = "trainingfiles_pg"
 # SeaweedFS derives some gRPC ports as HTTP port + 10000, whatever the flags say.
 _WEED_GRPC_OFFSET = 10_000
+_WEED_START_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
 
 
@@ -284,6 +285,44 @@ class EmbeddedPostgres:
         self.log.close()
 
 
+def _spawn_weed(
+    data_dir: Path, config: Path, s3_port: int, buckets: tuple[str, ...]
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """`weed mini` on `s3_port` and fresh ports for its other servers, logging to a file."""
+    ports = {name: free_port_pair() for name in ("master", "volume", "filer", "admin")}
+    args = [
+        shutil.which("weed", path=os.path.dirname(sys.executable)) or "weed",
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={config}",
+        f"-s3.port={s3_port}",
+        f"-s3.port.grpc={s3_port + _WEED_GRPC_OFFSET}",
+        f"-filer.localSocket={data_dir / 'filer.sock'}",
+        f"-s3.localSocket={data_dir / 's3.sock'}",
+    ]
+    for name, port in ports.items():
+        args += [f"-{name}.port={port}", f"-{name}.port.grpc={port + _WEED_GRPC_OFFSET}"]
+    if buckets:
+        args.append(f"-bucket={','.join(buckets)}")
+    log = (data_dir.parent / "seaweedfs.log").open("ab")
+    process = subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+        env={**os.environ, "S3_BUCKET": ""},
+    )
+    return process, log
+
+
 @dataclass
 class EmbeddedSeaweedFS:
     """`weed mini` in `data_dir` with one S3 identity; every listener on 127.0.0.1."""
@@ -324,48 +363,29 @@ class EmbeddedSeaweedFS:
         config = data_dir / "s3-identities.json"
         config.write_bytes(orjson.dumps(identities))
         config.chmod(0o600)
-        s3_port = s3_port or free_port_pair()
-        ports = {name: free_port_pair() for name in ("master", "volume", "filer", "admin")}
-        args = [
-            shutil.which("weed", path=os.path.dirname(sys.executable)) or "weed",
-            "mini",
-            f"-dir={data_dir}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            "-master.telemetry=false",
-            "-webdav=false",
-            "-admin.ui=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            f"-s3.config={config}",
-            f"-s3.port={s3_port}",
-            f"-s3.port.grpc={s3_port + _WEED_GRPC_OFFSET}",
-            f"-filer.localSocket={data_dir / 'filer.sock'}",
-            f"-s3.localSocket={data_dir / 's3.sock'}",
-        ]
-        for name, port in ports.items():
-            args += [f"-{name}.port={port}", f"-{name}.port.grpc={port + _WEED_GRPC_OFFSET}"]
-        if buckets:
-            args.append(f"-bucket={','.join(buckets)}")
-        log = (data_dir.parent / "seaweedfs.log").open("ab")
-        process = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-            env={**os.environ, "S3_BUCKET": ""},
-        )
-        try:
-            _wait_for_port(s3_port, process, 60, "SeaweedFS S3 gateway")
-            _wait_for_s3(s3_port, process, 60)
-        except BaseException:
-            _stop(process, signal.SIGTERM, 15)
-            log.close()
-            raise
+        fixed_port, port = s3_port, 0
+        # `weed mini` now and then dies while it starts (a port taken between the check
+        # and its bind, or an abort of its own): started again on fresh ports, it comes up.
+        for attempt in range(1, _WEED_START_ATTEMPTS + 1):
+            port = fixed_port or free_port_pair()
+            process, log = _spawn_weed(data_dir, config, port, buckets)
+            try:
+                _wait_for_port(port, process, 60, "SeaweedFS S3 gateway")
+                _wait_for_s3(port, process, 60)
+                break
+            except EmbeddedError:
+                died = process.poll() is not None  # by itself, not a timeout
+                _stop(process, signal.SIGTERM, 15)
+                log.close()
+                if not died or attempt == _WEED_START_ATTEMPTS:
+                    raise
+            except BaseException:
+                _stop(process, signal.SIGTERM, 15)
+                log.close()
+                raise
         return cls(
             data_dir=data_dir,
-            s3_port=s3_port,
+            s3_port=port,
             access_key=access_key,
             secret_key=secret_key,
             process=process,
