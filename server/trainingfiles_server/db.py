@@ -282,6 +282,9 @@ RETURNING {TRAINING_FILE_COLUMNS}
 
 # New members go after every position ever used ($2 is only a floor): a removed
 # member keeps its position, so every version's members keep their order.
+# New members are inserted this many per statement (see `Database.activate`).
+MEMBER_BATCH = 2_000
+
 INSERT_FILE_CONVERSATIONS = """
 INSERT INTO training_file_conversations
     (training_file_id, conversation_id, position, added_by, training_pair_count,
@@ -956,26 +959,34 @@ class Database:
                 raise LeaseLost(str(file_id))
             version: int = row["version"]
             await self._claim_intents(conn, bucket, outputs, lease_token, file_id)
-            await conn.execute(
-                INSERT_FILE_CONVERSATIONS,
-                file_id,
-                first_position,
-                added_by,
-                [UUID(s.conversation_id) for s in new_conversations],
-                [s.training_pair_count for s in new_conversations],
-                [s.quality_score for s in new_conversations],
-                [s.human_reviewed for s in new_conversations],
-                [s.persona_key for s in new_conversations],
-                [s.emotional_arc_key for s in new_conversations],
-                [s.training_topic_key for s in new_conversations],
-                list(new_digests),
-                version,
-                provenance.keys if provenance else [None] * len(new_conversations),
-                provenance.etags if provenance else [None] * len(new_conversations),
-                provenance.modified if provenance else [None] * len(new_conversations),
-                built_at or datetime.now(UTC),
-                [_pair_stats(s) for s in new_conversations],
-            )
+            built = built_at or datetime.now(UTC)
+            modified = provenance.modified if provenance else None
+            # In batches: one statement's arrays (digests, provenance, pair stats) cost
+            # about a kilobyte a member while they are encoded; a batch's positions
+            # follow the last batch's, so `greatest(floor, next)` numbers them on.
+            for start in range(0, len(new_conversations), MEMBER_BATCH):
+                batch = new_conversations[start : start + MEMBER_BATCH]
+                end = start + len(batch)
+                await conn.execute(
+                    INSERT_FILE_CONVERSATIONS,
+                    file_id,
+                    first_position + start,
+                    added_by,
+                    [UUID(s.conversation_id) for s in batch],
+                    [s.training_pair_count for s in batch],
+                    [s.quality_score for s in batch],
+                    [s.human_reviewed for s in batch],
+                    [s.persona_key for s in batch],
+                    [s.emotional_arc_key for s in batch],
+                    [s.training_topic_key for s in batch],
+                    list(new_digests[start:end]),
+                    version,
+                    provenance.keys[start:end] if provenance else [None] * len(batch),
+                    provenance.etags[start:end] if provenance else [None] * len(batch),
+                    modified[start:end] if modified is not None else [None] * len(batch),
+                    built,
+                    [_pair_stats(s) for s in batch],
+                )
             if removed:
                 taken = await conn.execute(REMOVE_MEMBERS, file_id, list(removed), version)
                 if taken != f"UPDATE {len(removed)}":

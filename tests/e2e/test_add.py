@@ -402,3 +402,39 @@ async def test_two_adds_of_one_conversation_at_once_add_it_once(
     assert final.jsonl_file_path == succeeded[0].training_file.jsonl_file_path
     listed = [c.conversation_id for c in await file_conversations(stub, created.id)]
     assert listed == [base, twice]
+
+
+async def test_members_inserted_in_batches_keep_their_order_and_figures(
+    stub: Stub, dataset: Dataset, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members are inserted a batch at a time (`db.MEMBER_BATCH`): with batches of 2, a
+    Create of 5 and an Add of 3 list every member once, in order, with its summary and
+    provenance, as a Create of all 8 in one statement does."""
+    from trainingfiles_server import db
+
+    eligible = dataset.ids(Kind.ELIGIBLE)
+    a, b = eligible[30:35], eligible[35:38]
+    whole = await create_ok(stub, unique_name("batch-whole"), a + b)
+    monkeypatch.setattr(db, "MEMBER_BATCH", 2)
+    created = await create_ok(stub, unique_name("batch-create"), a)
+    added = await add(stub, created.id, b)
+    assert added.error is None, added.error
+
+    def summaries(
+        members: list[resources_pb2.TrainingFileConversation],
+    ) -> list[tuple[str, int, float, str]]:
+        return [
+            (m.conversation_id, m.training_pair_count, m.quality_score, m.persona_key)
+            for m in members
+        ]
+
+    listed = await file_conversations(stub, created.id, page_size=3)
+    assert summaries(listed) == summaries(await file_conversations(stub, whole.id))
+    positions = await server.database.pool.fetch(
+        "SELECT position, document_key FROM training_file_conversations "
+        "WHERE training_file_id = $1 ORDER BY position",
+        uuid.UUID(created.id),
+    )
+    assert [r["position"] for r in positions] == list(range(8))
+    assert all(r["document_key"] for r in positions)
+    assert await download(stub, created.id, JSONL) == await download(stub, whole.id, JSONL)
