@@ -202,20 +202,13 @@ def _wrap_stream(method: str, inner: _Handler) -> _Handler:
     async def behavior(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        call = _Call(method)
-        with tracing.call_span(method, context.invocation_metadata()) as span:
-            try:
-                if isinstance(request, _Unparsable):
-                    raise request.error()
-                async for message in inner(request, context):
-                    yield message
-            except asyncio.CancelledError:
-                call.code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                await call.fail(context, exc)
-            finally:
-                call.finish(span)
+        def opened() -> AsyncIterator[Any]:
+            if isinstance(request, _Unparsable):
+                raise request.error()
+            return inner(request, context)  # type: ignore[no-any-return]
+
+        async for message in _served(method, context, opened):
+            yield message
 
     return behavior
 
@@ -234,20 +227,32 @@ def _wrap_bidi(method: str, inner: _Handler) -> _Handler | None:
                     raise request.error()
                 yield request
 
-        call = _Call(method)
-        with tracing.call_span(method, context.invocation_metadata()) as span:
-            try:
-                async for message in inner(checked(), context):
-                    yield message
-            except asyncio.CancelledError:
-                call.code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                await call.fail(context, exc)
-            finally:
-                call.finish(span)
+        async for message in _served(method, context, lambda: inner(checked(), context)):
+            yield message
 
     return behavior
+
+
+async def _served(
+    method: str,
+    context: grpc.aio.ServicerContext[Any, Any],
+    opened: Callable[[], AsyncIterator[Any]],
+) -> AsyncIterator[Any]:
+    """A streaming call's messages under the rules of every call: one span, errors
+    mapped to their status (`_Call.fail`), cancellation recorded, the call logged and
+    counted once it ends."""
+    call = _Call(method)
+    with tracing.call_span(method, context.invocation_metadata()) as span:
+        try:
+            async for message in opened():
+                yield message
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            await call.fail(context, exc)
+        finally:
+            call.finish(span)
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
