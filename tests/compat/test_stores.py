@@ -284,6 +284,26 @@ async def test_an_upload_aborted_under_a_writer_is_told_as_a_lost_lease(leg: Leg
     assert all(u.key != key for u in await leg.storage.open_uploads(TRAINING))
 
 
+async def test_the_service_signs_document_urls_as_the_client_does(leg: Leg) -> None:
+    """`Storage.get_url` signs with botocore's SigV4 query signer directly: for keys with
+    spaces and `+!()&=@,` (characters both stores accept in a key and a URL path must
+    escape), its URL is the client's `generate_presigned_url`
+    but for the moment of signing, and the store serves the object on it."""
+    client = leg.storage.client
+    for name in ("plain.json", "with space.json", "a+b!(1)&c=d@e,f.json"):
+        key = f"compat-signed-{uuid.uuid4().hex[:8]}/{name}"
+        body = f'{{"key": {orjson.dumps(key).decode()}}}'.encode()
+        await client.put_object(Bucket=CONVERSATIONS, Key=key, Body=body)
+        ours = await leg.storage.get_url(CONVERSATIONS, key)
+        theirs = await client.generate_presigned_url(
+            "get_object", Params={"Bucket": CONVERSATIONS, "Key": key}, ExpiresIn=300
+        )
+        moment = re.compile(r"X-Amz-(Date|Signature)=[^&]*")
+        assert moment.sub("", ours) == moment.sub("", theirs)
+        assert (await http_get(ours)).body == body
+        await client.delete_object(Bucket=CONVERSATIONS, Key=key)
+
+
 async def test_a_missing_bucket_is_told_apart_from_a_missing_object(leg: Leg) -> None:
     """Through both ways documents are read (presigned GET, client GET), and health's ping."""
     absent = f"compat-absent-{uuid.uuid4().hex[:12]}"
