@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -145,6 +146,28 @@ def training_file(record: TrainingFileRecord) -> resources_pb2.TrainingFile:
             )
         )
     return message
+
+
+# Converted rows a list keeps (as bytes: a message put into a reply is copied anyway).
+_LISTED: OrderedDict[tuple[UUID, int, bool], bytes] = OrderedDict()
+_LISTED_CAPACITY = 1024
+
+
+def listed_file(record: TrainingFileRecord) -> resources_pb2.TrainingFile:
+    """`training_file` of a row a list read, converted once per row version (reads.py,
+    `ListedRows`): parsing the kept bytes costs a fifth of converting the row."""
+    if record.row_version is None or record.stale_conversation_count is not None:
+        return training_file(record)
+    key = (record.id, record.row_version, bool(record.outputs))
+    data = _LISTED.get(key)
+    if data is None:
+        data = training_file(record).SerializeToString()
+        _LISTED[key] = data
+        if len(_LISTED) > _LISTED_CAPACITY:
+            _LISTED.popitem(last=False)
+    else:
+        _LISTED.move_to_end(key)
+    return resources_pb2.TrainingFile.FromString(data)
 
 
 def progress(event: Progress) -> service_pb2.TrainingFileProgress:

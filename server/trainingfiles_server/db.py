@@ -65,7 +65,7 @@ _FILE_COLUMNS = """
     created_by, created_at, updated_at, output_formats, split_spec, drop_duplicates,
     duplicate_pair_count, untrainable_pair_count, auto_refresh, refresh_attempts,
     refresh_error, refresh_after, pair_filter, excluded_pair_count,
-    filtered_out_conversation_count"""
+    filtered_out_conversation_count, row_version"""
 TRAINING_FILE_COLUMNS = (
     f"{_FILE_COLUMNS},\n    {_outputs_of('training_files.id', 'training_files.version')}\n"
 )
@@ -457,8 +457,14 @@ WHERE ($1::text IS NULL OR status = $1)
 ORDER BY created_at DESC, id DESC
 LIMIT $5
 """
-LIST_FILES = _LIST_FILES.format(columns=TRAINING_FILE_COLUMNS)
-LIST_FILES_BASIC = _LIST_FILES.format(columns=f"{_FILE_COLUMNS}, '[]'::jsonb AS outputs")
+# A page as its rows' versions only (`row_version`, see its migration): the rows a list
+# has read before at that version are not read again (reads.py, `ListedRows`).
+LIST_FILE_VERSIONS = _LIST_FILES.format(columns="id, row_version, created_at")
+_BASIC_COLUMNS = f"{_FILE_COLUMNS}, '[]'::jsonb AS outputs"
+# $1 the ids whose rows to read, in any order.
+_FILES_BY_ID = "SELECT {columns} FROM training_files WHERE id = ANY($1::uuid[])"
+FILES_BY_ID = _FILES_BY_ID.format(columns=TRAINING_FILE_COLUMNS)
+FILES_BY_ID_BASIC = _FILES_BY_ID.format(columns=_BASIC_COLUMNS)
 
 # $4: the version whose members to list (NULL: the current version's).
 LIST_FILE_CONVERSATIONS = """
@@ -1220,7 +1226,7 @@ class Database:
             row = await conn.fetchrow(ARCHIVE_FILE, file_id)
         return _file(row) if row is not None else None
 
-    async def list_files(
+    async def list_file_versions(
         self,
         *,
         status: Status | None,
@@ -1228,11 +1234,11 @@ class Database:
         after: tuple[datetime, UUID] | None,
         limit: int,
         owner: UUID | None,
-        with_outputs: bool = True,
-    ) -> list[TrainingFileRecord]:
+    ) -> list[tuple[UUID, int, datetime]]:
+        """`list_files`' page as (id, row version, created_at) only."""
         async with self.connection() as conn:
             rows = await conn.fetch(
-                LIST_FILES if with_outputs else LIST_FILES_BASIC,
+                LIST_FILE_VERSIONS,
                 status.value if status else None,
                 include_archived,
                 after[0] if after else None,
@@ -1240,7 +1246,15 @@ class Database:
                 limit,
                 owner,
             )
-        return [_file(row) for row in rows]
+        return [(row["id"], row["row_version"], row["created_at"]) for row in rows]
+
+    async def files_by_id(
+        self, ids: Sequence[UUID], with_outputs: bool
+    ) -> dict[UUID, TrainingFileRecord]:
+        """The rows of `ids` that exist, by id."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(FILES_BY_ID if with_outputs else FILES_BY_ID_BASIC, ids)
+        return {row["id"]: _file(row) for row in rows}
 
     async def list_file_conversations(
         self, file_id: UUID, after_position: int, limit: int, version: int | None = None

@@ -102,6 +102,9 @@ class TrainingFileRecord:
     filtered_out_conversation_count: int = 0
     # Current members whose conversation changed since their build; set by a Get only.
     stale_conversation_count: int | None = None
+    # Moves on with every change of the row or its outputs (its migration); None for a
+    # record not read from the database.
+    row_version: int | None = None
 
     def output(self, format_name: str, split: Split) -> OutputRecord | None:
         return next((o for o in self.outputs if o.format == format_name and o.split is split), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -38,6 +39,33 @@ from .rules import (
 )
 from .storage import Storage
 
+# Rows a list keeps, newest use last: a few pages of every view a console shows.
+LISTED_ROWS = 1024
+
+
+class ListedRows:
+    """The rows lists have read, by (id, row version, with outputs), least recently used
+    first out. A row's version moves on with any change of the row or its outputs (its
+    migration), so a kept row is the row as it is while its version is current: a list
+    reads the page's versions, then only the rows it does not have (converting a row and
+    its decoding were three quarters of a List's CPU, docs/bench.md)."""
+
+    def __init__(self, capacity: int = LISTED_ROWS) -> None:
+        self._capacity = capacity
+        self._rows: OrderedDict[tuple[UUID, int, bool], TrainingFileRecord] = OrderedDict()
+
+    def get(self, key: tuple[UUID, int, bool]) -> TrainingFileRecord | None:
+        record = self._rows.get(key)
+        if record is not None:
+            self._rows.move_to_end(key)
+        return record
+
+    def put(self, record: TrainingFileRecord, with_outputs: bool) -> None:
+        assert record.row_version is not None
+        self._rows[(record.id, record.row_version, with_outputs)] = record
+        while len(self._rows) > self._capacity:
+            self._rows.popitem(last=False)
+
 
 class Reads:
     """Every operation that builds nothing."""
@@ -49,6 +77,7 @@ class Reads:
         self.database = database
         self.storage = storage
         self.tokens = tokens
+        self.listed = ListedRows()
 
     async def validate(
         self, caller: Caller, ids: Sequence[str], training_file_id: str, on_behalf_of: str
@@ -174,20 +203,36 @@ class Reads:
         )
         position = self.tokens.position(query, token)
         after = (datetime.fromisoformat(position[0]), UUID(position[1])) if position else None
-        rows = await self.database.list_files(
+        page = await self.database.list_file_versions(
             status=status,
             include_archived=include_archived,
             after=after,
             limit=limit + 1,
             owner=caller.user_id,
-            with_outputs=with_outputs,
         )
         next_token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            last = rows[-1]
-            next_token = self.tokens.issue(query, [last.created_at.isoformat(), str(last.id)])
-        return rows, next_token
+        if len(page) > limit:
+            page = page[:limit]
+            last_id, _, last_created = page[-1]
+            next_token = self.tokens.issue(query, [last_created.isoformat(), str(last_id)])
+        return await self._listed_rows(page, with_outputs), next_token
+
+    async def _listed_rows(
+        self, page: Sequence[tuple[UUID, int, datetime]], with_outputs: bool
+    ) -> list[TrainingFileRecord]:
+        """The page's rows, in its order: those `listed` has at their version, and the
+        others read in one query (a row deleted meanwhile is left out; one changed
+        meanwhile is read as it is now)."""
+        found = {
+            file_id: self.listed.get((file_id, row_version, with_outputs))
+            for file_id, row_version, _ in page
+        }
+        missing = [file_id for file_id, record in found.items() if record is None]
+        if missing:
+            for file_id, record in (await self.database.files_by_id(missing, with_outputs)).items():
+                self.listed.put(record, with_outputs)
+                found[file_id] = record
+        return [record for record in found.values() if record is not None]
 
     async def list_file_conversations(
         self, caller: Caller, training_file_id: str, size: int, token: str, version: int = 0

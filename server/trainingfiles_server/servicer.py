@@ -161,7 +161,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             convert.full_view(request.view),
         )
         return service_pb2.ListTrainingFilesResponse(
-            training_files=[convert.training_file(f) for f in files], next_page_token=token
+            training_files=[convert.listed_file(f) for f in files], next_page_token=token
         )
 
     async def ListTrainingFileConversations(

@@ -24,6 +24,7 @@ from tests.e2e.helpers import (
     TIMEOUT,
     Stub,
     add,
+    collect,
     conversations_by_id,
     create,
     create_ok,
@@ -41,6 +42,8 @@ from trainingfiles_dev.generator import Kind
 from trainingfiles_server.app import RunningServer
 
 UNSPECIFIED = resources_pb2.TRAINING_FILE_STATUS_UNSPECIFIED
+BASIC = resources_pb2.TRAINING_FILE_VIEW_BASIC
+FULL = resources_pb2.TRAINING_FILE_VIEW_FULL
 
 
 async def _list_page(
@@ -288,6 +291,79 @@ async def test_the_last_page_has_no_next_token(stub: Stub) -> None:
 
     assert len(exact.training_files) == len(beyond.training_files) == total
     assert exact.next_page_token == beyond.next_page_token == ""
+
+
+async def _listed(stub: Stub, file_id: str, view: int) -> resources_pb2.TrainingFile:
+    page = await stub.ListTrainingFiles(
+        service_pb2.ListTrainingFilesRequest(
+            include_archived=True,
+            page_size=1000,
+            view=view,  # type: ignore[arg-type]
+        ),
+        timeout=TIMEOUT,
+    )
+    return next(f for f in page.training_files if f.id == file_id)
+
+
+async def _as_got(stub: Stub, file_id: str, view: int) -> resources_pb2.TrainingFile:
+    """What a list must show of a file: its Get, without the stale count a Get alone
+    computes, and without outputs in the BASIC view."""
+    expected = await get(stub, file_id)
+    expected.ClearField("stale_conversation_count")
+    if view == BASIC:
+        del expected.outputs[:]
+    return expected
+
+
+async def test_a_list_shows_every_change_of_a_row_it_has_listed_before(
+    server: RunningServer, stub: Stub, dataset: Dataset
+) -> None:
+    """Lists keep the rows (and their conversions) they read by row version
+    (`reads.ListedRows`): a change made through the service (an export's new output, an
+    archive) or straight in the database (a renamed row, a deleted output row) is
+    listed at once, in both views, as a Get shows it."""
+    file_id = (await create_ok(stub, unique_name("listed"), dataset.ids()[53:54])).id
+
+    async def listed_as_got() -> dict[int, resources_pb2.TrainingFile]:
+        shown = {}
+        for view in (BASIC, FULL):
+            for _ in range(2):  # the second is answered from what the first kept
+                assert await _listed(stub, file_id, view) == await _as_got(stub, file_id, view)
+            shown[view] = await _listed(stub, file_id, view)
+        return shown
+
+    before = await listed_as_got()
+    assert len(before[FULL].outputs) == 3 and not before[BASIC].outputs
+
+    exported = await collect(
+        stub.ExportTrainingFile(
+            service_pb2.ExportTrainingFileRequest(
+                training_file_id=file_id, formats=[resources_pb2.FILE_FORMAT_SHAREGPT]
+            ),
+            timeout=TIMEOUT,
+        )
+    )
+    assert exported.error is None, exported.error
+    shown = await listed_as_got()
+    assert resources_pb2.FILE_FORMAT_SHAREGPT in {o.format for o in shown[FULL].outputs}
+
+    async with server.database.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE training_files SET name = name || '-renamed' WHERE id = $1", uuid.UUID(file_id)
+        )
+        shown = await listed_as_got()
+        assert all(f.name.endswith("-renamed") for f in shown.values())
+        await conn.execute(  # the output's row alone: the file's row is not written
+            "DELETE FROM training_file_outputs WHERE training_file_id = $1 AND format = $2",
+            uuid.UUID(file_id),
+            "sharegpt",
+        )
+    shown = await listed_as_got()
+    assert len(shown[FULL].outputs) == 3
+
+    await _archive(stub, file_id)
+    shown = await listed_as_got()
+    assert all(f.status == ARCHIVED for f in shown.values())
 
 
 def _tampered(token: str) -> str:
