@@ -302,7 +302,8 @@ async def _listed(stub: Stub, file_id: str, view: int) -> resources_pb2.Training
         ),
         timeout=TIMEOUT,
     )
-    return next(f for f in page.training_files if f.id == file_id)
+    listed: resources_pb2.TrainingFile = next(f for f in page.training_files if f.id == file_id)
+    return listed
 
 
 async def _as_got(stub: Stub, file_id: str, view: int) -> resources_pb2.TrainingFile:
@@ -325,7 +326,7 @@ async def test_a_list_shows_every_change_of_a_row_it_has_listed_before(
     file_id = (await create_ok(stub, unique_name("listed"), dataset.ids()[53:54])).id
 
     async def listed_as_got() -> dict[int, resources_pb2.TrainingFile]:
-        shown = {}
+        shown: dict[int, resources_pb2.TrainingFile] = {}
         for view in (BASIC, FULL):
             for _ in range(2):  # the second is answered from what the first kept
                 assert await _listed(stub, file_id, view) == await _as_got(stub, file_id, view)
