@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -148,26 +149,31 @@ def training_file(record: TrainingFileRecord) -> resources_pb2.TrainingFile:
     return message
 
 
-# Converted rows a list keeps (as bytes: a message put into a reply is copied anyway).
-_LISTED: OrderedDict[tuple[UUID, int, bool], bytes] = OrderedDict()
-_LISTED_CAPACITY = 1024
+# Converted rows kept by row version (as bytes: a message put into a reply is copied).
+_KEPT: OrderedDict[tuple[UUID, int, bool], bytes] = OrderedDict()
+_KEPT_CAPACITY = 1024
 
 
-def listed_file(record: TrainingFileRecord) -> resources_pb2.TrainingFile:
-    """`training_file` of a row a list read, converted once per row version (reads.py,
-    `ListedRows`): parsing the kept bytes costs a fifth of converting the row."""
-    if record.row_version is None or record.stale_conversation_count is not None:
+def kept_file(record: TrainingFileRecord) -> resources_pb2.TrainingFile:
+    """`training_file` of a row read from the database, converted once per row version
+    (its migration; reads.py, `ListedRows`): parsing the kept bytes costs a fifth of
+    converting the row. The stale count, computed for each Get, is set afterwards."""
+    if record.row_version is None:
         return training_file(record)
     key = (record.id, record.row_version, bool(record.outputs))
-    data = _LISTED.get(key)
+    data = _KEPT.get(key)
     if data is None:
-        data = training_file(record).SerializeToString()
-        _LISTED[key] = data
-        if len(_LISTED) > _LISTED_CAPACITY:
-            _LISTED.popitem(last=False)
+        as_stored = dataclasses.replace(record, stale_conversation_count=None)
+        data = training_file(as_stored).SerializeToString()
+        _KEPT[key] = data
+        if len(_KEPT) > _KEPT_CAPACITY:
+            _KEPT.popitem(last=False)
     else:
-        _LISTED.move_to_end(key)
-    return resources_pb2.TrainingFile.FromString(data)
+        _KEPT.move_to_end(key)
+    message = resources_pb2.TrainingFile.FromString(data)
+    if record.stale_conversation_count is not None:
+        message.stale_conversation_count = record.stale_conversation_count
+    return message
 
 
 def progress(event: Progress) -> service_pb2.TrainingFileProgress:

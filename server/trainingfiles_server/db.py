@@ -428,6 +428,16 @@ WHERE id = $1 AND status = 'processing' AND lease_token = $3
 """
 
 GET_FILE = f"SELECT {TRAINING_FILE_COLUMNS} FROM training_files WHERE id = $1"
+# The same with its stale member count when it has content (STALE_COUNT), in one trip.
+GET_FILE_WITH_STALENESS = f"""
+SELECT {TRAINING_FILE_COLUMNS},
+       CASE WHEN status IN ('active', 'archived') THEN
+           (SELECT count(*) FROM training_file_conversations m
+            WHERE m.training_file_id = training_files.id AND m.removed_in_version IS NULL
+              AND m.stale_since IS NOT NULL)
+       END AS stale_conversation_count
+FROM training_files WHERE id = $1
+"""
 
 FILE_SUMMARIES = """
 SELECT m.conversation_id, m.training_pair_count, m.quality_score, m.human_reviewed,
@@ -1197,9 +1207,14 @@ class Database:
         async with self.connection() as conn:
             await conn.execute(MARK_FAILED, file_id, reason[:2000], lease_token)
 
-    async def get_file(self, file_id: UUID) -> TrainingFileRecord | None:
+    async def get_file(
+        self, file_id: UUID, *, with_staleness: bool = False
+    ) -> TrainingFileRecord | None:
+        """The file; `with_staleness`, with its stale count as `with_staleness` gives it."""
         async with self.connection() as conn:
-            row = await conn.fetchrow(GET_FILE, file_id)
+            row = await conn.fetchrow(
+                GET_FILE_WITH_STALENESS if with_staleness else GET_FILE, file_id
+            )
         return _file(row) if row is not None else None
 
     async def note_link(

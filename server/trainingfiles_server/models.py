@@ -165,6 +165,7 @@ class VersionRecord:
             json_file_size=json_output.size_bytes if json_output else 0,
             jsonl_file_size=jsonl_output.size_bytes if jsonl_output else 0,
             outputs=self.outputs,
+            row_version=None,  # not the row as it is: nothing may keep it as such
         )
 
 

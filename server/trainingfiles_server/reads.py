@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -107,10 +108,15 @@ class Reads:
     ) -> TrainingFileRecord:
         """The file, with its stale count; as it was at `version` when one is named (0:
         the current one)."""
-        record = await self._find(caller, training_file_id, version)
+        _check_version(version)
+        file_id = parse_uuid(training_file_id, "training_file_id")
+        found = await self.database.get_file(file_id, with_staleness=True)
+        record = visible(caller, found, file_id)
         if version in (0, record.version):
-            return await self.database.with_staleness(record)
-        return record
+            return record
+        # An earlier version has no stale count: staleness is the current members'.
+        unstaled = dataclasses.replace(record, stale_conversation_count=None)
+        return (await self._version(record, version)).describe(unstaled)
 
     async def _find(
         self, caller: Caller, training_file_id: str, version: int = 0

@@ -128,7 +128,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
         record = await self.operations.get(
             _caller(context), request.training_file_id, request.version
         )
-        return convert.training_file(record)
+        return convert.kept_file(record)
 
     async def GetTrainingFileAnalytics(
         self, request: service_pb2.GetTrainingFileAnalyticsRequest, context: Context
@@ -161,7 +161,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             convert.full_view(request.view),
         )
         return service_pb2.ListTrainingFilesResponse(
-            training_files=[convert.listed_file(f) for f in files], next_page_token=token
+            training_files=[convert.kept_file(f) for f in files], next_page_token=token
         )
 
     async def ListTrainingFileConversations(

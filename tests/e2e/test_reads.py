@@ -367,6 +367,31 @@ async def test_a_list_shows_every_change_of_a_row_it_has_listed_before(
     assert all(f.status == ARCHIVED for f in shown.values())
 
 
+async def test_a_get_of_an_earlier_version_is_never_the_kept_current_one(
+    stub: Stub, dataset: Dataset
+) -> None:
+    """A Get of version 1 after the current version 2 was got (and kept by its row
+    version, `convert.kept_file`) describes version 1, without a stale count."""
+    file_id = (await create_ok(stub, unique_name("kept-versions"), dataset.ids()[54:55])).id
+    added = await add(stub, file_id, dataset.ids()[55:57])
+    assert added.error is None, added.error
+    current = await get(stub, file_id)
+
+    async def at(version: int) -> resources_pb2.TrainingFile:
+        got: resources_pb2.TrainingFile = await stub.GetTrainingFile(
+            service_pb2.GetTrainingFileRequest(training_file_id=file_id, version=version),
+            timeout=TIMEOUT,
+        )
+        return got
+
+    first = await at(1)
+    assert (first.version, first.conversation_count) == (1, 1)
+    assert (current.version, current.conversation_count) == (2, 3)
+    assert not first.HasField("stale_conversation_count")
+    assert current.HasField("stale_conversation_count")
+    assert await at(2) == current == await get(stub, file_id)
+
+
 def _tampered(token: str) -> str:
     """The token with its keyset position changed but its original MAC kept."""
     payload, mac = token.split(".")
