@@ -2,8 +2,9 @@
 
 `python -m bench.grpc_ceiling` (not part of `make bench`) serves `GetTrainingFile` from a
 bare `grpc.aio` server that returns one prepared `TrainingFile` (a v4-only file's size:
-three outputs, quality summary, distributions) with no interceptor, no database and no
-logging, and calls it exactly as `make bench` reads do: one channel, 32 callers, 10 s.
+three outputs, quality summary, distributions) with no database, with and without the
+service's interceptors (error mapping, the log line, metrics, the span, the token
+check), and calls it exactly as `make bench` reads do: one channel, 32 callers, 10 s.
 It is the ceiling of the Get figures on this machine: the service adds its work to
 this. `--processes 2` runs two such servers on one port (`SO_REUSEPORT`, as gRPC's
 guidance for Python suggests) with callers spread over 4 connections a process: the
@@ -22,6 +23,7 @@ import os
 import signal
 import socket
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Any
 import grpc
 
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles_dev.token import mint_token
 
 from .procstat import CpuMeter
 
@@ -99,9 +102,27 @@ def _handlers() -> grpc.GenericRpcHandler:
     )
 
 
-def _serve(port: int, ready: Any) -> None:
+# The service's own interceptors (`--interceptors`) check this secret's tokens.
+_SECRET = "ceiling-" + "s" * 40
+
+
+def _interceptors() -> list[Any]:
+    from pydantic import SecretStr
+
+    from trainingfiles_server.auth import Authenticator
+    from trainingfiles_server.config import Settings
+    from trainingfiles_server.interceptors import AuthInterceptor, ServiceInterceptor
+
+    settings = Settings(jwt_secret=SecretStr(_SECRET))
+    return [ServiceInterceptor(), AuthInterceptor(Authenticator(settings))]
+
+
+def _serve(port: int, ready: Any, interceptors: bool) -> None:
     async def main() -> None:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+        server = grpc.aio.server(
+            interceptors=_interceptors() if interceptors else None,
+            options=[("grpc.so_reuseport", 1)],
+        )
         server.add_generic_rpc_handlers((_handlers(),))
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
@@ -131,15 +152,18 @@ async def _load(port: int, callers: int, seconds: float, channels: int) -> dict[
     request = service_pb2.GetTrainingFileRequest(
         training_file_id="8f45c85d-dda3-4f28-b4e6-dcf44dc597ce"
     )
+    # As the benchmark's callers do, whether or not the server checks it.
+    token = mint_token(_SECRET, user_id=uuid.uuid4(), role="service_role")
+    metadata = (("authorization", f"Bearer {token}"),)
     for stub in stubs:
         for _ in range(20):
-            await stub.GetTrainingFile(request, timeout=10)
+            await stub.GetTrainingFile(request, metadata=metadata, timeout=10)
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
 
     async def caller(stub: Any) -> None:
         while (started := time.perf_counter()) < stop_at:
-            await stub.GetTrainingFile(request, timeout=10)
+            await stub.GetTrainingFile(request, metadata=metadata, timeout=10)
             latencies.append(time.perf_counter() - started)
 
     began = time.perf_counter()
@@ -157,14 +181,14 @@ async def _load(port: int, callers: int, seconds: float, channels: int) -> dict[
     }
 
 
-def measure(processes: int, callers: int, seconds: float) -> dict[str, Any]:
+def measure(processes: int, callers: int, seconds: float, interceptors: bool) -> dict[str, Any]:
     port = _free_port()
     context = multiprocessing.get_context("spawn")
     servers = []
     try:
         for _ in range(processes):
             ready = context.Event()
-            server = context.Process(target=_serve, args=(port, ready), daemon=True)
+            server = context.Process(target=_serve, args=(port, ready, interceptors), daemon=True)
             server.start()
             if not ready.wait(30):
                 raise RuntimeError("a ceiling server did not start")
@@ -184,6 +208,7 @@ def measure(processes: int, callers: int, seconds: float) -> dict[str, Any]:
             if server.is_alive():
                 server.kill()
     result["processes"] = processes
+    result["interceptors"] = interceptors
     result["callers"] = callers
     result["cpu_ms_per_call"] = {
         name: round(1000 * cpu / result["calls"], 3) for name, cpu in result["cpu_s"].items()
@@ -194,6 +219,13 @@ def measure(processes: int, callers: int, seconds: float) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.grpc_ceiling", description=__doc__)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--interceptors",
+        choices=("without", "with", "both"),
+        default="both",
+        help="serve through the service's own interceptors (errors, log line, metrics, "
+        "span, token check), without them, or each in turn",
+    )
     parser.add_argument("--callers", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--no-save", action="store_true")
@@ -203,11 +235,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         "run": run,
         "load_average_before": os.getloadavg()[0],
         "cpus": os.cpu_count(),
-        "results": [measure(p, args.callers, args.seconds) for p in args.processes],
+        "results": [
+            measure(p, args.callers, args.seconds, wrapped)
+            for p in args.processes
+            for wrapped in {"without": (False,), "with": (True,), "both": (False, True)}[
+                args.interceptors
+            ]
+        ],
     }
     for r in results["results"]:
         print(
-            f"{r['processes']} server process(es), {r['callers']} callers: "
+            f"{r['processes']} server process(es)"
+            f"{' with the interceptors' if r['interceptors'] else ''}, {r['callers']} callers: "
             f"{r['calls_per_s']:,.0f}/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
             f"CPU per call {r['cpu_ms_per_call']}"
         )
