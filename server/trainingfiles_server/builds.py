@@ -67,6 +67,7 @@ from .rules import (
     visible,
 )
 from .splits import SplitSpec
+from .staging import StagedMember
 from .storage import Storage, UploadHook, UploadVanished
 
 log = logging.getLogger("trainingfiles.operations")
@@ -371,6 +372,12 @@ class Builds:
 
     def _guarded(self, build: Build, work: AsyncIterator[Progress]) -> AsyncIterator[Progress]:
         """Run a build under its lease; on any failure give everything back (`_abandon`)."""
+        database, file_id, token = self.database, build.file_id, build.lease.token
+
+        async def stage(first: int, rows: Sequence[StagedMember]) -> None:
+            await database.stage_members(file_id, token, first, rows)
+
+        build.stage = stage
         return _in_stages(self._leased(build, work))
 
     async def _leased(
@@ -475,18 +482,16 @@ class Builds:
                     metrics=staged.metrics,
                     vertical=staged.vertical,
                     consultant_profile=staged.consultant_profile,
-                    new_conversations=staged.added,
-                    new_digests=staged.new_digests,
+                    staged_count=staged.added_count,
                     first_position=len(build.existing),
                     added_by=build.added_by,
                     output_formats=build.plan.format_names,
                     duplicate_pair_count=staged.duplicate_pair_count,
                     untrainable_pair_count=staged.untrainable_pair_count,
                     reason=_reason(build),
-                    change_count=len(staged.refreshed) + len(staged.removed) or len(staged.added),
+                    change_count=len(staged.refreshed) + len(staged.removed) or staged.added_count,
                     retention=self.settings.version_retention,
                     removed=staged.removed,
-                    provenance=staged.provenance,
                     built_at=build.moment,
                     refreshed=staged.refreshed,
                     refreshed_digests=staged.refreshed_digests,
@@ -525,7 +530,7 @@ class Builds:
         """Give the file back as it was and remove what the build stored.
 
         A Create's file becomes FAILED with the reason; an Add's file keeps its version and
-        is free for the next Add. Each step is independent, so storage being down does not
+        is free for the next Add; the members it staged are deleted. Each step is independent, so storage being down does not
         keep the file from being released (storage calls give up after their retries),
         nor the database the objects from going. What does not finish here, the sweeper
         finishes once the lease has expired.
@@ -542,6 +547,14 @@ class Builds:
         except Exception as error:
             log.warning(
                 "could not release the file",
+                exc_info=_unexpected(error),
+                extra={"fields": {**fields, "error": _failure_reason(error)}},
+            )
+        try:
+            await self.database.drop_staged_members(build.file_id, build.lease.token)
+        except Exception as error:
+            log.warning(
+                "could not delete the staged members; the sweeper will",
                 exc_info=_unexpected(error),
                 extra={"fields": {**fields, "error": _failure_reason(error)}},
             )

@@ -16,7 +16,7 @@ from array import array
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from . import aggregate, failpoints, metrics, tokens
@@ -35,6 +35,39 @@ PROGRESS_FRACTION = 0.05
 PROGRESS_SECONDS = 1.0
 # How many documents each fetch worker may run ahead of the oldest one not yet written.
 _AHEAD_PER_WORKER = 8
+
+
+class MemberSink(Protocol):
+    """Where the fetch puts each conversation it wrote, in add order (`staging.py`)."""
+
+    async def add(
+        self,
+        summary: ConversationSummary,
+        digests: bytes,
+        document_key: str,
+        etag: str | None,
+        modified: datetime | None,
+    ) -> None: ...
+
+
+class KeptMembers:
+    """A sink that keeps the summaries and provenance in memory (a Refresh's stale
+    members: as many as are stale, never the whole file)."""
+
+    def __init__(self) -> None:
+        self.summaries = aggregate.Summaries()
+        self.provenance = Provenance()
+
+    async def add(
+        self,
+        summary: ConversationSummary,
+        digests: bytes,
+        document_key: str,
+        etag: str | None,
+        modified: datetime | None,
+    ) -> None:
+        self.summaries.append(summary)
+        self.provenance.append(document_key, etag, modified)
 
 
 class Targets:
@@ -100,9 +133,8 @@ async def fetch_all(
     targets: Targets,
     outputs: OutputSet | Replacements,
     consistency: ConsistencyCheck,
-    summaries: aggregate.Summaries,
+    members: MemberSink,
     lease: Lease,
-    provenance: Provenance | None = None,
     *,
     document_filter: DocumentFilter | None = None,
     pair_filter: PairFilter | None = None,
@@ -110,7 +142,7 @@ async def fetch_all(
 ) -> AsyncIterator[Progress]:
     """Fetch, validate and transform every document with bounded concurrency.
 
-    Results arrive in any order; summaries, the consistency check and the outputs
+    Results arrive in any order; `members`, the consistency check and the outputs
     advance in add order, so warnings name conversations deterministically. A worker
     takes a document only while fewer than `_AHEAD_PER_WORKER` per worker are fetched
     but not yet written. The filters' verdict on each document (`filters.judge`) is
@@ -231,12 +263,13 @@ async def fetch_all(
                     consistency.observe(
                         item.summary.conversation_id, item.vertical, item.consultant_profile
                     )
-                    summaries.append(item.summary)
-                    if provenance is not None:
-                        provenance.append(targets.take(next_in_order)[1], item.etag, item.modified)
-                    results[next_in_order] = None  # keep only the summary
+                    results[next_in_order] = None  # nothing of it is kept here
+                    key = targets.take(next_in_order)[1]
                     next_in_order += 1
                     await outputs.write_conversation(item.lines, item.facts, item.pairs)
+                    await members.add(
+                        item.summary, item.facts.digests, key, item.etag, item.modified
+                    )
                     ahead.release()
                     await failpoints.reach("build.fetched")
                 lease.check()

@@ -350,7 +350,8 @@ class OutputSet:
         self.trainers = [o for side in sides for o in self._by_side[side]]
         self.duplicates = DuplicateCounter()
         self.untrainable = 0
-        # New conversations' pair digests, in add order (stored with their summaries).
+        # A Refresh's new conversations' pair digests, in file order (a Create's or an
+        # Add's go to the staged members with their summaries, `staging.py`).
         self.new_digests: list[bytes] = []
         self._stored: asyncio.Future[None] | None = None
         self._last_conversation: tuple[str, Split] = ("", Split.ALL)
@@ -488,7 +489,6 @@ class OutputSet:
         if self.v4 is not None:
             await self.v4.write(lines)
         await self._conversation(facts, pairs)
-        self.new_digests.append(facts.digests)
 
     def skip_conversation(self) -> None:
         """The next conversation has no lines (the filters left it out): nothing to do."""
