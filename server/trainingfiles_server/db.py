@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
@@ -1347,23 +1347,26 @@ class Database:
         return [EligibleConversation(**dict(row.items())) for row in rows]
 
     async def select_conversations(
-        self, selector: Selector, owner: UUID | None, exclude_file: UUID | None, limit: int
-    ) -> list[CandidateConversation]:
+        self,
+        selector: Selector,
+        owner: UUID | None,
+        exclude_file: UUID | None,
+        limit: int,
+        page_size: int = 1_000,
+    ) -> AsyncGenerator[list[CandidateConversation], None]:
         """What `selector` chooses (of `owner`, not in `exclude_file`), oldest first, at
-        most `limit`; read with a cursor, a page at a time."""
-        found: list[CandidateConversation] = []
+        most `limit`: one query, read with a cursor in one transaction (one snapshot),
+        and given out `page_size` at a time, so that no list of them all is made."""
         async with self.transaction() as conn:
-            cursor = conn.cursor(
+            cursor = await conn.cursor(
                 SELECT_CONVERSATIONS,
                 exclude_file,
                 limit,
                 owner,
                 *_selector_arguments(selector),
-                prefetch=1000,
             )
-            async for row in cursor:
-                found.append(CandidateConversation(**dict(row.items())))
-        return found
+            while rows := await cursor.fetch(page_size):
+                yield [CandidateConversation(**dict(row.items())) for row in rows]
 
     # ------------------------------------------------------------- the sweeper's
 

@@ -10,7 +10,6 @@ conversations or every second.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from array import array
 from collections.abc import AsyncIterator, Sequence
@@ -74,20 +73,21 @@ class Targets:
     """The conversations to fetch, in add order, kept small for requests of any size.
 
     Three allocations in all: the ids (16 bytes each), the enriched paths joined into one
-    string, and where each path starts. The validation's records (~440 bytes per
-    conversation) are then all freed, and no small object of theirs survives to keep
-    the allocator's arenas from going back to the system.
+    string, and where each path starts (8 bytes each): 24 bytes and the path's length a
+    conversation (~90 bytes with the generator's paths). The validation's records (~440
+    bytes per conversation) are then all freed, and no small object of theirs survives
+    to keep the allocator's arenas from going back to the system. `TargetsBuilder` makes
+    them a page of records at a time (a selector's).
     """
 
     def __init__(
         self, candidates: Sequence[CandidateConversation], selected_from: int | None = None
     ) -> None:
-        # Conversations from this index on were chosen by a selector (after the listed).
+        builder = TargetsBuilder()
+        for c in candidates:
+            builder.add(c.conversation_id, c.enriched_file_path or "")
         self._selected_from = len(candidates) if selected_from is None else selected_from
-        self._ids = b"".join(c.conversation_id.bytes for c in candidates)
-        paths = [c.enriched_file_path or "" for c in candidates]
-        self._paths = "".join(paths)
-        self._starts = array("q", itertools.accumulate((len(p) for p in paths), initial=0))
+        self._ids, self._paths, self._starts = builder.packed()
 
     def __len__(self) -> int:
         return len(self._starts) - 1
@@ -100,6 +100,42 @@ class Targets:
     def selected(self, index: int) -> bool:
         """Whether conversation `index` was chosen by a selector (not listed)."""
         return index >= self._selected_from
+
+
+class TargetsBuilder:
+    """`Targets` made one conversation at a time: the listed ones, then (from
+    `selecting()` on) those a selector chose, as its pages of records arrive."""
+
+    def __init__(self) -> None:
+        self._ids = bytearray()
+        self._pages: list[str] = []  # the paths, joined a page at a time
+        self._page: list[str] = []
+        self._starts = array("q", [0])
+        self._selected_from: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._starts) - 1
+
+    def add(self, conversation_id: UUID, path: str) -> None:
+        self._ids += conversation_id.bytes
+        self._page.append(path)
+        self._starts.append(self._starts[-1] + len(path))
+        if len(self._page) >= 1_000:
+            self._pages.append("".join(self._page))
+            self._page = []
+
+    def selecting(self) -> None:
+        """The conversations added from now on were chosen by a selector."""
+        self._selected_from = len(self)
+
+    def packed(self) -> tuple[bytes, str, array[int]]:
+        return bytes(self._ids), "".join([*self._pages, *self._page]), self._starts
+
+    def build(self) -> Targets:
+        targets = Targets(())
+        targets._ids, targets._paths, targets._starts = self.packed()
+        targets._selected_from = len(self) if self._selected_from is None else self._selected_from
+        return targets
 
 
 @dataclass(frozen=True, slots=True)
