@@ -7,7 +7,9 @@
 -- `training_file_conversations` with one INSERT ... SELECT in the transaction that makes
 -- the version live, and deletes them; a failed build's cleanup deletes them, and the
 -- sweeper deletes those of every build whose lease is gone (a crashed server).
--- No foreign key to `conversations`: the commit's insert checks it.
+-- No foreign key to `conversations`: the commit's insert checks it. `pair_ids` (the
+-- pairs' ids, one a line) is staged only: a build that does not drop duplicates counts
+-- them here, from the staged digests, and names the first ones by these ids.
 
 -- migrate:up
 CREATE TABLE staged_members (
@@ -26,6 +28,7 @@ CREATE TABLE staged_members (
     document_etag        text,
     document_modified_at timestamptz,
     pair_stats           jsonb,
+    pair_ids             text NOT NULL DEFAULT '',
     PRIMARY KEY (training_file_id, lease_token, ordinal)
 );
 

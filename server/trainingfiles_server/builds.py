@@ -33,6 +33,7 @@ from uuid import UUID
 from . import failpoints, metrics, tracing
 from .config import Settings
 from .db import Database, LeaseLost
+from .duplicates import MAX_FIRST_DUPLICATES
 from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, ServiceError
 from .fetching import Targets, TargetsBuilder
 from .filters import PairFilter
@@ -417,12 +418,7 @@ class Builds:
 
     def _guarded(self, build: Build, work: AsyncIterator[Progress]) -> AsyncIterator[Progress]:
         """Run a build under its lease; on any failure give everything back (`_abandon`)."""
-        database, file_id, token = self.database, build.file_id, build.lease.token
-
-        async def stage(first: int, rows: Sequence[StagedMember]) -> None:
-            await database.stage_members(file_id, token, first, rows)
-
-        build.stage = stage
+        build.staging = _Staging(self.database, build.file_id, build.lease.token)
         return _in_stages(self._leased(build, work))
 
     async def _leased(
@@ -642,6 +638,23 @@ class Builds:
             )
             return False
         return True
+
+
+class _Staging:
+    """A build's staged members (`staging.Staging`), in the database under its lease."""
+
+    def __init__(self, database: Database, file_id: UUID, lease_token: UUID) -> None:
+        self._database = database
+        self._file_id = file_id
+        self._token = lease_token
+
+    async def write(self, first: int, rows: Sequence[StagedMember]) -> None:
+        await self._database.stage_members(self._file_id, self._token, first, rows)
+
+    async def duplicates(self, after_members: bool) -> tuple[int, list[str]]:
+        return await self._database.staged_duplicates(
+            self._file_id, self._token, after_members, MAX_FIRST_DUPLICATES
+        )
 
 
 async def _in_stages(events: AsyncGenerator[Progress, None]) -> AsyncIterator[Progress]:

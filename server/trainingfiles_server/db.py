@@ -287,14 +287,50 @@ STAGE_MEMBERS = """
 INSERT INTO staged_members
     (training_file_id, lease_token, ordinal, conversation_id, training_pair_count,
      quality_score, human_reviewed, persona_key, emotional_arc_key, training_topic_key,
-     pair_digests, document_key, document_etag, document_modified_at, pair_stats)
+     pair_digests, document_key, document_etag, document_modified_at, pair_stats,
+     pair_ids)
 SELECT $1, $2, $3 + c.ord - 1, c.conversation_id, c.pairs, c.quality, c.reviewed,
-       c.persona, c.arc, c.topic, c.digests, c.key, c.etag, c.modified, c.stats::jsonb
+       c.persona, c.arc, c.topic, c.digests, c.key, c.etag, c.modified, c.stats::jsonb,
+       c.ids
 FROM unnest($4::uuid[], $5::int[], $6::float8[], $7::bool[], $8::text[], $9::text[],
             $10::text[], $11::bytea[], $12::text[], $13::text[], $14::timestamptz[],
-            $15::text[])
+            $15::text[], $16::text[])
      WITH ORDINALITY AS c (conversation_id, pairs, quality, reviewed, persona, arc, topic,
-                           digests, key, etag, modified, stats, ord)
+                           digests, key, etag, modified, stats, ids, ord)
+"""
+
+# The duplicates among a build's staged pairs ($2 its lease), after the file's current
+# members' pairs when $3 (an Add): every pair whose digest came earlier in file order,
+# counted; the ids of the first $4 staged ones. `DuplicateCounter`'s answer, in SQL.
+STAGED_DUPLICATES = """
+WITH pairs AS (
+    SELECT 0 AS part, m.position AS at, i,
+           substring(m.pair_digests FROM i * 16 + 1 FOR 16) AS digest
+    FROM training_file_conversations m
+    CROSS JOIN LATERAL generate_series(0, length(m.pair_digests) / 16 - 1) AS i
+    WHERE $3 AND m.training_file_id = $1 AND m.removed_in_version IS NULL
+    UNION ALL
+    SELECT 1, s.ordinal, i, substring(s.pair_digests FROM i * 16 + 1 FOR 16)
+    FROM staged_members s
+    CROSS JOIN LATERAL generate_series(0, length(s.pair_digests) / 16 - 1) AS i
+    WHERE s.training_file_id = $1 AND s.lease_token = $2
+),
+repeated AS (
+    SELECT part, at, i FROM (
+        SELECT part, at, i,
+               row_number() OVER (PARTITION BY digest ORDER BY part, at, i) AS nth
+        FROM pairs
+    ) numbered
+    WHERE nth > 1
+)
+SELECT (SELECT count(*) FROM repeated) AS count,
+       ARRAY(
+           SELECT split_part(s.pair_ids, E'\n', r.i + 1)
+           FROM (SELECT at, i FROM repeated WHERE part = 1 ORDER BY at, i LIMIT $4) r
+           JOIN staged_members s
+             ON s.training_file_id = $1 AND s.lease_token = $2 AND s.ordinal = r.at
+           ORDER BY r.at, r.i
+       ) AS first
 """
 
 # The commit: the build's staged members ($4 its lease) become members of version $5, in
@@ -1108,7 +1144,17 @@ class Database:
                 [r.document_etag for r in rows],
                 [r.document_modified for r in rows],
                 [_pair_stats(r.summary) for r in rows],
+                [r.pair_ids for r in rows],
             )
+
+    async def staged_duplicates(
+        self, file_id: UUID, lease_token: UUID, after_members: bool, first: int
+    ) -> tuple[int, list[str]]:
+        """See `STAGED_DUPLICATES`."""
+        async with self.connection() as conn:
+            row = await conn.fetchrow(STAGED_DUPLICATES, file_id, lease_token, after_members, first)
+        assert row is not None
+        return row["count"], list(row["first"])
 
     async def drop_staged_members(self, file_id: UUID, lease_token: UUID) -> None:
         """An abandoned build's staged members (what is left, the sweeper deletes)."""

@@ -165,6 +165,14 @@ class DuplicateCounter:
         self._used += 1
         return True
 
+    @classmethod
+    def counted(cls, count: int, first: Iterable[str]) -> DuplicateCounter:
+        """A counter that reports duplicates counted elsewhere (no digest recorded)."""
+        counter = cls()
+        counter._count = count
+        counter._first = list(first)[:MAX_FIRST_DUPLICATES]
+        return counter
+
     def seen(self, digest: bytes, pair_id: str | None = None) -> bool:
         """True if an identical pair came earlier (and count it); otherwise record it.
 

@@ -42,7 +42,7 @@ class MemberSink(Protocol):
     async def add(
         self,
         summary: ConversationSummary,
-        digests: bytes,
+        facts: PairFacts,
         document_key: str,
         etag: str | None,
         modified: datetime | None,
@@ -60,7 +60,7 @@ class KeptMembers:
     async def add(
         self,
         summary: ConversationSummary,
-        digests: bytes,
+        facts: PairFacts,
         document_key: str,
         etag: str | None,
         modified: datetime | None,
@@ -303,9 +303,7 @@ async def fetch_all(
                     key = targets.take(next_in_order)[1]
                     next_in_order += 1
                     await outputs.write_conversation(item.lines, item.facts, item.pairs)
-                    await members.add(
-                        item.summary, item.facts.digests, key, item.etag, item.modified
-                    )
+                    await members.add(item.summary, item.facts, key, item.etag, item.modified)
                     ahead.release()
                     await failpoints.reach("build.fetched")
                 lease.check()

@@ -44,7 +44,7 @@ from .models import (
 from .outputs import OutputSet, Replacements, V4Outputs, together
 from .plans import OutputPlan
 from .splits import Stratify
-from .staging import Figures, SplitSides, StagedMembers, StageWriter
+from .staging import Figures, SplitSides, StagedMembers, Staging
 from .storage import Storage, UploadHook, parts_in_flight
 
 # Multipart parts in flight per build, over all its outputs: what a v4-only build always
@@ -98,7 +98,7 @@ class Build:
     # A selector's document filters, for the conversations it chose.
     document_filter: DocumentFilter | None = None
     # Where a Create or an Add stages its new members (its lease's rows).
-    stage: StageWriter | None = None
+    staging: Staging | None = None
     result: TrainingFileRecord | None = None
     # What the pass stored, for the commit; then what the commit replaced.
     staged: Staged | None = None
@@ -124,6 +124,7 @@ class Passes:
         v4: V4Outputs | None,
         on_upload: UploadHook,
         slots: asyncio.Semaphore,
+        count_duplicates: bool = True,
     ) -> OutputSet:
         return OutputSet(
             self.storage,
@@ -136,6 +137,7 @@ class Passes:
             v4=v4,
             on_upload=on_upload,
             slots=slots,
+            count_duplicates=count_duplicates,
         )
 
     def _v4_outputs(
@@ -167,7 +169,14 @@ class Passes:
         yield Progress(Stage.VALIDATING, total, total, file_id)
         slots = parts_in_flight(BUILD_PARTS_IN_FLIGHT)
         v4 = self._v4_outputs(build, on_upload, slots)
-        outputs = self._output_set(build, validation, v4, on_upload, slots)
+        # Duplicates decide something per pair only when a trainer format drops them (and,
+        # for an Add rendering trainer formats, name stored pairs among the first ones):
+        # otherwise they are counted from the staged digests once all are staged, and no
+        # structure of every pair's digest is kept in memory.
+        in_sql = not build.plan.trainer_formats or not (
+            build.plan.drop_duplicates or stored is not None
+        )
+        outputs = self._output_set(build, validation, v4, on_upload, slots, not in_sql)
         try:
             if stored is None:
                 consistency = ConsistencyCheck()
@@ -182,10 +191,10 @@ class Passes:
                     [c.digests for c in build.existing],
                     stored.untrainable_pair_count,
                 )
-            assert build.stage is not None
+            assert build.staging is not None
             figures = Figures(self.settings.context_length, validation)
             figures.extend(c.summary for c in build.existing)
-            added = StagedMembers(build.stage, figures)
+            added = StagedMembers(build.staging, figures)
             tally = FilterTally()
             async for event in fetch_all(
                 self.settings,
@@ -204,6 +213,8 @@ class Passes:
             if not added:
                 raise all_filtered_out(len(tally.filtered_out))
             await added.flush()
+            if in_sql:
+                outputs.settle_duplicates(*await build.staging.duplicates(stored is not None))
             metrics = figures.file_metrics()
             stats = figures.analytics.result()
             assert consistency.vertical is not None and consistency.consultant_profile is not None

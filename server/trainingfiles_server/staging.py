@@ -5,26 +5,31 @@ provenance in lists until the commit inserted them: about 3 KB a conversation wi
 token counts and emotions, the part of a build's memory that grew with its size.
 `StagedMembers` is the fetch's sink instead: each conversation, in add order, feeds the
 accumulators of the file's metrics, analytics and split sides (counters, whatever the
-number of members), and its row waits in a batch of `STAGE_BATCH` that `write` puts in
-the `staged_members` table (`Database.stage_members`, keyed by the build's lease). The
+number of members), and its row waits in a batch of `STAGE_BATCH` that `Staging.write`
+puts in the `staged_members` table (`Database.stage_members`, keyed by the build's
+lease). A build that decides nothing per pair by its duplicates (it does not drop them
+from trainer formats) counts them there too, at the end (`Staging.duplicates`), rather
+than in a structure of every pair's digest. The
 commit moves the staged rows into the members table with one INSERT ... SELECT
 (`Database.activate`); a failed build's cleanup and the sweeper delete them.
 
 What stays per conversation is only what the figures must name: the ids of the
 conversations with a pair over the context length (the warning lists them).
 
-No I/O of its own: `write` is given.
+No I/O of its own: the `Staging` is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 from uuid import UUID
 
 from . import analytics
 from .aggregate import ConversationSummary, FileMetrics, MetricsAccumulator
+from .outputs import PairFacts
 
 # Rows per statement: a batch's arrays cost about a kilobyte a member while encoded.
 STAGE_BATCH = 2_000
@@ -36,13 +41,22 @@ class StagedMember:
 
     summary: ConversationSummary
     digests: bytes
+    pair_ids: str  # one a line, in pair order (to name the first duplicates)
     document_key: str
     document_etag: str | None
     document_modified: datetime | None
 
 
-# Writes a batch of rows, the first numbered `ordinal` (add order, from 0).
-StageWriter = Callable[[int, Sequence[StagedMember]], Awaitable[None]]
+class Staging(Protocol):
+    """A build's staged rows in the database (`Database`, bound to the build's lease)."""
+
+    async def write(self, first: int, rows: Sequence[StagedMember]) -> None:
+        """A batch of rows, the first numbered `first` (add order, from 0)."""
+
+    async def duplicates(self, after_members: bool) -> tuple[int, list[str]]:
+        """The staged pairs that repeat an earlier pair (of the file's current members
+        first, with `after_members`), and the ids of the first `MAX_FIRST_DUPLICATES`
+        staged ones: what `DuplicateCounter` would have counted, in SQL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +112,8 @@ class Figures:
 class StagedMembers:
     """The fetch's sink for a Create or an Add: see the module docstring."""
 
-    def __init__(self, write: StageWriter, figures: Figures, batch: int | None = None) -> None:
-        self._write = write
+    def __init__(self, staging: Staging, figures: Figures, batch: int | None = None) -> None:
+        self._staging = staging
         self.figures = figures
         self._batch = STAGE_BATCH if batch is None else batch
         self._rows: list[StagedMember] = []
@@ -109,13 +123,16 @@ class StagedMembers:
     async def add(
         self,
         summary: ConversationSummary,
-        digests: bytes,
+        facts: PairFacts,
         document_key: str,
         etag: str | None,
         modified: datetime | None,
     ) -> None:
         self.figures.add(summary)
-        self._rows.append(StagedMember(summary, digests, document_key, etag, modified))
+        row = StagedMember(
+            summary, facts.digests, "\n".join(facts.ids), document_key, etag, modified
+        )
+        self._rows.append(row)
         self.added += 1
         if len(self._rows) >= self._batch:
             await self.flush()
@@ -124,7 +141,7 @@ class StagedMembers:
         """Write what waits; every row added is staged once this returns."""
         if self._rows:
             rows, self._rows = self._rows, []
-            await self._write(self.staged, rows)
+            await self._staging.write(self.staged, rows)
             self.staged += len(rows)
 
     def __len__(self) -> int:
