@@ -72,12 +72,14 @@ class KeptMembers:
 class Targets:
     """The conversations to fetch, in add order, kept small for requests of any size.
 
-    Three allocations in all: the ids (16 bytes each), the enriched paths joined into one
-    string, and where each path starts (8 bytes each): 24 bytes and the path's length a
-    conversation (~90 bytes with the generator's paths). The validation's records (~440
-    bytes per conversation) are then all freed, and no small object of theirs survives
-    to keep the allocator's arenas from going back to the system. `TargetsBuilder` makes
-    them a page of records at a time (a selector's).
+    An enriched document's key is `<user_id>/<conversation_id>/enriched.json` (SPEC), so
+    a key is kept as its conversation's id and a *template*, the key's text around the
+    id (one per user: `<user_id>/` and `/enriched.json`): 16 bytes for the id and 4 for
+    the template's index, ~20 bytes a conversation. A key without its id in it (or
+    beyond `MAX_TEMPLATES` distinct ones) is kept whole, joined with the others into one
+    string, with where it starts (8 bytes) and the key's length. No small object per
+    conversation survives, to keep the allocator's arenas from going back to the system.
+    `TargetsBuilder` makes them a page of records at a time (a selector's).
     """
 
     def __init__(
@@ -86,16 +88,29 @@ class Targets:
         builder = TargetsBuilder()
         for c in candidates:
             builder.add(c.conversation_id, c.enriched_file_path or "")
+        builder.packed(self)
         self._selected_from = len(candidates) if selected_from is None else selected_from
-        self._ids, self._paths, self._starts = builder.packed()
+
+    # Set by `TargetsBuilder.packed`.
+    _ids: bytearray
+    _kinds: array[int]  # >= 0: a template's index; < 0: -(raw index) - 1
+    _templates: list[tuple[str, str]]  # the text before and after the id
+    _raw: str
+    _raw_starts: array[int]
+    _selected_from: int
 
     def __len__(self) -> int:
-        return len(self._starts) - 1
+        return len(self._kinds)
 
     def take(self, index: int) -> tuple[str, str]:
         """Conversation `index`: its id and its enriched document's key."""
-        conversation_id = UUID(bytes=self._ids[16 * index : 16 * index + 16])
-        return str(conversation_id), self._paths[self._starts[index] : self._starts[index + 1]]
+        conversation_id = str(UUID(bytes=bytes(self._ids[16 * index : 16 * index + 16])))
+        kind = self._kinds[index]
+        if kind >= 0:
+            before, after = self._templates[kind]
+            return conversation_id, before + conversation_id + after
+        raw = -kind - 1
+        return conversation_id, self._raw[self._raw_starts[raw] : self._raw_starts[raw + 1]]
 
     def selected(self, index: int) -> bool:
         """Whether conversation `index` was chosen by a selector (not listed)."""
@@ -106,35 +121,51 @@ class TargetsBuilder:
     """`Targets` made one conversation at a time: the listed ones, then (from
     `selecting()` on) those a selector chose, as its pages of records arrive."""
 
+    MAX_TEMPLATES = 4_096
+
     def __init__(self) -> None:
         self._ids = bytearray()
-        self._pages: list[str] = []  # the paths, joined a page at a time
-        self._page: list[str] = []
-        self._starts = array("q", [0])
+        self._kinds = array("i")
+        self._templates: dict[tuple[str, str], int] = {}
+        self._raw_pages: list[str] = []  # the whole keys, joined a page at a time
+        self._raw_page: list[str] = []
+        self._raw_starts = array("q", [0])
         self._selected_from: int | None = None
 
     def __len__(self) -> int:
-        return len(self._starts) - 1
+        return len(self._kinds)
 
     def add(self, conversation_id: UUID, path: str) -> None:
         self._ids += conversation_id.bytes
-        self._page.append(path)
-        self._starts.append(self._starts[-1] + len(path))
-        if len(self._page) >= 1_000:
-            self._pages.append("".join(self._page))
-            self._page = []
+        before, found, after = path.partition(str(conversation_id))
+        template = self._templates.get((before, after)) if found else None
+        if template is None and found and len(self._templates) < self.MAX_TEMPLATES:
+            template = self._templates[(before, after)] = len(self._templates)
+        if template is not None:
+            self._kinds.append(template)
+            return
+        self._kinds.append(-len(self._raw_starts))  # -(raw index) - 1
+        self._raw_page.append(path)
+        self._raw_starts.append(self._raw_starts[-1] + len(path))
+        if len(self._raw_page) >= 1_000:
+            self._raw_pages.append("".join(self._raw_page))
+            self._raw_page = []
 
     def selecting(self) -> None:
         """The conversations added from now on were chosen by a selector."""
         self._selected_from = len(self)
 
-    def packed(self) -> tuple[bytes, str, array[int]]:
-        return bytes(self._ids), "".join([*self._pages, *self._page]), self._starts
+    def packed(self, targets: Targets) -> None:
+        targets._ids = self._ids
+        targets._kinds = self._kinds
+        targets._templates = list(self._templates)
+        targets._raw = "".join([*self._raw_pages, *self._raw_page])
+        targets._raw_starts = self._raw_starts
+        targets._selected_from = len(self) if self._selected_from is None else self._selected_from
 
     def build(self) -> Targets:
         targets = Targets(())
-        targets._ids, targets._paths, targets._starts = self.packed()
-        targets._selected_from = len(self) if self._selected_from is None else self._selected_from
+        self.packed(targets)
         return targets
 
 
@@ -186,7 +217,8 @@ async def fetch_all(
     """
     total = len(targets)
     indices = iter(range(total))  # shared by the workers
-    results: list[_Fetched | _Dropped | None] = [None] * total
+    # What arrived ahead of the oldest not yet written (at most the workers' lead).
+    results: dict[int, _Fetched | _Dropped] = {}
     # What the loop below waits for: a result, a worker's failure, or a tick (None).
     finished: asyncio.Queue[_Fetched | _Dropped | BaseException | None] = asyncio.Queue()
     pairs_kept = pair_filter or PairFilter()
@@ -288,10 +320,9 @@ async def fetch_all(
                     results[fetched.index] = fetched
                     done += 1
                     counted_bytes += fetched.size
-                while next_in_order < total and (item := results[next_in_order]):
+                while next_in_order < total and (item := results.pop(next_in_order, None)):
                     tally.count(targets.take(next_in_order)[0], item.verdict)
                     if isinstance(item, _Dropped):
-                        results[next_in_order] = None
                         next_in_order += 1
                         outputs.skip_conversation()
                         ahead.release()
@@ -299,7 +330,6 @@ async def fetch_all(
                     consistency.observe(
                         item.summary.conversation_id, item.vertical, item.consultant_profile
                     )
-                    results[next_in_order] = None  # nothing of it is kept here
                     key = targets.take(next_in_order)[1]
                     next_in_order += 1
                     await outputs.write_conversation(item.lines, item.facts, item.pairs)
