@@ -8,9 +8,11 @@ the commit, which `builds.py` makes under the build's lease:
     Remove        the stored v4 JSONL, less the removed conversations ─► every output ─► staged
 
 Memory does not grow with the number of conversations: each document is parsed,
-validated and turned into lines by one of `fetch_concurrency` workers, and only a small
-summary per conversation stays in memory (`fetching.py`). An Add starts from the stored
-version: the store copies its v4 content while the new documents are fetched.
+validated and turned into lines by one of `fetch_concurrency` workers (`fetching.py`);
+a Create's or an Add's new members are staged in the database as they are written and
+its figures counted as they arrive (`staging.py`), so what stays per conversation is its
+target (~20 bytes). An Add starts from the stored version: the store copies its v4
+content while the new documents are fetched.
 """
 
 from __future__ import annotations
