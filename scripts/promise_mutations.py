@@ -115,8 +115,7 @@ MUTATIONS = (
     ),
     Mutation(
         "staged-members-stay",
-        "a dead build's staged members are deleted by the sweeper, a failed one's by its "
-        "cleanup",
+        "a dead build's staged members are deleted by the sweeper, a failed one's by its cleanup",
         S + "db.py",
         "                await conn.execute(DROP_ORPHAN_STAGED_MEMBERS)\n",
         "",
