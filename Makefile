@@ -90,8 +90,8 @@ chaos: $(STAMP) ## kill and stall servers at 100+ points, check the invariants: 
 	$(BIN)/python -m tests.crash.chaos --write $(if $(N),--count $(N))
 
 .PHONY: bench
-bench: $(STAMP) ## benchmarks against the storage floor (not part of make test): make bench [N=50000]
-	$(BIN)/python -m bench $(if $(N),--sizes $(N))
+bench: $(STAMP) ## benchmarks against the storage floor (not part of make test): make bench [N=50000] [SELECTOR=1]
+	$(BIN)/python -m bench $(if $(N),--sizes $(N)) $(if $(SELECTOR),--selector) $(BENCH_ARGS)
 
 .PHONY: mutants
 mutants: $(STAMP) ## mutation testing: the pure core (mutmut), then one mutation per I/O promise

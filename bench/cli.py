@@ -102,6 +102,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"no {CONCURRENT_CREATES} concurrent Creates of {CONCURRENT_EACH:,} conversations",
     )
     parser.add_argument(
+        "--selector",
+        action="store_true",
+        help="also a v4-only Create of the N conversations chosen by a selector (no id "
+        "list), on a fresh server: its RSS above idle is reported as the selector's",
+    )
+    parser.add_argument(
         "--no-save", action="store_true", help="print only; do not touch bench/results/"
     )
     parser.add_argument(
@@ -296,6 +302,24 @@ async def _one_size(
                 args.seed,
             )
         print(f"  Create (all formats, split): {_stream_line(create_formats)}", flush=True)
+    by_selector: workload.StreamResult | None = None
+    if args.selector:
+        # A fresh server, as the v4-only Create's: the same N, chosen by the database.
+        assert dataset.owner is not None
+        selector_log = BENCH_DIR / "logs" / f"{run_id}-service-{n}-selector.log"
+        async with (
+            running_service(stack, settings, selector_log) as service,
+            _profiled(args.profile, service, profiles / f"{run_id}-create-selector-{n}"),
+        ):
+            by_selector = await workload.create_by_selector(
+                service,
+                f"{name}-selector",
+                str(dataset.owner),
+                dataset.created_before(n),
+                n,
+                pids,
+            )
+        print(f"  Create (v4 only, by selector): {_stream_line(by_selector)}", flush=True)
     uncounted: workload.StreamResult | None = None
     if not args.skip_statistics:
         # The same v4-only Create on a fresh server that counts no tokens: what the token
@@ -377,6 +401,7 @@ async def _one_size(
         },
         "exports": exports,
         "create_uncounted": asdict(uncounted) if uncounted is not None else None,
+        "create_selector": asdict(by_selector) if by_selector is not None else None,
         "concurrent": concurrent,
         "export_source_conversations": n + extra,
         "floor": {

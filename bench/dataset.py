@@ -49,6 +49,15 @@ class Dataset:
     paths: list[str]
     loaded_now: int
     load_seconds: float
+    # Whose they are and when the first was created: a selector for the first N is this
+    # owner's conversations created before `base + N * STEP`.
+    owner: uuid.UUID | None = None
+    base: dt.datetime | None = None
+
+    def created_before(self, n: int) -> dt.datetime:
+        """The end of the first `n` conversations' creation times (exclusive)."""
+        assert self.base is not None
+        return self.base + n * STEP
 
 
 async def ensure_loaded(stack: Stack, seed: int, count: int) -> Dataset:
@@ -92,4 +101,6 @@ async def ensure_loaded(stack: Stack, seed: int, count: int) -> Dataset:
         paths=[row["enriched_file_path"] for row in rows],
         loaded_now=len(missing),
         load_seconds=load_seconds,
+        owner=owner,
+        base=base,
     )

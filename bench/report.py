@@ -204,6 +204,52 @@ def statistics_cpu(size: dict[str, Any]) -> float | None:
     return round(on / off, 3) if on is not None and off else None
 
 
+def selector_checks(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> dict[int, Check]:
+    """A selector Create's RSS above idle at 50,000 and at 100,000 within ±10 MB of its
+    RSS at 10,000 (memory does not grow with the conversations chosen); by N."""
+    by_n = {size["n"]: size for _, size in rows if size.get("create_selector")}
+    if 10_000 not in by_n:
+        return {}
+    base = rss_above_idle(by_n[10_000]["create_selector"])
+    checks = {}
+    for n in (50_000, 100_000):
+        if n in by_n:
+            change = round(rss_above_idle(by_n[n]["create_selector"]) - base, 1)
+            checks[n] = Check(
+                f"selector_rss_flat_10k_to_{n // 1000}k",
+                change,
+                RSS_FLAT_MB,
+                abs(change) <= RSS_FLAT_MB,
+                "MB",
+            )
+    return checks
+
+
+def selector_table(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    """The selector Creates (`--selector`): wall time and RSS above idle per N, against
+    the id-list Create's and the selector's at 10,000 (marked at 50,000 and 100,000);
+    "" if none."""
+    measured = [(run, size) for run, size in rows if size.get("create_selector")]
+    if not measured:
+        return ""
+    checks = selector_checks(rows)
+    lines = [
+        "| N | Create by selector | server RSS above idle | id-list Create's "
+        "| vs 10,000 (±10 MB) | run |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for run, size in measured:
+        selected = size["create_selector"]
+        check = checks.get(size["n"])
+        versus = f"{check.value:+.0f} MB {'✓' if check.met else '✗'}" if check else "–"
+        lines.append(
+            f"| {size['n']:,} | {selected['wall_s']:.2f} s "
+            f"| {rss_above_idle(selected):.0f} MB | {rss_above_idle(size['create']):.0f} MB "
+            f"| {versus} | {run['run_id']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def rss_above_idle(stream: dict[str, Any]) -> float:
     """Peak RSS above idle: the larger of the sampled peak and the kernel's high-water mark."""
     return float(max(stream["peak_rss_above_idle_mb"], stream["hwm_above_idle_mb"]))
@@ -481,6 +527,13 @@ def markdown(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
             "v4-only file (after its Add: N + 1 % conversations), against that file's "
             "Create.\n\n" + formats
         )
+    selected = selector_table(rows)
+    if selected:
+        parts.append(
+            "\nSelector: the same v4-only Create with no id list, its N conversations chosen "
+            "by a selector (`--selector`), on a fresh server; its server RSS above idle "
+            "against the id-list Create's, and against the smallest N's.\n\n" + selected
+        )
     versions = versions_table(rows)
     if versions:
         parts.append(
@@ -607,4 +660,12 @@ def chart(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]], path: Path) -> 
 
 def console(rows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     """The tables for a terminal: the markdown tables are readable as they are."""
-    return table(rows) + "\n" + formats_table(rows) + "\n" + operability_table(rows)
+    return (
+        table(rows)
+        + "\n"
+        + formats_table(rows)
+        + "\n"
+        + selector_table(rows)
+        + "\n"
+        + operability_table(rows)
+    )

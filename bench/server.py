@@ -60,6 +60,7 @@ def service_settings(fetch_concurrency: int | None, max_ids: int) -> dict[str, s
     settings = {
         "MAX_OBJECT_BYTES": str(MAX_OBJECT_BYTES),
         "MAX_CONVERSATIONS_PER_REQUEST": str(max(10_000, max_ids)),
+        "MAX_CONVERSATIONS_PER_SELECTOR": str(max(100_000, max_ids)),
         # 50,000 ids are ~2 MB in one request: within the default 4 MiB message limit.
     }
     if fetch_concurrency is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 
@@ -53,6 +55,7 @@ class StreamResult:
     rss_samples: int
     warnings: int = 0
     pairs: int = 0  # the file's training pairs afterwards
+    members: int = 0  # the file's conversations afterwards
     duplicate_pairs: int = 0
     # The file's outputs afterwards: format, split, size_bytes, records (file order).
     outputs: list[dict[str, Any]] = field(default_factory=list)
@@ -108,6 +111,7 @@ async def _stream(
         rss_samples=sampler.result().samples,
         warnings=warnings,
         pairs=last.training_file.total_training_pairs,
+        members=last.training_file.conversation_count,
         duplicate_pairs=last.training_file.duplicate_pair_count,
         outputs=[
             {
@@ -158,6 +162,38 @@ async def create(
             service,
             other_pids,
         )
+
+
+async def create_by_selector(
+    service: Service,
+    name: str,
+    owner: str,
+    created_before: datetime.datetime,
+    count: int,
+    other_pids: dict[str, int | None],
+) -> StreamResult:
+    """A v4-only Create of `owner`'s conversations created before `created_before` (the
+    first `count` of the seed), chosen by a selector: no id in the request."""
+    before = timestamp_pb2.Timestamp()
+    before.FromDatetime(created_before)
+    async with channel(service) as ch:
+        stub = service_pb2_grpc.TrainingFileServiceStub(ch)
+        request = service_pb2.CreateTrainingFileRequest(
+            name=name,
+            description="benchmark",
+            on_behalf_of=owner,
+            selector=service_pb2.ConversationSelector(created_before=before),
+        )
+        result = await _stream(
+            stub,
+            lambda: stub.CreateTrainingFile(request, metadata=service.metadata),
+            count,
+            service,
+            other_pids,
+        )
+    if result.members != count:
+        raise RuntimeError(f"the selector chose {result.members} conversations, not {count}")
+    return result
 
 
 async def _build(

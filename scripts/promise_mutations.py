@@ -114,6 +114,14 @@ MUTATIONS = (
         (CRASH + "::test_a_create_killed_at_any_stage_is_repaired_after_a_restart",),
     ),
     Mutation(
+        "staged-members-stay",
+        "a dead build's staged members are deleted by the sweeper, a failed one's by its cleanup",
+        S + "db.py",
+        "                await conn.execute(DROP_ORPHAN_STAGED_MEMBERS)\n",
+        "",
+        (CRASH + "::test_a_build_killed_before_its_commit_leaves_no_staged_member",),
+    ),
+    Mutation(
         "orphan-uploads-stay",
         "uploads no build accounts for are aborted by the sweeper",
         S + "sweeper.py",

@@ -281,38 +281,63 @@ def _round(value: float) -> Decimal:
     return Decimal(repr(value)).quantize(_TWO_PLACES, rounding=ROUND_HALF_UP)
 
 
-def summarize(summaries: Iterable[ConversationSummary]) -> FileMetrics:
-    """The file's metrics over conversations, in add order; quality rounded to 2 places."""
-    count = pairs = reviewed = 0
-    total = 0.0
-    low = float("inf")
-    high = float("-inf")
-    personas: Counter[str] = Counter()
-    arcs: Counter[str] = Counter()
-    topics: Counter[str] = Counter()
-    for summary in summaries:
-        count += 1
-        pairs += summary.training_pair_count
-        reviewed += summary.human_reviewed
-        total += summary.quality_score
-        low = min(low, summary.quality_score)
-        high = max(high, summary.quality_score)
+class MetricsAccumulator:
+    """The file's metrics fed one conversation at a time, in add order: a build keeps
+    this (a few counters) instead of every member's summary until it is done."""
+
+    __slots__ = ("_count", "_high", "_keys", "_low", "_pairs", "_reviewed", "_total")
+
+    def __init__(self) -> None:
+        self._count = self._pairs = self._reviewed = 0
+        self._total = 0.0
+        self._low = float("inf")
+        self._high = float("-inf")
+        self._keys: tuple[Counter[str], Counter[str], Counter[str]] = (
+            Counter(),
+            Counter(),
+            Counter(),
+        )
+
+    def add(self, summary: ConversationSummary) -> None:
+        self._count += 1
+        self._pairs += summary.training_pair_count
+        self._reviewed += summary.human_reviewed
+        # Summed in add order, as `summarize` always did: the same float, to the bit.
+        self._total += summary.quality_score
+        self._low = min(self._low, summary.quality_score)
+        self._high = max(self._high, summary.quality_score)
+        personas, arcs, topics = self._keys
         personas[summary.persona_key] += 1
         arcs[summary.emotional_arc_key] += 1
         topics[summary.training_topic_key] += 1
-    if count == 0:
-        raise ValueError("a training file has at least one conversation")
-    return FileMetrics(
-        conversation_count=count,
-        total_training_pairs=pairs,
-        avg_quality_score=_round(total / count),
-        min_quality_score=_round(low),
-        max_quality_score=_round(high),
-        human_reviewed_count=reviewed,
-        personas=dict(sorted(personas.items())),
-        emotional_arcs=dict(sorted(arcs.items())),
-        training_topics=dict(sorted(topics.items())),
-    )
+
+    def __len__(self) -> int:
+        return self._count
+
+    def result(self) -> FileMetrics:
+        """The metrics so far; quality rounded to 2 places."""
+        if self._count == 0:
+            raise ValueError("a training file has at least one conversation")
+        personas, arcs, topics = self._keys
+        return FileMetrics(
+            conversation_count=self._count,
+            total_training_pairs=self._pairs,
+            avg_quality_score=_round(self._total / self._count),
+            min_quality_score=_round(self._low),
+            max_quality_score=_round(self._high),
+            human_reviewed_count=self._reviewed,
+            personas=dict(sorted(personas.items())),
+            emotional_arcs=dict(sorted(arcs.items())),
+            training_topics=dict(sorted(topics.items())),
+        )
+
+
+def summarize(summaries: Iterable[ConversationSummary]) -> FileMetrics:
+    """The file's metrics over conversations, in add order; quality rounded to 2 places."""
+    metrics = MetricsAccumulator()
+    for summary in summaries:
+        metrics.add(summary)
+    return metrics.result()
 
 
 def created_date(moment: datetime) -> str:

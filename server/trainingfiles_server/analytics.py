@@ -121,47 +121,72 @@ class Analytics:
         )
 
 
-def compute(summaries: Iterable[ConversationSummary], context_length: int) -> Analytics:
-    """The analytics of a version whose members are `summaries`, in file order."""
-    keys: dict[str, Counter[str]] = {d: Counter() for d in DIMENSIONS}
-    scores: list[float] = []
-    pair_counts: Counter[int] = Counter()
-    reviewed = pairs = 0
-    # Pairs by their token count: a file's pairs take a few thousand distinct counts, so
-    # this stays small however many pairs there are.
-    totals: Counter[int] = Counter()
-    prompt = completion = 0
-    tokenizers: set[str | None] = set()
-    for summary in summaries:
+class AnalyticsAccumulator:
+    """`compute` fed one summary at a time: counters only, so a build need not keep its
+    members' summaries for the analytics. Each figure is a count by value (keys, quality
+    bins, pair counts, token counts), which stays small however many members there are;
+    the percentiles come from the token counts' counter (`nearest_rank`), not a list."""
+
+    def __init__(self, context_length: int) -> None:
+        self._context_length = context_length
+        self._keys: dict[str, Counter[str]] = {d: Counter() for d in DIMENSIONS}
+        # Quality scores by their 0.5-wide bin (floor(score / BIN_WIDTH)), and the highest
+        # score, which decides whether the last bin is closed above (`histogram`).
+        self._bins: Counter[int] = Counter()
+        self._high = float("-inf")
+        self._pair_counts: Counter[int] = Counter()
+        self._count = self._reviewed = self._pairs = 0
+        # Pairs by their token count: a file's pairs take a few thousand distinct counts.
+        self._totals: Counter[int] = Counter()
+        self._prompt = self._completion = 0
+        self._tokenizers: set[str | None] = set()
+
+    def add(self, summary: ConversationSummary) -> None:
+        keys = self._keys
         keys[PERSONA][summary.persona_key] += 1
         keys[EMOTIONAL_ARC][summary.emotional_arc_key] += 1
         keys[TRAINING_TOPIC][summary.training_topic_key] += 1
         keys[EMOTION].update(summary.emotions or ())
-        scores.append(summary.quality_score)
-        pair_counts[summary.training_pair_count] += 1
-        reviewed += summary.human_reviewed
-        pairs += summary.training_pair_count
-        tokenizers.add(summary.tokenizer)
+        self._bins[math.floor(summary.quality_score / BIN_WIDTH)] += 1
+        self._high = max(self._high, summary.quality_score)
+        self._pair_counts[summary.training_pair_count] += 1
+        self._count += 1
+        self._reviewed += summary.human_reviewed
+        self._pairs += summary.training_pair_count
+        self._tokenizers.add(summary.tokenizer)
         pair_tokens = summary.pair_tokens()
         if pair_tokens is not None:
-            prompt += sum(summary.prompt_tokens or ())
-            completion += sum(summary.completion_tokens or ())
-            totals.update(pair_tokens)
-    count = len(scores)
-    # Token statistics only when every member was counted, by one tokenizer.
-    tokenizer = next(iter(tokenizers)) if len(tokenizers) == 1 else None
-    return Analytics(
-        conversation_count=count,
-        total_training_pairs=pairs,
-        distributions=tuple(distribution(d, keys[d]) for d in DIMENSIONS),
-        quality_bins=tuple(histogram(scores)),
-        reviewed_count=reviewed,
-        reviewed_share=reviewed / count if count else 0.0,
-        pairs_per_conversation=tuple(sorted(pair_counts.items())),
-        tokens=None
-        if tokenizer is None
-        else token_statistics(tokenizer, totals, prompt, completion, context_length),
-    )
+            self._prompt += sum(summary.prompt_tokens or ())
+            self._completion += sum(summary.completion_tokens or ())
+            self._totals.update(pair_tokens)
+
+    def result(self) -> Analytics:
+        count = self._count
+        # Token statistics only when every member was counted, by one tokenizer.
+        tokenizers = self._tokenizers
+        tokenizer = next(iter(tokenizers)) if len(tokenizers) == 1 else None
+        return Analytics(
+            conversation_count=count,
+            total_training_pairs=self._pairs,
+            distributions=tuple(distribution(d, self._keys[d]) for d in DIMENSIONS),
+            quality_bins=tuple(binned(self._bins, self._high)),
+            reviewed_count=self._reviewed,
+            reviewed_share=self._reviewed / count if count else 0.0,
+            pairs_per_conversation=tuple(sorted(self._pair_counts.items())),
+            tokens=None
+            if tokenizer is None
+            else token_statistics(
+                tokenizer, self._totals, self._prompt, self._completion, self._context_length
+            ),
+        )
+
+
+def compute(summaries: Iterable[ConversationSummary], context_length: int) -> Analytics:
+    """The analytics of a version whose members are `summaries`, in file order."""
+    figures = AnalyticsAccumulator(context_length)
+    for summary in summaries:
+        figures.add(summary)
+    return figures.result()
 
 
 def distribution(dimension: str, counts: Counter[str]) -> Distribution:
@@ -185,13 +210,19 @@ def histogram(values: Sequence[float]) -> list[Bin]:
     """0.5-wide bins from the lowest value's to the highest's, the last closed above."""
     if not values:
         return []
-    first = math.floor(min(values) / BIN_WIDTH)
-    last = math.floor(max(values) / BIN_WIDTH)
-    if last > first and max(values) == last * BIN_WIDTH:
+    return binned(Counter(math.floor(v / BIN_WIDTH) for v in values), max(values))
+
+
+def binned(bins: Counter[int], high: float) -> list[Bin]:
+    """`histogram` of values given by their bin (floor(value / BIN_WIDTH)) and the highest."""
+    if not bins:
+        return []
+    first, last = min(bins), max(bins)
+    if last > first and high == last * BIN_WIDTH:
         last -= 1  # the highest value is the previous bin's (closed) upper bound
     counts = [0] * (last - first + 1)
-    for value in values:
-        counts[min(math.floor(value / BIN_WIDTH), last) - first] += 1
+    for at, count in bins.items():
+        counts[min(at, last) - first] += count
     return [
         Bin((first + i) * BIN_WIDTH, (first + i + 1) * BIN_WIDTH, c) for i, c in enumerate(counts)
     ]

@@ -33,8 +33,9 @@ from uuid import UUID
 from . import failpoints, metrics, tracing
 from .config import Settings
 from .db import Database, LeaseLost
+from .duplicates import MAX_FIRST_DUPLICATES
 from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, ServiceError
-from .fetching import Targets
+from .fetching import Targets, TargetsBuilder
 from .filters import PairFilter
 from .formats import Format
 from .leases import FileQueue, Lease, claim_with_retry, lease_lost
@@ -55,8 +56,8 @@ from .rules import (
     check_ids,
     check_name,
     ineligible,
-    merge_selected,
     not_active,
+    nothing_selected,
     parse_uuid,
     reject_ineligible,
     reject_pair_filter,
@@ -67,6 +68,7 @@ from .rules import (
     visible,
 )
 from .splits import SplitSpec
+from .staging import StagedMember
 from .storage import Storage, UploadHook, UploadVanished
 
 log = logging.getLogger("trainingfiles.operations")
@@ -117,14 +119,13 @@ class Builds:
         )
         del conversation_ids
         reject_ineligible(ineligible(candidates, owner))
-        listed = len(candidates)
-        if selector is not None:
-            chosen = await self._select(caller, owner, selector, None)
-            candidates = merge_selected(candidates, chosen)
-        plan = OutputPlan.of(requested, split, drop_duplicates, pair_filter)
-        validation = plan.validation(strata(candidates))
-        targets = Targets(candidates, selected_from=listed)
+        targets, triples = await self._targets(
+            caller, owner, candidates, selector, None, keep_strata=split is not None
+        )
         del candidates
+        plan = OutputPlan.of(requested, split, drop_duplicates, pair_filter)
+        validation = plan.validation(triples)
+        del triples
         # The name is taken by the insert itself: its unique index answers ALREADY_EXISTS.
         file_id = uuid.uuid4()
         moment = datetime.now(UTC)
@@ -195,15 +196,20 @@ class Builds:
             # extended by a service), and to a calling user.
             owner = build.stored.created_by if build.stored else None
             reject_ineligible(ineligible(candidates, owner or caller.user_id))
-            listed = len(candidates)
+            targets, triples = await self._targets(
+                caller,
+                owner or caller.user_id,
+                candidates,
+                selector,
+                file_id,
+                keep_strata=build.plan.split is not None,
+            )
+            del candidates
             if selector is not None:
-                chosen = await self._select(caller, owner or caller.user_id, selector, file_id)
-                candidates = merge_selected(candidates, chosen)
                 build.document_filter = selector.document_filter
             build.existing = await self.database.stored_conversations(file_id)
-            validation = build.plan.validation([*strata(build.existing), *strata(candidates)])
-            targets = Targets(candidates, selected_from=listed)
-            del candidates
+            validation = build.plan.validation([*strata(build.existing), *triples])
+            del triples
             pass_ = self.passes.build(build, targets, validation, self._upload_recorder(build))
             async for event in pass_:
                 yield event
@@ -321,25 +327,66 @@ class Builds:
         async for event in self._extend(caller, record, plan_for, build_it, v4=False):
             yield event
 
-    async def _select(
-        self, caller: Caller, owner: UUID | None, selector: Selector, exclude: UUID | None
-    ) -> list[CandidateConversation]:
-        """What the selector chooses, within the server's limit per selector."""
-        cap = self.settings.max_conversations_per_selector
-        if selector.limit > cap:
-            raise InvalidArgument.field(
-                "selector.limit", f"at most {cap} (the server's limit per selector)"
+    async def _targets(
+        self,
+        caller: Caller,
+        owner: UUID | None,
+        listed: Sequence[CandidateConversation],
+        selector: Selector | None,
+        exclude: UUID | None,
+        *,
+        keep_strata: bool,
+    ) -> tuple[Targets, list[tuple[UUID, UUID | None, UUID | None]]]:
+        """The conversations to fetch: the listed ones (validated), then those the
+        selector chooses that are not listed, within the server's limit per selector.
+
+        The selector's are read from the database a page at a time
+        (`selector_page_size`) straight into the compact `Targets`: no record of every
+        selected conversation is ever held. Only a split keeps more per conversation,
+        what it is stratified by (the triples returned; none without a split).
+        """
+        builder = TargetsBuilder()
+        triples: list[tuple[UUID, UUID | None, UUID | None]] = []
+
+        def keep(c: CandidateConversation) -> None:
+            builder.add(c.conversation_id, c.enriched_file_path or "")
+            if keep_strata:
+                triples.append((c.conversation_id, c.persona_id, c.training_topic_id))
+
+        for c in listed:
+            keep(c)
+        if selector is not None:
+            cap = self.settings.max_conversations_per_selector
+            if selector.limit > cap:
+                raise InvalidArgument.field(
+                    "selector.limit", f"at most {cap} (the server's limit per selector)"
+                )
+            seen = {c.conversation_id for c in listed}
+            builder.selecting()
+            chosen = 0
+            pages = self.database.select_conversations(
+                selector,
+                selection_owner(caller, owner, selector),
+                exclude,
+                selector.limit or cap + 1,
+                self.settings.selector_page_size,
             )
-        chosen = await self.database.select_conversations(
-            selector, selection_owner(caller, owner, selector), exclude, (selector.limit or cap + 1)
-        )
-        if len(chosen) > cap:
-            raise ResourceExhausted(
-                f"the selector matches more than {cap} conversations; narrow it or set a limit",
-                "selector",
-                reason="TOO_MANY_CONVERSATIONS",
-            )
-        return chosen
+            async with contextlib.aclosing(pages):
+                async for page in pages:
+                    chosen += len(page)
+                    if chosen > cap:
+                        raise ResourceExhausted(
+                            f"the selector matches more than {cap} conversations; narrow "
+                            "it or set a limit",
+                            "selector",
+                            reason="TOO_MANY_CONVERSATIONS",
+                        )
+                    for c in page:
+                        if c.conversation_id not in seen:
+                            keep(c)
+            if not listed and not chosen:
+                raise nothing_selected()
+        return builder.build(), triples
 
     async def _active(self, caller: Caller, file_id: UUID, why: str) -> TrainingFileRecord:
         record = visible(caller, await self.database.get_file(file_id), file_id)
@@ -371,6 +418,7 @@ class Builds:
 
     def _guarded(self, build: Build, work: AsyncIterator[Progress]) -> AsyncIterator[Progress]:
         """Run a build under its lease; on any failure give everything back (`_abandon`)."""
+        build.staging = _Staging(self.database, build.file_id, build.lease.token)
         return _in_stages(self._leased(build, work))
 
     async def _leased(
@@ -475,18 +523,16 @@ class Builds:
                     metrics=staged.metrics,
                     vertical=staged.vertical,
                     consultant_profile=staged.consultant_profile,
-                    new_conversations=staged.added,
-                    new_digests=staged.new_digests,
+                    staged_count=staged.added_count,
                     first_position=len(build.existing),
                     added_by=build.added_by,
                     output_formats=build.plan.format_names,
                     duplicate_pair_count=staged.duplicate_pair_count,
                     untrainable_pair_count=staged.untrainable_pair_count,
                     reason=_reason(build),
-                    change_count=len(staged.refreshed) + len(staged.removed) or len(staged.added),
+                    change_count=len(staged.refreshed) + len(staged.removed) or staged.added_count,
                     retention=self.settings.version_retention,
                     removed=staged.removed,
-                    provenance=staged.provenance,
                     built_at=build.moment,
                     refreshed=staged.refreshed,
                     refreshed_digests=staged.refreshed_digests,
@@ -525,9 +571,10 @@ class Builds:
         """Give the file back as it was and remove what the build stored.
 
         A Create's file becomes FAILED with the reason; an Add's file keeps its version and
-        is free for the next Add. Each step is independent, so storage being down does not
-        keep the file from being released (storage calls give up after their retries),
-        nor the database the objects from going. What does not finish here, the sweeper
+        is free for the next Add; the members it staged are deleted. Each step is
+        independent, so storage being down does not keep the file from being released
+        (storage calls give up after their retries), nor the database the objects from
+        going. What does not finish here, the sweeper
         finishes once the lease has expired.
         """
         reason = _failure_reason(exc)
@@ -542,6 +589,14 @@ class Builds:
         except Exception as error:
             log.warning(
                 "could not release the file",
+                exc_info=_unexpected(error),
+                extra={"fields": {**fields, "error": _failure_reason(error)}},
+            )
+        try:
+            await self.database.drop_staged_members(build.file_id, build.lease.token)
+        except Exception as error:
+            log.warning(
+                "could not delete the staged members; the sweeper will",
                 exc_info=_unexpected(error),
                 extra={"fields": {**fields, "error": _failure_reason(error)}},
             )
@@ -583,6 +638,23 @@ class Builds:
             )
             return False
         return True
+
+
+class _Staging:
+    """A build's staged members (`staging.Staging`), in the database under its lease."""
+
+    def __init__(self, database: Database, file_id: UUID, lease_token: UUID) -> None:
+        self._database = database
+        self._file_id = file_id
+        self._token = lease_token
+
+    async def write(self, first: int, rows: Sequence[StagedMember]) -> None:
+        await self._database.stage_members(self._file_id, self._token, first, rows)
+
+    async def duplicates(self, after_members: bool) -> tuple[int, list[str]]:
+        return await self._database.staged_duplicates(
+            self._file_id, self._token, after_members, MAX_FIRST_DUPLICATES
+        )
 
 
 async def _in_stages(events: AsyncGenerator[Progress, None]) -> AsyncIterator[Progress]:

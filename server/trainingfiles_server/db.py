@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
@@ -21,7 +21,7 @@ from . import tracing
 from .aggregate import ConversationSummary, FileMetrics
 from .analytics import Analytics
 from .config import Settings
-from .errors import AlreadyExists, Unavailable
+from .errors import AlreadyExists, ServiceError, Unavailable
 from .models import (
     CandidateConversation,
     EligibleConversation,
@@ -36,6 +36,7 @@ from .models import (
     VersionReason,
     VersionRecord,
 )
+from .staging import StagedMember
 
 Connection: TypeAlias = "asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any]"
 Pool: TypeAlias = "asyncpg.Pool[Any]"
@@ -280,27 +281,81 @@ WHERE id = $1 AND status IN ('active', 'archived')
 RETURNING {TRAINING_FILE_COLUMNS}
 """
 
-# New members go after every position ever used ($2 is only a floor): a removed
-# member keeps its position, so every version's members keep their order.
-# New members are inserted this many per statement (see `Database.activate`).
-MEMBER_BATCH = 2_000
+# A build's new members, staged as it fetches them (`staging.py`): $1 file, $2 the
+# build's lease, $3 the first row's ordinal (add order).
+STAGE_MEMBERS = """
+INSERT INTO staged_members
+    (training_file_id, lease_token, ordinal, conversation_id, training_pair_count,
+     quality_score, human_reviewed, persona_key, emotional_arc_key, training_topic_key,
+     pair_digests, document_key, document_etag, document_modified_at, pair_stats,
+     pair_ids)
+SELECT $1, $2, $3 + c.ord - 1, c.conversation_id, c.pairs, c.quality, c.reviewed,
+       c.persona, c.arc, c.topic, c.digests, c.key, c.etag, c.modified, c.stats::jsonb,
+       c.ids
+FROM unnest($4::uuid[], $5::int[], $6::float8[], $7::bool[], $8::text[], $9::text[],
+            $10::text[], $11::bytea[], $12::text[], $13::text[], $14::timestamptz[],
+            $15::text[], $16::text[])
+     WITH ORDINALITY AS c (conversation_id, pairs, quality, reviewed, persona, arc, topic,
+                           digests, key, etag, modified, stats, ids, ord)
+"""
 
-INSERT_FILE_CONVERSATIONS = """
+# The duplicates among a build's staged pairs ($2 its lease), after the file's current
+# members' pairs when $3 (an Add): every pair whose digest came earlier in file order,
+# counted; the ids of the first $4 staged ones. `DuplicateCounter`'s answer, in SQL.
+STAGED_DUPLICATES = """
+WITH pairs AS (
+    SELECT 0 AS part, m.position AS at, i,
+           substring(m.pair_digests FROM i * 16 + 1 FOR 16) AS digest
+    FROM training_file_conversations m
+    CROSS JOIN LATERAL generate_series(0, length(m.pair_digests) / 16 - 1) AS i
+    WHERE $3 AND m.training_file_id = $1 AND m.removed_in_version IS NULL
+    UNION ALL
+    SELECT 1, s.ordinal, i, substring(s.pair_digests FROM i * 16 + 1 FOR 16)
+    FROM staged_members s
+    CROSS JOIN LATERAL generate_series(0, length(s.pair_digests) / 16 - 1) AS i
+    WHERE s.training_file_id = $1 AND s.lease_token = $2
+),
+repeated AS (
+    SELECT part, at, i FROM (
+        SELECT part, at, i,
+               row_number() OVER (PARTITION BY digest ORDER BY part, at, i) AS nth
+        FROM pairs
+    ) numbered
+    WHERE nth > 1
+)
+SELECT (SELECT count(*) FROM repeated) AS count,
+       ARRAY(
+           SELECT split_part(s.pair_ids, E'\n', r.i + 1)
+           FROM (SELECT at, i FROM repeated WHERE part = 1 ORDER BY at, i LIMIT $4) r
+           JOIN staged_members s
+             ON s.training_file_id = $1 AND s.lease_token = $2 AND s.ordinal = r.at
+           ORDER BY r.at, r.i
+       ) AS first
+"""
+
+# The commit: the build's staged members ($4 its lease) become members of version $5, in
+# add order. New members go after every position ever used ($2 is only a floor): a
+# removed member keeps its position, so every version's members keep their order.
+MOVE_STAGED_MEMBERS = """
 INSERT INTO training_file_conversations
     (training_file_id, conversation_id, position, added_by, training_pair_count,
      quality_score, human_reviewed, persona_key, emotional_arc_key, training_topic_key,
      pair_digests, added_in_version, document_key, document_etag, document_modified_at,
      built_at, pair_stats)
-SELECT $1, c.conversation_id, greatest($2::int, n.next) + c.ord - 1, $3, c.pairs,
-       c.quality, c.reviewed, c.persona, c.arc, c.topic, c.digests, $12, c.key, c.etag,
-       c.modified, $16, c.stats::jsonb
-FROM unnest($4::uuid[], $5::int[], $6::float8[], $7::bool[], $8::text[], $9::text[],
-            $10::text[], $11::bytea[], $13::text[], $14::text[], $15::timestamptz[],
-            $17::text[])
-     WITH ORDINALITY AS c (conversation_id, pairs, quality, reviewed, persona, arc, topic,
-                           digests, key, etag, modified, stats, ord),
+SELECT $1, s.conversation_id, greatest($2::int, n.next) + s.ordinal, $3,
+       s.training_pair_count, s.quality_score, s.human_reviewed, s.persona_key,
+       s.emotional_arc_key, s.training_topic_key, s.pair_digests, $5, s.document_key,
+       s.document_etag, s.document_modified_at, $6, s.pair_stats
+FROM staged_members s,
      (SELECT coalesce(max(position) + 1, 0)::int AS next
       FROM training_file_conversations WHERE training_file_id = $1) AS n
+WHERE s.training_file_id = $1 AND s.lease_token = $4
+ORDER BY s.ordinal
+"""
+
+# A build's staged rows, once committed or abandoned.
+DROP_STAGED_MEMBERS = """
+DELETE FROM staged_members WHERE training_file_id = $1 AND lease_token = $2
 """
 
 # Current members whose conversation changed after their build began: the trigger on
@@ -574,6 +629,15 @@ RELEASE_EXPIRED_LEASES = """
 UPDATE training_files SET lease_token = NULL, lease_expires_at = NULL
 WHERE status <> 'processing' AND lease_token IS NOT NULL
   AND lease_expires_at <= clock_timestamp()
+"""
+
+# Staged members of builds that no longer hold a live lease (their server died): gone.
+DROP_ORPHAN_STAGED_MEMBERS = """
+DELETE FROM staged_members s
+WHERE NOT EXISTS (
+    SELECT 1 FROM training_files f
+    WHERE f.id = s.training_file_id AND f.lease_token = s.lease_token
+      AND f.lease_expires_at > clock_timestamp())
 """
 
 # Intents whose build no longer holds a live lease become the sweeper's, due now.
@@ -914,8 +978,7 @@ class Database:
         metrics: FileMetrics,
         vertical: str,
         consultant_profile: bytes,
-        new_conversations: Sequence[ConversationSummary],
-        new_digests: Sequence[bytes],
+        staged_count: int,
         first_position: int,
         added_by: UUID | None,
         output_formats: Sequence[str],
@@ -925,7 +988,6 @@ class Database:
         change_count: int,
         retention: int,
         removed: Sequence[UUID] = (),
-        provenance: Provenance | None = None,
         built_at: datetime | None = None,
         refreshed: Sequence[ConversationSummary] = (),
         refreshed_digests: Sequence[bytes] = (),
@@ -935,6 +997,9 @@ class Database:
         analytics: Analytics | None = None,
     ) -> tuple[TrainingFileRecord, list[str], bool]:
         """One transaction: the new version live, members added, the build's intents cleared.
+
+        The new members are the `staged_count` rows the build staged under its lease
+        (`stage_members`): moved, in add order, and their staged rows deleted.
 
         Only while the build holds its lease and the file is still `from_status`:
         otherwise nothing changes and `LeaseLost` is raised (the caller finds out which).
@@ -976,33 +1041,21 @@ class Database:
             version: int = row["version"]
             await self._claim_intents(conn, bucket, outputs, lease_token, file_id)
             built = built_at or datetime.now(UTC)
-            modified = provenance.modified if provenance else None
-            # In batches: one statement's arrays (digests, provenance, pair stats) cost
-            # about a kilobyte a member while they are encoded; a batch's positions
-            # follow the last batch's, so `greatest(floor, next)` numbers them on.
-            for start in range(0, len(new_conversations), MEMBER_BATCH):
-                batch = new_conversations[start : start + MEMBER_BATCH]
-                end = start + len(batch)
-                await conn.execute(
-                    INSERT_FILE_CONVERSATIONS,
+            if staged_count:
+                moved = await conn.execute(
+                    MOVE_STAGED_MEMBERS,
                     file_id,
-                    first_position + start,
+                    first_position,
                     added_by,
-                    [UUID(s.conversation_id) for s in batch],
-                    [s.training_pair_count for s in batch],
-                    [s.quality_score for s in batch],
-                    [s.human_reviewed for s in batch],
-                    [s.persona_key for s in batch],
-                    [s.emotional_arc_key for s in batch],
-                    [s.training_topic_key for s in batch],
-                    list(new_digests[start:end]),
+                    lease_token,
                     version,
-                    provenance.keys[start:end] if provenance else [None] * len(batch),
-                    provenance.etags[start:end] if provenance else [None] * len(batch),
-                    modified[start:end] if modified is not None else [None] * len(batch),
                     built,
-                    [_pair_stats(s) for s in batch],
                 )
+                if moved != f"INSERT 0 {staged_count}":
+                    raise ServiceError(
+                        f"{moved!r}: not the {staged_count} members the build staged"
+                    )
+                await conn.execute(DROP_STAGED_MEMBERS, file_id, lease_token)
             if removed:
                 taken = await conn.execute(REMOVE_MEMBERS, file_id, list(removed), version)
                 if taken != f"UPDATE {len(removed)}":
@@ -1084,6 +1137,45 @@ class Database:
             provenance.modified,
             [_pair_stats(s) for s in summaries],
         )
+
+    async def stage_members(
+        self, file_id: UUID, lease_token: UUID, first: int, rows: Sequence[StagedMember]
+    ) -> None:
+        """A build's new members, numbered from `first` in add order, until its commit."""
+        async with self.connection() as conn:
+            await conn.execute(
+                STAGE_MEMBERS,
+                file_id,
+                lease_token,
+                first,
+                [UUID(r.summary.conversation_id) for r in rows],
+                [r.summary.training_pair_count for r in rows],
+                [r.summary.quality_score for r in rows],
+                [r.summary.human_reviewed for r in rows],
+                [r.summary.persona_key for r in rows],
+                [r.summary.emotional_arc_key for r in rows],
+                [r.summary.training_topic_key for r in rows],
+                [r.digests for r in rows],
+                [r.document_key for r in rows],
+                [r.document_etag for r in rows],
+                [r.document_modified for r in rows],
+                [_pair_stats(r.summary) for r in rows],
+                [r.pair_ids for r in rows],
+            )
+
+    async def staged_duplicates(
+        self, file_id: UUID, lease_token: UUID, after_members: bool, first: int
+    ) -> tuple[int, list[str]]:
+        """See `STAGED_DUPLICATES`."""
+        async with self.connection() as conn:
+            row = await conn.fetchrow(STAGED_DUPLICATES, file_id, lease_token, after_members, first)
+        assert row is not None
+        return row["count"], list(row["first"])
+
+    async def drop_staged_members(self, file_id: UUID, lease_token: UUID) -> None:
+        """An abandoned build's staged members (what is left, the sweeper deletes)."""
+        async with self.connection() as conn:
+            await conn.execute(DROP_STAGED_MEMBERS, file_id, lease_token)
 
     async def with_staleness(self, record: TrainingFileRecord) -> TrainingFileRecord:
         """The file with its stale member count, if it has content (every response about
@@ -1330,23 +1422,26 @@ class Database:
         return [EligibleConversation(**dict(row.items())) for row in rows]
 
     async def select_conversations(
-        self, selector: Selector, owner: UUID | None, exclude_file: UUID | None, limit: int
-    ) -> list[CandidateConversation]:
+        self,
+        selector: Selector,
+        owner: UUID | None,
+        exclude_file: UUID | None,
+        limit: int,
+        page_size: int = 1_000,
+    ) -> AsyncGenerator[list[CandidateConversation], None]:
         """What `selector` chooses (of `owner`, not in `exclude_file`), oldest first, at
-        most `limit`; read with a cursor, a page at a time."""
-        found: list[CandidateConversation] = []
+        most `limit`: one query, read with a cursor in one transaction (one snapshot),
+        and given out `page_size` at a time, so that no list of them all is made."""
         async with self.transaction() as conn:
-            cursor = conn.cursor(
+            cursor = await conn.cursor(
                 SELECT_CONVERSATIONS,
                 exclude_file,
                 limit,
                 owner,
                 *_selector_arguments(selector),
-                prefetch=1000,
             )
-            async for row in cursor:
-                found.append(CandidateConversation(**dict(row.items())))
-        return found
+            while rows := await cursor.fetch(page_size):
+                yield [CandidateConversation(**dict(row.items())) for row in rows]
 
     # ------------------------------------------------------------- the sweeper's
 
@@ -1383,12 +1478,14 @@ class Database:
                     await conn.remove_listener(channel, notified)
 
     async def expire_builds(self, conn: Connection) -> list[UUID]:
-        """Fail Creates and free Adds whose lease expired; their intents become due."""
+        """Fail Creates and free Adds whose lease expired; their intents become due and
+        their staged members go."""
         with translate_errors():
             async with conn.transaction():
                 rows = await conn.fetch(FAIL_EXPIRED_BUILDS)
                 await conn.execute(RELEASE_EXPIRED_LEASES)
                 await conn.execute(CONDEMN_ORPHAN_INTENTS)
+                await conn.execute(DROP_ORPHAN_STAGED_MEMBERS)
         return [row["id"] for row in rows]
 
     async def due_intents(self, conn: Connection, limit: int) -> list[DueIntent]:

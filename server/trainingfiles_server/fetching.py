@@ -10,13 +10,12 @@ conversations or every second.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from array import array
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from . import aggregate, failpoints, metrics, tokens
@@ -37,36 +36,137 @@ PROGRESS_SECONDS = 1.0
 _AHEAD_PER_WORKER = 8
 
 
+class MemberSink(Protocol):
+    """Where the fetch puts each conversation it wrote, in add order (`staging.py`)."""
+
+    async def add(
+        self,
+        summary: ConversationSummary,
+        facts: PairFacts,
+        document_key: str,
+        etag: str | None,
+        modified: datetime | None,
+    ) -> None: ...
+
+
+class KeptMembers:
+    """A sink that keeps the summaries and provenance in memory (a Refresh's stale
+    members: as many as are stale, never the whole file)."""
+
+    def __init__(self) -> None:
+        self.summaries = aggregate.Summaries()
+        self.provenance = Provenance()
+
+    async def add(
+        self,
+        summary: ConversationSummary,
+        facts: PairFacts,
+        document_key: str,
+        etag: str | None,
+        modified: datetime | None,
+    ) -> None:
+        self.summaries.append(summary)
+        self.provenance.append(document_key, etag, modified)
+
+
 class Targets:
     """The conversations to fetch, in add order, kept small for requests of any size.
 
-    Three allocations in all: the ids (16 bytes each), the enriched paths joined into one
-    string, and where each path starts. The validation's records (~440 bytes per
-    conversation) are then all freed, and no small object of theirs survives to keep
-    the allocator's arenas from going back to the system.
+    An enriched document's key is `<user_id>/<conversation_id>/enriched.json` (SPEC), so
+    a key is kept as its conversation's id and a *template*, the key's text around the
+    id (one per user: `<user_id>/` and `/enriched.json`): 16 bytes for the id and 4 for
+    the template's index, ~20 bytes a conversation. A key without its id in it (or
+    beyond `MAX_TEMPLATES` distinct ones) is kept whole, joined with the others into one
+    string, with where it starts (8 bytes) and the key's length. No small object per
+    conversation survives, to keep the allocator's arenas from going back to the system.
+    `TargetsBuilder` makes them a page of records at a time (a selector's).
     """
 
     def __init__(
         self, candidates: Sequence[CandidateConversation], selected_from: int | None = None
     ) -> None:
-        # Conversations from this index on were chosen by a selector (after the listed).
+        builder = TargetsBuilder()
+        for c in candidates:
+            builder.add(c.conversation_id, c.enriched_file_path or "")
+        builder.packed(self)
         self._selected_from = len(candidates) if selected_from is None else selected_from
-        self._ids = b"".join(c.conversation_id.bytes for c in candidates)
-        paths = [c.enriched_file_path or "" for c in candidates]
-        self._paths = "".join(paths)
-        self._starts = array("q", itertools.accumulate((len(p) for p in paths), initial=0))
+
+    # Set by `TargetsBuilder.packed`.
+    _ids: bytearray
+    _kinds: array[int]  # >= 0: a template's index; < 0: -(raw index) - 1
+    _templates: list[tuple[str, str]]  # the text before and after the id
+    _raw: str
+    _raw_starts: array[int]
+    _selected_from: int
 
     def __len__(self) -> int:
-        return len(self._starts) - 1
+        return len(self._kinds)
 
     def take(self, index: int) -> tuple[str, str]:
         """Conversation `index`: its id and its enriched document's key."""
-        conversation_id = UUID(bytes=self._ids[16 * index : 16 * index + 16])
-        return str(conversation_id), self._paths[self._starts[index] : self._starts[index + 1]]
+        conversation_id = str(UUID(bytes=bytes(self._ids[16 * index : 16 * index + 16])))
+        kind = self._kinds[index]
+        if kind >= 0:
+            before, after = self._templates[kind]
+            return conversation_id, before + conversation_id + after
+        raw = -kind - 1
+        return conversation_id, self._raw[self._raw_starts[raw] : self._raw_starts[raw + 1]]
 
     def selected(self, index: int) -> bool:
         """Whether conversation `index` was chosen by a selector (not listed)."""
         return index >= self._selected_from
+
+
+class TargetsBuilder:
+    """`Targets` made one conversation at a time: the listed ones, then (from
+    `selecting()` on) those a selector chose, as its pages of records arrive."""
+
+    MAX_TEMPLATES = 4_096
+
+    def __init__(self) -> None:
+        self._ids = bytearray()
+        self._kinds = array("i")
+        self._templates: dict[tuple[str, str], int] = {}
+        self._raw_pages: list[str] = []  # the whole keys, joined a page at a time
+        self._raw_page: list[str] = []
+        self._raw_starts = array("q", [0])
+        self._selected_from: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+    def add(self, conversation_id: UUID, path: str) -> None:
+        self._ids += conversation_id.bytes
+        before, found, after = path.partition(str(conversation_id))
+        template = self._templates.get((before, after)) if found else None
+        if template is None and found and len(self._templates) < self.MAX_TEMPLATES:
+            template = self._templates[(before, after)] = len(self._templates)
+        if template is not None:
+            self._kinds.append(template)
+            return
+        self._kinds.append(-len(self._raw_starts))  # -(raw index) - 1
+        self._raw_page.append(path)
+        self._raw_starts.append(self._raw_starts[-1] + len(path))
+        if len(self._raw_page) >= 1_000:
+            self._raw_pages.append("".join(self._raw_page))
+            self._raw_page = []
+
+    def selecting(self) -> None:
+        """The conversations added from now on were chosen by a selector."""
+        self._selected_from = len(self)
+
+    def packed(self, targets: Targets) -> None:
+        targets._ids = self._ids
+        targets._kinds = self._kinds
+        targets._templates = list(self._templates)
+        targets._raw = "".join([*self._raw_pages, *self._raw_page])
+        targets._raw_starts = self._raw_starts
+        targets._selected_from = len(self) if self._selected_from is None else self._selected_from
+
+    def build(self) -> Targets:
+        targets = Targets(())
+        self.packed(targets)
+        return targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +200,8 @@ async def fetch_all(
     targets: Targets,
     outputs: OutputSet | Replacements,
     consistency: ConsistencyCheck,
-    summaries: aggregate.Summaries,
+    members: MemberSink,
     lease: Lease,
-    provenance: Provenance | None = None,
     *,
     document_filter: DocumentFilter | None = None,
     pair_filter: PairFilter | None = None,
@@ -110,7 +209,7 @@ async def fetch_all(
 ) -> AsyncIterator[Progress]:
     """Fetch, validate and transform every document with bounded concurrency.
 
-    Results arrive in any order; summaries, the consistency check and the outputs
+    Results arrive in any order; `members`, the consistency check and the outputs
     advance in add order, so warnings name conversations deterministically. A worker
     takes a document only while fewer than `_AHEAD_PER_WORKER` per worker are fetched
     but not yet written. The filters' verdict on each document (`filters.judge`) is
@@ -118,7 +217,8 @@ async def fetch_all(
     """
     total = len(targets)
     indices = iter(range(total))  # shared by the workers
-    results: list[_Fetched | _Dropped | None] = [None] * total
+    # What arrived ahead of the oldest not yet written (at most the workers' lead).
+    results: dict[int, _Fetched | _Dropped] = {}
     # What the loop below waits for: a result, a worker's failure, or a tick (None).
     finished: asyncio.Queue[_Fetched | _Dropped | BaseException | None] = asyncio.Queue()
     pairs_kept = pair_filter or PairFilter()
@@ -220,10 +320,9 @@ async def fetch_all(
                     results[fetched.index] = fetched
                     done += 1
                     counted_bytes += fetched.size
-                while next_in_order < total and (item := results[next_in_order]):
+                while next_in_order < total and (item := results.pop(next_in_order, None)):
                     tally.count(targets.take(next_in_order)[0], item.verdict)
                     if isinstance(item, _Dropped):
-                        results[next_in_order] = None
                         next_in_order += 1
                         outputs.skip_conversation()
                         ahead.release()
@@ -231,12 +330,10 @@ async def fetch_all(
                     consistency.observe(
                         item.summary.conversation_id, item.vertical, item.consultant_profile
                     )
-                    summaries.append(item.summary)
-                    if provenance is not None:
-                        provenance.append(targets.take(next_in_order)[1], item.etag, item.modified)
-                    results[next_in_order] = None  # keep only the summary
+                    key = targets.take(next_in_order)[1]
                     next_in_order += 1
                     await outputs.write_conversation(item.lines, item.facts, item.pairs)
+                    await members.add(item.summary, item.facts, key, item.etag, item.modified)
                     ahead.release()
                     await failpoints.reach("build.fetched")
                 lease.check()

@@ -320,11 +320,15 @@ class OutputSet:
         v4: V4Outputs | None = None,
         on_upload: UploadHook | None = None,
         slots: asyncio.Semaphore | None = None,
+        count_duplicates: bool = True,
     ) -> None:
         self._storage = storage
         self._bucket = bucket
         self._keys = keys
         self.v4 = v4
+        # False: nothing here depends on a pair being a duplicate (none is dropped), and
+        # the build counts them in the database afterwards (`settle_duplicates`).
+        self._counting = count_duplicates
         self._validation = validation
         self.drops_duplicates = drop_duplicates
         sides = (Split.TRAIN, Split.VALIDATION) if validation is not None else (Split.ALL,)
@@ -350,7 +354,8 @@ class OutputSet:
         self.trainers = [o for side in sides for o in self._by_side[side]]
         self.duplicates = DuplicateCounter()
         self.untrainable = 0
-        # New conversations' pair digests, in add order (stored with their summaries).
+        # A Refresh's new conversations' pair digests, in file order (a Create's or an
+        # Add's go to the staged members with their summaries, `staging.py`).
         self.new_digests: list[bytes] = []
         self._stored: asyncio.Future[None] | None = None
         self._last_conversation: tuple[str, Split] = ("", Split.ALL)
@@ -376,7 +381,7 @@ class OutputSet:
         if not self.trainers:
             # Nothing to render from the stored pairs: they are streamed once for the new
             # objects' checksums (while the documents are fetched), not decoded.
-            for blob in stored_digests:
+            for blob in stored_digests if self._counting else ():
                 for digest in iter_digests(blob or b""):
                     self.duplicates.seen(digest)
             self.untrainable = stored_untrainable
@@ -488,15 +493,19 @@ class OutputSet:
         if self.v4 is not None:
             await self.v4.write(lines)
         await self._conversation(facts, pairs)
-        self.new_digests.append(facts.digests)
 
     def skip_conversation(self) -> None:
         """The next conversation has no lines (the filters left it out): nothing to do."""
 
+    def settle_duplicates(self, count: int, first: Sequence[str]) -> None:
+        """The duplicates as counted elsewhere (a set not `count_duplicates`)."""
+        assert not self._counting
+        self.duplicates = DuplicateCounter.counted(count, first)
+
     async def _conversation(self, facts: PairFacts, pairs: Sequence[Pair] | None) -> None:
         """One conversation's pairs counted, and rendered into the trainer outputs."""
         for index, digest in enumerate(iter_digests(facts.digests)):
-            duplicate = self.duplicates.seen(digest, facts.ids[index])
+            duplicate = self._counting and self.duplicates.seen(digest, facts.ids[index])
             if not facts.trainable[index]:
                 self.untrainable += 1
             elif pairs is not None and not (duplicate and self.drops_duplicates):

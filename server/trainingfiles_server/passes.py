@@ -8,9 +8,11 @@ the commit, which `builds.py` makes under the build's lease:
     Remove        the stored v4 JSONL, less the removed conversations ─► every output ─► staged
 
 Memory does not grow with the number of conversations: each document is parsed,
-validated and turned into lines by one of `fetch_concurrency` workers, and only a small
-summary per conversation stays in memory (`fetching.py`). An Add starts from the stored
-version: the store copies its v4 content while the new documents are fetched.
+validated and turned into lines by one of `fetch_concurrency` workers (`fetching.py`);
+a Create's or an Add's new members are staged in the database as they are written and
+its figures counted as they arrive (`staging.py`), so what stays per conversation is its
+target (~20 bytes). An Add starts from the stored version: the store copies its v4
+content while the new documents are fetched.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -27,7 +29,7 @@ from . import aggregate, analytics, card, formats
 from .aggregate import ConsistencyCheck, ConversationSummary, FileMetrics, Warning
 from .config import Settings
 from .errors import FailedPrecondition, ResourceExhausted, ServiceError, Violation
-from .fetching import Targets, fetch_all
+from .fetching import KeptMembers, Targets, fetch_all
 from .filters import DocumentFilter, FilterTally
 from .leases import Lease
 from .models import (
@@ -44,6 +46,7 @@ from .models import (
 from .outputs import OutputSet, Replacements, V4Outputs, together
 from .plans import OutputPlan
 from .splits import Stratify
+from .staging import Figures, SplitSides, StagedMembers, Staging
 from .storage import Storage, UploadHook, parts_in_flight
 
 # Multipart parts in flight per build, over all its outputs: what a v4-only build always
@@ -61,13 +64,12 @@ class Staged:
     analytics: analytics.Analytics | None = None
     vertical: str = ""
     consultant_profile: bytes = b""
-    added: list[ConversationSummary] = field(default_factory=list)
-    new_digests: list[bytes] = field(default_factory=list)
+    # A Create's or an Add's new members: how many it staged (`staging.py`), which the
+    # commit moves into the members table.
+    added_count: int = 0
     duplicate_pair_count: int = 0
     untrainable_pair_count: int = 0
     removed: list[UUID] = field(default_factory=list)
-    # The documents the added conversations were built from, in add order.
-    provenance: Provenance = field(default_factory=Provenance)
     # A Refresh: the stale members' new summaries, digests and documents, in file order.
     refreshed: list[ConversationSummary] = field(default_factory=list)
     refreshed_digests: list[bytes] = field(default_factory=list)
@@ -97,6 +99,8 @@ class Build:
     added_by: UUID | None = None
     # A selector's document filters, for the conversations it chose.
     document_filter: DocumentFilter | None = None
+    # Where a Create or an Add stages its new members (its lease's rows).
+    staging: Staging | None = None
     result: TrainingFileRecord | None = None
     # What the pass stored, for the commit; then what the commit replaced.
     staged: Staged | None = None
@@ -122,6 +126,7 @@ class Passes:
         v4: V4Outputs | None,
         on_upload: UploadHook,
         slots: asyncio.Semaphore,
+        count_duplicates: bool = True,
     ) -> OutputSet:
         return OutputSet(
             self.storage,
@@ -134,6 +139,7 @@ class Passes:
             v4=v4,
             on_upload=on_upload,
             slots=slots,
+            count_duplicates=count_duplicates,
         )
 
     def _v4_outputs(
@@ -165,7 +171,14 @@ class Passes:
         yield Progress(Stage.VALIDATING, total, total, file_id)
         slots = parts_in_flight(BUILD_PARTS_IN_FLIGHT)
         v4 = self._v4_outputs(build, on_upload, slots)
-        outputs = self._output_set(build, validation, v4, on_upload, slots)
+        # Duplicates decide something per pair only when a trainer format drops them (and,
+        # for an Add rendering trainer formats, name stored pairs among the first ones):
+        # otherwise they are counted from the staged digests once all are staged, and no
+        # structure of every pair's digest is kept in memory.
+        in_sql = not build.plan.trainer_formats or not (
+            build.plan.drop_duplicates or stored is not None
+        )
+        outputs = self._output_set(build, validation, v4, on_upload, slots, not in_sql)
         try:
             if stored is None:
                 consistency = ConsistencyCheck()
@@ -180,8 +193,10 @@ class Passes:
                     [c.digests for c in build.existing],
                     stored.untrainable_pair_count,
                 )
-            added = aggregate.Summaries()
-            provenance = Provenance()
+            assert build.staging is not None
+            figures = Figures(self.settings.context_length, validation)
+            figures.extend(c.summary for c in build.existing)
+            added = StagedMembers(build.staging, figures)
             tally = FilterTally()
             async for event in fetch_all(
                 self.settings,
@@ -192,7 +207,6 @@ class Passes:
                 consistency,
                 added,
                 build.lease,
-                provenance,
                 document_filter=build.document_filter,
                 pair_filter=build.plan.pair_filter,
                 tally=tally,
@@ -200,10 +214,11 @@ class Passes:
                 yield event
             if not added:
                 raise all_filtered_out(len(tally.filtered_out))
-            # Read where they are kept (not copied into one list of objects), each time.
-            summaries = _Chained(build.existing, added)
-            metrics = aggregate.summarize(summaries)
-            figures = analytics.compute(summaries, self.settings.context_length)
+            await added.flush()
+            if in_sql:
+                outputs.settle_duplicates(*await build.staging.duplicates(stored is not None))
+            metrics = figures.file_metrics()
+            stats = figures.analytics.result()
             assert consistency.vertical is not None and consistency.consultant_profile is not None
             header = aggregate.json_header(
                 build.name,
@@ -215,7 +230,7 @@ class Passes:
             warnings = [
                 *_filter_warnings(tally),
                 *_content_warnings(outputs),
-                *_context_warnings(summaries, figures),
+                *_over_context(figures.over_context, stats),
             ]
             yield Progress(Stage.AGGREGATING, total, total, file_id, warnings=warnings)
             json_size = self._check_sizes(header, v4.jsonl_size)
@@ -237,10 +252,9 @@ class Passes:
                         metrics,
                         consistency.vertical,
                         records,
-                        validation,
-                        summaries,
+                        figures.sides(),
                         outputs,
-                        figures,
+                        stats,
                     )
                 )
             )
@@ -250,14 +264,12 @@ class Passes:
         build.staged = Staged(
             records,
             metrics,
-            figures,
+            stats,
             consistency.vertical,
             consistency.consultant_profile,
-            list(added),
-            outputs.new_digests,
-            outputs.duplicates.count,
-            outputs.untrainable,
-            provenance=provenance,
+            added_count=added.staged,
+            duplicate_pair_count=outputs.duplicates.count,
+            untrainable_pair_count=outputs.untrainable,
             excluded_pair_count=tally.excluded_pairs,
             filtered_out_conversation_count=len(tally.filtered_out),
         )
@@ -287,16 +299,16 @@ class Passes:
                 if (o.format, o.split) not in exported and o.format != "dataset_card"
             ]
             metrics = _stored_metrics(stored)
-            summaries = [c.summary for c in build.existing]
+            figures = Figures(self.settings.context_length, validation)
+            figures.extend(c.summary for c in build.existing)
             card_text = _card(
                 build,
                 metrics,
                 stored.vertical or "",
                 [*kept, *records],
-                validation,
-                summaries,
+                figures.sides(),
                 outputs,
-                analytics.compute(summaries, self.settings.context_length),
+                figures.analytics.result(),
             )
             records.append(await outputs.store_card(card_text))
         except BaseException:
@@ -337,8 +349,7 @@ class Passes:
         replacements = Replacements([targets.take(i)[0] for i in range(len(targets))])
         try:
             consistency = ConsistencyCheck(stored.vertical, _profile_bytes(stored))
-            fresh = aggregate.Summaries()
-            provenance = Provenance()
+            fresh = KeptMembers()
             tally = FilterTally()
             yield Progress(Stage.VALIDATING, len(targets), len(targets), build.file_id)
             async for event in fetch_all(
@@ -350,7 +361,6 @@ class Passes:
                 consistency,
                 fresh,
                 build.lease,
-                provenance,
                 pair_filter=build.plan.pair_filter,
                 tally=tally,
             ):
@@ -361,7 +371,7 @@ class Passes:
                 raise all_filtered_out(len(tally.filtered_out))
             warnings = [*consistency.drain(), *_filter_warnings(tally)]
             rewrite = self._rewrite(
-                build, leave_out, replacements, validation, on_upload, list(fresh)
+                build, leave_out, replacements, validation, on_upload, list(fresh.summaries)
             )
             async for event in rewrite:
                 if warnings and event.stage is Stage.AGGREGATING:
@@ -372,7 +382,7 @@ class Passes:
         assert build.staged is not None
         build.staged = dataclasses.replace(
             build.staged,
-            refreshed_provenance=provenance,
+            refreshed_provenance=fresh.provenance,
             excluded_pair_count=tally.excluded_pairs,
             filtered_out_conversation_count=len(tally.filtered_out),
         )
@@ -408,11 +418,12 @@ class Passes:
                 for c in build.existing
                 if c.summary.conversation_id not in leave_out
             ]
-            metrics = aggregate.summarize(kept)
-            figures = analytics.compute(kept, self.settings.context_length)
+            tallied = Figures(self.settings.context_length, validation).extend(kept)
+            metrics = tallied.file_metrics()
+            figures = tallied.analytics.result()
             vertical, profile = stored.vertical or "", _profile_bytes(stored) or b"{}"
             header = aggregate.json_header(build.name, build.moment, vertical, metrics, profile)
-            warnings = [*_content_warnings(outputs), *_context_warnings(kept, figures)]
+            warnings = [*_content_warnings(outputs), *_over_context(tallied.over_context, figures)]
             yield Progress(Stage.AGGREGATING, total, total, file_id, warnings=warnings)
             self._check_sizes(header, v4.jsonl_size)
             yield Progress(Stage.UPLOADING, 0, 0, file_id)
@@ -423,7 +434,7 @@ class Passes:
             records = [*v4_records, *trainer_records]
             records.append(
                 await outputs.store_card(
-                    _card(build, metrics, vertical, records, validation, kept, outputs, figures)
+                    _card(build, metrics, vertical, records, tallied.sides(), outputs, figures)
                 )
             )
         except BaseException:
@@ -528,37 +539,21 @@ def _content_warnings(outputs: OutputSet) -> list[Warning]:
     return warnings
 
 
-@dataclass(frozen=True, slots=True)
-class _Chained:
-    """The stored members' summaries, then the added ones; iterable again and again."""
-
-    existing: Sequence[StoredConversation]
-    added: Sequence[ConversationSummary]
-
-    def __iter__(self) -> Iterator[ConversationSummary]:
-        yield from (c.summary for c in self.existing)
-        yield from self.added
-
-
-def _context_warnings(
-    summaries: Iterable[ConversationSummary], figures: analytics.Analytics
-) -> list[Warning]:
+def _over_context(over: Sequence[str], figures: analytics.Analytics) -> list[Warning]:
     """Pairs of the version with more tokens than the configured context length: a
-    trainer truncates or drops them. Told once, with the conversations that have them."""
+    trainer truncates or drops them. Told once, with the conversations that have them
+    (`over`, as `staging.Figures` found them)."""
     stats = figures.tokens
     if stats is None or not stats.pairs_over(stats.context_length):
         return []
     limit = stats.context_length
-    over = tuple(
-        s.conversation_id for s in summaries if any(t > limit for t in s.pair_tokens() or ())
-    )
     return [
         Warning(
             "PAIRS_OVER_CONTEXT",
             f"{stats.pairs_over(limit)} pair(s) have more than {limit} tokens (the "
             f"configured context length, counted with {stats.tokenizer}); a trainer "
             "truncates or drops them",
-            over,
+            tuple(over),
         )
     ]
 
@@ -585,8 +580,7 @@ def _card(
     metrics: FileMetrics,
     vertical: str,
     records: Sequence[OutputRecord],
-    validation: frozenset[UUID] | None,
-    summaries: Iterable[ConversationSummary],
+    sides: SplitSides | None,
     outputs: OutputSet,
     figures: analytics.Analytics | None = None,
 ) -> bytes:
@@ -594,18 +588,13 @@ def _card(
     stored = build.stored
     split = build.plan.split
     card_split = None
-    if split is not None and validation is not None:
-        sides = {True: [0, 0], False: [0, 0]}  # conversations, pairs by "is validation"
-        for summary in summaries:
-            side = sides[UUID(summary.conversation_id) in validation]
-            side[0] += 1
-            side[1] += summary.training_pair_count
+    if split is not None and sides is not None:
         card_split = card.CardSplit(
             seed=split.seed,
-            train_conversations=sides[False][0],
-            train_pairs=sides[False][1],
-            validation_conversations=sides[True][0],
-            validation_pairs=sides[True][1],
+            train_conversations=sides.train_conversations,
+            train_pairs=sides.train_pairs,
+            validation_conversations=sides.validation_conversations,
+            validation_pairs=sides.validation_pairs,
             validation_fraction=split.validation_fraction,
             validation_count=split.validation_count,
             stratify=None if split.stratify is Stratify.NONE else split.stratify.value,

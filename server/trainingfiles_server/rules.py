@@ -190,18 +190,13 @@ def selection_owner(caller: Caller, file_owner: UUID | None, selector: Selector)
     return file_owner or selector.owner
 
 
-def merge_selected(
-    listed: Sequence[CandidateConversation], selected: Sequence[CandidateConversation]
-) -> list[CandidateConversation]:
-    """The listed conversations, then the selected ones not listed; none is refused."""
-    if not listed and not selected:
-        raise FailedPrecondition(
-            "the selector matched no eligible conversation and no id was listed",
-            [Violation("selector", "NO_CONVERSATIONS_SELECTED", "nothing matched")],
-            reason="NO_CONVERSATIONS_SELECTED",
-        )
-    seen = {c.conversation_id for c in listed}
-    return [*listed, *(c for c in selected if c.conversation_id not in seen)]
+def nothing_selected() -> FailedPrecondition:
+    """A build's selector chose nothing and no id was listed."""
+    return FailedPrecondition(
+        "the selector matched no eligible conversation and no id was listed",
+        [Violation("selector", "NO_CONVERSATIONS_SELECTED", "nothing matched")],
+        reason="NO_CONVERSATIONS_SELECTED",
+    )
 
 
 def reject_pair_filter(requested: PairFilter | None, files: PairFilter) -> None:

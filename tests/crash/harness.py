@@ -296,7 +296,17 @@ class Observer:
         )
         if dead:
             found.append(f"{dead} intent(s) of a dead build or overdue")
+        staged = await self.staged(file_id)
+        if staged and row["lease_token"] is None:
+            found.append(f"{staged} staged member row(s) of a dead build")
         return found
+
+    async def staged(self, file_id: uuid.UUID) -> int:
+        """The file's rows in `staged_members` (a build's, until it commits or fails)."""
+        count: int = await self.pool.fetchval(
+            "SELECT count(*) FROM staged_members WHERE training_file_id = $1", file_id
+        )
+        return count
 
     async def repaired(self, file_id: uuid.UUID, deadline: float = REPAIR_DEADLINE) -> float:
         """Wait until no invariant is broken; returns when (`time.monotonic`), or raises."""
@@ -351,6 +361,8 @@ class Outcome:
     # From the dying process's exit to the invariants holding (restart included).
     repair_seconds: float = 0.0
     exited_at: float = 0.0
+    # Rows the dead build had staged (`staged_members`), seen before the restart.
+    staged_at_death: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -400,6 +412,7 @@ async def run_create(
     outcome.file_id = await observer.file_id_by_name(name)
     if outcome.file_id is None:
         return outcome  # killed before the row was written: nothing to repair
+    outcome.staged_at_death = await observer.staged(outcome.file_id)
     async with _restarted(backend, observer, log, token, outcome) as found:
         if found is not None and found[1].status != resources_pb2.TRAINING_FILE_STATUS_ACTIVE:
             # The name is free again: a Create with it succeeds.
@@ -441,6 +454,7 @@ async def run_add(
         outcome,
         lambda stub: stub.AddConversations(request, timeout=60),
     )
+    outcome.staged_at_death = await observer.staged(outcome.file_id)
     async with _restarted(backend, observer, log, token, outcome) as found:
         if found is not None:
             stub, record = found

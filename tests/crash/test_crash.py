@@ -117,6 +117,37 @@ async def test_an_add_killed_at_any_stage_leaves_a_complete_version(
     assert again.version == outcome.version + 1
 
 
+@pytest.mark.parametrize("operation", ["create", "add"])
+async def test_a_build_killed_before_its_commit_leaves_no_staged_member(
+    backend: Backend,
+    observer: Observer,
+    workdir: Path,
+    token: str,
+    stub: service_pb2_grpc.TrainingFileServiceStub,
+    crash_ids: list[str],
+    operation: str,
+) -> None:
+    """A Create or an Add killed once its members are staged (`build.uploaded`: every
+    row written, none moved): the restarted server's sweeper deletes the dead build's
+    staged rows (`Observer.problems` counts any left as a problem)."""
+    if operation == "create":
+        outcome = await run_create(
+            backend, observer, workdir, token, crash_ids[:30], "build.uploaded"
+        )
+        staged = 30
+    else:
+        base = await create_ok(stub, unique_name("crash-staged"), crash_ids[:20])
+        outcome = await run_add(
+            backend, observer, workdir, token, base.id, crash_ids[20:35], "build.uploaded"
+        )
+        staged = 15
+    assert outcome.died, "the failpoint was not reached"
+    assert outcome.staged_at_death == staged
+    assert outcome.problems == []
+    assert outcome.file_id is not None
+    assert await observer.staged(outcome.file_id) == 0
+
+
 TRAINER = (resources_pb2.FILE_FORMAT_PARQUET, resources_pb2.FILE_FORMAT_OPENAI_CHAT)
 
 

@@ -404,18 +404,19 @@ async def test_two_adds_of_one_conversation_at_once_add_it_once(
     assert listed == [base, twice]
 
 
-async def test_members_inserted_in_batches_keep_their_order_and_figures(
+async def test_members_staged_in_batches_keep_their_order_and_figures(
     stub: Stub, dataset: Dataset, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Members are inserted a batch at a time (`db.MEMBER_BATCH`): with batches of 2, a
-    Create of 5 and an Add of 3 list every member once, in order, with its summary and
-    provenance, as a Create of all 8 in one statement does."""
-    from trainingfiles_server import db
+    """New members are staged a batch at a time while the build runs
+    (`staging.STAGE_BATCH`) and moved by the commit: with batches of 2, a Create of 5
+    and an Add of 3 list every member once, in order, with its summary and provenance,
+    as a Create of all 8 in one batch does; no staged row is left."""
+    from trainingfiles_server import staging
 
     eligible = dataset.ids(Kind.ELIGIBLE)
     a, b = eligible[30:35], eligible[35:38]
     whole = await create_ok(stub, unique_name("batch-whole"), a + b)
-    monkeypatch.setattr(db, "MEMBER_BATCH", 2)
+    monkeypatch.setattr(staging, "STAGE_BATCH", 2)
     created = await create_ok(stub, unique_name("batch-create"), a)
     added = await add(stub, created.id, b)
     assert added.error is None, added.error
@@ -438,3 +439,8 @@ async def test_members_inserted_in_batches_keep_their_order_and_figures(
     assert [r["position"] for r in positions] == list(range(8))
     assert all(r["document_key"] for r in positions)
     assert await download(stub, created.id, JSONL) == await download(stub, whole.id, JSONL)
+    staged = await server.database.pool.fetchval(
+        "SELECT count(*) FROM staged_members WHERE training_file_id = ANY($1::uuid[])",
+        [uuid.UUID(created.id), uuid.UUID(whole.id)],
+    )
+    assert staged == 0

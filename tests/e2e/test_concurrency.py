@@ -33,7 +33,6 @@ from tests.e2e.helpers import (
     FETCHING,
     JSON,
     JSONL,
-    SAVING,
     VALIDATING,
     Progress,
     StreamResult,
@@ -352,7 +351,7 @@ async def own_postgres() -> AsyncIterator[EmbeddedPostgres]:
             await asyncio.to_thread(postgres.stop)
 
 
-async def test_postgres_stalled_at_commit_fails_the_create_unavailable_and_the_sweeper_cleans(
+async def test_postgres_stalled_before_the_commit_fails_the_create_and_the_sweeper_cleans(
     stack: Stack, storage: Storage, token: str
 ) -> None:
     async with own_postgres() as postgres:
@@ -416,8 +415,10 @@ async def test_postgres_stalled_at_commit_fails_the_create_unavailable_and_the_s
                 assert read_took < COMMAND_TIMEOUT + 1.5, f"the read took {read_took:.2f} s"
                 assert result.error is not None, "the Create succeeded"
                 assert result.error.code() == grpc.StatusCode.UNAVAILABLE, result.error
-                # It reached the commit (SAVING is sent just before it) and got no further.
-                assert result.last.stage == SAVING, result.last
+                # It fetched every document and got no further: its first write after them,
+                # staging its members (400, one batch) before the commit, cannot happen.
+                assert result.last.stage == FETCHING, result.last
+                assert result.last.done == result.last.total == STALLED_CONVERSATIONS
                 assert not any(m.HasField("training_file") for m in result.messages)
 
                 # PostgreSQL is back: once the lease has run out, a sweep fails the file

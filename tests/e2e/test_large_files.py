@@ -369,7 +369,8 @@ async def test_a_file_above_max_object_bytes_is_refused_and_leaves_nothing_behin
     """Every document is far below the limit; the file is not. `while_fetching`: the
     JSONL crosses the limit once multipart uploads of both objects have sent parts;
     `json_only`: the JSONL fits exactly and only the JSON, a header longer, is too
-    large, which is found once every part but the JSON's first has been sent."""
+    large, which is found once every part but the JSON's first has been sent (and
+    every member staged: the failed build's staged rows are deleted too)."""
     limit = int(2.4 * MIN_PART) if where == "while_fetching" else len(big_create.jsonl)
     assert limit < len(big_create.json)
     settings = stack_settings(stack.postgres, stack.seaweed, max_object_bytes=limit)
@@ -390,6 +391,14 @@ async def test_a_file_above_max_object_bytes_is_refused_and_leaves_nothing_behin
     assert await object_keys(server, f"{file_id}/") == set()
     assert await open_uploads(server, f"{file_id}/") == set()
     assert await intent_count(server, file_id) == 0
+    assert await staged_count(server, file_id) == 0
+
+
+async def staged_count(server: RunningServer, file_id: str) -> int:
+    count: int = await server.database.pool.fetchval(
+        "SELECT count(*) FROM staged_members WHERE training_file_id = $1", uuid.UUID(file_id)
+    )
+    return count
 
 
 # ----------------------------------------------------------------- downloads during an Add
@@ -477,6 +486,7 @@ async def test_an_add_above_max_object_bytes_is_refused_and_changes_nothing(
     assert await object_keys(server, prefix) == output_keys(created)
     assert await open_uploads(server, prefix) == set()
     assert await intent_count(server, created.id) == 0
+    assert await staged_count(server, created.id) == 0
     listed = await stub.ListTrainingFileConversations(
         service_pb2.ListTrainingFileConversationsRequest(training_file_id=created.id, page_size=100)
     )

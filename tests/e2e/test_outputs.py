@@ -24,7 +24,9 @@ import pytest
 from tests.e2e.conftest import OWNER, Dataset
 from tests.e2e.helpers import (
     JSONL,
+    StreamResult,
     Stub,
+    add,
     assert_nothing_written,
     collect,
     expect_error,
@@ -352,6 +354,38 @@ async def test_duplicates_are_counted_and_reported_and_dropped_only_when_asked(
     assert again.error is None, again.error
     _, rendered = await _fetch(stub, dropped.id, resources_pb2.FILE_FORMAT_OPENAI_CHAT)
     assert rendered == body
+
+
+def _first_duplicates(result: StreamResult) -> str:
+    """The pair ids a DUPLICATE_PAIRS warning names (the first ones, in file order)."""
+    (warning,) = [w for w in result.warnings() if w.code == "DUPLICATE_PAIRS"]
+    return warning.message.rsplit("(first: ", 1)[1]
+
+
+async def test_duplicates_counted_from_the_staged_digests_agree_with_the_counter(
+    stub: Stub, awkward: Awkward
+) -> None:
+    """A build that drops no duplicate from a trainer format counts them in the database
+    from its staged digests (after the file's members, for an Add): the same count and
+    the same first pairs as the in-memory counter of a build that drops them."""
+    ids = [*awkward.originals, *awkward.copies]
+    in_memory = await _create(
+        stub, ids, formats=[resources_pb2.FILE_FORMAT_OPENAI_CHAT], drop_duplicates=True
+    )
+    in_database = await _create(stub, ids)  # v4 only
+    assert in_memory.error is None and in_database.error is None
+    expected = awkward.copied_pairs
+    assert in_memory.training_file.duplicate_pair_count == expected > 5
+    assert in_database.training_file.duplicate_pair_count == expected
+    assert _first_duplicates(in_database) == _first_duplicates(in_memory)
+    assert all(c in _first_duplicates(in_memory) for c in awkward.copies[:1])
+
+    base = await _create_ok(stub, awkward.originals)
+    assert base.duplicate_pair_count == 0
+    added = await add(stub, base.id, awkward.copies)
+    assert added.error is None, added.error
+    assert added.training_file.duplicate_pair_count == expected
+    assert _first_duplicates(added) == _first_duplicates(in_memory)
 
 
 async def test_a_pair_without_a_target_stays_in_v4_and_is_left_out_of_trainer_formats(

@@ -11,10 +11,12 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from tests.conftest import authorized_channel, mint
+from tests.conftest import Stack, authorized_channel, mint, stack_settings
 from tests.e2e.helpers import (
+    JSONL,
     Stub,
     collect,
+    download,
     error_reason,
     expect_error,
     stream_error,
@@ -22,9 +24,9 @@ from tests.e2e.helpers import (
     violation_fields,
 )
 from tests.e2e.test_remove import _members
-from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 from trainingfiles_dev.generator import generate, load
-from trainingfiles_server.app import RunningServer
+from trainingfiles_server.app import RunningServer, running_server
 from trainingfiles_server.storage import Storage
 
 TIMEOUT = 60
@@ -184,3 +186,70 @@ async def test_bad_selectors_are_refused_naming_each_field(
             )
         )
         assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_selector_read_in_small_pages_builds_what_the_listed_ids_build(
+    stack: Stack, token: str, stub: Stub, server: RunningServer, owned: list[str]
+) -> None:
+    """A server reading a selector's conversations 4 at a time (`selector_page_size`)
+    builds, with a listed id first and a split, exactly the file an id-list Create of
+    the same conversations in the same order builds: members, JSONL bytes, metrics and
+    each trainer output of each side of the split (same records, same checksum)."""
+    personas, after = await _personas(server)
+    expected = [
+        r["conversation_id"]
+        for r in await server.database.pool.fetch(ORACLE, SELECTED_OWNER, personas, after)
+    ]
+    assert len(expected) > 8  # more than two pages
+    listed = expected[5]
+    order = [listed, *(c for c in expected if c != listed)]
+    split = resources_pb2.SplitOptions(validation_count=3, seed=11)
+    formats = [resources_pb2.FILE_FORMAT_OPENAI_CHAT]
+    by_ids = service_pb2.CreateTrainingFileRequest(
+        name=unique_name("paged-ids"),
+        on_behalf_of=str(SELECTED_OWNER),
+        conversation_ids=order,
+        split=split,
+        formats=formats,
+    )
+    result = await collect(stub.CreateTrainingFile(by_ids, timeout=TIMEOUT))
+    assert result.error is None, result.error
+    whole = result.training_file
+
+    settings = stack_settings(stack.postgres, stack.seaweed, selector_page_size=4)
+    async with running_server(settings) as paged, authorized_channel(paged.port, token) as channel:
+        paged_stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        by_selector = service_pb2.CreateTrainingFileRequest(
+            name=unique_name("paged-selector"),
+            on_behalf_of=str(SELECTED_OWNER),
+            conversation_ids=[listed],
+            selector=_selector(personas, after),
+            split=split,
+            formats=formats,
+        )
+        result = await collect(paged_stub.CreateTrainingFile(by_selector, timeout=TIMEOUT))
+        assert result.error is None, result.error
+        selected = result.training_file
+        assert await _members(paged_stub, selected.id) == order
+        assert await download(paged_stub, selected.id, JSONL) == await download(
+            stub, whole.id, JSONL
+        )
+
+    def figures(f: resources_pb2.TrainingFile) -> tuple[Any, ...]:
+        return (
+            f.conversation_count,
+            f.total_training_pairs,
+            f.quality_summary,
+            f.scaffolding_distribution,
+        )
+
+    def trainer(f: resources_pb2.TrainingFile) -> list[tuple[Any, ...]]:
+        return sorted(
+            (o.split, o.record_count, o.size_bytes, o.sha256)
+            for o in f.outputs
+            if o.format == resources_pb2.FILE_FORMAT_OPENAI_CHAT
+        )
+
+    assert figures(selected) == figures(whole)
+    assert len(trainer(whole)) == 2  # train and validation
+    assert trainer(selected) == trainer(whole)

@@ -96,3 +96,22 @@ def test_rss_above_idle_from_10000_to_50000_must_stay_within_10_mb() -> None:
     )
     assert grown is not None and not grown.met
     assert report.flat_check([(run, _size(10_000))]) is None
+
+
+def test_a_selector_create_must_stay_within_10_mb_of_its_10000_rss() -> None:
+    """`--selector` runs: the selector Create's RSS above idle at 50,000 and 100,000
+    against its own at 10,000, each marked; the table shows both Creates' RSS."""
+    run = {"run_id": "r"}
+
+    def sized(n: int, rss: float) -> dict[str, Any]:
+        return _size(n, create_selector=_stream(n / 1000, n / 2500, n, rss))
+
+    rows = [(run, sized(10_000, 60.0)), (run, sized(50_000, 69.0)), (run, sized(100_000, 71.0))]
+    checks = report.selector_checks(rows)
+    assert (checks[50_000].value, checks[50_000].met) == (9.0, True)
+    assert (checks[100_000].value, checks[100_000].met) == (11.0, False)
+    table = report.selector_table(rows)
+    assert "| 50,000 | 50.00 s | 69 MB | 40 MB | +9 MB ✓ | r |" in table
+    assert "| 100,000 | 100.00 s | 71 MB | 40 MB | +11 MB ✗ | r |" in table
+    assert report.selector_table([(run, _size(10_000))]) == ""
+    assert report.selector_checks([(run, sized(50_000, 1.0))]) == {}
