@@ -107,6 +107,11 @@ class Replacements:
         self._file.seek(start)
         return self._file.read(size), facts
 
+    @property
+    def size(self) -> int:
+        """The bytes of every new line spooled."""
+        return self._size
+
     def close(self) -> None:
         self._file.close()
 
@@ -215,9 +220,13 @@ class V4Outputs:
             digest.update(chunk)
         return digest.hexdigest()
 
+    def _json_end(self) -> bytes:
+        """What the JSON gets after its last pair."""
+        return self._pairs.close()
+
     async def close(self, header: bytes, pair_count: int) -> list[OutputRecord]:
         """Store both objects; their records, with checksums of what was stored."""
-        await self._write_json(self._pairs.close())
+        await self._write_json(self._json_end())
         json_size, jsonl_size = await together(self.json.close(header), self.jsonl.close())
         try:
             read_back = []
@@ -440,13 +449,13 @@ class OutputSet:
                         if self.trainers
                         else None
                     )
-                    await self._conversation(facts, pairs)
+                    await self.count_and_render(facts, pairs)
                     self.new_digests.append(facts.digests)
                     return
                 if self.v4 is not None:
                     await self.v4.write(b"".join(raw))
             known = stored_digests[index] if index < len(stored_digests) else None
-            await self._conversation(
+            await self.count_and_render(
                 PairFacts.of(conversation, known), conversation if self.trainers else None
             )
 
@@ -487,13 +496,13 @@ class OutputSet:
             await self._stored
         if self.v4 is not None:
             await self.v4.write(lines)
-        await self._conversation(facts, pairs)
+        await self.count_and_render(facts, pairs)
         self.new_digests.append(facts.digests)
 
     def skip_conversation(self) -> None:
         """The next conversation has no lines (the filters left it out): nothing to do."""
 
-    async def _conversation(self, facts: PairFacts, pairs: Sequence[Pair] | None) -> None:
+    async def count_and_render(self, facts: PairFacts, pairs: Sequence[Pair] | None) -> None:
         """One conversation's pairs counted, and rendered into the trainer outputs."""
         for index, digest in enumerate(iter_digests(facts.digests)):
             duplicate = self.duplicates.seen(digest, facts.ids[index])
