@@ -32,7 +32,7 @@ import pytest
 from botocore.exceptions import ClientError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.compat.conftest import BIG, CONVERSATIONS, TRAINING, Calls, Leg
+from tests.compat.conftest import BIG, CONVERSATIONS, TRAINING, Leg
 from tests.conftest import TEST_JWT_SECRET, authorized_channel, mint
 from tests.crash.harness import Observer, server_process
 from tests.e2e.helpers import (
@@ -41,6 +41,7 @@ from tests.e2e.helpers import (
     JSON,
     JSONL,
     TIMEOUT,
+    Calls,
     Stub,
     add_ok,
     collect,
