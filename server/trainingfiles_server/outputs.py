@@ -423,9 +423,11 @@ class OutputSet:
         `stored_digests` are the conversations' pair digests as stored, in file order:
         they are not computed again. Without `leave_out` (an Add, an export) the bytes
         also go to the new JSONL's checksum (an Add's store-side copy never passes through
-        here). With it (a Remove, a Refresh), the conversations it names are left out,
-        those `replace` has are written with their new lines (a Refresh), and the others'
-        lines are written to the new v4 outputs as they were stored.
+        here). With it (a Remove, a Refresh of a file whose members' digests were not all
+        stored; otherwise `splice.py` does it without decoding), the conversations it
+        names are left out, those `replace` has are written with their new lines (a
+        Refresh), and the others' lines are written to the new v4 outputs as they were
+        stored.
         """
         rest = b""
         done = reported = 0

@@ -10,7 +10,9 @@ the commit, which `builds.py` makes under the build's lease:
 Memory does not grow with the number of conversations: each document is parsed,
 validated and turned into lines by one of `fetch_concurrency` workers, and only a small
 summary per conversation stays in memory (`fetching.py`). An Add starts from the stored
-version: the store copies its v4 content while the new documents are fetched.
+version: the store copies its v4 content while the new documents are fetched. A Remove
+and a Refresh splice the stored v4 objects (`splice.py`): kept ranges copied by the
+store, the stored JSONL streamed once.
 """
 
 from __future__ import annotations

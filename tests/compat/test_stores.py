@@ -3,7 +3,9 @@
 Each test runs once per store (`leg`, see `conftest.py`): the embedded SeaweedFS and real
 Supabase Storage. Creates and Adds at multipart sizes (several parts; the JSON's first
 part goes up last), byte for byte; presigned downloads with the attachment name; a
-failed Create with its uploads open; deleted and swept objects; a missing bucket told
+failed Create with its uploads open; whether the store takes parts below 5 MiB, asked
+and checked, and Remove and Refresh copying their kept ranges accordingly; deleted and
+swept objects; a missing bucket told
 from a missing object; bucket bootstrap and `make run` on a first and a later start; a
 Create → Add → failed Create → killed Creates → restart → sweep that leaves no orphan
 object, no intent and no open upload; and cleanup failures that are never fatal.
