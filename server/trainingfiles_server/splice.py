@@ -9,9 +9,10 @@ copied, and, when the file has trainer formats, to render them again.
 
 Where a conversation's lines are is found by counting newlines, not by decoding them:
 each member's number of lines is the number of its stored pair digests (16 bytes per
-pair, as written, a pair filter's leavings excluded), and its first line must name it,
-or the build fails before anything is stored. A file with a member whose digests were
-never stored is rewritten the way it was before (`outputs.OutputSet.replay`).
+pair, as written, a pair filter's leavings excluded), and its first and last lines must
+name it, or the build fails (INTERNAL; its uploads aborted, the file as it was). A file with a
+member whose digests were never stored is rewritten the way it was before
+(`outputs.OutputSet.replay`).
 
 Without trainer formats nothing kept is decoded: duplicates are counted from the stored
 digests (a duplicate's line is decoded for its id, for the warning's first few), and the
@@ -190,6 +191,36 @@ def _decoded(data: bytes) -> list[formats.Pair]:
     return [orjson.loads(line) for line in data.split(b"\n")[:-1]]
 
 
+# A member's bytes: (chunk, start, end) of each stored chunk it spans, in order.
+_Parts = list[tuple[bytes, int, int]]
+
+
+def _joined(parts: _Parts) -> bytes:
+    return b"".join(memoryview(chunk)[start:end] for chunk, start, end in parts)
+
+
+def _first_line(parts: _Parts) -> bytes:
+    pieces = []
+    for chunk, start, end in parts:
+        newline = chunk.find(b"\n", start, end)
+        if newline >= 0:
+            pieces.append(chunk[start : newline + 1])
+            break
+        pieces.append(chunk[start:end])
+    return b"".join(pieces)
+
+
+def _last_line(parts: _Parts) -> bytes:
+    pieces: list[bytes] = []
+    for chunk, start, end in reversed(parts):
+        newline = chunk.rfind(b"\n", start, end if pieces else end - 1)
+        if newline >= 0:
+            pieces.append(chunk[newline + 1 : end])
+            break
+        pieces.append(chunk[start:end])
+    return b"".join(reversed(pieces))
+
+
 async def splice(
     outputs: OutputSet,
     v4: SplicedV4,
@@ -210,33 +241,34 @@ async def splice(
     index = 0  # the member being read
     left = members[0].lines if members else 0  # its lines still to come
     started = keeping = False
-    parts: list[memoryview] = []  # its bytes so far
-    first = bytearray()  # its first line, while it is being read
+    parts: _Parts = []  # its bytes so far
     offset = done = reported = 0
 
-    async def finish(member: Member, first: bytes, parts: list[memoryview]) -> None:
-        # Miscounted lines would leave out or keep the wrong pairs: the first line must
-        # name its member (orjson writes no spaces).
-        if b'"conversation_id":"' + member.conversation_id.encode() + b'"' not in first:
+    async def finish(member: Member, parts: _Parts) -> None:
+        # Miscounted lines would leave out or keep the wrong pairs. A conversation's
+        # lines are consecutive, so when each member's first and last lines name it
+        # (orjson writes no spaces), every member has exactly its own lines.
+        name = b'"conversation_id":"' + member.conversation_id.encode() + b'"'
+        if name not in _first_line(parts) or name not in _last_line(parts):
             raise _mismatch(jsonl_key)
         fate = _fate(member, leave_out, replace)
         if fate is _Fate.KEEP:
             if trainers:
-                pairs = _decoded(b"".join(parts))
+                pairs = _decoded(_joined(parts))
                 await outputs.count_and_render(PairFacts.of(pairs, member.digests), pairs)
                 return
             lines: list[bytes] = []
 
             def pair_id(number: int) -> str:
                 if not lines:
-                    lines.extend(b"".join(parts).split(b"\n"))
+                    lines.extend(_joined(parts).split(b"\n"))
                 return str(orjson.loads(lines[number]).get("id", ""))
 
             for number, digest in enumerate(iter_digests(member.digests)):
                 outputs.duplicates.seen(digest, functools.partial(pair_id, number))
             return
         if not trainers:
-            outputs.untrainable -= _untrainable(_decoded(b"".join(parts)))
+            outputs.untrainable -= _untrainable(_decoded(_joined(parts)))
         if fate is _Fate.REPLACE:
             assert replace is not None
             new_lines, facts = replace.take(member.conversation_id)
@@ -252,33 +284,26 @@ async def splice(
             member = members[index]
             if not started:
                 started = True
-                first = bytearray()
                 kept = _fate(member, leave_out, replace) is _Fate.KEEP
                 if kept and not keeping:
                     v4.start_kept(offset)
                 elif keeping and not kept:
                     await v4.end_kept()
                 keeping = kept
-            end, first_read = position, bool(first) and first[-1:] == b"\n"
+            end = position
             while left:
                 newline = chunk.find(b"\n", end)
                 if newline < 0:
                     end = size
                     break
                 end, left = newline + 1, left - 1
-                if not first_read:
-                    first += view[position:end]
-                    first_read = True
-            if not first_read:
-                first += view[position:end]
-            piece = view[position:end]
-            parts.append(piece)
+            parts.append((chunk, position, end))
             if keeping:
-                await v4.keep(piece)
+                await v4.keep(view[position:end])
             offset += end - position
             position = end
             if not left:
-                await finish(member, bytes(first), parts)
+                await finish(member, parts)
                 done += member.lines
                 parts, started = [], False
                 index += 1

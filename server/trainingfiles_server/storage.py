@@ -6,8 +6,11 @@ with exponential backoff; what still fails is translated into the domain's error
 
 Uploads stream: an `ObjectWriter` sends each part as soon as it is complete, a few at a
 time, while later bytes are still being produced; bytes of a stored object are appended
-by a server-side copy (UploadPartCopy) where the store supports it. A failed multipart
-upload is aborted so no invisible parts are left behind.
+by a server-side copy (UploadPartCopy) where the store supports it, and a writer keeps
+ranges of a stored object whose bytes stream through (a Remove, a Refresh) by copying
+those that can be parts of their own: parts below 5 MiB only where the store accepts
+them, which it is asked once per process (`Storage.accepts_small_parts`). A failed
+multipart upload is aborted so no invisible parts are left behind.
 
 Enriched documents, read by the thousand, are fetched with presigned GETs on a plain
 aiohttp session instead of `get_object`: signing a URL and sending one request cost about
@@ -855,9 +858,9 @@ class Storage:
         self.training_bucket = training_bucket
         # Turned off for the process the first time the store refuses UploadPartCopy.
         self.copy_supported = True
-        # Whether the store accepts parts below MIN_PART_SIZE (S3 does not; SeaweedFS and
-        # Supabase Storage's file backend do): learned by `accepts_small_parts` on first
-        # use, None until then.
+        # Whether the store accepts parts below MIN_PART_SIZE (S3 and SeaweedFS do not,
+        # Supabase Storage's file backend does): learned by `accepts_small_parts` on
+        # first use, None until then.
         self.small_parts: bool | None = None
         self._probing = asyncio.Lock()
         # Cleanup calls the store refuses outright, by operation: why (health reports it).
@@ -940,8 +943,8 @@ class Storage:
                 )
                 upload_id = None
                 response = await self.client.get_object(Bucket=bucket, Key=key)
-                async with response["Body"] as body:
-                    return bool(await body.read() == b"abc")
+                async with response["Body"] as stored:
+                    return bool(await stored.read() == b"abc")
             except ClientError as exc:
                 if _copy_unsupported(exc):
                     self.copy_supported = False
