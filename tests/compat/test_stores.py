@@ -262,10 +262,14 @@ async def _small_part_upload(storage: Storage, key: str, parts: Sequence[bytes])
     return stored
 
 
-async def test_the_small_parts_probe_answers_what_the_store_does(leg: Leg) -> None:
+async def test_the_small_parts_probe_answers_what_the_store_does(
+    leg: Leg, caplog: pytest.LogCaptureFixture
+) -> None:
     """The probe (`Storage.accepts_small_parts`) says yes exactly when a multipart
     upload with parts far below 5 MiB completes and is assembled byte for byte; it
-    leaves no object and no open upload under its reserved prefix."""
+    leaves no object and no open upload under its reserved prefix, and its answer is
+    logged once."""
+    caplog.set_level(logging.INFO, logger="trainingfiles")
     storage = Storage(leg.storage.client, CONVERSATIONS, TRAINING)
     answer = await storage.accepts_small_parts()
 
@@ -281,6 +285,9 @@ async def test_the_small_parts_probe_answers_what_the_store_does(leg: Leg) -> No
     assert all(not u.key.startswith(PROBE_PREFIX) for u in await storage.open_uploads(TRAINING))
     # Asked once per process.
     assert await storage.accepts_small_parts() is answer
+    said = "accepts" if answer else "refuses"
+    logged = [r.getMessage() for r in caplog.records if "parts below 5 MiB" in r.getMessage()]
+    assert logged == [f"object storage {said} parts below 5 MiB"]
 
 
 async def _kept_writes(
