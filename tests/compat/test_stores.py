@@ -279,6 +279,9 @@ async def test_the_small_parts_probe_answers_what_the_store_does(
 
     assert stored in (None, b"".join(parts)), "completed with other bytes"
     assert answer is (stored is not None), (leg.name, answer)
+    # What the README says of each: SeaweedFS refuses them as S3 does (EntityTooSmall),
+    # Supabase Storage's file backend assembles them.
+    assert answer is {"seaweedfs": False, "supabase": True}[leg.name]
     assert storage.small_parts is answer
     listed = await leg.storage.client.list_objects_v2(Bucket=TRAINING, Prefix=PROBE_PREFIX)
     assert listed.get("KeyCount", 0) == 0
