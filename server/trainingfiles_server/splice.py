@@ -143,6 +143,8 @@ class SplicedV4(V4Outputs):
 
     async def keep(self, chunk: memoryview) -> None:
         """The next bytes of the kept range, as streamed from the stored JSONL."""
+        if not chunk:
+            return
         if self.jsonl.size + len(chunk) > self._max_bytes:
             raise too_large(self._max_bytes)
         assert self.jsonl_sha256 is not None and self._json_rest is not None
@@ -278,6 +280,7 @@ async def splice(
 
     async for chunk in storage.stream(bucket, jsonl_key):
         view, position, size = memoryview(chunk), 0, len(chunk)
+        kept_from = 0  # where this chunk's kept bytes not yet given to `v4` start
         while position < size:
             if index == count:
                 raise _mismatch(jsonl_key)
@@ -287,7 +290,9 @@ async def splice(
                 kept = _fate(member, leave_out, replace) is _Fate.KEEP
                 if kept and not keeping:
                     v4.start_kept(offset)
+                    kept_from = position
                 elif keeping and not kept:
+                    await v4.keep(view[kept_from:position])
                     await v4.end_kept()
                 keeping = kept
             end = position
@@ -298,8 +303,6 @@ async def splice(
                     break
                 end, left = newline + 1, left - 1
             parts.append((chunk, position, end))
-            if keeping:
-                await v4.keep(view[position:end])
             offset += end - position
             position = end
             if not left:
@@ -308,6 +311,8 @@ async def splice(
                 parts, started = [], False
                 index += 1
                 left = members[index].lines if index < count else 0
+        if keeping:  # kept runs go to `v4` a chunk at a time, not a member at a time
+            await v4.keep(view[kept_from:size])
         if done - reported >= REPLAY_REPORT_EVERY:
             yield done
             reported = done
