@@ -552,8 +552,8 @@ class ObjectWriter:
         for i in range(count):
             await self._send_copy(self._take_number(), key, bounds[i], bounds[i + 1])
 
-    async def _send_copy(self, number: int, key: str, low: int, high: int) -> None:
-        """Like `_send`, for a server-side copy of `low`..`high` of `key`."""
+    async def _send_copy(self, number: int, key: str, start: int, end: int) -> None:
+        """Like `_send`, for a server-side copy of `start`..`end` of `key`."""
         upload_id = await self._start()
         await self._slots.acquire()
         try:
@@ -572,7 +572,7 @@ class ObjectWriter:
                             UploadId=upload_id,
                             PartNumber=number,
                             CopySource={"Bucket": self.bucket, "Key": key},
-                            CopySourceRange=f"bytes={low}-{high - 1}",
+                            CopySourceRange=f"bytes={start}-{end - 1}",
                         )
                     except ClientError as exc:
                         if not _copy_unsupported(exc):
