@@ -78,6 +78,16 @@ MUTATIONS = (
         ("tests/e2e/test_large_files.py",),
     ),
     Mutation(
+        "splice-copies-shifted-range",
+        "a Remove is byte-for-byte a Create of the remaining conversations (kept ranges copied)",
+        S + "storage.py",
+        'CopySourceRange=f"bytes={start}-{end - 1}"',
+        'CopySourceRange=f"bytes={start + 7}-{end + 6}"',
+        (
+            "tests/e2e/test_large_files.py::test_a_large_remove_copies_kept_ranges_and_equals_a_fresh_create",
+        ),
+    ),
+    Mutation(
         "commit-without-lease",
         "a build that lost its lease can never activate (ABORTED, the file stays FAILED)",
         S + "db.py",

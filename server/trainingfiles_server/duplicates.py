@@ -31,7 +31,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from hashlib import blake2b
 from typing import Any
 
@@ -173,17 +173,18 @@ class DuplicateCounter:
         counter._first = list(first)[:MAX_FIRST_DUPLICATES]
         return counter
 
-    def seen(self, digest: bytes, pair_id: str | None = None) -> bool:
+    def seen(self, digest: bytes, pair_id: str | Callable[[], str] | None = None) -> bool:
         """True if an identical pair came earlier (and count it); otherwise record it.
 
         `pair_id` is kept for `first_duplicates` when the pair is one of the first
-        duplicates; without it the duplicate is only counted.
+        duplicates (a callable is asked for it only then); without it the duplicate is
+        only counted.
         """
         if self._insert(digest):
             return False
         self._count += 1
         if pair_id is not None and len(self._first) < MAX_FIRST_DUPLICATES:
-            self._first.append(pair_id)
+            self._first.append(pair_id() if callable(pair_id) else pair_id)
         return True
 
     @property

@@ -107,6 +107,11 @@ class Replacements:
         self._file.seek(start)
         return self._file.read(size), facts
 
+    @property
+    def size(self) -> int:
+        """The bytes of every new line spooled."""
+        return self._size
+
     def close(self) -> None:
         self._file.close()
 
@@ -215,9 +220,13 @@ class V4Outputs:
             digest.update(chunk)
         return digest.hexdigest()
 
+    def _json_end(self) -> bytes:
+        """What the JSON gets after its last pair."""
+        return self._pairs.close()
+
     async def close(self, header: bytes, pair_count: int) -> list[OutputRecord]:
         """Store both objects; their records, with checksums of what was stored."""
-        await self._write_json(self._pairs.close())
+        await self._write_json(self._json_end())
         json_size, jsonl_size = await together(self.json.close(header), self.jsonl.close())
         try:
             read_back = []
@@ -419,9 +428,11 @@ class OutputSet:
         `stored_digests` are the conversations' pair digests as stored, in file order:
         they are not computed again. Without `leave_out` (an Add, an export) the bytes
         also go to the new JSONL's checksum (an Add's store-side copy never passes through
-        here). With it (a Remove, a Refresh), the conversations it names are left out,
-        those `replace` has are written with their new lines (a Refresh), and the others'
-        lines are written to the new v4 outputs as they were stored.
+        here). With it (a Remove, a Refresh of a file whose members' digests were not all
+        stored; otherwise `splice.py` does it without decoding), the conversations it
+        names are left out, those `replace` has are written with their new lines (a
+        Refresh), and the others' lines are written to the new v4 outputs as they were
+        stored.
         """
         rest = b""
         done = reported = 0
@@ -445,13 +456,13 @@ class OutputSet:
                         if self.trainers
                         else None
                     )
-                    await self._conversation(facts, pairs)
+                    await self.count_and_render(facts, pairs)
                     self.new_digests.append(facts.digests)
                     return
                 if self.v4 is not None:
                     await self.v4.write(b"".join(raw))
             known = stored_digests[index] if index < len(stored_digests) else None
-            await self._conversation(
+            await self.count_and_render(
                 PairFacts.of(conversation, known), conversation if self.trainers else None
             )
 
@@ -492,7 +503,7 @@ class OutputSet:
             await self._stored
         if self.v4 is not None:
             await self.v4.write(lines)
-        await self._conversation(facts, pairs)
+        await self.count_and_render(facts, pairs)
 
     def skip_conversation(self) -> None:
         """The next conversation has no lines (the filters left it out): nothing to do."""
@@ -502,7 +513,7 @@ class OutputSet:
         assert not self._counting
         self.duplicates = DuplicateCounter.counted(count, first)
 
-    async def _conversation(self, facts: PairFacts, pairs: Sequence[Pair] | None) -> None:
+    async def count_and_render(self, facts: PairFacts, pairs: Sequence[Pair] | None) -> None:
         """One conversation's pairs counted, and rendered into the trainer outputs."""
         for index, digest in enumerate(iter_digests(facts.digests)):
             duplicate = self._counting and self.duplicates.seen(digest, facts.ids[index])

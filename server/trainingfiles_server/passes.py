@@ -12,7 +12,8 @@ validated and turned into lines by one of `fetch_concurrency` workers (`fetching
 a Create's or an Add's new members are staged in the database as they are written and
 its figures counted as they arrive (`staging.py`), so what stays per conversation is its
 target (~20 bytes). An Add starts from the stored version: the store copies its v4
-content while the new documents are fetched.
+content while the new documents are fetched. A Remove and a Refresh splice the stored
+v4 objects (`splice.py`): kept ranges copied by the store, the stored JSONL streamed once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from . import aggregate, analytics, card, formats
+from . import aggregate, analytics, card, formats, splice
 from .aggregate import ConsistencyCheck, ConversationSummary, FileMetrics, Warning
 from .config import Settings
 from .errors import FailedPrecondition, ResourceExhausted, ServiceError, Violation
@@ -47,7 +48,7 @@ from .outputs import OutputSet, Replacements, V4Outputs, together
 from .plans import OutputPlan
 from .splits import Stratify
 from .staging import Figures, SplitSides, StagedMembers, Staging
-from .storage import Storage, UploadHook, parts_in_flight
+from .storage import MAX_PARTS, Storage, UploadHook, parts_in_flight
 
 # Multipart parts in flight per build, over all its outputs: what a v4-only build always
 # had (two objects, two parts each); more outputs share it rather than multiply memory.
@@ -399,16 +400,49 @@ class Passes:
         """A new version from the stored one: its JSONL, less `leave_out`, with the
         `replacements`' lines in their conversations' places, through every output."""
         stored = build.stored
-        assert stored is not None and stored.jsonl_file_path
+        assert stored is not None and stored.jsonl_file_path and stored.json_file_path
         file_id, total = build.file_id, stored.total_training_pairs
         slots = parts_in_flight(BUILD_PARTS_IN_FLIGHT)
-        v4 = self._v4_outputs(build, on_upload, slots)
+        members = splice.members_of(build.existing)
+        v4: V4Outputs
+        if members is None:  # a member's lines can only be found by decoding them
+            v4 = self._v4_outputs(build, on_upload, slots)
+        else:
+            v4 = splice.SplicedV4(
+                self.storage,
+                build.bucket,
+                build.keys[("v4_json", Split.ALL)],
+                build.keys[("v4_jsonl", Split.ALL)],
+                self.settings.max_object_bytes,
+                stored_json=(stored.json_file_path, stored.json_file_size),
+                stored_jsonl=(stored.jsonl_file_path, stored.jsonl_file_size),
+                small_parts=await self._small_parts(members, leave_out, replacements, stored),
+                on_upload=on_upload,
+                slots=slots,
+            )
         outputs = self._output_set(build, validation, v4, on_upload, slots)
         try:
-            stored_digests = [c.digests for c in build.existing]
-            replay = outputs.replay(
-                stored.jsonl_file_path, stored_digests, leave_out=leave_out, replace=replacements
-            )
+            if isinstance(v4, splice.SplicedV4):
+                assert members is not None
+                replay = splice.splice(
+                    outputs,
+                    v4,
+                    self.storage,
+                    build.bucket,
+                    stored.jsonl_file_path,
+                    members,
+                    leave_out,
+                    replacements,
+                    stored.untrainable_pair_count,
+                )
+            else:
+                stored_digests = [c.digests for c in build.existing]
+                replay = outputs.replay(
+                    stored.jsonl_file_path,
+                    stored_digests,
+                    leave_out=leave_out,
+                    replace=replacements,
+                )
             async for done in replay:
                 build.lease.check()
                 yield Progress(Stage.RENDERING, done, total, file_id)
@@ -425,12 +459,16 @@ class Passes:
             header = aggregate.json_header(build.name, build.moment, vertical, metrics, profile)
             warnings = [*_content_warnings(outputs), *_over_context(tallied.over_context, figures)]
             yield Progress(Stage.AGGREGATING, total, total, file_id, warnings=warnings)
-            self._check_sizes(header, v4.jsonl_size)
+            json_size = self._check_sizes(header, v4.jsonl_size)
             yield Progress(Stage.UPLOADING, 0, 0, file_id)
             build.lease.check()
             v4_records, trainer_records = await together(
                 v4.close(header, metrics.total_training_pairs), outputs.close_trainers()
             )
+            if v4_records[0].size_bytes != json_size:
+                raise ServiceError(
+                    f"stored JSON size {v4_records[0].size_bytes} differs from computed {json_size}"
+                )
             records = [*v4_records, *trainer_records]
             records.append(
                 await outputs.store_card(
@@ -452,6 +490,21 @@ class Passes:
             refreshed=list(fresh),
             refreshed_digests=outputs.new_digests,
         )
+
+    async def _small_parts(
+        self,
+        members: Sequence[splice.Member],
+        leave_out: frozenset[str],
+        replacements: Replacements | None,
+        stored: TrainingFileRecord,
+    ) -> bool:
+        """Whether a spliced version's objects may have a part per kept range: the store
+        accepts small parts and the objects stay within S3's part count."""
+        if not self.storage.copy_supported or not await self.storage.accepts_small_parts():
+            return False
+        size = stored.json_file_size + (replacements.size if replacements is not None else 0)
+        parts = splice.parts_needed(members, leave_out, replacements, size, self.storage.part_size)
+        return parts <= MAX_PARTS
 
     def _check_sizes(self, header: bytes, jsonl_size: int) -> int:
         """The JSON document's size, known from its header and the JSONL's before close."""

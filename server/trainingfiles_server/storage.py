@@ -6,8 +6,11 @@ with exponential backoff; what still fails is translated into the domain's error
 
 Uploads stream: an `ObjectWriter` sends each part as soon as it is complete, a few at a
 time, while later bytes are still being produced; bytes of a stored object are appended
-by a server-side copy (UploadPartCopy) where the store supports it. A failed multipart
-upload is aborted so no invisible parts are left behind.
+by a server-side copy (UploadPartCopy) where the store supports it, and a writer keeps
+ranges of a stored object whose bytes stream through (a Remove, a Refresh) by copying
+those that can be parts of their own: parts below 5 MiB only where the store accepts
+them, which it is asked once per process (`Storage.accepts_small_parts`). A failed
+multipart upload is aborted so no invisible parts are left behind.
 
 Enriched documents, read by the thousand, are fetched with presigned GETs on a plain
 aiohttp session instead of `get_object`: signing a URL and sending one request cost about
@@ -94,6 +97,18 @@ def parts_in_flight(count: int) -> asyncio.Semaphore:
 
 # Largest range one server-side copy moves (S3 allows 5 GiB per part).
 COPY_PART_SIZE = 256 * 1024 * 1024
+# S3 allows this many parts per multipart upload.
+MAX_PARTS = 10_000
+# Where a store accepts parts below MIN_PART_SIZE (`Storage.small_parts`), a kept range
+# of a stored object at least this long is copied by the store rather than written from
+# the bytes streaming through: each copy is one more request and one more part (of the
+# 10,000 allowed), which for a few hundred KiB costs about what sending them does, while
+# a removal spread over a file keeps runs of a few MiB that are worth copying.
+SMALL_COPY_MIN = 256 * 1024
+# The probe of `Storage.small_parts`: an object under this reserved prefix of the
+# training bucket, assembled from 1-byte parts, then deleted (one the process died
+# before deleting is 3 bytes; the next probe's key differs).
+PROBE_PREFIX = ".probes/"
 _READ_SIZE = 1024 * 1024
 log = logging.getLogger("trainingfiles.storage")
 
@@ -331,7 +346,7 @@ class _MemoryPart:
     def size(self) -> int:
         return self._buffer.tell()
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self._buffer.write(data)
 
     def take(self) -> io.BytesIO:
@@ -361,7 +376,7 @@ class _SpooledPart(_MemoryPart):
     def size(self) -> int:
         return self._size
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._file is None:
             self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by `close`
         self._file.write(data)
@@ -407,6 +422,15 @@ class ObjectWriter:
     that assembles what was uploaded instead of what is listed stores the same bytes: a
     part number is only used for a part that goes up, and a failed part fails the
     object.
+
+    A range of a stored object whose bytes also stream through the process (a Remove
+    keeps most of the stored file) is given with `start_range`, `keep` and `end_range`:
+    the writer copies it with the store (UploadPartCopy, in the background, its part
+    numbers reserved in order) when it can be a part of its own, and writes the streamed
+    bytes otherwise, so nothing is read twice. A part of its own means, on a store that
+    accepts small parts, at least `SMALL_COPY_MIN` bytes (what is pending goes up first
+    as a part, however small); on one that does not, at least `MIN_PART_SIZE` bytes
+    starting where the parts written so far end.
     """
 
     def __init__(
@@ -432,7 +456,10 @@ class ObjectWriter:
         self._hold_first = hold_first
         # The held first part waits for the whole build: spooled, it costs no memory.
         self._head = _SpooledPart()
+        # The head stops growing once a copy follows it (it is then part 1 as it is).
+        self._head_closed = False
         self._pending = _SpooledPart() if spool else _MemoryPart()  # the part being filled
+        self._range: _KeptRange | None = None
         self._upload_id: str | None = None
         self._creating: asyncio.Future[Any] | None = None
         self._next_part = 2 if hold_first else 1
@@ -443,17 +470,134 @@ class ObjectWriter:
         self._aborted = False
         self.size = 0  # bytes written or appended so far (the prefix aside)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         self._raise_failure()
         if not data:
             return
         self.size += len(data)
-        if self._hold_first and self._head.size < self._part_size:
+        await self._put(data)
+
+    async def _put(self, data: bytes | bytearray | memoryview) -> None:
+        """`data` into the head or the pending part (already counted in `size`)."""
+        if self._holding:
             self._head.write(data)
             return
         self._pending.write(data)
         if self._pending.size >= self._part_size:
             await self._send(self._take_number(), self._pending.take())
+
+    @property
+    def _holding(self) -> bool:
+        """Written bytes still go to the held first part."""
+        return self._hold_first and not self._head_closed and self._head.size < self._part_size
+
+    # ---------------------------------------------------------- kept ranges
+
+    def start_range(self, key: str, start: int, *, small_parts: bool) -> None:
+        """Bytes of object `key` (same bucket) from `start` on follow, through `keep`.
+
+        `small_parts`: the store accepts parts below MIN_PART_SIZE (`Storage.small_parts`)
+        and the object may have a part per kept range (the caller counts them against
+        MAX_PARTS).
+        """
+        assert self._range is None, "ranges do not nest"
+        threshold = SMALL_COPY_MIN if small_parts else MIN_PART_SIZE
+        self._range = _KeptRange(key, start, small_parts, threshold)
+
+    async def keep(self, data: bytes | memoryview) -> None:
+        """The next bytes of the range, as they stream: held until the writer knows
+        whether the store copies them, else written."""
+        self._raise_failure()
+        kept = self._range
+        assert kept is not None, "keep outside a range"
+        if not data:
+            return
+        self.size += len(data)
+        kept.end += len(data)
+        if kept.copying:
+            return
+        if kept.held is None:
+            if not self._may_copy_from_here(kept):
+                await self._put(data)
+                return
+            kept.held, kept.held_size, kept.copy_start = [], 0, kept.end - len(data)
+        kept.held.append(data)
+        kept.held_size += len(data)
+        if kept.held_size >= kept.threshold:
+            kept.copying, kept.held = True, None  # the store copies them at `end_range`
+
+    async def end_range(self) -> None:
+        """The range is complete: copied by the store, or its held bytes written."""
+        kept, self._range = self._range, None
+        assert kept is not None, "no range to end"
+        if kept.copying:
+            await self._copy_kept(kept.key, kept.copy_start, kept.end)
+        else:
+            for data in kept.held or ():
+                await self._put(data)
+
+    def _may_copy_from_here(self, kept: _KeptRange) -> bool:
+        """Whether what follows may start a copied part."""
+        if not self._storage.copy_supported:
+            return False
+        if kept.small_parts:
+            return True
+        # Every part but the last is at least MIN_PART_SIZE: a copy must start where the
+        # parts written so far end.
+        return not self._holding and self._pending.size == 0
+
+    async def _copy_kept(self, key: str, start: int, end: int) -> None:
+        """Copies of `start`..`end` of `key` as parts of their own, in the background."""
+        await self._start()
+        if self._pending.size:  # only where small parts are accepted
+            await self._send(self._take_number(), self._pending.take())
+        self._head_closed = True
+        count = -(-(end - start) // COPY_PART_SIZE)
+        bounds = [start + (end - start) * i // count for i in range(count + 1)]
+        for i in range(count):
+            await self._send_copy(self._take_number(), key, bounds[i], bounds[i + 1])
+
+    async def _send_copy(self, number: int, key: str, start: int, end: int) -> None:
+        """Like `_send`, for a server-side copy of `start`..`end` of `key`."""
+        upload_id = await self._start()
+        await self._slots.acquire()
+        try:
+            self._raise_failure()
+        except BaseException:
+            self._slots.release()
+            raise
+
+        async def copy() -> None:
+            try:
+                with translate_errors():
+                    try:
+                        reply = await self._client.upload_part_copy(
+                            Bucket=self.bucket,
+                            Key=self.key,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            CopySource={"Bucket": self.bucket, "Key": key},
+                            CopySourceRange=f"bytes={start}-{end - 1}",
+                        )
+                    except ClientError as exc:
+                        if not _copy_unsupported(exc):
+                            raise
+                        # The bytes streamed past; the next build streams them instead.
+                        self._storage.copy_supported = False
+                        raise Unavailable(
+                            "object storage stopped copying stored bytes; retry"
+                        ) from exc
+                self._etags[number] = reply["CopyPartResult"]["ETag"]
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                self._failure = self._failure or exc
+            finally:
+                self._slots.release()
+
+        task = asyncio.create_task(copy())
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def append_object(self, key: str, start: int, end: int) -> None:
         """Append bytes `start` to `end` (exclusive) of object `key` in the same bucket.
@@ -463,7 +607,7 @@ class ObjectWriter:
         store without server-side copy gets them streamed through instead.
         """
         align = 0
-        if self._hold_first and self._head.size < self._part_size:
+        if self._holding:
             align = self._part_size - self._head.size
         elif self._pending.size:
             align = self._part_size - self._pending.size
@@ -672,6 +816,20 @@ class _CopyUnsupported(Exception):
     """The store refused a server-side copy as not implemented."""
 
 
+@dataclass(slots=True)
+class _KeptRange:
+    """A range of a stored object being kept by an `ObjectWriter`."""
+
+    key: str
+    end: int  # the source offset after the bytes kept so far
+    small_parts: bool
+    threshold: int  # held bytes from which the range is copied
+    held: list[bytes | memoryview] | None = None  # since `copy_start`, until the decision
+    held_size: int = 0
+    copy_start: int = 0
+    copying: bool = False
+
+
 class DeleteFailed(ServiceError):
     """Some objects were not deleted; `failures` maps each key to the store's reason."""
 
@@ -705,6 +863,11 @@ class Storage:
         self.training_bucket = training_bucket
         # Turned off for the process the first time the store refuses UploadPartCopy.
         self.copy_supported = True
+        # Whether the store accepts parts below MIN_PART_SIZE (S3 and SeaweedFS do not,
+        # Supabase Storage's file backend does): learned by `accepts_small_parts` on
+        # first use, None until then.
+        self.small_parts: bool | None = None
+        self._probing = asyncio.Lock()
         # Cleanup calls the store refuses outright, by operation: why (health reports it).
         self.rejections: dict[str, str] = {}
 
@@ -730,6 +893,77 @@ class Storage:
             slots=slots,
             spool=spool,
         )
+
+    async def accepts_small_parts(self) -> bool:
+        """Whether the store accepts multipart parts below MIN_PART_SIZE, uploaded and
+        copied; asked of the store once per process (`_probe_small_parts`)."""
+        if self.small_parts is None:
+            async with self._probing:
+                if self.small_parts is None:
+                    self.small_parts = await self._probe_small_parts()
+                    log.info(
+                        "object storage %s parts below 5 MiB",
+                        "accepts" if self.small_parts else "refuses",
+                        extra={"fields": {"small_parts": self.small_parts}},
+                    )
+        return self.small_parts
+
+    async def _probe_small_parts(self) -> bool:
+        """Store "abc" under a reserved key as three 1-byte parts, the middle one copied
+        from the object the key held ("b"), read it back and delete it.
+
+        S3 refuses the completion (EntityTooSmall: every part but the last is at least
+        5 MiB); a store that completes it and gives back exactly "abc" accepts small
+        parts. A store without UploadPartCopy has no use for them. Anything refused on
+        the way (a 4xx) means no; a store that does not answer is `Unavailable`.
+        """
+        bucket, key = self.training_bucket, f"{PROBE_PREFIX}small-parts-{os.urandom(8).hex()}"
+        with translate_errors():
+            await self.client.put_object(Bucket=bucket, Key=key, Body=b"b")
+            upload_id: str | None = None
+            try:
+                upload_id = (await self.client.create_multipart_upload(Bucket=bucket, Key=key))[
+                    "UploadId"
+                ]
+                parts = []
+                for number, body in ((1, b"a"), (2, None), (3, b"c")):
+                    if body is None:
+                        reply = await self.client.upload_part_copy(
+                            Bucket=bucket,
+                            Key=key,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            CopySource={"Bucket": bucket, "Key": key},
+                            CopySourceRange="bytes=0-0",
+                        )
+                        etag = reply["CopyPartResult"]["ETag"]
+                    else:
+                        reply = await self.client.upload_part(
+                            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+                        )
+                        etag = reply["ETag"]
+                    parts.append({"PartNumber": number, "ETag": etag})
+                await self.client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
+                upload_id = None
+                response = await self.client.get_object(Bucket=bucket, Key=key)
+                async with response["Body"] as stored:
+                    return bool(await stored.read() == b"abc")
+            except ClientError as exc:
+                if _copy_unsupported(exc):
+                    self.copy_supported = False
+                elif not 400 <= _status(exc) < 500 or _status(exc) in (401, 403):
+                    raise
+                return False
+            finally:
+                if upload_id is not None:
+                    with contextlib.suppress(Exception):
+                        await self.client.abort_multipart_upload(
+                            Bucket=bucket, Key=key, UploadId=upload_id
+                        )
+                with contextlib.suppress(Exception):
+                    await self.client.delete_object(Bucket=bucket, Key=key)
 
     async def ping(self) -> None:
         """Both buckets answer (HEAD bucket); `BucketMissing` if one does not exist."""

@@ -18,10 +18,8 @@ outside any test's timeout, and only when a selected test needs it.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +28,7 @@ import pytest
 
 from tests.conftest import Stack, authorized_channel, mint, stack_settings
 from tests.crash.harness import Backend, padded
-from tests.e2e.helpers import Stub
+from tests.e2e.helpers import Calls, Stub
 from trainingfiles.v1 import service_pb2_grpc
 from trainingfiles_dev.bootstrap import apply_migrations, ensure_buckets
 from trainingfiles_dev.generator import GeneratedConversation, Kind, generate_one, load
@@ -93,46 +91,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("compatibility suite")
         for line in STATUS.lines:
             terminalreporter.write_line(line)
-
-
-# ----------------------------------------------------------------- calls the server makes
-
-
-class Calls:
-    """How many times the leg's server called each S3 operation, per object key.
-
-    Counted with botocore's own events on the server's client (nothing is replaced):
-    proof that a file went up in several parts, or was copied by the store.
-    """
-
-    OPERATIONS = (
-        "PutObject",
-        "CreateMultipartUpload",
-        "UploadPart",
-        "UploadPartCopy",
-        "CompleteMultipartUpload",
-        "DeleteObjects",
-    )
-
-    def __init__(self) -> None:
-        self.counts: Counter[tuple[str, str]] = Counter()
-
-    def attach(self, client: Any) -> None:
-        for operation in self.OPERATIONS:
-            client.meta.events.register(
-                f"before-parameter-build.s3.{operation}", functools.partial(self._seen, operation)
-            )
-
-    def _seen(self, operation: str, params: dict[str, Any], **_: Any) -> None:
-        self.counts[(operation, params.get("Key", ""))] += 1
-
-    def __call__(self, operation: str, key: str = "") -> int:
-        return self.counts[(operation, key)]
-
-    def under(self, operation: str, prefix: str) -> int:
-        return sum(
-            n for (op, key), n in self.counts.items() if op == operation and key.startswith(prefix)
-        )
 
 
 # ----------------------------------------------------------------- legs

@@ -3,7 +3,9 @@
 Each test runs once per store (`leg`, see `conftest.py`): the embedded SeaweedFS and real
 Supabase Storage. Creates and Adds at multipart sizes (several parts; the JSON's first
 part goes up last), byte for byte; presigned downloads with the attachment name; a
-failed Create with its uploads open; deleted and swept objects; a missing bucket told
+failed Create with its uploads open; whether the store takes parts below 5 MiB, asked
+and checked, and Remove and Refresh copying their kept ranges accordingly; deleted and
+swept objects; a missing bucket told
 from a missing object; bucket bootstrap and `make run` on a first and a later start; a
 Create → Add → failed Create → killed Creates → restart → sweep that leaves no orphan
 object, no intent and no open upload; and cleanup failures that are never fatal.
@@ -13,6 +15,7 @@ Nothing is mocked: the servers, PostgreSQL and both stores are real.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -28,9 +31,10 @@ from pathlib import Path
 import grpc
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.compat.conftest import BIG, CONVERSATIONS, TRAINING, Calls, Leg
+from tests.compat.conftest import BIG, CONVERSATIONS, TRAINING, Leg
 from tests.conftest import TEST_JWT_SECRET, authorized_channel, mint
 from tests.crash.harness import Observer, server_process
 from tests.e2e.helpers import (
@@ -39,6 +43,8 @@ from tests.e2e.helpers import (
     JSON,
     JSONL,
     TIMEOUT,
+    Calls,
+    Stub,
     add_ok,
     collect,
     create,
@@ -52,7 +58,9 @@ from tests.e2e.helpers import (
     stream_error,
     unique_name,
 )
-from trainingfiles.v1 import service_pb2, service_pb2_grpc
+from tests.e2e.test_refresh import refresh
+from tests.e2e.test_remove import remove_ok
+from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 from trainingfiles_dev.bootstrap import ensure_buckets
 from trainingfiles_dev.generator import GeneratedConversation
 from trainingfiles_server import aggregate
@@ -61,6 +69,7 @@ from trainingfiles_server.documents import decode_json_object, validate_enriched
 from trainingfiles_server.health import CLEANUP
 from trainingfiles_server.storage import (
     MIN_PART_SIZE,
+    PROBE_PREFIX,
     BucketMissing,
     ObjectMissing,
     Storage,
@@ -223,6 +232,239 @@ async def test_objects_an_add_replaced_are_deleted_by_the_sweeper_once_due(leg: 
 
     assert report.deleted_objects >= 2 and not report.failures, report
     await assert_clean(leg, created.id, new)
+
+
+# ----------------------------------------------------------------- parts below 5 MiB
+
+
+async def _small_part_upload(storage: Storage, key: str, parts: Sequence[bytes]) -> bytes | None:
+    """A multipart upload of `parts` (all but the last small): the stored bytes, or None
+    if the store refused it (the upload then aborted)."""
+    client = storage.client
+    upload_id = (await client.create_multipart_upload(Bucket=TRAINING, Key=key))["UploadId"]
+    try:
+        listed = []
+        for number, body in enumerate(parts, 1):
+            reply = await client.upload_part(
+                Bucket=TRAINING, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+            listed.append({"PartNumber": number, "ETag": reply["ETag"]})
+        await client.complete_multipart_upload(
+            Bucket=TRAINING, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed}
+        )
+    except ClientError:
+        await storage.abort_upload(TRAINING, key, upload_id)
+        return None
+    response = await client.get_object(Bucket=TRAINING, Key=key)
+    async with response["Body"] as body:
+        stored: bytes = await body.read()
+    await storage.delete(TRAINING, [key])
+    return stored
+
+
+async def test_the_small_parts_probe_answers_what_the_store_does(
+    leg: Leg, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The probe (`Storage.accepts_small_parts`) says yes exactly when a multipart
+    upload with parts far below 5 MiB completes and is assembled byte for byte; it
+    leaves no object and no open upload under its reserved prefix, and its answer is
+    logged once."""
+    caplog.set_level(logging.INFO, logger="trainingfiles")
+    storage = Storage(leg.storage.client, CONVERSATIONS, TRAINING)
+    answer = await storage.accepts_small_parts()
+
+    parts = [os.urandom(1000), os.urandom(70_000), b"last"]
+    key = f"compat-small-parts-{uuid.uuid4().hex[:12]}/object"
+    stored = await _small_part_upload(leg.storage, key, parts)
+
+    assert stored in (None, b"".join(parts)), "completed with other bytes"
+    assert answer is (stored is not None), (leg.name, answer)
+    # What the README says of each: SeaweedFS refuses them as S3 does (EntityTooSmall),
+    # Supabase Storage's file backend assembles them.
+    assert answer is {"seaweedfs": False, "supabase": True}[leg.name]
+    assert storage.small_parts is answer
+    listed = await leg.storage.client.list_objects_v2(Bucket=TRAINING, Prefix=PROBE_PREFIX)
+    assert listed.get("KeyCount", 0) == 0
+    assert all(not u.key.startswith(PROBE_PREFIX) for u in await storage.open_uploads(TRAINING))
+    # Asked once per process.
+    assert await storage.accepts_small_parts() is answer
+    said = "accepts" if answer else "refuses"
+    logged = [r.getMessage() for r in caplog.records if "parts below 5 MiB" in r.getMessage()]
+    assert logged == [f"object storage {said} parts below 5 MiB"]
+
+
+async def _kept_writes(
+    storage: Storage, source_key: str, source: bytes, plan: Sequence[tuple[str, int, int]]
+) -> tuple[str, bytes]:
+    """Write an object with a held first part: ("write", a, b) writes source[a:b] as new
+    bytes, ("keep", a, b) keeps that range of the stored source, streamed in 64 KiB
+    chunks as a Remove streams it. Returns the key and the bytes expected."""
+    key = f"compat-kept-{uuid.uuid4().hex[:12]}/object"
+    small = await storage.accepts_small_parts()
+    writer = storage.writer(TRAINING, key, "application/octet-stream", hold_first=True)
+    expected = bytearray(b"HEADER")
+    try:
+        for what, low, high in plan:
+            expected += source[low:high]
+            if what == "write":
+                await writer.write(source[low:high])
+                continue
+            writer.start_range(source_key, low, small_parts=small)
+            for at in range(low, high, 64 * 1024):
+                await writer.keep(memoryview(source)[at : min(high, at + 64 * 1024)])
+            await writer.end_range()
+        assert await writer.close(b"HEADER") == len(expected)
+    except BaseException:
+        await writer.abort()
+        raise
+    return key, bytes(expected)
+
+
+async def test_a_writer_keeping_many_ranges_stores_exactly_the_expected_bytes(
+    leg: Leg,
+) -> None:
+    """Ranges of a stored object kept between written bytes, behind a held first part:
+    where the store accepts small parts each range of 256 KiB or more is copied by the
+    store as a part of its own (the shorter ones are written), else only a range that
+    can start a part of 5 MiB is; either way the object holds exactly the bytes asked."""
+    source = os.urandom(14 * 1024 * 1024)
+    source_key = f"compat-kept-{uuid.uuid4().hex[:12]}/source"
+    await leg.storage.client.put_object(Bucket=TRAINING, Key=source_key, Body=source)
+    kib = 1024
+    plan = [
+        ("keep", 0, 300 * kib),  # copied first: the held part is the header alone
+        ("write", 300 * kib, 310 * kib),
+        ("keep", 400 * kib, 700 * kib),
+        ("keep", 800 * kib, 900 * kib),  # too short to copy: written
+        ("keep", 1000 * kib, 1300 * kib),
+        ("keep", 1300 * kib, 1600 * kib),  # right behind another copy
+        ("write", 0, 1),
+        ("keep", 2000 * kib, 13000 * kib),  # long enough for a 5 MiB part past the head
+        ("keep", 13100 * kib, 13101 * kib),
+        ("write", 5, 4000),
+    ]
+    calls = Calls()
+    calls.attach(leg.storage.client)
+    small = await leg.storage.accepts_small_parts()
+    try:
+        key, expected = await _kept_writes(leg.storage, source_key, source, plan)
+        stored = await leg.storage.client.get_object(Bucket=TRAINING, Key=key)
+        async with stored["Body"] as body:
+            assert await body.read() == expected
+        copies = calls("UploadPartCopy", key)
+        assert copies == (5 if small else 1), (leg.name, small, copies)
+
+        leg.storage.small_parts = False  # as on a store that refuses them
+        refused_key, expected = await _kept_writes(leg.storage, source_key, source, plan)
+        stored = await leg.storage.client.get_object(Bucket=TRAINING, Key=refused_key)
+        async with stored["Body"] as body:
+            assert await body.read() == expected
+        # Only the long range, from where the 5 MiB held first part ends.
+        assert calls("UploadPartCopy", refused_key) == 1
+        await leg.storage.delete(TRAINING, [key, refused_key])
+    finally:
+        leg.storage.small_parts = small
+        await leg.storage.delete(TRAINING, [source_key])
+
+
+async def _reenrich(leg: Leg, conversation: GeneratedConversation) -> None:
+    """What the enrichment pipeline does: in progress, the conversation's document
+    written at its key, completed."""
+    assert conversation.document is not None and conversation.enriched_file_path
+    pool = leg.server.database.pool
+    update = "UPDATE conversations SET enrichment_status = $2 WHERE conversation_id = $1"
+    await pool.execute(update, conversation.conversation_id, "enrichment_in_progress")
+    await leg.storage.client.put_object(
+        Bucket=CONVERSATIONS, Key=conversation.enriched_file_path, Body=conversation.document
+    )
+    await pool.execute(update, conversation.conversation_id, "completed")
+
+
+def _revised(conversation: GeneratedConversation) -> GeneratedConversation:
+    """The conversation with every target response rewritten: new content."""
+    assert conversation.document is not None
+    document = orjson.loads(conversation.document)
+    for pair in document["training_pairs"]:
+        pair["target_response"] = f"Revised: {pair['target_response']}"
+    return dataclasses.replace(conversation, document=orjson.dumps(document))
+
+
+async def _refresh_ok(stub: Stub, file_id: str) -> resources_pb2.TrainingFile:
+    result = await refresh(stub, file_id)
+    assert result.error is None, f"{result.error.code()}: {result.error.details()}"
+    return result.training_file
+
+
+async def _stored_as_expected(
+    leg: Leg, file: resources_pb2.TrainingFile, conversations: Sequence[GeneratedConversation]
+) -> None:
+    """Both v4 objects hold exactly these conversations, and their recorded checksums
+    are those of the stored bytes."""
+    jsonl = await fetch(leg.stub, file.id, JSONL)
+    json_document = await fetch(leg.stub, file.id, JSON)
+    assert jsonl == expected_jsonl(conversations)
+    assert_json_holds_the_jsonl(json_document, jsonl, len(conversations))
+    for fmt, body in ((JSON, json_document), (JSONL, jsonl)):
+        link = await download_url(leg.stub, file.id, fmt)
+        assert link.sha256 == hashlib.sha256(body).hexdigest()
+
+
+def _copied(leg: Leg, file: resources_pb2.TrainingFile) -> tuple[int, int]:
+    """How many ranges the store copied into the version's JSON and JSONL."""
+    return (
+        leg.calls("UploadPartCopy", file.json_file_path),
+        leg.calls("UploadPartCopy", file.jsonl_file_path),
+    )
+
+
+async def test_remove_and_refresh_at_multipart_size_copy_the_kept_ranges(leg: Leg) -> None:
+    """A Remove spread over the file (runs of three conversations, ~1.3 MiB: no run is a
+    5 MiB part), a Refresh of spread members, and a Remove of adjacent ones (two runs
+    above 5 MiB) store exactly a Create's pairs with their checksums. Where the store
+    accepts small parts every kept run is copied by the store; where it does not, only
+    what can be a 5 MiB part is (the JSONL's two long runs), the rest streams through.
+    Forcing the refusal on a store that accepts them stores the same bytes."""
+    server = leg.server
+    small = await server.storage.accepts_small_parts()
+    conversations = list(leg.big)
+    ids = leg.ids(conversations)
+    created = await create_ok(leg.stub, unique_name("compat-splice"), ids)
+
+    gone = set(ids[3::4])
+    removed = await remove_ok(leg.stub, created.id, sorted(gone))
+    conversations = [c for c in conversations if str(c.conversation_id) not in gone]
+    await _stored_as_expected(leg, removed.training_file, conversations)
+    assert _copied(leg, removed.training_file) == ((10, 10) if small else (0, 0))
+
+    stale = [1, 10, 20, 29]  # kept runs: 1, 8, 9 and 8 conversations
+    try:
+        for index in stale:
+            conversations[index] = _revised(conversations[index])
+            await _reenrich(leg, conversations[index])
+        refreshed = await _refresh_ok(leg.stub, created.id)
+        assert refreshed.version == 3
+        await _stored_as_expected(leg, refreshed, conversations)
+        assert _copied(leg, refreshed) == ((4, 4) if small else (0, 0))
+    finally:
+        by_id = {c.conversation_id: c for c in leg.big}
+        for index in stale:
+            await _reenrich(leg, by_id[conversations[index].conversation_id])
+
+    adjacent = leg.ids(conversations[14:16])
+    pair = (await remove_ok(leg.stub, created.id, adjacent)).training_file
+    conversations = conversations[:14] + conversations[16:]
+    await _stored_as_expected(leg, pair, conversations)
+    assert _copied(leg, pair) == ((2, 2) if small else (0, 2))
+
+    server.storage.small_parts = False  # as a store that refuses them
+    try:
+        last = leg.ids(conversations[5::6])
+        forced = (await remove_ok(leg.stub, created.id, last)).training_file
+    finally:
+        server.storage.small_parts = small
+    conversations = [c for c in conversations if str(c.conversation_id) not in last]
+    await _stored_as_expected(leg, forced, conversations)
+    assert _copied(leg, forced) == (0, 0)
 
 
 # ----------------------------------------------------------------- failures

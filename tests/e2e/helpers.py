@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -411,3 +413,40 @@ def logged(records: Records, message: str) -> list[dict[str, Any]]:
 def output_keys(file: resources_pb2.TrainingFile) -> set[str]:
     """The object keys of every output of a file's current version (card included)."""
     return {output.object_key for output in file.outputs}
+
+
+class Calls:
+    """How many times a server called each S3 operation, per object key.
+
+    Counted with botocore's own events on the server's client (nothing is replaced):
+    proof that a file went up in several parts, or was copied by the store.
+    """
+
+    OPERATIONS = (
+        "PutObject",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "UploadPartCopy",
+        "CompleteMultipartUpload",
+        "DeleteObjects",
+    )
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def attach(self, client: Any) -> None:
+        for operation in self.OPERATIONS:
+            client.meta.events.register(
+                f"before-parameter-build.s3.{operation}", functools.partial(self._seen, operation)
+            )
+
+    def _seen(self, operation: str, params: dict[str, Any], **_: Any) -> None:
+        self.counts[(operation, params.get("Key", ""))] += 1
+
+    def __call__(self, operation: str, key: str = "") -> int:
+        return self.counts[(operation, key)]
+
+    def under(self, operation: str, prefix: str) -> int:
+        return sum(
+            n for (op, key), n in self.counts.items() if op == operation and key.startswith(prefix)
+        )

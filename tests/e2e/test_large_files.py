@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import random
 import re
 import time
@@ -37,6 +38,7 @@ from tests.e2e.helpers import (
     PROCESSING,
     TIMEOUT,
     VALIDATING,
+    Calls,
     Progress,
     Stub,
     create,
@@ -352,6 +354,62 @@ async def test_a_large_add_copies_the_stored_content_and_equals_a_fresh_create(
     header = json_document[: json_document.index(PAIRS_KEY) + len(PAIRS_KEY)]
     stored_pairs = len(stored_json) - stored_json.index(PAIRS_KEY) - len(PAIRS_KEY) - 2
     assert len(header) + stored_pairs in part_boundaries(json_parts), json_parts
+
+
+# ----------------------------------------------------------------- Remove: kept ranges copied
+
+
+async def test_a_large_remove_copies_kept_ranges_and_equals_a_fresh_create(
+    stub: Stub, server: RunningServer, big: BigData
+) -> None:
+    """Two adjacent conversations and a spread one leave a file with a trainer format:
+    the v4 objects and the format are a fresh Create's byte for byte, their checksums
+    those of the stored bytes. Parts below 5 MiB are refused by this store, so the
+    store copies what can be a part of at least 5 MiB (the middle run, ~7.6 MiB, from
+    where the parts written before it end) and the rest streams through."""
+    formats = [resources_pb2.FILE_FORMAT_OPENAI_CHAT]
+    request = service_pb2.CreateTrainingFileRequest(
+        name=unique_name("large-remove"), conversation_ids=big.ids, formats=formats
+    )
+    created = (await collect_timed(stub.CreateTrainingFile(request, timeout=TIMEOUT))).training_file
+    gone = [*big.ids[10:12], big.ids[30]]
+    remaining = [i for i in big.ids if i not in gone]
+    calls = Calls()
+    calls.attach(server.storage.client)
+
+    removed = await collect_timed(
+        stub.RemoveConversations(
+            service_pb2.RemoveConversationsRequest(
+                training_file_id=created.id, conversation_ids=gone
+            ),
+            timeout=TIMEOUT,
+        )
+    )
+
+    file = removed.training_file
+    assert not await server.storage.accepts_small_parts()
+    fresh_request = service_pb2.CreateTrainingFileRequest(
+        name=unique_name("large-remove-fresh"), conversation_ids=remaining, formats=formats
+    )
+    fresh = (
+        await collect_timed(stub.CreateTrainingFile(fresh_request, timeout=TIMEOUT))
+    ).training_file
+    for fmt in (JSON, JSONL, resources_pb2.FILE_FORMAT_OPENAI_CHAT):
+        link = await download_url(stub, file.id, fmt)
+        body = (await http_get(link.url)).body
+        assert hashlib.sha256(body).hexdigest() == link.sha256, fmt
+        expected = await download(stub, fresh.id, fmt)
+        if fmt == JSON:
+            body, expected = normalised(body), normalised(expected)
+        assert body == expected, fmt
+    jsonl = await download(stub, file.id, JSONL)
+    assert [r["conversation_id"] for r in jsonl_records(jsonl)] == [
+        p["conversation_id"] for p in big.expected(remaining)
+    ]
+    for key in (file.json_file_path, file.jsonl_file_path):
+        assert calls("UploadPartCopy", key) == 1, key
+        parts = await object_parts(server, key)
+        assert all(size >= MIN_PART for size in parts[:-1]), parts
 
 
 # ----------------------------------------------------------------- the whole-file size limit

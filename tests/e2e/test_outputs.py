@@ -388,6 +388,66 @@ async def test_duplicates_counted_from_the_staged_digests_agree_with_the_counter
     assert _first_duplicates(added) == _first_duplicates(in_memory)
 
 
+async def _remove_ok(stub: Stub, file_id: str, ids: Sequence[str]) -> Any:
+    request = service_pb2.RemoveConversationsRequest(
+        training_file_id=file_id, conversation_ids=list(ids)
+    )
+    result = await collect(stub.RemoveConversations(request, timeout=TIMEOUT))
+    assert result.error is None, f"{result.error.code()}: {result.error.details()}"
+    return result
+
+
+def _content_warnings(result: Any) -> list[tuple[str, str]]:
+    return [
+        (w.code, w.message)
+        for w in result.warnings()
+        if w.code in ("DUPLICATE_PAIRS", "PAIRS_WITHOUT_TARGET")
+    ]
+
+
+async def test_a_remove_without_trainer_formats_counts_pairs_as_a_create_does(
+    stub: Stub, awkward: Awkward, server: RunningServer
+) -> None:
+    """A v4-only Remove decodes only the lines of what leaves the file: the duplicates
+    (the first ones named in the warning) and the pairs without a target are counted
+    as a Create of the remaining conversations counts them, and the v4 objects are a
+    Create's byte for byte. So they are when the members' digests were never stored
+    (their lines are then decoded to find them)."""
+    remaining = [*awkward.originals, *awkward.copies, awkward.untargeted]
+    created = await _create_ok(stub, remaining)
+    assert created.duplicate_pair_count >= awkward.copied_pairs
+    assert created.untrainable_pair_count >= 1
+    steps = [[awkward.originals[0]], [awkward.untargeted, awkward.originals[3]], "no digests"]
+    for step in steps:
+        if step == "no digests":
+            await server.database.pool.execute(
+                "UPDATE training_file_conversations SET pair_digests = NULL "
+                "WHERE training_file_id = $1",
+                uuid.UUID(created.id),
+            )
+            step = [awkward.originals[2]]
+        removed = await _remove_ok(stub, created.id, step)
+        remaining = [c for c in remaining if c not in step]
+        fresh = await _create(stub, remaining)
+        after, expected = removed.training_file, fresh.training_file
+        assert (after.duplicate_pair_count, after.untrainable_pair_count) == (
+            expected.duplicate_pair_count,
+            expected.untrainable_pair_count,
+        ), step
+        assert _content_warnings(removed) == _content_warnings(fresh), step
+        assert any(code == "DUPLICATE_PAIRS" for code, _ in _content_warnings(fresh))
+        for fmt in (JSONL, resources_pb2.FILE_FORMAT_JSON):
+            link, body = await _fetch(stub, after.id, fmt)
+            assert hashlib.sha256(body).hexdigest() == link.sha256
+            _, reference = await _fetch(stub, expected.id, fmt)
+            if fmt != JSONL:
+                body, reference = (b[b.index(b'"training_pairs":') :] for b in (body, reference))
+            assert body == reference, (step, fmt)
+    # What left took untrainable pairs and duplicates with it.
+    assert after.untrainable_pair_count < created.untrainable_pair_count
+    assert after.duplicate_pair_count < created.duplicate_pair_count
+
+
 async def test_a_pair_without_a_target_stays_in_v4_and_is_left_out_of_trainer_formats(
     stub: Stub, awkward: Awkward
 ) -> None:

@@ -5,6 +5,7 @@ offender of a refused request listed; the earlier version intact."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -24,6 +25,8 @@ from tests.e2e.helpers import (
     error_reason,
     get,
     http_get,
+    object_keys,
+    open_uploads,
     precondition_violations,
     stream_error,
     violation_fields,
@@ -32,6 +35,7 @@ from tests.e2e.test_outputs import TRAINER, _create_ok, _split
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 from trainingfiles_dev.generator import Kind
 from trainingfiles_server.app import RunningServer, running_server
+from trainingfiles_server.duplicates import DIGEST_SIZE
 
 TIMEOUT = 60
 RENDERING = service_pb2.TrainingFileProgress.STAGE_RENDERING
@@ -214,3 +218,39 @@ async def test_a_refused_remove_lists_every_offender_and_changes_nothing(
     current = await get(stub, created.id)
     assert (current.version, current.conversation_count) == (1, 3)
     assert await _members(stub, created.id) == ids
+
+
+@pytest.mark.parametrize("shift", [1, -1], ids=["first_claims_more", "first_claims_fewer"])
+async def test_members_whose_lines_do_not_match_their_counts_fail_the_remove_and_change_nothing(
+    shift: int, stub: Stub, dataset: Dataset, server: RunningServer
+) -> None:
+    """Lines are found by counting each member's pairs (its stored digests), not by
+    decoding them: a count that disagrees with the stored file must fail the Remove
+    (INTERNAL), never keep or leave out the wrong pairs; the file keeps its version and
+    nothing of the failed build is left in the store."""
+    ids = dataset.ids(Kind.ELIGIBLE)[74:78] if shift > 0 else dataset.ids(Kind.ELIGIBLE)[78:82]
+    created = await _create_ok(stub, ids)
+    before = await object_keys(server, f"{created.id}/")
+    # The first member claims one pair more (or fewer) than it has, the second one fewer
+    # (or more): the file's lines add up, but the boundary between them is one line off.
+    pool = server.database.pool
+    for member, change in ((ids[0], shift), (ids[1], -shift)):
+        await pool.execute(
+            "UPDATE training_file_conversations SET training_pair_count = "
+            "training_pair_count + $3, pair_digests = CASE WHEN $3 > 0 "
+            "THEN pair_digests || $4 ELSE substring(pair_digests FROM $5) END "
+            "WHERE training_file_id = $1 AND conversation_id = $2",
+            uuid.UUID(created.id),
+            uuid.UUID(member),
+            change,
+            bytes(DIGEST_SIZE),
+            DIGEST_SIZE + 1,
+        )
+
+    failed = stream_error(await remove(stub, created.id, [ids[2]]))
+
+    assert failed.code() is grpc.StatusCode.INTERNAL
+    current = await get(stub, created.id)
+    assert (current.version, current.conversation_count) == (1, 4)
+    assert await object_keys(server, f"{created.id}/") == before
+    assert await open_uploads(server, f"{created.id}/") == set()
