@@ -19,6 +19,7 @@ from types_aiobotocore_s3 import S3Client
 
 from trainingfiles_dev.bootstrap import PROJECT_ROOT, apply_migrations
 from trainingfiles_dev.embedded import running
+from trainingfiles_server.storage import speak_every_dialect
 
 BENCH_DIR = PROJECT_ROOT / ".bench"
 CONVERSATIONS_BUCKET = "conversation-files"
@@ -109,4 +110,5 @@ async def s3_client(stack: Stack, concurrency: int = 16) -> AsyncIterator[S3Clie
         aws_secret_access_key=stack.s3_secret_key,
         config=s3_config(concurrency),
     ) as client:
+        speak_every_dialect(client)  # as the service does: Supabase Storage needs it
         yield client

@@ -22,7 +22,7 @@ every URL): the same URL for ~45 instead of ~140 µs. Retries follow the client'
 same attempt count, botocore's standard backoff.
 
 Every supported store's dialect is spoken here, with botocore's own event hooks
-(`_speak_every_dialect`) and nowhere else (README: "Supported object stores"):
+(`speak_every_dialect`) and nowhere else (README: "Supported object stores"):
 
 * an XML request body (DeleteObjects, CompleteMultipartUpload, CreateBucket with a
   configuration) goes with `Content-Type: application/xml`: Supabase Storage parses a body
@@ -327,7 +327,7 @@ def _observe(client: Any) -> None:
     client.meta.events.register("after-call-error.s3", _end_span)
 
 
-def _speak_every_dialect(client: Any) -> None:
+def speak_every_dialect(client: Any) -> None:
     """Register the hooks above on the client's events (module docstring)."""
     client.meta.events.register("before-call.s3", _xml_body_content_type)
     client.meta.events.register("before-parse.s3", _namespaced_error)
@@ -1285,7 +1285,7 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         aws_secret_access_key=secret_key.get_secret_value() if secret_key else None,
         config=client_config(settings),
     ) as client:
-        _speak_every_dialect(client)
+        speak_every_dialect(client)
         _observe(client)
         # Verifies TLS with the CA bundle botocore uses (AWS_CA_BUNDLE, else its default);
         # loading it blocks, hence the thread.
