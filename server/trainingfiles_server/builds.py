@@ -34,7 +34,7 @@ from . import failpoints, metrics, tracing
 from .config import Settings
 from .db import Database, LeaseLost
 from .duplicates import MAX_FIRST_DUPLICATES
-from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, ServiceError
+from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, ServiceError, Violation
 from .fetching import Targets, TargetsBuilder
 from .filters import PairFilter
 from .formats import Format
@@ -112,17 +112,10 @@ class Builds:
         )
         del ids  # nothing per conversation is kept longer than needed (memory)
         owner = caller.owner_for(on_behalf_of)
-        candidates = (
-            await self.database.check_conversations(conversation_ids, None)
-            if conversation_ids
-            else []
+        targets, triples = await self._targets(
+            caller, owner, conversation_ids, selector, None, keep_strata=split is not None
         )
         del conversation_ids
-        reject_ineligible(ineligible(candidates, owner))
-        targets, triples = await self._targets(
-            caller, owner, candidates, selector, None, keep_strata=split is not None
-        )
-        del candidates
         plan = OutputPlan.of(requested, split, drop_duplicates, pair_filter)
         validation = plan.validation(triples)
         del triples
@@ -186,25 +179,18 @@ class Builds:
 
         async def build_it(build: Build) -> AsyncIterator[Progress]:
             reject_pair_filter(pair_filter, build.plan.pair_filter)
-            candidates = (
-                await self.database.check_conversations(conversation_ids, file_id)
-                if conversation_ids
-                else []
-            )
-            conversation_ids.clear()
             # Added conversations must belong to the file's owner (any, for a system file
             # extended by a service), and to a calling user.
             owner = build.stored.created_by if build.stored else None
-            reject_ineligible(ineligible(candidates, owner or caller.user_id))
             targets, triples = await self._targets(
                 caller,
                 owner or caller.user_id,
-                candidates,
+                conversation_ids,
                 selector,
                 file_id,
                 keep_strata=build.plan.split is not None,
             )
-            del candidates
+            conversation_ids.clear()
             if selector is not None:
                 build.document_filter = selector.document_filter
             build.existing = await self.database.stored_conversations(file_id)
@@ -331,19 +317,21 @@ class Builds:
         self,
         caller: Caller,
         owner: UUID | None,
-        listed: Sequence[CandidateConversation],
+        listed: Sequence[UUID],
         selector: Selector | None,
-        exclude: UUID | None,
+        file_id: UUID | None,
         *,
         keep_strata: bool,
     ) -> tuple[Targets, list[tuple[UUID, UUID | None, UUID | None]]]:
         """The conversations to fetch: the listed ones (validated), then those the
-        selector chooses that are not listed, within the server's limit per selector.
+        selector chooses that are not listed (nor in the file `file_id`, an Add's),
+        within the server's limit per selector.
 
-        The selector's are read from the database a page at a time
-        (`selector_page_size`) straight into the compact `Targets`: no record of every
-        selected conversation is ever held. Only a split keeps more per conversation,
-        what it is stratified by (the triples returned; none without a split).
+        Both are read from the database a page at a time (`selector_page_size`): the
+        listed ids' eligibility, every offender reported in request order, and the
+        selector's choice, straight into the compact `Targets`: no record of every
+        conversation is ever held. Only a split keeps more per conversation, what it is
+        stratified by (the triples returned; none without a split).
         """
         builder = TargetsBuilder()
         triples: list[tuple[UUID, UUID | None, UUID | None]] = []
@@ -353,21 +341,30 @@ class Builds:
             if keep_strata:
                 triples.append((c.conversation_id, c.persona_id, c.training_topic_id))
 
-        for c in listed:
-            keep(c)
+        page_size = self.settings.selector_page_size
+        offenders: list[Violation] = []
+        for start in range(0, len(listed), page_size):
+            page = await self.database.check_conversations(
+                listed[start : start + page_size], file_id
+            )
+            offenders.extend(ineligible(page, owner))
+            if not offenders:  # once one is found, only the offenders matter
+                for c in page:
+                    keep(c)
+        reject_ineligible(offenders)
         if selector is not None:
             cap = self.settings.max_conversations_per_selector
             if selector.limit > cap:
                 raise InvalidArgument.field(
                     "selector.limit", f"at most {cap} (the server's limit per selector)"
                 )
-            seen = {c.conversation_id for c in listed}
+            seen = set(listed)
             builder.selecting()
             chosen = 0
             pages = self.database.select_conversations(
                 selector,
                 selection_owner(caller, owner, selector),
-                exclude,
+                file_id,
                 selector.limit or cap + 1,
                 self.settings.selector_page_size,
             )

@@ -62,8 +62,9 @@ class Settings(BaseSettings):
     max_object_bytes: PositiveInt = 50 * 1024 * 1024
     # Conversations a selector may choose for one Create or Add (its `limit` may cap less).
     max_conversations_per_selector: PositiveInt = 100_000
-    # Rows a selector's cursor reads at a time: what a Create or an Add holds of the
-    # selected conversations as records before they are packed into its targets.
+    # Rows read at a time: a selector's cursor, and the eligibility of listed ids; what
+    # a Create or an Add holds of its conversations as records before they are packed
+    # into its targets.
     selector_page_size: PositiveInt = 1_000
 
     # --- token statistics (README: "Analytics") ---

@@ -19,6 +19,7 @@ from tests.e2e.helpers import (
     download,
     error_reason,
     expect_error,
+    precondition_violations,
     stream_error,
     unique_name,
     violation_fields,
@@ -253,3 +254,36 @@ async def test_a_selector_read_in_small_pages_builds_what_the_listed_ids_build(
     assert figures(selected) == figures(whole)
     assert len(trainer(whole)) == 2  # train and validation
     assert trainer(selected) == trainer(whole)
+
+
+async def test_listed_ids_are_checked_a_page_at_a_time_reporting_every_offender(
+    stack: Stack, token: str, owned: list[str]
+) -> None:
+    """A server checking listed ids 4 at a time (`selector_page_size`) reports every
+    ineligible one of every page, in request order, and builds nothing; with every id
+    eligible it builds them all, in request order, as one page would."""
+    unknown = [str(uuid.uuid4()) for _ in range(3)]
+    mixed = [owned[0], unknown[0], *owned[1:6], unknown[1], owned[6], unknown[2]]
+    settings = stack_settings(stack.postgres, stack.seaweed, selector_page_size=4)
+    async with running_server(settings) as paged, authorized_channel(paged.port, token) as channel:
+        paged_stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+
+        def request(ids: list[str]) -> service_pb2.CreateTrainingFileRequest:
+            return service_pb2.CreateTrainingFileRequest(
+                name=unique_name("paged-listed"),
+                on_behalf_of=str(SELECTED_OWNER),
+                conversation_ids=ids,
+            )
+
+        refused = await collect(paged_stub.CreateTrainingFile(request(mixed), timeout=TIMEOUT))
+        error = stream_error(refused)
+        assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert precondition_violations(error) == [
+            ("CONVERSATION_NOT_FOUND", subject) for subject in unknown
+        ]
+        assert not refused.messages
+
+        order = [*reversed(owned[:9])]  # three pages, not in the table's order
+        built = await collect(paged_stub.CreateTrainingFile(request(order), timeout=TIMEOUT))
+        assert built.error is None, built.error
+        assert await _members(paged_stub, built.training_file.id) == order
