@@ -56,9 +56,11 @@ MUTATIONS = (
     Mutation(
         "build-failure-keeps-uploads",
         "a failed build aborts its multipart uploads itself",
-        S + "builds.py",
-        "await _shielded(outputs.abort())",
-        "pass",
+        S + "passes.py",
+        "                        stats,\n                    )\n                )\n            )\n"
+        "        except BaseException:\n            await shielded(outputs.abort())",
+        "                        stats,\n                    )\n                )\n            )\n"
+        "        except BaseException:\n            pass",
         ("tests/e2e/test_failures.py::test_a_cancelled_create_aborts_its_open_uploads_itself",),
     ),
     Mutation(
@@ -96,14 +98,14 @@ MUTATIONS = (
         "WHERE id = $1 AND $15::uuid IS NOT NULL AND $16::text IS NOT NULL",
         (CRASH + "::test_a_frozen_build_that_lost_its_lease_can_never_activate",),
         # The second guard: the commit also claims the build's own intents.
-        also=((S + "db.py", 'if claimed != "DELETE 2":', "if False:"),),
+        also=((S + "db.py", 'if claimed != f"DELETE {len(keys)}":', "if False:"),),
     ),
     Mutation(
         "many-sweepers",
         "one sweeper at a time across replicas",
         S + "db.py",
-        "if not await conn.fetchval(TRY_SWEEPER_LOCK, SWEEPER_LOCK_KEY):",
-        'if not await conn.fetchval("SELECT $1::bigint IS NOT NULL", SWEEPER_LOCK_KEY):',
+        "if not await conn.fetchval(TRY_SWEEPER_LOCK, key):",
+        'if not await conn.fetchval("SELECT $1::bigint IS NOT NULL", key):',
         (CRASH + "::test_one_sweeper_at_a_time_across_replicas",),
     ),
     Mutation(
@@ -169,7 +171,7 @@ MUTATIONS = (
         "adds-out-of-order",
         "concurrent Adds on one file run one at a time in arrival order",
         S + "builds.py",
-        "        async with self._queue.turn(file_id):",
+        "        async with self._queue.turn(record.id):",
         "        async with contextlib.nullcontext():",
         ("tests/e2e/test_concurrency.py",),
     ),

@@ -559,45 +559,27 @@ class ObjectWriter:
 
     async def _send_copy(self, number: int, key: str, start: int, end: int) -> None:
         """Like `_send`, for a server-side copy of `start`..`end` of `key`."""
-        upload_id = await self._start()
-        await self._slots.acquire()
-        try:
-            self._raise_failure()
-        except BaseException:
-            self._slots.release()
-            raise
 
-        async def copy() -> None:
+        async def copy(upload_id: str) -> str:
             try:
-                with translate_errors():
-                    try:
-                        reply = await self._client.upload_part_copy(
-                            Bucket=self.bucket,
-                            Key=self.key,
-                            UploadId=upload_id,
-                            PartNumber=number,
-                            CopySource={"Bucket": self.bucket, "Key": key},
-                            CopySourceRange=f"bytes={start}-{end - 1}",
-                        )
-                    except ClientError as exc:
-                        if not _copy_unsupported(exc):
-                            raise
-                        # The bytes streamed past; the next build streams them instead.
-                        self._storage.copy_supported = False
-                        raise Unavailable(
-                            "object storage stopped copying stored bytes; retry"
-                        ) from exc
-                self._etags[number] = reply["CopyPartResult"]["ETag"]
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                self._failure = self._failure or exc
-            finally:
-                self._slots.release()
+                reply = await self._client.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": key},
+                    CopySourceRange=f"bytes={start}-{end - 1}",
+                )
+            except ClientError as exc:
+                if not _copy_unsupported(exc):
+                    raise
+                # The bytes streamed past; the next build streams them instead.
+                self._storage.copy_supported = False
+                raise Unavailable("object storage stopped copying stored bytes; retry") from exc
+            etag: str = reply["CopyPartResult"]["ETag"]
+            return etag
 
-        task = asyncio.create_task(copy())
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        await self._in_background(number, copy)
 
     async def append_object(self, key: str, start: int, end: int) -> None:
         """Append bytes `start` to `end` (exclusive) of object `key` in the same bucket.
@@ -715,6 +697,23 @@ class ObjectWriter:
     async def _send(self, number: int, body: io.BytesIO) -> None:
         """Upload one part (`body` from its position on) in the background once a slot
         is free."""
+
+        async def send(upload_id: str) -> str:
+            reply = await self._client.upload_part(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+            )
+            etag: str = reply["ETag"]
+            return etag
+
+        await self._in_background(number, send)
+
+    async def _in_background(self, number: int, request: Callable[[str], Awaitable[str]]) -> None:
+        """Part `number`, sent by `request` (given the upload id, answering the part's
+        ETag) in the background once a slot is free; a failure fails the object."""
         upload_id = await self._start()
         await self._slots.acquire()
         try:
@@ -723,17 +722,10 @@ class ObjectWriter:
             self._slots.release()
             raise
 
-        async def send() -> None:
+        async def part() -> None:
             try:
                 with translate_errors():
-                    reply = await self._client.upload_part(
-                        Bucket=self.bucket,
-                        Key=self.key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=body,
-                    )
-                self._etags[number] = reply["ETag"]
+                    self._etags[number] = await request(upload_id)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
@@ -741,7 +733,7 @@ class ObjectWriter:
             finally:
                 self._slots.release()
 
-        task = asyncio.create_task(send())
+        task = asyncio.create_task(part())
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 

@@ -72,3 +72,29 @@ def test_the_count_at_the_end_is_the_number_of_rows() -> None:
     }
     assert stated == counted
     assert int(match["total"]) == sum(counted.values())
+
+
+def test_every_promise_mutation_finds_its_code_exactly_once() -> None:
+    """`make mutants` applies each mutation of scripts/promise_mutations.py to code it
+    must find exactly once: code moved or reworded without its mutation fails here,
+    not only when the mutants are run."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "promise_mutations", ROOT / "scripts" / "promise_mutations.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    stale = [
+        (mutation.name, relative)
+        for mutation in module.MUTATIONS
+        for relative, old, _ in mutation.edits()
+        if (ROOT / relative).read_text().count(old) != 1
+    ]
+    assert not stale
