@@ -38,6 +38,7 @@ from tests.e2e.guards import (
     health_status,
     make_user,
     state,
+    swept_once,
 )
 from tests.e2e.helpers import (
     ACTIVE,
@@ -834,6 +835,7 @@ async def test_a_document_above_the_size_limit_fails_the_create_naming_the_conve
         authorized_channel(small.port, documents.user.token) as channel,
     ):
         stub = service_pb2_grpc.TrainingFileServiceStub(channel)
+        await swept_once(small)
         before = await state(server)
         request = service_pb2.CreateTrainingFileRequest(
             name=unique_name("doc-too-large"), conversation_ids=[*documents.user.ids(), hostile]
@@ -885,8 +887,9 @@ async def test_the_message_limit_is_the_servers_setting(
     )
     assert 64 * 1024 < request.ByteSize() < server_max_message_bytes()
     settings = stack_settings(stack.postgres, stack.seaweed, max_message_bytes=64 * 1024)
-    before = await state(server)
     async with running_server(settings) as small, authorized_channel(small.port, token) as channel:
+        await swept_once(small)
+        before = await state(server)
         refused = await collect(
             service_pb2_grpc.TrainingFileServiceStub(channel).CreateTrainingFile(
                 request, timeout=TIMEOUT
