@@ -45,6 +45,8 @@ from trainingfiles_server.db import SWEEPER_LOCK_KEY
 from trainingfiles_server.storage import Storage
 
 OWNER = uuid.UUID("00000000-0000-4000-8000-00000000c4a5")
+# A replica that sweeps only when it starts (a frozen one must not hold the sweeper lock).
+ONCE = {"SWEEP_INTERVAL_SECONDS": "3600"}
 
 
 @pytest.fixture(scope="module")
@@ -351,7 +353,9 @@ async def test_a_frozen_build_that_lost_its_lease_can_never_activate(
     name = unique_name("frozen")
     async with (
         server_process(backend, workdir / "b.log"),
-        server_process(backend, workdir / "a.log", failpoint=f"{point}=stop") as a,
+        # A sweeps only when it starts: frozen in the middle of a sweep, it would hold the
+        # sweeper's lock, and B could never sweep.
+        server_process(backend, workdir / "a.log", failpoint=f"{point}=stop", extra_env=ONCE) as a,
         authorized_channel(a.port, token) as channel,
     ):
         call, file_id = await _start_create(channel, name, crash_ids[:30])
@@ -399,7 +403,9 @@ async def test_a_frozen_add_that_lost_its_lease_changes_nothing(
     base = await create_ok(stub, unique_name("frozen-add"), crash_ids[:10])
     async with (
         server_process(backend, workdir / "b.log"),
-        server_process(backend, workdir / "a.log", failpoint="build.uploaded=stop") as a,
+        server_process(
+            backend, workdir / "a.log", failpoint="build.uploaded=stop", extra_env=ONCE
+        ) as a,
         authorized_channel(a.port, token) as channel,
     ):
         call = service_pb2_grpc.TrainingFileServiceStub(channel).AddConversations(
