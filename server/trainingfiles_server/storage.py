@@ -97,6 +97,8 @@ def parts_in_flight(count: int) -> asyncio.Semaphore:
 
 # Largest range one server-side copy moves (S3 allows 5 GiB per part).
 COPY_PART_SIZE = 256 * 1024 * 1024
+# How long an abort lets the parts in flight finish before it drops the upload.
+ABORT_SETTLE_SECONDS = 10.0
 # S3 allows this many parts per multipart upload.
 MAX_PARTS = 10_000
 # Where a store accepts parts below MIN_PART_SIZE (`Storage.small_parts`), a kept range
@@ -640,12 +642,19 @@ class ObjectWriter:
         return len(prefix) + self.size
 
     async def abort(self) -> None:
-        """Stop sending and drop the parts already sent; never raises."""
+        """Stop sending and drop the parts already sent; never raises.
+
+        Parts in flight are let finish first (for at most `ABORT_SETTLE_SECONDS`): a
+        request cancelled on this side may still land in the store after the abort, and
+        a store that keeps an upload's parts as files (SeaweedFS) then lists the upload
+        as open again."""
         self._aborted = True
         self._release()
-        for task in self._sending:
-            task.cancel()
-        await asyncio.gather(*self._sending, return_exceptions=True)
+        if self._sending:
+            _, late = await asyncio.wait(set(self._sending), timeout=ABORT_SETTLE_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._upload_id is None and self._creating is not None:
             with contextlib.suppress(Exception):
                 self._upload_id = (await self._creating)["UploadId"]
