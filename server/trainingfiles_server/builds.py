@@ -22,7 +22,6 @@ import time
 import uuid
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Callable,
     Iterator,
     Sequence,
@@ -155,8 +154,9 @@ class Builds:
             document_filter=selector.document_filter if selector else None,
         )
         pass_ = self.passes.build(build, targets, validation, self._upload_recorder(build))
-        async for event in self._guarded(build, pass_):
-            yield event
+        async with contextlib.aclosing(self._guarded(build, pass_)) as events:
+            async for event in events:
+                yield event
 
     async def add(
         self,
@@ -177,7 +177,7 @@ class Builds:
         file_id = UUID(training_file_id)
         record = await self._active(caller, file_id, "only active files can be extended")
 
-        async def build_it(build: Build) -> AsyncIterator[Progress]:
+        async def build_it(build: Build) -> AsyncGenerator[Progress, None]:
             reject_pair_filter(pair_filter, build.plan.pair_filter)
             # Added conversations must belong to the file's owner (any, for a system file
             # extended by a service), and to a calling user.
@@ -197,15 +197,19 @@ class Builds:
             validation = build.plan.validation([*strata(build.existing), *triples])
             del triples
             pass_ = self.passes.build(build, targets, validation, self._upload_recorder(build))
-            async for event in pass_:
-                yield event
+            async with contextlib.aclosing(pass_):
+                async for event in pass_:
+                    yield event
 
         # The plan is the claimed version's: an export may add formats while this waits.
         def plan_for(claimed: TrainingFileRecord) -> OutputPlan:
             return OutputPlan.stored(claimed, requested)
 
-        async for event in self._extend(caller, record, plan_for, build_it, v4=True):
-            yield event
+        async with contextlib.aclosing(
+            self._extend(caller, record, plan_for, build_it, v4=True)
+        ) as events:
+            async for event in events:
+                yield event
 
     async def remove(
         self, caller: Caller, training_file_id: str, ids: Sequence[str]
@@ -222,7 +226,7 @@ class Builds:
             caller, file_id, "only active files can have conversations removed"
         )
 
-        async def build_it(build: Build) -> AsyncIterator[Progress]:
+        async def build_it(build: Build) -> AsyncGenerator[Progress, None]:
             build.existing = await self.database.stored_conversations(file_id)
             members = {c.summary.conversation_id for c in build.existing}
             reject_removal(removal_violations(conversation_ids, members))
@@ -230,14 +234,18 @@ class Builds:
             remaining = [c for c in build.existing if c.summary.conversation_id not in leave_out]
             validation = build.plan.validation(strata(remaining))
             pass_ = self.passes.remove(build, leave_out, validation, self._upload_recorder(build))
-            async for event in pass_:
-                yield event
+            async with contextlib.aclosing(pass_):
+                async for event in pass_:
+                    yield event
 
         def plan_for(claimed: TrainingFileRecord) -> OutputPlan:
             return OutputPlan.stored(claimed)
 
-        async for event in self._extend(caller, record, plan_for, build_it, v4=True):
-            yield event
+        async with contextlib.aclosing(
+            self._extend(caller, record, plan_for, build_it, v4=True)
+        ) as events:
+            async for event in events:
+                yield event
 
     async def refresh(
         self, caller: Caller, training_file_id: str, remove_ineligible: bool = False
@@ -256,7 +264,7 @@ class Builds:
             yield Progress(Stage.SAVING, 0, 0, file_id, training_file=record)
             return
 
-        async def build_it(build: Build) -> AsyncIterator[Progress]:
+        async def build_it(build: Build) -> AsyncGenerator[Progress, None]:
             build.existing = await self.database.stored_conversations(file_id)
             stale = await self.database.stale_members(file_id)
             if not stale:
@@ -282,14 +290,18 @@ class Builds:
             pass_ = self.passes.refresh(
                 build, Targets(usable), leave_out, validation, self._upload_recorder(build)
             )
-            async for event in pass_:
-                yield event
+            async with contextlib.aclosing(pass_):
+                async for event in pass_:
+                    yield event
 
         def plan_for(claimed: TrainingFileRecord) -> OutputPlan:
             return OutputPlan.stored(claimed)
 
-        async for event in self._extend(caller, record, plan_for, build_it, v4=True):
-            yield event
+        async with contextlib.aclosing(
+            self._extend(caller, record, plan_for, build_it, v4=True)
+        ) as events:
+            async for event in events:
+                yield event
 
     async def export(
         self, caller: Caller, training_file_id: str, requested: Sequence[Format]
@@ -304,14 +316,19 @@ class Builds:
                 requested, stored.split, stored.drop_duplicates, stored.pair_filter
             )
 
-        async def build_it(build: Build) -> AsyncIterator[Progress]:
+        async def build_it(build: Build) -> AsyncGenerator[Progress, None]:
             build.existing = await self.database.stored_conversations(file_id)
             validation = build.plan.validation(strata(build.existing))
-            async for event in self.passes.render(build, validation, self._upload_recorder(build)):
-                yield event
+            pass_ = self.passes.render(build, validation, self._upload_recorder(build))
+            async with contextlib.aclosing(pass_):
+                async for event in pass_:
+                    yield event
 
-        async for event in self._extend(caller, record, plan_for, build_it, v4=False):
-            yield event
+        async with contextlib.aclosing(
+            self._extend(caller, record, plan_for, build_it, v4=False)
+        ) as events:
+            async for event in events:
+                yield event
 
     async def _targets(
         self,
@@ -396,10 +413,10 @@ class Builds:
         caller: Caller,
         record: TrainingFileRecord,
         plan_for: Callable[[TrainingFileRecord], OutputPlan],
-        build_it: Callable[[Build], AsyncIterator[Progress]],
+        build_it: Callable[[Build], AsyncGenerator[Progress, None]],
         *,
         v4: bool,
-    ) -> AsyncIterator[Progress]:
+    ) -> AsyncGenerator[Progress, None]:
         """An Add or an export: one at a time per file, under the file's lease.
 
         Builds of one file run one at a time, in order of arrival in this process; waiting
@@ -410,25 +427,33 @@ class Builds:
             build = await claim_with_retry(
                 lambda: self._claim(caller, record, token, plan_for, v4=v4)
             )
-            async for event in self._guarded(build, build_it(build)):
-                yield event
+            async with contextlib.aclosing(self._guarded(build, build_it(build))) as events:
+                async for event in events:
+                    yield event
 
-    def _guarded(self, build: Build, work: AsyncIterator[Progress]) -> AsyncIterator[Progress]:
+    def _guarded(
+        self, build: Build, work: AsyncGenerator[Progress, None]
+    ) -> AsyncGenerator[Progress, None]:
         """Run a build under its lease; on any failure give everything back (`_abandon`)."""
         build.staging = _Staging(self.database, build.file_id, build.lease.token)
         return _in_stages(self._leased(build, work))
 
     async def _leased(
-        self, build: Build, work: AsyncIterator[Progress]
+        self, build: Build, work: AsyncGenerator[Progress, None]
     ) -> AsyncGenerator[Progress, None]:
         with self._tracked():
             async with build.lease.kept():
                 try:
                     await failpoints.reach("build.leased")
-                    async for event in work:
-                        yield event
-                    async for event in self._commit(build):
-                        yield event
+                    # Closed here, inside the `try`: a stream closed at a `yield` (a call
+                    # that ends while a message is sent) cleans up the pass (its open
+                    # uploads aborted) before `_abandon` shows the file failed or free.
+                    async with contextlib.aclosing(work):
+                        async for event in work:
+                            yield event
+                    async with contextlib.aclosing(self._commit(build)) as committing:
+                        async for event in committing:
+                            yield event
                 except BaseException as exc:
                     await shielded(self._abandon(build, exc))
                     if isinstance(exc, UploadVanished):
@@ -490,7 +515,7 @@ class Builds:
             added_by=caller.user_id,
         )
 
-    async def _commit(self, build: Build) -> AsyncIterator[Progress]:
+    async def _commit(self, build: Build) -> AsyncGenerator[Progress, None]:
         """The pass's outputs are stored: make them live in one transaction, while the
         build holds its lease (and the file is still in the status it started from)."""
         staged = build.staged
@@ -654,7 +679,7 @@ class _Staging:
         )
 
 
-async def _in_stages(events: AsyncGenerator[Progress, None]) -> AsyncIterator[Progress]:
+async def _in_stages(events: AsyncGenerator[Progress, None]) -> AsyncGenerator[Progress, None]:
     """A build's progress, passed on; each stage timed, counted in flight and spanned.
 
     A stage starts with its first progress message and ends with the next stage's (or

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -206,7 +206,7 @@ async def fetch_all(
     document_filter: DocumentFilter | None = None,
     pair_filter: PairFilter | None = None,
     tally: FilterTally | None = None,
-) -> AsyncIterator[Progress]:
+) -> AsyncGenerator[Progress, None]:
     """Fetch, validate and transform every document with bounded concurrency.
 
     Results arrive in any order; `members`, the consistency check and the outputs

@@ -19,10 +19,11 @@ async generator (reflection), is wrapped so that:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
@@ -202,13 +203,14 @@ def _wrap_stream(method: str, inner: _Handler) -> _Handler:
     async def behavior(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        def opened() -> AsyncIterator[Any]:
+        def opened() -> AsyncGenerator[Any, None]:
             if isinstance(request, _Unparsable):
                 raise request.error()
             return inner(request, context)  # type: ignore[no-any-return]
 
-        async for message in _served(method, context, opened):
-            yield message
+        async with contextlib.aclosing(_served(method, context, opened)) as messages:
+            async for message in messages:
+                yield message
 
     return behavior
 
@@ -227,8 +229,10 @@ def _wrap_bidi(method: str, inner: _Handler) -> _Handler | None:
                     raise request.error()
                 yield request
 
-        async for message in _served(method, context, lambda: inner(checked(), context)):
-            yield message
+        served = _served(method, context, lambda: inner(checked(), context))
+        async with contextlib.aclosing(served):
+            async for message in served:
+                yield message
 
     return behavior
 
@@ -236,17 +240,19 @@ def _wrap_bidi(method: str, inner: _Handler) -> _Handler | None:
 async def _served(
     method: str,
     context: grpc.aio.ServicerContext[Any, Any],
-    opened: Callable[[], AsyncIterator[Any]],
-) -> AsyncIterator[Any]:
+    opened: Callable[[], AsyncGenerator[Any, None]],
+) -> AsyncGenerator[Any, None]:
     """A streaming call's messages under the rules of every call: one span, errors
     mapped to their status (`_Call.fail`), cancellation recorded, the call logged and
     counted once it ends."""
     call = _Call(method)
     with tracing.call_span(method, context.invocation_metadata()) as span:
         try:
-            async for message in opened():
-                yield message
-        except asyncio.CancelledError:
+            async with contextlib.aclosing(opened()) as messages:
+                async for message in messages:
+                    yield message
+        except (asyncio.CancelledError, GeneratorExit):
+            # GeneratorExit: the call ended while a message was being sent.
             call.code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
@@ -306,8 +312,9 @@ def _with_caller(authenticator: Authenticator, inner: _Handler) -> _Handler:
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             current_caller.set(await authenticator.authenticate(context.invocation_metadata()))
-            async for message in inner(request, context):
-                yield message
+            async with contextlib.aclosing(inner(request, context)) as messages:
+                async for message in messages:
+                    yield message
 
         return stream
 

@@ -14,10 +14,11 @@ An export is the same pass over the stored JSONL, with no v4 outputs and no new 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID
@@ -397,8 +398,10 @@ class OutputSet:
             v4 = self.v4
 
             async def absorb() -> None:
-                async for chunk in self._storage.stream(self._bucket, jsonl_key):
-                    v4.absorb_stored(chunk)
+                chunks = self._storage.stream(self._bucket, jsonl_key)
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        v4.absorb_stored(chunk)
 
             async def copied() -> None:
                 await together(copies, absorb())
@@ -408,8 +411,10 @@ class OutputSet:
 
         async def stored() -> None:
             async def replay() -> None:
-                async for _ in self.replay(jsonl_key, stored_digests):
-                    pass
+                replaying = self.replay(jsonl_key, stored_digests)
+                async with contextlib.aclosing(replaying):
+                    async for _ in replaying:
+                        pass
 
             await together(copies, replay())
 
@@ -422,7 +427,7 @@ class OutputSet:
         *,
         leave_out: frozenset[str] | None = None,
         replace: Replacements | None = None,
-    ) -> AsyncIterator[int]:
+    ) -> AsyncGenerator[int, None]:
         """Stream a stored v4 JSONL through the trainer outputs; yields the pairs done.
 
         `stored_digests` are the conversations' pair digests as stored, in file order:
@@ -466,25 +471,30 @@ class OutputSet:
                 PairFacts.of(conversation, known), conversation if self.trainers else None
             )
 
-        async for chunk in self._storage.stream(self._bucket, jsonl_key):
-            if not removing and self.v4 is not None:
-                self.v4.absorb_stored(chunk)
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                pair = orjson.loads(line)
-                if conversation and pair["conversation_id"] != conversation[0]["conversation_id"]:
-                    await flush()
-                    done += len(conversation)
-                    conversation = []
-                    raw.clear()
-                    index += 1
-                conversation.append(pair)
-                if removing:
-                    raw.append(line + b"\n")
-            if done - reported >= REPLAY_REPORT_EVERY:
-                yield done
-                reported = done
+        chunks = self._storage.stream(self._bucket, jsonl_key)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                if not removing and self.v4 is not None:
+                    self.v4.absorb_stored(chunk)
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    pair = orjson.loads(line)
+                    if (
+                        conversation
+                        and pair["conversation_id"] != conversation[0]["conversation_id"]
+                    ):
+                        await flush()
+                        done += len(conversation)
+                        conversation = []
+                        raw.clear()
+                        index += 1
+                    conversation.append(pair)
+                    if removing:
+                        raw.append(line + b"\n")
+                if done - reported >= REPLAY_REPORT_EVERY:
+                    yield done
+                    reported = done
         if rest:
             raise ValueError(f"stored JSONL {jsonl_key!r} does not end with a newline")
         if conversation:
@@ -561,7 +571,7 @@ def _record(
     return OutputRecord(fmt.name, split, key, size, records, fmt.content_type, sha256)
 
 
-async def _one(data: bytes) -> AsyncIterator[bytes]:
+async def _one(data: bytes) -> AsyncGenerator[bytes, None]:
     yield data
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -162,7 +162,7 @@ class Passes:
         targets: Targets,
         validation: frozenset[UUID] | None,
         on_upload: UploadHook,
-    ) -> AsyncIterator[Progress]:
+    ) -> AsyncGenerator[Progress, None]:
         """A Create's or an Add's pass: fetch, write every output, stage it for the commit.
 
         An Add starts from the file's stored version, which the store copies into the new
@@ -199,7 +199,7 @@ class Passes:
             figures.extend(c.summary for c in build.existing)
             added = StagedMembers(build.staging, figures)
             tally = FilterTally()
-            async for event in fetch_all(
+            fetched = fetch_all(
                 self.settings,
                 self.storage,
                 file_id,
@@ -211,8 +211,10 @@ class Passes:
                 document_filter=build.document_filter,
                 pair_filter=build.plan.pair_filter,
                 tally=tally,
-            ):
-                yield event
+            )
+            async with contextlib.aclosing(fetched):
+                async for event in fetched:
+                    yield event
             if not added:
                 raise all_filtered_out(len(tally.filtered_out))
             await added.flush()
@@ -277,7 +279,7 @@ class Passes:
 
     async def render(
         self, build: Build, validation: frozenset[UUID] | None, on_upload: UploadHook
-    ) -> AsyncIterator[Progress]:
+    ) -> AsyncGenerator[Progress, None]:
         """An export's pass: the stored JSONL through the requested formats, staged."""
         stored = build.stored
         assert stored is not None and stored.jsonl_file_path
@@ -288,9 +290,11 @@ class Passes:
         )
         try:
             stored_digests = [c.digests for c in build.existing]
-            async for done in outputs.replay(stored.jsonl_file_path, stored_digests):
-                build.lease.check()
-                yield Progress(Stage.RENDERING, done, total, file_id)
+            replay = outputs.replay(stored.jsonl_file_path, stored_digests)
+            async with contextlib.aclosing(replay):
+                async for done in replay:
+                    build.lease.check()
+                    yield Progress(Stage.RENDERING, done, total, file_id)
             yield Progress(Stage.UPLOADING, 0, 0, file_id)
             records = await outputs.close_trainers()
             exported = {(r.format, r.split) for r in records}
@@ -323,15 +327,17 @@ class Passes:
         leave_out: frozenset[str],
         validation: frozenset[UUID] | None,
         on_upload: UploadHook,
-    ) -> AsyncIterator[Progress]:
+    ) -> AsyncGenerator[Progress, None]:
         """A Remove's pass: the stored JSONL, less the removed conversations' lines (kept
         byte for byte), through every output; metrics from the remaining members' stored
         summaries. No document is fetched. The file keeps its vertical and consultant
         profile (the first conversation's when the file was created)."""
         assert build.stored is not None
         yield Progress(Stage.VALIDATING, len(leave_out), len(leave_out), build.file_id)
-        async for event in self._rewrite(build, leave_out, None, validation, on_upload):
-            yield event
+        rewrite = self._rewrite(build, leave_out, None, validation, on_upload)
+        async with contextlib.aclosing(rewrite):
+            async for event in rewrite:
+                yield event
 
     async def refresh(
         self,
@@ -340,7 +346,7 @@ class Passes:
         leave_out: frozenset[str],
         validation: frozenset[UUID] | None,
         on_upload: UploadHook,
-    ) -> AsyncIterator[Progress]:
+    ) -> AsyncGenerator[Progress, None]:
         """A Refresh's pass: the stale members' current documents fetched (`targets`, in
         file order) and spooled, then the stored JSONL with their new lines in their
         places (and `leave_out`, members no longer eligible, left out) through every
@@ -353,7 +359,7 @@ class Passes:
             fresh = KeptMembers()
             tally = FilterTally()
             yield Progress(Stage.VALIDATING, len(targets), len(targets), build.file_id)
-            async for event in fetch_all(
+            fetched = fetch_all(
                 self.settings,
                 self.storage,
                 build.file_id,
@@ -364,8 +370,10 @@ class Passes:
                 build.lease,
                 pair_filter=build.plan.pair_filter,
                 tally=tally,
-            ):
-                yield event
+            )
+            async with contextlib.aclosing(fetched):
+                async for event in fetched:
+                    yield event
             # A member left with no pair by the file's pair filter leaves the file.
             leave_out = leave_out | frozenset(tally.filtered_out)
             if len(leave_out) == len(build.existing):
@@ -374,10 +382,11 @@ class Passes:
             rewrite = self._rewrite(
                 build, leave_out, replacements, validation, on_upload, list(fresh.summaries)
             )
-            async for event in rewrite:
-                if warnings and event.stage is Stage.AGGREGATING:
-                    event = dataclasses.replace(event, warnings=[*warnings, *event.warnings])
-                yield event
+            async with contextlib.aclosing(rewrite):
+                async for event in rewrite:
+                    if warnings and event.stage is Stage.AGGREGATING:
+                        event = dataclasses.replace(event, warnings=[*warnings, *event.warnings])
+                    yield event
         finally:
             replacements.close()
         assert build.staged is not None
@@ -396,7 +405,7 @@ class Passes:
         validation: frozenset[UUID] | None,
         on_upload: UploadHook,
         fresh: Sequence[ConversationSummary] = (),
-    ) -> AsyncIterator[Progress]:
+    ) -> AsyncGenerator[Progress, None]:
         """A new version from the stored one: its JSONL, less `leave_out`, with the
         `replacements`' lines in their conversations' places, through every output."""
         stored = build.stored
@@ -443,9 +452,10 @@ class Passes:
                     leave_out=leave_out,
                     replace=replacements,
                 )
-            async for done in replay:
-                build.lease.check()
-                yield Progress(Stage.RENDERING, done, total, file_id)
+            async with contextlib.aclosing(replay):
+                async for done in replay:
+                    build.lease.check()
+                    yield Progress(Stage.RENDERING, done, total, file_id)
             by_id = {summary.conversation_id: summary for summary in fresh}
             kept = [
                 by_id.get(c.summary.conversation_id, c.summary)

@@ -75,8 +75,10 @@ class Refresher:
         fields: dict[str, object] = {"training_file_id": str(file_id)}
         try:
             result = None
-            async for event in self.builds.refresh(_SYSTEM, str(file_id)):
-                result = event.training_file or result
+            events = self.builds.refresh(_SYSTEM, str(file_id))
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    result = event.training_file or result
         except Unavailable:
             raise  # the round ends; the file is tried again next round, not counted
         except Exception as error:

@@ -7,7 +7,7 @@ one place that turns them into statuses.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from trainingfiles.v1 import analytics_pb2, resources_pb2, service_pb2, service_pb2_grpc
@@ -23,7 +23,7 @@ Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 
 async def _progress(
     events: AsyncGenerator[Progress, None],
-) -> AsyncIterator[service_pb2.TrainingFileProgress]:
+) -> AsyncGenerator[service_pb2.TrainingFileProgress, None]:
     """A build's progress as messages; closed at once when the call ends early, so the
     build's cleanup runs now."""
     async with contextlib.aclosing(events):
@@ -53,7 +53,7 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
 
     async def CreateTrainingFile(
         self, request: service_pb2.CreateTrainingFileRequest, context: Context
-    ) -> AsyncIterator[service_pb2.TrainingFileProgress]:
+    ) -> AsyncGenerator[service_pb2.TrainingFileProgress, None]:
         description = request.description if request.HasField("description") else None
         events = self.operations.create(
             _caller(context),
@@ -68,12 +68,13 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             convert.selector(request.selector if request.HasField("selector") else None),
             convert.pair_filter(request.pair_filter if request.HasField("pair_filter") else None),
         )
-        async for message in _progress(events):
-            yield message
+        async with contextlib.aclosing(_progress(events)) as messages:
+            async for message in messages:
+                yield message
 
     async def AddConversations(
         self, request: service_pb2.AddConversationsRequest, context: Context
-    ) -> AsyncIterator[service_pb2.TrainingFileProgress]:
+    ) -> AsyncGenerator[service_pb2.TrainingFileProgress, None]:
         events = self.operations.add(
             _caller(context),
             request.training_file_id,
@@ -82,26 +83,29 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
             convert.selector(request.selector if request.HasField("selector") else None),
             convert.pair_filter(request.pair_filter if request.HasField("pair_filter") else None),
         )
-        async for message in _progress(events):
-            yield message
+        async with contextlib.aclosing(_progress(events)) as messages:
+            async for message in messages:
+                yield message
 
     async def RemoveConversations(
         self, request: service_pb2.RemoveConversationsRequest, context: Context
-    ) -> AsyncIterator[service_pb2.TrainingFileProgress]:
+    ) -> AsyncGenerator[service_pb2.TrainingFileProgress, None]:
         events = self.operations.remove(
             _caller(context), request.training_file_id, list(request.conversation_ids)
         )
-        async for message in _progress(events):
-            yield message
+        async with contextlib.aclosing(_progress(events)) as messages:
+            async for message in messages:
+                yield message
 
     async def RefreshTrainingFile(
         self, request: service_pb2.RefreshTrainingFileRequest, context: Context
-    ) -> AsyncIterator[service_pb2.TrainingFileProgress]:
+    ) -> AsyncGenerator[service_pb2.TrainingFileProgress, None]:
         events = self.operations.refresh(
             _caller(context), request.training_file_id, request.remove_ineligible
         )
-        async for message in _progress(events):
-            yield message
+        async with contextlib.aclosing(_progress(events)) as messages:
+            async for message in messages:
+                yield message
 
     async def SetAutoRefresh(
         self, request: service_pb2.SetAutoRefreshRequest, context: Context
@@ -113,14 +117,15 @@ class TrainingFileServicer(service_pb2_grpc.TrainingFileServiceServicer):
 
     async def ExportTrainingFile(
         self, request: service_pb2.ExportTrainingFileRequest, context: Context
-    ) -> AsyncIterator[service_pb2.TrainingFileProgress]:
+    ) -> AsyncGenerator[service_pb2.TrainingFileProgress, None]:
         events = self.operations.export(
             _caller(context),
             request.training_file_id,
             convert.requested_formats(request.formats, export=True),
         )
-        async for message in _progress(events):
-            yield message
+        async with contextlib.aclosing(_progress(events)) as messages:
+            async for message in messages:
+                yield message
 
     async def GetTrainingFile(
         self, request: service_pb2.GetTrainingFileRequest, context: Context

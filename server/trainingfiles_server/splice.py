@@ -30,9 +30,10 @@ it), and new lines are written the same way, so the last piece needs nothing tak
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -233,7 +234,7 @@ async def splice(
     leave_out: frozenset[str],
     replace: Replacements | None,
     stored_untrainable: int,
-) -> AsyncIterator[int]:
+) -> AsyncGenerator[int, None]:
     """Stream the stored JSONL once into the new version's outputs; yields the pairs
     done (left-out ones too). See the module docstring."""
     trainers = bool(outputs.trainers)
@@ -278,44 +279,46 @@ async def splice(
             await outputs.count_and_render(facts, _decoded(new_lines) if trainers else None)
             outputs.new_digests.append(facts.digests)
 
-    async for chunk in storage.stream(bucket, jsonl_key):
-        view, position, size = memoryview(chunk), 0, len(chunk)
-        kept_from = 0  # where this chunk's kept bytes not yet given to `v4` start
-        while position < size:
-            if index == count:
-                raise _mismatch(jsonl_key)
-            member = members[index]
-            if not started:
-                started = True
-                kept = _fate(member, leave_out, replace) is _Fate.KEEP
-                if kept and not keeping:
-                    v4.start_kept(offset)
-                    kept_from = position
-                elif keeping and not kept:
-                    await v4.keep(view[kept_from:position])
-                    await v4.end_kept()
-                keeping = kept
-            end = position
-            while left:
-                newline = chunk.find(b"\n", end)
-                if newline < 0:
-                    end = size
-                    break
-                end, left = newline + 1, left - 1
-            parts.append((chunk, position, end))
-            offset += end - position
-            position = end
-            if not left:
-                await finish(member, parts)
-                done += member.lines
-                parts, started = [], False
-                index += 1
-                left = members[index].lines if index < count else 0
-        if keeping:  # kept runs go to `v4` a chunk at a time, not a member at a time
-            await v4.keep(view[kept_from:size])
-        if done - reported >= REPLAY_REPORT_EVERY:
-            yield done
-            reported = done
+    chunks = storage.stream(bucket, jsonl_key)
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            view, position, size = memoryview(chunk), 0, len(chunk)
+            kept_from = 0  # where this chunk's kept bytes not yet given to `v4` start
+            while position < size:
+                if index == count:
+                    raise _mismatch(jsonl_key)
+                member = members[index]
+                if not started:
+                    started = True
+                    kept = _fate(member, leave_out, replace) is _Fate.KEEP
+                    if kept and not keeping:
+                        v4.start_kept(offset)
+                        kept_from = position
+                    elif keeping and not kept:
+                        await v4.keep(view[kept_from:position])
+                        await v4.end_kept()
+                    keeping = kept
+                end = position
+                while left:
+                    newline = chunk.find(b"\n", end)
+                    if newline < 0:
+                        end = size
+                        break
+                    end, left = newline + 1, left - 1
+                parts.append((chunk, position, end))
+                offset += end - position
+                position = end
+                if not left:
+                    await finish(member, parts)
+                    done += member.lines
+                    parts, started = [], False
+                    index += 1
+                    left = members[index].lines if index < count else 0
+            if keeping:  # kept runs go to `v4` a chunk at a time, not a member at a time
+                await v4.keep(view[kept_from:size])
+            if done - reported >= REPLAY_REPORT_EVERY:
+                yield done
+                reported = done
     if index != count:
         raise _mismatch(jsonl_key)
     if keeping:

@@ -56,7 +56,15 @@ import random
 import ssl
 import tempfile
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -1125,7 +1133,7 @@ class Storage:
 
     async def stream(
         self, bucket: str, key: str, chunk_size: int = 1024 * 1024
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """An object's bytes in chunks, never all of it in memory.
 
         A presigned GET on the aiohttp session where there is one, as for documents: a
@@ -1134,8 +1142,10 @@ class Storage:
         cannot be resumed by the caller's consumer, so it is `Unavailable` at once.
         """
         if self.http is not None:
-            async for chunk in self._stream_presigned(bucket, key, chunk_size):
-                yield chunk
+            chunks = self._stream_presigned(bucket, key, chunk_size)
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    yield chunk
             return
         async with self.reading(bucket):
             response = await self.client.get_object(Bucket=bucket, Key=key)
@@ -1146,13 +1156,15 @@ class Storage:
     async def sha256(self, bucket: str, key: str) -> str:
         """Hex SHA-256 of an object as stored, read in chunks."""
         digest = hashlib.sha256()
-        async for chunk in self.stream(bucket, key):
-            digest.update(chunk)
+        chunks = self.stream(bucket, key)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                digest.update(chunk)
         return digest.hexdigest()
 
     async def _stream_presigned(
         self, bucket: str, key: str, chunk_size: int
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         assert self.http is not None
         with translate_errors():
             url = await self.get_url(bucket, key)
@@ -1170,13 +1182,14 @@ class Storage:
             raise Unavailable("object storage is unavailable; retry later") from exc
 
     async def upload(
-        self, bucket: str, key: str, chunks: AsyncIterator[bytes], content_type: str
+        self, bucket: str, key: str, chunks: AsyncGenerator[bytes, None], content_type: str
     ) -> int:
         """Store the chunks as one object, multipart when above one part; returns its size."""
         writer = self.writer(bucket, key, content_type)
         try:
-            async for chunk in chunks:
-                await writer.write(chunk)
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    await writer.write(chunk)
             return await writer.close()
         except BaseException:
             await writer.abort()

@@ -45,6 +45,8 @@ from tests.e2e.helpers import (
 from trainingfiles.v1 import service_pb2, service_pb2_grpc
 from trainingfiles_dev.generator import GeneratedConversation, Kind, generate, load
 from trainingfiles_server.app import RunningServer, running_server
+from trainingfiles_server.auth import SYSTEM, current_caller
+from trainingfiles_server.servicer import TrainingFileServicer
 from trainingfiles_server.storage import Storage
 from trainingfiles_server.sweeper import Sweeper
 
@@ -318,6 +320,35 @@ async def test_a_cancelled_create_aborts_its_open_uploads_itself(
     assert await wait_for_uploads(server, f"{file_id}/", 1)
     call.cancel()
     await _failed_and_clean(server, file_id)
+    assert await open_uploads(server, f"{file_id}/") == set()
+    assert await object_keys(server, f"{file_id}/") == set()
+    assert await intent_count(server, file_id) == 0
+
+
+async def test_a_create_closed_between_messages_is_clean_when_the_close_returns(
+    server: RunningServer, big_ids: list[str]
+) -> None:
+    """A call that ends while a progress message is being sent closes the handler's
+    stream at a `yield` instead of cancelling an await. The close must run the whole
+    build's cleanup, the innermost first: when it returns the uploads are aborted, and
+    only then is the file FAILED (no sweep runs here). Driven on the servicer in this
+    process, so that the close lands at a `yield` every time; the test above lets the
+    transport choose."""
+    request = service_pb2.CreateTrainingFileRequest(
+        name=unique_name("close-open"), conversation_ids=big_ids
+    )
+    caller = current_caller.set(SYSTEM)
+    try:
+        stream = TrainingFileServicer(server.operations).CreateTrainingFile(request, None)
+        file_id = (await anext(stream)).training_file_id
+        async with asyncio.timeout(TIMEOUT):
+            # The build moves only while its stream is read: read until an upload is open.
+            while not await open_uploads(server, f"{file_id}/"):
+                await anext(stream)
+        await stream.aclose()
+    finally:
+        current_caller.reset(caller)
+    assert (await file_row(server, file_id))["status"] == "failed"
     assert await open_uploads(server, f"{file_id}/") == set()
     assert await object_keys(server, f"{file_id}/") == set()
     assert await intent_count(server, file_id) == 0
