@@ -104,9 +104,20 @@ MUTATIONS = (
         "many-sweepers",
         "one sweeper at a time across replicas",
         S + "db.py",
-        "if not await conn.fetchval(TRY_SWEEPER_LOCK, key):",
-        'if not await conn.fetchval("SELECT $1::bigint IS NOT NULL", key):',
+        "WHERE held.expires_at <= clock_timestamp()\n",
+        "WHERE true\n",
         (CRASH + "::test_one_sweeper_at_a_time_across_replicas",),
+    ),
+    Mutation(
+        "frozen-sweeper-holds-on",
+        "a replica frozen mid-sweep holds the others back one lease at most",
+        S + "db.py",
+        "WHERE held.expires_at <= clock_timestamp()\n",
+        "WHERE false\n",
+        (
+            CRASH
+            + "::test_a_replica_frozen_in_the_middle_of_a_sweep_holds_the_others_back_one_lease",
+        ),
     ),
     Mutation(
         "sweeper-takes-live-builds",

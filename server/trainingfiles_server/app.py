@@ -129,6 +129,7 @@ async def _running(
             storage,
             interval=settings.sweep_interval_seconds,
             orphan_upload_age=settings.lease_seconds,
+            lease_seconds=settings.lease_seconds,
         )
         refresher = Refresher(settings, database, operations)
         service_pb2_grpc.add_TrainingFileServiceServicer_to_server(

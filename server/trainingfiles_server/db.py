@@ -669,11 +669,22 @@ SELECT upload_id FROM storage_intents
 WHERE bucket = $1 AND upload_id IS NOT NULL AND lease_token IS NOT NULL
 """
 
-# One sweeper at a time across replicas: a session-level advisory lock on this key.
-SWEEPER_LOCK_KEY = 0x7472_6169_6E66  # "trainf"
-REFRESHER_LOCK_KEY = 0x7472_6169_6E67  # one automatic refresher at a time
-TRY_SWEEPER_LOCK = "SELECT pg_try_advisory_lock($1)"
-SWEEPER_UNLOCK = "SELECT pg_advisory_unlock($1)"
+# One replica at a time runs each background job: a lease in `job_leases` (see its
+# migration), taken when absent or expired. No row comes back when another holds it.
+SWEEPER_JOB = "sweeper"
+REFRESHER_JOB = "refresher"
+TAKE_JOB_LEASE = """
+INSERT INTO job_leases AS held (job, holder, expires_at)
+VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
+ON CONFLICT (job) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+WHERE held.expires_at <= clock_timestamp()
+RETURNING holder
+"""
+RENEW_JOB_LEASE = """
+UPDATE job_leases SET expires_at = clock_timestamp() + make_interval(secs => $3)
+WHERE job = $1 AND holder = $2 AND expires_at > clock_timestamp()
+"""
+DROP_JOB_LEASE = "DELETE FROM job_leases WHERE job = $1 AND holder = $2"
 
 # Errors that mean "the database cannot be reached right now", as opposed to a bug or a
 # constraint violation: the caller may retry.
@@ -718,9 +729,9 @@ async def _keep_session(conn: Connection) -> None:
 
     The default reset (`RESET ALL`, `UNLISTEN *`, `CLOSE ALL`, advisory unlock) is one more
     round trip on every release, which doubled the database work of a Get or List. The
-    service keeps no session state (no SET, LISTEN or cursors; the sweeper releases its
-    advisory lock itself), and an open transaction is still rolled back by the pool
-    before this runs.
+    service keeps no session state (no SET, cursor or advisory lock; the refresher removes
+    its listener itself), and an open transaction is still rolled back by the pool before
+    this runs.
     """
 
 
@@ -1445,21 +1456,20 @@ class Database:
 
     # ------------------------------------------------------------- the sweeper's
 
-    @contextlib.asynccontextmanager
-    async def sweeper_lock(self, key: int = SWEEPER_LOCK_KEY) -> AsyncIterator[Connection | None]:
-        """The sweeper's connection if this process may sweep now, else None; with
-        `key`, another job's lock of the same kind (one replica at a time)."""
+    async def take_job_lease(self, job: str, holder: UUID, seconds: float) -> bool:
+        """Whether `holder` now holds `job`'s lease (it was free, or had expired)."""
         async with self.connection() as conn:
-            if not await conn.fetchval(TRY_SWEEPER_LOCK, key):
-                yield None
-                return
-            try:
-                yield conn
-            finally:
-                # Released by hand: the pool's reset is off (see `_keep_session`). A
-                # connection that broke has lost the lock with its session anyway.
-                with contextlib.suppress(Exception):
-                    await conn.execute(SWEEPER_UNLOCK, key)
+            return await conn.fetchval(TAKE_JOB_LEASE, job, holder, seconds) is not None
+
+    async def renew_job_lease(self, job: str, holder: UUID, seconds: float) -> bool:
+        """Extend a job lease still held; False once it expired or was taken over."""
+        async with self.connection() as conn:
+            return bool(await conn.execute(RENEW_JOB_LEASE, job, holder, seconds) == "UPDATE 1")
+
+    async def drop_job_lease(self, job: str, holder: UUID) -> bool:
+        """Give a job lease back; False if `holder` no longer held it."""
+        async with self.connection() as conn:
+            return bool(await conn.execute(DROP_JOB_LEASE, job, holder) == "DELETE 1")
 
     @contextlib.asynccontextmanager
     async def listening(self, channel: str, wake: Callable[[], None]) -> AsyncIterator[None]:

@@ -12,7 +12,8 @@ The points, in the order a build reaches them: `build.leased` (row and intents
 written), `build.upload_started` (a multipart upload created, not yet recorded),
 `build.upload_recorded`, `build.fetched` (a document written into the outputs),
 `build.uploaded` (objects complete, not yet committed), `build.committed` (committed,
-the last message not yet sent).
+the last message not yet sent). One point is the sweeper's: `sweep.started` (its turn
+taken, nothing swept yet).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ POINTS = (
     "build.fetched",
     "build.uploaded",
     "build.committed",
+    "sweep.started",
 )
 
 

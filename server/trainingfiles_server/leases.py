@@ -8,6 +8,9 @@ lease that expired is never renewed, so once the sweeper may act on it the build
 only give up. Adds on one file wait for each other without holding a database
 connection: in this process in arrival order (`FileQueue`), across replicas by retrying
 the claim with a growing pause.
+
+Background jobs (the sweeper, the refresher) take turns across replicas the same way: a
+lease on a row of `job_leases` (`job_turn`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Self, TypeVar
 from uuid import UUID
 
 from .db import Database
@@ -38,32 +42,30 @@ def lease_lost(file_id: UUID) -> Aborted:
     )
 
 
-class Lease:
-    """A build's lease, renewed in the background while the block runs."""
+class _Renewed:
+    """A lease renewed every third of its length, in a task of its own, while the block
+    runs; `lost` once a renewal finds it expired or taken over (never renewed again)."""
 
-    def __init__(self, database: Database, file_id: UUID, token: UUID, seconds: float) -> None:
-        self.database = database
-        self.file_id = file_id
-        self.token = token
+    def __init__(self, seconds: float, name: str) -> None:
         self.seconds = seconds
         self.lost = False
+        self._name = name
         self._task: asyncio.Task[None] | None = None
 
-    def check(self) -> None:
-        """Raise `Aborted` if the lease is lost: the build must stop and clean up."""
-        if self.lost:
-            raise lease_lost(self.file_id)
+    async def _renew_once(self) -> bool:
+        raise NotImplementedError
+
+    def _fields(self) -> dict[str, object]:
+        raise NotImplementedError
 
     async def _renew(self) -> None:
         pause = self.seconds / 3
         while True:
             await asyncio.sleep(pause)
             try:
-                if not await self.database.renew_lease(self.file_id, self.token, self.seconds):
+                if not await self._renew_once():
                     self.lost = True
-                    log.warning(
-                        "lease lost", extra={"fields": {"training_file_id": str(self.file_id)}}
-                    )
+                    log.warning("lease lost", extra={"fields": self._fields()})
                     return
                 pause = self.seconds / 3
             except Unavailable:
@@ -73,14 +75,80 @@ class Lease:
                 pause = min(1.0, self.seconds / 10)
 
     @contextlib.asynccontextmanager
-    async def kept(self) -> AsyncIterator[Lease]:
-        self._task = asyncio.create_task(self._renew(), name=f"lease {self.file_id}")
+    async def kept(self) -> AsyncIterator[Self]:
+        self._task = asyncio.create_task(self._renew(), name=self._name)
         try:
             yield self
         finally:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+class Lease(_Renewed):
+    """A build's lease on its file."""
+
+    def __init__(self, database: Database, file_id: UUID, token: UUID, seconds: float) -> None:
+        super().__init__(seconds, f"lease {file_id}")
+        self.database = database
+        self.file_id = file_id
+        self.token = token
+
+    def check(self) -> None:
+        """Raise `Aborted` if the lease is lost: the build must stop and clean up."""
+        if self.lost:
+            raise lease_lost(self.file_id)
+
+    async def _renew_once(self) -> bool:
+        return await self.database.renew_lease(self.file_id, self.token, self.seconds)
+
+    def _fields(self) -> dict[str, object]:
+        return {"training_file_id": str(self.file_id)}
+
+
+class JobLease(_Renewed):
+    """One replica's turn at a background job (`db.SWEEPER_JOB`, `db.REFRESHER_JOB`).
+
+    A replica that freezes while it holds the turn (SIGSTOP, a paused VM, a long pause)
+    stops renewing it, so another replica takes it one lease later. If the frozen one
+    resumes, its renewal finds the lease lost and its round finishes alongside the other
+    replica's: each step of a sweep or a refresh is conditional on the state it changes
+    (a build's lease, an intent still due, an upload no live build accounts for), so two
+    at once only repeat work, and one at a time is what the lease buys.
+    """
+
+    def __init__(self, database: Database, job: str, holder: UUID, seconds: float) -> None:
+        super().__init__(seconds, f"{job} turn")
+        self.database = database
+        self.job = job
+        self.holder = holder
+
+    async def _renew_once(self) -> bool:
+        return await self.database.renew_job_lease(self.job, self.holder, self.seconds)
+
+    def _fields(self) -> dict[str, object]:
+        return {"job": self.job}
+
+
+@contextlib.asynccontextmanager
+async def job_turn(database: Database, job: str, seconds: float) -> AsyncIterator[JobLease | None]:
+    """This replica's turn at `job`, kept while the block runs; None while another
+    replica holds it (tried, never waited for)."""
+    holder = uuid.uuid4()
+    if not await database.take_job_lease(job, holder, seconds):
+        yield None
+        return
+    lease = JobLease(database, job, holder, seconds)
+    try:
+        async with lease.kept():
+            yield lease
+    finally:
+        # If this fails, the turn runs out by itself one lease later.
+        with contextlib.suppress(Exception):
+            if not await database.drop_job_lease(job, holder) and not lease.lost:
+                # Lost before a renewal noticed: this process stalled for a lease.
+                lease.lost = True
+                log.warning("lease lost", extra={"fields": lease._fields()})
 
 
 class FileQueue:

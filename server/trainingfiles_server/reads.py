@@ -108,26 +108,27 @@ class Reads:
     ) -> TrainingFileRecord:
         """The file, with its stale count; as it was at `version` when one is named (0:
         the current one)."""
+        return await self._find(caller, training_file_id, version, with_staleness=True)
+
+    async def _find(
+        self,
+        caller: Caller,
+        training_file_id: str,
+        version: int = 0,
+        *,
+        with_staleness: bool = False,
+    ) -> TrainingFileRecord:
+        """The file the caller may see, at `version` (0: the current one); with its stale
+        count (read in the same statement) when asked."""
         _check_version(version)
         file_id = parse_uuid(training_file_id, "training_file_id")
-        found = await self.database.get_file(file_id, with_staleness=True)
+        found = await self.database.get_file(file_id, with_staleness=with_staleness)
         record = visible(caller, found, file_id)
         if version in (0, record.version):
             return record
         # An earlier version has no stale count: staleness is the current members'.
         unstaled = dataclasses.replace(record, stale_conversation_count=None)
         return (await self._version(record, version)).describe(unstaled)
-
-    async def _find(
-        self, caller: Caller, training_file_id: str, version: int = 0
-    ) -> TrainingFileRecord:
-        """The file the caller may see, at `version` (0: the current one)."""
-        _check_version(version)
-        file_id = parse_uuid(training_file_id, "training_file_id")
-        record = visible(caller, await self.database.get_file(file_id), file_id)
-        if version in (0, record.version):
-            return record
-        return (await self._version(record, version)).describe(record)
 
     async def _version(self, record: TrainingFileRecord, version: int) -> VersionRecord:
         found = await self.database.get_version(record.id, version)

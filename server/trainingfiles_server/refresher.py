@@ -3,7 +3,8 @@
 A trigger on `conversations` records each change of a conversation's enrichment in
 `conversation_changes` and notifies `trainingfiles_conversation_changed` (the refresh
 migration). Every replica runs a refresher; one at a time across replicas works (a
-PostgreSQL advisory lock of its own, tried, never waited for), like the sweeper:
+turn of its own leased in PostgreSQL, `leases.job_turn`, tried, never waited for), like
+the sweeper:
 
 1. it wakes on a notification, when a file's back-off or debounce ends, or every
    `SWEEP_INTERVAL_SECONDS` (a notification lost while no replica listened, or while
@@ -33,8 +34,9 @@ from uuid import UUID
 from . import metrics
 from .builds import Builds
 from .config import Settings
-from .db import REFRESHER_LOCK_KEY, Database
+from .db import REFRESHER_JOB, Database
 from .errors import ServiceError, Unavailable
+from .leases import job_turn
 from .models import Caller
 
 log = logging.getLogger("trainingfiles.refresher")
@@ -51,6 +53,7 @@ class Refresher:
         self.interval = settings.sweep_interval_seconds
         self.debounce = settings.refresh_debounce_seconds
         self.retry = settings.refresh_retry_seconds
+        self.lease_seconds = settings.lease_seconds  # of the refresher's turn
         self.rounds = 0  # completed rounds of this process (tests wait on it)
         self.refreshed: list[UUID] = []  # files this process refreshed, in order
         self._wake = asyncio.Event()
@@ -61,8 +64,8 @@ class Refresher:
     async def refresh_due(self) -> list[UUID]:
         """Refresh every file due now, if no other replica is; returns those refreshed."""
         refreshed: list[UUID] = []
-        async with self.database.sweeper_lock(REFRESHER_LOCK_KEY) as conn:
-            if conn is None:
+        async with job_turn(self.database, REFRESHER_JOB, self.lease_seconds) as turn:
+            if turn is None:
                 return refreshed
             for file_id in await self.database.due_refreshes(self.debounce):
                 if await self._refresh(file_id):

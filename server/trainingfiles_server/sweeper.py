@@ -16,7 +16,9 @@ list is the state itself (expired leases, due intents, open uploads), so a sweep
 dies half-way loses nothing and the next one simply does the rest; what the libraries
 would add is a schema, a worker and cron schedules with one-minute resolution, while a
 crashed build must be repaired well within a minute (lease 30 s + one sweep interval).
-One sweeper at a time: a PostgreSQL advisory lock, tried (never waited for) each round.
+One sweeper at a time: a turn leased in PostgreSQL (`leases.job_turn`), tried (never
+waited for) each round, renewed while the sweep runs; a replica that freezes mid-sweep
+holds the others back one lease at most.
 
 No refusal stops a sweep: an upload that cannot be aborted or an object that cannot be
 deleted keeps its intent (the next sweep tries again), is counted in the report and
@@ -35,9 +37,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from . import metrics
-from .db import Connection, Database
+from . import failpoints, metrics
+from .db import SWEEPER_JOB, Connection, Database
 from .errors import ServiceError, Unavailable
+from .leases import job_turn
 from .storage import DeleteFailed, Storage
 
 log = logging.getLogger("trainingfiles.sweeper")
@@ -48,7 +51,7 @@ _BATCH = 500
 
 @dataclass
 class SweepReport:
-    """What one sweep did; `swept` False: another replica held the sweeper lock."""
+    """What one sweep did; `swept` False: another replica had the sweeper's turn."""
 
     swept: bool = False
     failed_builds: list[str] = field(default_factory=list)
@@ -82,10 +85,12 @@ class Sweeper:
         *,
         interval: float,
         orphan_upload_age: float,
+        lease_seconds: float = 30.0,
     ) -> None:
         self.database = database
         self.storage = storage
         self.interval = interval
+        self.lease_seconds = lease_seconds  # of the sweeper's turn
         self.orphan_upload_age = timedelta(seconds=orphan_upload_age)
         self.sweeps = 0  # completed sweeps of this process (tests wait on it)
         self._last_failure: str | None = None  # logged once until it changes
@@ -93,14 +98,16 @@ class Sweeper:
     async def sweep(self) -> SweepReport:
         """One sweep, if no other replica is sweeping right now."""
         report = SweepReport()
-        async with self.database.sweeper_lock() as conn:
-            if conn is None:
+        async with job_turn(self.database, SWEEPER_JOB, self.lease_seconds) as turn:
+            if turn is None:
                 metrics.SWEEPS.labels("skipped").inc()
                 return report
+            await failpoints.reach("sweep.started")
             report.swept = True
-            report.failed_builds = [str(i) for i in await self.database.expire_builds(conn)]
-            await self._delete_due(conn, report)
-            await self._abort_orphan_uploads(conn, report)
+            async with self.database.connection() as conn:
+                report.failed_builds = [str(i) for i in await self.database.expire_builds(conn)]
+                await self._delete_due(conn, report)
+                await self._abort_orphan_uploads(conn, report)
         self.sweeps += 1
         metrics.SWEEPS.labels("swept").inc()
         for action, count in (

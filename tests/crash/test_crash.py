@@ -41,11 +41,12 @@ from tests.e2e.helpers import create_ok, error_reason, unique_name
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 from trainingfiles_dev.generator import generate, load
 from trainingfiles_server.app import RunningServer
-from trainingfiles_server.db import SWEEPER_LOCK_KEY
+from trainingfiles_server.db import SWEEPER_JOB
 from trainingfiles_server.storage import Storage
 
 OWNER = uuid.UUID("00000000-0000-4000-8000-00000000c4a5")
-# A replica that sweeps only when it starts (a frozen one must not hold the sweeper lock).
+# A replica that sweeps only when it starts: frozen in a sweep, it would hold the others'
+# sweeps back for a lease.
 ONCE = {"SWEEP_INTERVAL_SECONDS": "3600"}
 
 
@@ -353,8 +354,8 @@ async def test_a_frozen_build_that_lost_its_lease_can_never_activate(
     name = unique_name("frozen")
     async with (
         server_process(backend, workdir / "b.log"),
-        # A sweeps only when it starts: frozen in the middle of a sweep, it would hold the
-        # sweeper's lock, and B could never sweep.
+        # A sweeps only when it starts: frozen in the middle of a sweep, it would hold B's
+        # sweeps back for a lease.
         server_process(backend, workdir / "a.log", failpoint=f"{point}=stop", extra_env=ONCE) as a,
         authorized_channel(a.port, token) as channel,
     ):
@@ -575,11 +576,8 @@ async def test_a_sweeper_never_touches_the_live_build_of_another_replica(
     await observer.repaired(file_id)
 
 
-async def test_one_sweeper_at_a_time_across_replicas(
-    backend: Backend, observer: Observer, workdir: Path
-) -> None:
-    """While another session holds the sweeper lock no replica sweeps; once it is
-    released, one does."""
+async def _expired_build(observer: Observer) -> uuid.UUID:
+    """A Create's row whose lease ran out a second ago: what a sweep fails."""
     file_id = uuid.uuid4()
     await observer.pool.execute(
         "INSERT INTO training_files (id, name, status, lease_token, lease_expires_at) "
@@ -588,22 +586,78 @@ async def test_one_sweeper_at_a_time_across_replicas(
         unique_name("lock"),
         uuid.uuid4(),
     )
-    async with observer.pool.acquire() as conn:
-        assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", SWEEPER_LOCK_KEY)
-        try:
-            async with (
-                server_process(backend, workdir / "a.log"),
-                server_process(backend, workdir / "b.log"),
-            ):
-                await asyncio.sleep(LEASE_SECONDS)  # both replicas tried several times
-                status = await observer.pool.fetchval(
-                    "SELECT status FROM training_files WHERE id = $1", file_id
-                )
-                assert status == "processing"
-                await conn.execute("SELECT pg_advisory_unlock($1)", SWEEPER_LOCK_KEY)
-                await observer.repaired(file_id, deadline=15)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock_all()")
+    return file_id
+
+
+async def test_one_sweeper_at_a_time_across_replicas(
+    backend: Backend, observer: Observer, workdir: Path
+) -> None:
+    """While another holder keeps the sweeper's turn no replica sweeps; once it lets go,
+    one does."""
+    file_id = await _expired_build(observer)
+    holder = uuid.uuid4()
+    await observer.pool.execute(
+        "INSERT INTO job_leases (job, holder, expires_at) "
+        "VALUES ($1, $2, now() + interval '1 hour')",
+        SWEEPER_JOB,
+        holder,
+    )
+    try:
+        async with (
+            server_process(backend, workdir / "a.log"),
+            server_process(backend, workdir / "b.log"),
+        ):
+            await asyncio.sleep(LEASE_SECONDS)  # both replicas tried several times
+            status = await observer.pool.fetchval(
+                "SELECT status FROM training_files WHERE id = $1", file_id
+            )
+            assert status == "processing"
+            await observer.pool.execute(
+                "DELETE FROM job_leases WHERE job = $1 AND holder = $2", SWEEPER_JOB, holder
+            )
+            await observer.repaired(file_id, deadline=15)
+    finally:
+        await observer.pool.execute(
+            "DELETE FROM job_leases WHERE job = $1 AND holder = $2", SWEEPER_JOB, holder
+        )
+
+
+async def test_a_replica_frozen_in_the_middle_of_a_sweep_holds_the_others_back_one_lease(
+    backend: Backend, observer: Observer, workdir: Path
+) -> None:
+    """Replica A freezes (SIGSTOP) right after it took the sweeper's turn. Its turn runs
+    out one lease later and replica B sweeps: an expired build is failed and cleaned up.
+    A, resumed, finds its turn lost, finishes its round and serves on; its next sweeps
+    take turns again."""
+    a = ServerProcess(backend, workdir / "a.log", failpoint="sweep.started=stop")
+    try:
+
+        async def frozen() -> bool:
+            return a.frozen()
+
+        await _wait(frozen)  # in its start-up sweep, before it serves
+        held = await observer.pool.fetchrow(
+            "SELECT holder, expires_at > now() AS live FROM job_leases WHERE job = $1",
+            SWEEPER_JOB,
+        )
+        assert held is not None and held["live"]
+        file_id = await _expired_build(observer)
+        async with server_process(backend, workdir / "b.log"):
+            await observer.repaired(file_id, deadline=LEASE_SECONDS + 15)
+            taken = await observer.pool.fetchval(
+                "SELECT holder FROM job_leases WHERE job = $1", SWEEPER_JOB
+            )
+            assert taken != held["holder"]
+            a.process.send_signal(signal.SIGCONT)
+            await a.wait_serving()
+            again = await _expired_build(observer)
+            await observer.repaired(again, deadline=LEASE_SECONDS + 15)
+        # A alone sweeps again once B has gone.
+        last = await _expired_build(observer)
+        await observer.repaired(last, deadline=LEASE_SECONDS + 15)
+        assert b"lease lost" in (workdir / "a.log").read_bytes()
+    finally:
+        a.stop()
 
 
 async def test_two_replicas_share_page_tokens_and_serialise_adds(

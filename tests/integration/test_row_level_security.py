@@ -1,4 +1,4 @@
-"""Row-level security beyond the owner policies: `storage_intents` is the service's alone.
+"""Row-level security beyond the owner policies: the service's bookkeeping is its alone.
 
 On a database shaped like Supabase's (an `auth` schema with `auth.uid()`, the
 `authenticated` and `anon` roles, and the default grants of the `public` schema to them,
@@ -16,8 +16,11 @@ import pytest
 from tests.conftest import Stack
 from trainingfiles_dev.bootstrap import apply_migrations
 
+# The service's own bookkeeping: no API role may read or write these.
+SERVICE_ONLY = ("storage_intents", "conversation_changes", "staged_members", "job_leases")
 
-async def test_users_cannot_touch_storage_intents_on_supabase(stack: Stack) -> None:
+
+async def test_users_cannot_touch_the_services_bookkeeping_on_supabase(stack: Stack) -> None:
     admin = await asyncpg.connect(stack.postgres.url("postgres"))
     database = f"rls_intents_{uuid.uuid4().hex[:8]}"
     try:
@@ -43,14 +46,19 @@ async def test_users_cannot_touch_storage_intents_on_supabase(stack: Stack) -> N
             """
         )
         apply_migrations(url, development=True)
-        assert await conn.fetchval(
-            "SELECT relrowsecurity FROM pg_class WHERE relname = 'storage_intents'"
-        )
+        for table in SERVICE_ONLY:
+            assert await conn.fetchval(
+                "SELECT relrowsecurity FROM pg_class WHERE relname = $1", table
+            ), table
         file_id = uuid.uuid4()
         await conn.execute(
             "INSERT INTO storage_intents (bucket, object_key, training_file_id) "
             "VALUES ('training-files', 'live/object.json', $1)",
             file_id,
+        )
+        await conn.execute(
+            "INSERT INTO job_leases (job, holder, expires_at) VALUES ('sweeper', $1, now())",
+            uuid.uuid4(),
         )
         # Supabase grants the API roles everything on the public schema's tables.
         await conn.execute(
@@ -62,6 +70,7 @@ async def test_users_cannot_touch_storage_intents_on_supabase(stack: Stack) -> N
                 await conn.execute(f"SET LOCAL ROLE {role}")
                 await conn.execute(f"SET LOCAL request.jwt.claim.sub = '{uuid.uuid4()}'")
                 assert await conn.fetch("SELECT * FROM storage_intents") == []
+                assert await conn.fetch("SELECT * FROM job_leases") == []
                 assert await conn.execute("DELETE FROM storage_intents") == "DELETE 0"
                 with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
                     await conn.execute(
