@@ -75,7 +75,11 @@ def scenarios(count: int, seed: int) -> list[tuple[str, str | None, str | None]]
     for index in range(count):
         operation = OPERATIONS[index % len(OPERATIONS)]
         stall = rng.choice(STALLS)
-        points = [p for p in POINTS if p != "build.fetched" or FETCHES[operation]]
+        points = [
+            p
+            for p in POINTS
+            if p.startswith("build.") and (p != "build.fetched" or FETCHES[operation])
+        ]
         if operation == "export":  # its small renditions go up in single PUTs
             points = [p for p in points if not p.startswith("build.upload_")]
         point: str | None = rng.choice(points)
