@@ -45,6 +45,7 @@ from .models import (
     Selector,
     Split,
     Stage,
+    StagedMember,
     Status,
     TrainingFileRecord,
     VersionReason,
@@ -67,7 +68,6 @@ from .rules import (
     visible,
 )
 from .splits import SplitSpec
-from .staging import StagedMember
 from .storage import Storage, UploadHook, UploadVanished
 
 log = logging.getLogger("trainingfiles.operations")

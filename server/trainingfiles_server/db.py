@@ -30,13 +30,13 @@ from .models import (
     Provenance,
     Selector,
     Split,
+    StagedMember,
     Status,
     StoredConversation,
     TrainingFileRecord,
     VersionReason,
     VersionRecord,
 )
-from .staging import StagedMember
 
 Connection: TypeAlias = "asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any]"
 Pool: TypeAlias = "asyncpg.Pool[Any]"

@@ -322,6 +322,18 @@ class Caller:
 
 
 @dataclass(frozen=True, slots=True)
+class StagedMember:
+    """One new member as the commit inserts it: its summary, digests and provenance."""
+
+    summary: ConversationSummary
+    digests: bytes
+    pair_ids: str  # one a line, in pair order (to name the first duplicates)
+    document_key: str
+    document_etag: str | None
+    document_modified: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredConversation:
     """A conversation of a file as an Add or an export needs it: no document is read."""
 

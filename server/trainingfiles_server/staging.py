@@ -29,22 +29,11 @@ from uuid import UUID
 
 from . import analytics
 from .aggregate import ConversationSummary, FileMetrics, MetricsAccumulator
+from .models import StagedMember
 from .outputs import PairFacts
 
 # Rows per statement: a batch's arrays cost about a kilobyte a member while encoded.
 STAGE_BATCH = 2_000
-
-
-@dataclass(frozen=True, slots=True)
-class StagedMember:
-    """One new member as the commit inserts it: its summary, digests and provenance."""
-
-    summary: ConversationSummary
-    digests: bytes
-    pair_ids: str  # one a line, in pair order (to name the first duplicates)
-    document_key: str
-    document_etag: str | None
-    document_modified: datetime | None
 
 
 class Staging(Protocol):
