@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -669,6 +670,9 @@ SELECT upload_id FROM storage_intents
 WHERE bucket = $1 AND upload_id IS NOT NULL AND lease_token IS NOT NULL
 """
 
+# Members read per round trip when a build reads a file's stored members.
+STORED_PAGE = 2_000
+
 # One replica at a time runs each background job: a lease in `job_leases` (see its
 # migration), taken when absent or expired. No row comes back when another holds it.
 SWEEPER_JOB = "sweeper"
@@ -767,19 +771,23 @@ def _version(row: asyncpg.Record) -> VersionRecord:
 
 
 def _summary(row: asyncpg.Record) -> ConversationSummary:
+    """A member's summary as stored. Remove and Refresh hold every member's at once: the
+    keys, emotions and tokenizer name, a handful of values repeated across members, are
+    interned (one object each, not one per member and pair)."""
     stats = row["pair_stats"] or {}
     prompt, completion = stats.get("prompt_tokens"), stats.get("completion_tokens")
     emotions = stats.get("emotions")
+    tokenizer = stats.get("tokenizer")
     return ConversationSummary(
         conversation_id=str(row["conversation_id"]),
         training_pair_count=row["training_pair_count"],
         quality_score=row["quality_score"],
         human_reviewed=row["human_reviewed"],
-        persona_key=row["persona_key"],
-        emotional_arc_key=row["emotional_arc_key"],
-        training_topic_key=row["training_topic_key"],
-        emotions=tuple(emotions) if emotions is not None else None,
-        tokenizer=stats.get("tokenizer"),
+        persona_key=sys.intern(row["persona_key"]),
+        emotional_arc_key=sys.intern(row["emotional_arc_key"]),
+        training_topic_key=sys.intern(row["training_topic_key"]),
+        emotions=tuple(map(sys.intern, emotions)) if emotions is not None else None,
+        tokenizer=sys.intern(tokenizer) if tokenizer is not None else None,
         prompt_tokens=tuple(prompt) if prompt is not None else None,
         completion_tokens=tuple(completion) if completion is not None else None,
     )
@@ -1329,15 +1337,23 @@ class Database:
         return _file(row) if row is not None else None
 
     async def stored_conversations(self, file_id: UUID) -> list[StoredConversation]:
-        """The file's conversations in add order, with what a rebuild needs of each."""
-        async with self.connection() as conn:
-            rows = await conn.fetch(FILE_SUMMARIES, file_id)
-        return [
-            StoredConversation(
-                _summary(row), row["pair_digests"], row["persona_id"], row["training_topic_id"]
-            )
-            for row in rows
-        ]
+        """The file's conversations in add order, with what a rebuild needs of each; read a
+        page at a time, so that the rows (their decoded JSON) are never all held at once
+        beside what is built from them."""
+        stored: list[StoredConversation] = []
+        async with self.connection() as conn, conn.transaction():
+            cursor = await conn.cursor(FILE_SUMMARIES, file_id)
+            while rows := await cursor.fetch(STORED_PAGE):
+                stored.extend(
+                    StoredConversation(
+                        _summary(row),
+                        row["pair_digests"],
+                        row["persona_id"],
+                        row["training_topic_id"],
+                    )
+                    for row in rows
+                )
+        return stored
 
     async def archive(self, file_id: UUID) -> TrainingFileRecord | None:
         async with self.connection() as conn:

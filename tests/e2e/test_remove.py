@@ -34,6 +34,7 @@ from tests.e2e.helpers import (
 from tests.e2e.test_outputs import TRAINER, _create_ok, _split
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
 from trainingfiles_dev.generator import Kind
+from trainingfiles_server import db
 from trainingfiles_server.app import RunningServer, running_server
 from trainingfiles_server.duplicates import DIGEST_SIZE
 
@@ -120,10 +121,15 @@ def _same_metrics(a: resources_pb2.TrainingFile, b: resources_pb2.TrainingFile) 
     )
 
 
+@pytest.mark.parametrize("stored_page", [None, 3], ids=["one-page", "pages-of-3"])
 async def test_a_remove_equals_a_create_of_the_remaining_conversations(
-    kept: Stub, dataset: Dataset
+    kept: Stub, dataset: Dataset, stored_page: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every format and the split, byte for byte; the earlier version as it was."""
+    """Every format and the split, byte for byte; the earlier version as it was. Also
+    when the stored members are read in pages of 3 (`db.STORED_PAGE`): in order, none
+    twice or missed."""
+    if stored_page is not None:
+        monkeypatch.setattr(db, "STORED_PAGE", stored_page)
     ids = dataset.ids(Kind.ELIGIBLE)[60:66] + dataset.ids(Kind.EXTRA_FIELDS)[:2]
     gone = [ids[2], ids[6]]
     remaining = [c for c in ids if c not in gone]
