@@ -770,10 +770,25 @@ def _version(row: asyncpg.Record) -> VersionRecord:
     return VersionRecord(**values)
 
 
+# Token counts as one object per distinct value (`_summary`), up to this many values.
+_SHARED_COUNTS_MAX = 1 << 16
+_shared_counts: dict[int, int] = {}
+
+
+def _counts(values: Sequence[int]) -> tuple[int, ...]:
+    """Token counts whose int objects are shared across members: a count above 256 is an
+    object of 28 bytes per pair and member, and a file's counts take a few thousand
+    distinct values."""
+    if len(_shared_counts) >= _SHARED_COUNTS_MAX:
+        return tuple(values)
+    return tuple([_shared_counts.setdefault(value, value) for value in values])
+
+
 def _summary(row: asyncpg.Record) -> ConversationSummary:
     """A member's summary as stored. Remove and Refresh hold every member's at once: the
     keys, emotions and tokenizer name, a handful of values repeated across members, are
-    interned (one object each, not one per member and pair)."""
+    interned, and the token counts shared (one object each, not one per member and
+    pair)."""
     stats = row["pair_stats"] or {}
     prompt, completion = stats.get("prompt_tokens"), stats.get("completion_tokens")
     emotions = stats.get("emotions")
@@ -788,8 +803,8 @@ def _summary(row: asyncpg.Record) -> ConversationSummary:
         training_topic_key=sys.intern(row["training_topic_key"]),
         emotions=tuple(map(sys.intern, emotions)) if emotions is not None else None,
         tokenizer=sys.intern(tokenizer) if tokenizer is not None else None,
-        prompt_tokens=tuple(prompt) if prompt is not None else None,
-        completion_tokens=tuple(completion) if completion is not None else None,
+        prompt_tokens=_counts(prompt) if prompt is not None else None,
+        completion_tokens=_counts(completion) if completion is not None else None,
     )
 
 
