@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Self, TypeVar
 from uuid import UUID
 
+from . import metrics
 from .db import Database
 from .errors import Aborted, Unavailable
 
@@ -46,10 +47,11 @@ class _Renewed:
     """A lease renewed every third of its length, in a task of its own, while the block
     runs; `lost` once a renewal finds it expired or taken over (never renewed again)."""
 
-    def __init__(self, seconds: float, name: str) -> None:
+    def __init__(self, seconds: float, name: str, holder: str) -> None:
         self.seconds = seconds
         self.lost = False
         self._name = name
+        self._holder = holder  # its metrics label
         self._task: asyncio.Task[None] | None = None
 
     async def _renew_once(self) -> bool:
@@ -58,14 +60,18 @@ class _Renewed:
     def _fields(self) -> dict[str, object]:
         raise NotImplementedError
 
+    def _lose(self) -> None:
+        self.lost = True
+        metrics.LEASES_LOST.labels(self._holder).inc()
+        log.warning("lease lost", extra={"fields": self._fields()})
+
     async def _renew(self) -> None:
         pause = self.seconds / 3
         while True:
             await asyncio.sleep(pause)
             try:
                 if not await self._renew_once():
-                    self.lost = True
-                    log.warning("lease lost", extra={"fields": self._fields()})
+                    self._lose()
                     return
                 pause = self.seconds / 3
             except Unavailable:
@@ -89,7 +95,7 @@ class Lease(_Renewed):
     """A build's lease on its file."""
 
     def __init__(self, database: Database, file_id: UUID, token: UUID, seconds: float) -> None:
-        super().__init__(seconds, f"lease {file_id}")
+        super().__init__(seconds, f"lease {file_id}", "build")
         self.database = database
         self.file_id = file_id
         self.token = token
@@ -118,7 +124,7 @@ class JobLease(_Renewed):
     """
 
     def __init__(self, database: Database, job: str, holder: UUID, seconds: float) -> None:
-        super().__init__(seconds, f"{job} turn")
+        super().__init__(seconds, f"{job} turn", job)
         self.database = database
         self.job = job
         self.holder = holder
@@ -147,8 +153,7 @@ async def job_turn(database: Database, job: str, seconds: float) -> AsyncIterato
         with contextlib.suppress(Exception):
             if not await database.drop_job_lease(job, holder) and not lease.lost:
                 # Lost before a renewal noticed: this process stalled for a lease.
-                lease.lost = True
-                log.warning("lease lost", extra={"fields": lease._fields()})
+                lease._lose()
 
 
 class FileQueue:

@@ -86,6 +86,11 @@ REFRESHES = Counter(
     "Automatic refreshes, by outcome.",
     ["outcome"],  # refreshed, failed
 )
+LEASES_LOST = Counter(
+    "trainingfiles_leases_lost_total",
+    "Leases this process lost: it stalled, or the database was away, for a lease or longer.",
+    ["holder"],  # build, sweeper, refresher
+)
 
 for _reason in ("missing", "too_large", "invalid"):
     DOCUMENT_FAILURES.labels(_reason)
@@ -93,6 +98,8 @@ for _action in ("build_failed", "object_deleted", "upload_aborted", "cleanup_fai
     SWEEPER_ACTIONS.labels(_action)
 for _outcome in ("refreshed", "failed"):
     REFRESHES.labels(_outcome)
+for _holder in ("build", "sweeper", "refresher"):
+    LEASES_LOST.labels(_holder)
 
 
 def split_method(method: str) -> tuple[str, str]:

@@ -37,8 +37,9 @@ from tests.crash.harness import (
     run_remove,
     server_process,
 )
-from tests.e2e.helpers import create_ok, error_reason, unique_name
+from tests.e2e.helpers import create_ok, error_reason, http_get, unique_name
 from trainingfiles.v1 import resources_pb2, service_pb2, service_pb2_grpc
+from trainingfiles_dev.embedded import free_port
 from trainingfiles_dev.generator import generate, load
 from trainingfiles_server.app import RunningServer
 from trainingfiles_server.db import SWEEPER_JOB
@@ -629,7 +630,13 @@ async def test_a_replica_frozen_in_the_middle_of_a_sweep_holds_the_others_back_o
     out one lease later and replica B sweeps: an expired build is failed and cleaned up.
     A, resumed, finds its turn lost, finishes its round and serves on; its next sweeps
     take turns again."""
-    a = ServerProcess(backend, workdir / "a.log", failpoint="sweep.started=stop")
+    a_metrics = f"127.0.0.1:{free_port()}"
+    a = ServerProcess(
+        backend,
+        workdir / "a.log",
+        failpoint="sweep.started=stop",
+        extra_env={"METRICS_ADDRESS": a_metrics},
+    )
     try:
 
         async def frozen() -> bool:
@@ -656,6 +663,8 @@ async def test_a_replica_frozen_in_the_middle_of_a_sweep_holds_the_others_back_o
         last = await _expired_build(observer)
         await observer.repaired(last, deadline=LEASE_SECONDS + 15)
         assert b"lease lost" in (workdir / "a.log").read_bytes()
+        scraped = (await http_get(f"http://{a_metrics}/metrics")).body.decode()
+        assert 'trainingfiles_leases_lost_total{holder="sweeper"} 1.0' in scraped
     finally:
         a.stop()
 
