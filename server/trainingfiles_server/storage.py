@@ -50,6 +50,7 @@ import contextlib
 import email.utils
 import hashlib
 import io
+import itertools
 import logging
 import os
 import random
@@ -562,34 +563,37 @@ class ObjectWriter:
         if self._pending.size:  # only where small parts are accepted
             await self._send(self._take_number(), self._pending.take())
         self._head_closed = True
-        count = -(-(end - start) // COPY_PART_SIZE)
-        bounds = [start + (end - start) * i // count for i in range(count + 1)]
-        for i in range(count):
-            await self._send_copy(self._take_number(), key, bounds[i], bounds[i + 1])
+        for low, high in _copy_ranges(start, end):
+            await self._send_copy(self._take_number(), key, low, high)
 
     async def _send_copy(self, number: int, key: str, start: int, end: int) -> None:
         """Like `_send`, for a server-side copy of `start`..`end` of `key`."""
 
         async def copy(upload_id: str) -> str:
             try:
-                reply = await self._client.upload_part_copy(
-                    Bucket=self.bucket,
-                    Key=self.key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource={"Bucket": self.bucket, "Key": key},
-                    CopySourceRange=f"bytes={start}-{end - 1}",
-                )
+                return await self._copy_part(upload_id, number, key, start, end)
             except ClientError as exc:
                 if not _copy_unsupported(exc):
                     raise
                 # The bytes streamed past; the next build streams them instead.
                 self._storage.copy_supported = False
                 raise Unavailable("object storage stopped copying stored bytes; retry") from exc
-            etag: str = reply["CopyPartResult"]["ETag"]
-            return etag
 
         await self._in_background(number, copy)
+
+    async def _copy_part(self, upload_id: str, number: int, key: str, start: int, end: int) -> str:
+        """Part `number`: bytes `start`..`end` of `key` (this bucket), copied by the store;
+        answers the part's ETag. A refusal is the caller's to judge (`_copy_unsupported`)."""
+        reply = await self._client.upload_part_copy(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=upload_id,
+            PartNumber=number,
+            CopySource={"Bucket": self.bucket, "Key": key},
+            CopySourceRange=f"bytes={start}-{end - 1}",
+        )
+        etag: str = reply["CopyPartResult"]["ETag"]
+        return etag
 
     async def append_object(self, key: str, start: int, end: int) -> None:
         """Append bytes `start` to `end` (exclusive) of object `key` in the same bucket.
@@ -757,31 +761,23 @@ class ObjectWriter:
     async def _copy(self, key: str, start: int, end: int) -> None:
         """Server-side copies of `start`..`end`, in equal ranges of at most COPY_PART_SIZE."""
         upload_id = await self._start()
-        count = -(-(end - start) // COPY_PART_SIZE)
-        bounds = [start + (end - start) * i // count for i in range(count + 1)]
-        numbers = [self._take_number() for _ in range(count)]
+        ranges = _copy_ranges(start, end)
+        numbers = [self._take_number() for _ in ranges]
 
         async def copy(number: int, low: int, high: int) -> None:
             async with self._slots:
                 try:
-                    reply = await self._client.upload_part_copy(
-                        Bucket=self.bucket,
-                        Key=self.key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        CopySource={"Bucket": self.bucket, "Key": key},
-                        CopySourceRange=f"bytes={low}-{high - 1}",
-                    )
+                    etag = await self._copy_part(upload_id, number, key, low, high)
                 except ClientError as exc:
                     if _copy_unsupported(exc):
                         raise _CopyUnsupported from exc
                     raise
-            self._etags[number] = reply["CopyPartResult"]["ETag"]
+            self._etags[number] = etag
 
         with translate_errors():
             # Every copy settles before its outcome is judged, so none is left running.
             outcomes = await asyncio.gather(
-                *(copy(n, bounds[i], bounds[i + 1]) for i, n in enumerate(numbers)),
+                *(copy(n, low, high) for n, (low, high) in zip(numbers, ranges, strict=True)),
                 return_exceptions=True,
             )
             failures = [o for o in outcomes if isinstance(o, BaseException)]
@@ -823,6 +819,13 @@ class OpenUpload:
 
 class _CopyUnsupported(Exception):
     """The store refused a server-side copy as not implemented."""
+
+
+def _copy_ranges(start: int, end: int) -> list[tuple[int, int]]:
+    """`start`..`end` in equal ranges of at most COPY_PART_SIZE, one copied part each."""
+    count = -(-(end - start) // COPY_PART_SIZE)
+    bounds = [start + (end - start) * i // count for i in range(count + 1)]
+    return list(itertools.pairwise(bounds))
 
 
 @dataclass(slots=True)
